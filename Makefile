@@ -1,0 +1,31 @@
+# The two commands: `make dev` (run the gateway locally against the simulator) and `make test` (everything).
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: dev test bootstrap build check lint unit e2e deploy-dry-run bench
+
+dev: bootstrap
+	bash scripts/dev.sh
+
+test: bootstrap lint unit build e2e
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+build:
+	$(ENV) bash scripts/build-worker.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --lib --target wasm32-unknown-unknown --locked -- -D warnings
+
+unit:
+	cargo test --workspace --lib --bins --locked
+	cargo test -p upstream-sim --tests --locked
+
+e2e:
+	cargo test --test e2e --locked
+
+deploy-dry-run: bootstrap
+	$(ENV) wrangler deploy --dry-run --outdir dist

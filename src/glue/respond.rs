@@ -1,0 +1,118 @@
+//! Building client responses: OpenAI-shaped errors, JSON answers, request ids, client and admin auth.
+
+use crate::openai::ApiError;
+use crate::routes;
+use worker::{Env, Headers, Request, Response, Result};
+
+/// A fresh id for `x-request-id`, from the platform's secure random source.
+pub fn new_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        return "gw-unknown".to_string();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("gw-{hex}")
+}
+
+/// Renders an `ApiError` with its status and the headers the official SDKs read.
+pub fn error(e: &ApiError, path: &str) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    if let Some(s) = e.retry_after_s {
+        headers.set("retry-after", &s.to_string())?;
+    }
+    if let Some(retry) = e.should_retry {
+        headers.set("x-should-retry", if retry { "true" } else { "false" })?;
+    }
+    if e.status == 405 {
+        headers.set("allow", routes::allowed_methods(path))?;
+    }
+    Ok(Response::from_bytes(e.body().into_bytes())?
+        .with_status(e.status)
+        .with_headers(headers))
+}
+
+/// A JSON answer with the given status.
+pub fn json(status: u16, body: String) -> std::result::Result<Response, ApiError> {
+    let headers = Headers::new();
+    headers
+        .set("content-type", "application/json")
+        .map_err(internal)?;
+    Ok(Response::from_bytes(body.into_bytes())
+        .map_err(internal)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// Adds `x-request-id` to any answer.
+pub fn with_request_id(mut resp: Response, request_id: &str) -> Result<Response> {
+    resp.headers_mut().set("x-request-id", request_id)?;
+    Ok(resp)
+}
+
+/// A runtime failure inside the gateway, reported without its details.
+pub fn internal(_: worker::Error) -> ApiError {
+    ApiError::new(
+        500,
+        "server_error",
+        Some("gateway_error"),
+        "The gateway hit an internal error; retry the request.".to_string(),
+    )
+}
+
+/// Checks the client's gateway key against the `GATEWAY_KEYS` secret (comma-separated).
+pub fn authorize_client(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
+    let configured = env.secret("GATEWAY_KEYS").map(|s| s.to_string()).ok();
+    let Some(configured) = configured.filter(|k| !k.trim().is_empty()) else {
+        return Err(ApiError::unauthorized(
+            "This gateway has no client keys configured (set the GATEWAY_KEYS secret).",
+        ));
+    };
+    let offered = bearer(req).unwrap_or_default();
+    let known = configured
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .fold(false, |hit, k| {
+            hit | constant_time_eq(k.as_bytes(), offered.as_bytes())
+        });
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "Incorrect or missing gateway API key: send it as `Authorization: Bearer <key>`.",
+        ))
+    }
+}
+
+/// Checks the admin token against the `ADMIN_TOKEN` secret; no secret means no admin API.
+pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
+    let token = env
+        .secret("ADMIN_TOKEN")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let offered = bearer(req).unwrap_or_default();
+    if !token.is_empty() && constant_time_eq(token.as_bytes(), offered.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "The admin API needs `Authorization: Bearer <ADMIN_TOKEN>`.",
+        ))
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let value = req.headers().get("authorization").ok().flatten()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
+/// Compares secrets in time independent of where they first differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

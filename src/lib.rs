@@ -1,0 +1,12 @@
+//! Edge LLM gateway: an OpenAI-compatible endpoint on Cloudflare Workers that keeps apps under upstream limits.
+//!
+//! Pure modules (no `worker` imports) carry the logic and are tested on the host;
+//! `glue` is the only part that touches the Workers runtime.
+
+pub mod classify;
+pub mod config;
+pub mod openai;
+pub mod routes;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,298 @@
+//! OpenAI wire shapes the gateway speaks to clients: the error body and chat-request checks.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// An error a client sees: rendered as `{"error":{"message","type","param","code"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// Human-readable reason; never contains a secret.
+    pub message: String,
+    /// OpenAI error `type`, e.g. `invalid_request_error`.
+    pub kind: String,
+    /// The request field at fault, if any.
+    pub param: Option<String>,
+    /// Machine-readable code, e.g. `model_not_found`.
+    pub code: Option<String>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    pub retry_after_s: Option<u64>,
+    /// Whether the official SDKs should retry (sent as `x-should-retry`).
+    pub should_retry: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorFields<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    /// An error with no param and no retry advice.
+    pub fn new(status: u16, kind: &str, code: Option<&str>, message: String) -> Self {
+        ApiError {
+            status,
+            message,
+            kind: kind.to_string(),
+            param: None,
+            code: code.map(str::to_string),
+            retry_after_s: None,
+            should_retry: None,
+        }
+    }
+
+    /// 400 for a request the client must fix; never worth retrying.
+    pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        let mut e = Self::new(400, "invalid_request_error", None, message.into());
+        e.param = param.map(str::to_string);
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// 401 for a missing or wrong gateway credential.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            401,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            message.into(),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// 404 for a path the gateway does not serve.
+    pub fn unknown_route(method: &str, path: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            Some("unknown_url"),
+            format!("Unrecognized request URL ({method} {path})."),
+        )
+    }
+
+    /// 404 for a model name the gateway has no route for.
+    pub fn model_not_found(model: &str) -> Self {
+        let mut e = Self::new(
+            404,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!("The model `{model}` is not served by this gateway."),
+        );
+        e.param = Some("model".to_string());
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// 405 for a known path called with the wrong method.
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            405,
+            "invalid_request_error",
+            Some("method_not_allowed"),
+            format!("Method {method} is not allowed on {path}."),
+        )
+    }
+
+    /// 502 when the upstream failed or could not be reached.
+    pub fn bad_gateway(code: &str, message: impl Into<String>) -> Self {
+        Self::new(502, "upstream_error", Some(code), message.into())
+    }
+
+    /// 500 for the gateway's own misconfiguration; the message names what to fix.
+    pub fn config(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            500,
+            "server_error",
+            Some("gateway_misconfigured"),
+            message.into(),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// The JSON body in OpenAI's error shape.
+    pub fn body(&self) -> String {
+        let body = ErrorBody {
+            error: ErrorFields {
+                message: &self.message,
+                kind: &self.kind,
+                param: self.param.as_deref(),
+                code: self.code.as_deref(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| String::from("{\"error\":{}}"))
+    }
+}
+
+/// A chat request that passed the gateway's checks; the raw JSON is kept so unknown
+/// fields reach the upstream untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The public model name the client asked for.
+    pub model: String,
+    /// Whether the client asked for a server-sent-event stream.
+    pub stream: bool,
+    /// The whole body as sent.
+    pub body: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Parses and checks a `/v1/chat/completions` body.
+    pub fn parse(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::invalid_request(
+                format!("We could not parse the JSON body of your request: {e}."),
+                None,
+            )
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::invalid_request(
+                "The request body must be a JSON object.",
+                None,
+            ));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "`model` must be a non-empty string.",
+                    Some("model"),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid_request(
+                    "you must provide a model parameter",
+                    Some("model"),
+                ))
+            }
+        };
+        match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {}
+            Some(Value::Array(_)) => {
+                return Err(ApiError::invalid_request(
+                    "`messages` must contain at least one message.",
+                    Some("messages"),
+                ))
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "`messages` must be an array of messages.",
+                    Some("messages"),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid_request(
+                    "Missing required parameter: 'messages'.",
+                    Some("messages"),
+                ))
+            }
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "`stream` must be a boolean.",
+                    Some("stream"),
+                ))
+            }
+        };
+        Ok(ChatRequest {
+            model,
+            stream,
+            body,
+        })
+    }
+
+    /// The body to send upstream, with `model` set to the upstream model name.
+    pub fn upstream_body(&self, upstream_model: &str) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_string()));
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// The `GET /v1/models` answer listing the public model names.
+pub fn model_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let data: Vec<Value> = names
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"}))
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> ApiError {
+        ChatRequest::parse(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn error_body_has_openai_shape() {
+        let e = ApiError::invalid_request("bad", Some("model"));
+        let v: Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error":{"message":"bad","type":"invalid_request_error","param":"model","code":null}})
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_400_naming_the_field() {
+        for (body, param) in [
+            ("{not json", None),
+            ("[1,2]", None),
+            (
+                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+                Some("model"),
+            ),
+            (
+                r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#,
+                Some("model"),
+            ),
+            (r#"{"model":"m"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
+            (
+                r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+        ] {
+            let e = err(body);
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(e.param.as_deref(), param, "{body}");
+            assert_eq!(e.should_retry, Some(false));
+        }
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_swaps_the_model() {
+        let r = ChatRequest::parse(
+            br#"{"model":"qwen3-max","messages":[{"role":"user","content":"hi"}],"stream":true,"enable_thinking":false}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "qwen3-max");
+        assert!(r.stream);
+        let sent: Value = serde_json::from_slice(&r.upstream_body("qwen-plus")).unwrap();
+        assert_eq!(sent["model"], "qwen-plus");
+        assert_eq!(sent["enable_thinking"], false);
+    }
+
+    #[test]
+    fn lists_models() {
+        let v: Value = serde_json::from_str(&model_list(["a", "b"].into_iter())).unwrap();
+        assert_eq!(v["data"][1]["id"], "b");
+        assert_eq!(v["object"], "list");
+    }
+}

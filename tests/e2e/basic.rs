@@ -1,0 +1,318 @@
+//! First scenarios: proxying, request checks, upstream failures, the Durable Object counter, secrecy.
+
+use crate::support::{chat_body, Ctx, ADMIN_TOKEN, CLIENT_KEY, UPSTREAM_KEYS};
+use crate::Scenario;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        ("proxied_success_is_the_upstream_answer", |c| {
+            Box::pin(proxied_success(c))
+        }),
+        ("stream_passes_through_as_sse", |c| {
+            Box::pin(stream_passes_through(c))
+        }),
+        ("invalid_json_is_a_400_in_openai_shape", |c| {
+            Box::pin(invalid_json(c))
+        }),
+        ("missing_fields_are_400s_naming_the_field", |c| {
+            Box::pin(missing_fields(c))
+        }),
+        ("unknown_route_404_and_wrong_method_405", |c| {
+            Box::pin(routes(c))
+        }),
+        ("client_key_is_required", |c| {
+            Box::pin(client_key_required(c))
+        }),
+        ("unknown_model_is_a_404", |c| Box::pin(unknown_model(c))),
+        ("upstream_500_becomes_an_openai_shaped_502", |c| {
+            Box::pin(upstream_500(c))
+        }),
+        ("upstream_connection_reset_becomes_a_502", |c| {
+            Box::pin(upstream_reset(c))
+        }),
+        ("revoked_upstream_key_never_reaches_the_client", |c| {
+            Box::pin(revoked_key(c))
+        }),
+        ("durable_object_counts_requests", |c| {
+            Box::pin(do_counter(c))
+        }),
+        ("models_and_health", |c| Box::pin(models_and_health(c))),
+        ("no_secret_in_gateway_logs", |c| {
+            Box::pin(no_secret_in_logs(c))
+        }),
+    ]
+}
+
+async fn proxied_success(ctx: Arc<Ctx>) {
+    let body = json!({"model": "qwen3-max", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 5, "temperature": 0.2});
+    let reply = ctx.chat(&body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let got = reply.json();
+    assert_eq!(got["model"], "qwen3-max");
+    assert_eq!(
+        got["usage"]["completion_tokens"], 5,
+        "max_tokens reached the upstream"
+    );
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen3-max");
+    assert_eq!(reply.header("x-gateway-requested-model"), "qwen3-max");
+    assert_eq!(reply.header("x-gateway-upstream"), "sim");
+    assert!(reply.header("x-request-id").starts_with("gw-"));
+
+    // Unchanged: the same request straight to the simulator gives the same answer but for ids.
+    let direct: Value = ctx
+        .http
+        .post(format!(
+            "{}/compatible-mode/v1/chat/completions",
+            ctx.sim.url()
+        ))
+        .bearer_auth("sk-a1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let strip = |mut v: Value| {
+        v["id"] = Value::Null;
+        v["created"] = Value::Null;
+        v
+    };
+    assert_eq!(strip(got), strip(direct));
+    assert_eq!(
+        ctx.sim.stats()["keys"]["sk-a1"]["calls"],
+        2,
+        "gateway used acct-a's first key"
+    );
+}
+
+async fn stream_passes_through(ctx: Arc<Ctx>) {
+    let reply = ctx.chat(&chat_body("qwen3-max", true)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply
+        .header("content-type")
+        .starts_with("text/event-stream"));
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen3-max");
+    let events: Vec<&str> = reply.text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{}", reply.text);
+    let first: Value = serde_json::from_str(events[0].trim_start_matches("data: ")).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        events.len() >= 4,
+        "role, content and finish chunks: {}",
+        reply.text
+    );
+}
+
+async fn invalid_json(ctx: Arc<Ctx>) {
+    let reply = ctx
+        .send(
+            ctx.http
+                .post(format!("{}/v1/chat/completions", ctx.url))
+                .bearer_auth(CLIENT_KEY)
+                .header("content-type", "application/json")
+                .body("{\"model\": \"qwen3-max\", \"messages\": ["),
+        )
+        .await;
+    let error = reply.assert_error(400);
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(reply.header("x-should-retry"), "false");
+    assert_eq!(
+        ctx.sim.stats()["total_calls"],
+        0,
+        "nothing reached the upstream"
+    );
+}
+
+async fn missing_fields(ctx: Arc<Ctx>) {
+    for (body, param) in [
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+        ),
+        (json!({"model": "qwen3-max"}), "messages"),
+        (json!({"model": "qwen3-max", "messages": []}), "messages"),
+    ] {
+        let error = ctx.chat(&body).await.assert_error(400);
+        assert_eq!(error["param"], param, "{body}");
+    }
+    assert_eq!(ctx.sim.stats()["total_calls"], 0);
+}
+
+async fn routes(ctx: Arc<Ctx>) {
+    let reply = ctx
+        .send(ctx.http.get(format!("{}/v1/nothing-here", ctx.url)))
+        .await;
+    assert_eq!(reply.assert_error(404)["code"], "unknown_url");
+    let reply = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/v1/chat/completions", ctx.url))
+                .bearer_auth(CLIENT_KEY),
+        )
+        .await;
+    assert_eq!(reply.assert_error(405)["code"], "method_not_allowed");
+    assert_eq!(reply.header("allow"), "POST");
+}
+
+async fn client_key_required(ctx: Arc<Ctx>) {
+    let url = format!("{}/v1/chat/completions", ctx.url);
+    let missing = ctx
+        .send(ctx.http.post(&url).json(&chat_body("qwen3-max", false)))
+        .await;
+    assert_eq!(missing.assert_error(401)["code"], "invalid_api_key");
+    let wrong = ctx
+        .send(
+            ctx.http
+                .post(&url)
+                .bearer_auth("gw-test-client-kez")
+                .json(&chat_body("qwen3-max", false)),
+        )
+        .await;
+    wrong.assert_error(401);
+    let other = ctx
+        .send(
+            ctx.http
+                .post(&url)
+                .bearer_auth("other-key")
+                .json(&chat_body("qwen3-max", false)),
+        )
+        .await;
+    assert_eq!(
+        other.status, 200,
+        "every listed key is accepted: {}",
+        other.text
+    );
+    assert_eq!(ctx.sim.stats()["total_calls"], 1);
+}
+
+async fn unknown_model(ctx: Arc<Ctx>) {
+    let error = ctx
+        .chat(&chat_body("gpt-17", false))
+        .await
+        .assert_error(404);
+    assert_eq!(error["code"], "model_not_found");
+    assert_eq!(error["param"], "model");
+    assert_eq!(ctx.sim.stats()["total_calls"], 0);
+}
+
+async fn upstream_500(ctx: Arc<Ctx>) {
+    ctx.sim
+        .push_fault(json!({"kind": "status", "status": 500}))
+        .unwrap();
+    let reply = ctx.chat(&chat_body("qwen3-max", false)).await;
+    let error = reply.assert_error(502);
+    assert_eq!(error["type"], "upstream_error");
+    assert!(
+        error["message"].as_str().unwrap().contains("InternalError"),
+        "{error}"
+    );
+}
+
+async fn upstream_reset(ctx: Arc<Ctx>) {
+    ctx.sim.push_fault(json!({"kind": "reset"})).unwrap();
+    let reply = ctx.chat(&chat_body("qwen3-max", false)).await;
+    assert_eq!(reply.assert_error(502)["code"], "upstream_unreachable");
+}
+
+async fn revoked_key(ctx: Arc<Ctx>) {
+    let reply = ctx.chat(&chat_body("revoked", false)).await;
+    let error = reply.assert_error(502);
+    assert_eq!(error["code"], "upstream_auth_failed");
+    let everything = format!("{:?} {}", reply.headers, reply.text);
+    for (_, key) in UPSTREAM_KEYS {
+        assert!(
+            !everything.contains(key),
+            "upstream key leaked: {everything}"
+        );
+    }
+    assert!(
+        !everything.contains("sk-re"),
+        "not even the masked key: {everything}"
+    );
+}
+
+async fn do_counter(ctx: Arc<Ctx>) {
+    let admin = |ctx: &Ctx| {
+        ctx.http
+            .get(format!("{}/admin/buckets/acct-a/qwen3-max", ctx.url))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let before = ctx.send(admin(&ctx)).await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    let before = before.json()["counters"]["admitted"].as_i64().unwrap();
+    for _ in 0..3 {
+        assert_eq!(ctx.chat(&chat_body("qwen3-max", false)).await.status, 200);
+    }
+    let after = ctx.send(admin(&ctx)).await.json()["counters"]["admitted"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after, before + 3);
+    let other = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/buckets/acct-b/qwen3-max", ctx.url))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await
+        .json();
+    assert_eq!(other["counters"]["admitted"], 0, "one DO per bucket");
+    let no_token = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/buckets/acct-a/qwen3-max", ctx.url)),
+        )
+        .await;
+    no_token.assert_error(401);
+    let client_key = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/buckets/acct-a/qwen3-max", ctx.url))
+                .bearer_auth(CLIENT_KEY),
+        )
+        .await;
+    client_key.assert_error(401);
+}
+
+async fn models_and_health(ctx: Arc<Ctx>) {
+    let models = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/v1/models", ctx.url))
+                .bearer_auth(CLIENT_KEY),
+        )
+        .await;
+    assert_eq!(models.status, 200);
+    let ids: Vec<String> = models.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["qwen3-max", "revoked"]);
+    let health = ctx.send(ctx.http.get(format!("{}/healthz", ctx.url))).await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+}
+
+async fn no_secret_in_logs(ctx: Arc<Ctx>) {
+    // Drive a success and a failure so the log has something to say, then read it all.
+    ctx.chat(&chat_body("qwen3-max", false)).await;
+    ctx.chat(&chat_body("revoked", false)).await;
+    let log = ctx.gateway_log();
+    assert!(log.contains("Ready on"), "the log was captured");
+    for secret in UPSTREAM_KEYS
+        .iter()
+        .map(|(_, v)| *v)
+        .chain([CLIENT_KEY, ADMIN_TOKEN])
+    {
+        assert!(
+            !log.contains(secret),
+            "secret {secret:?} appears in the gateway log"
+        );
+    }
+}

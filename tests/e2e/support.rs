@@ -1,0 +1,217 @@
+//! Shared context of the end-to-end scenarios: simulator, gateway, HTTP client and helpers.
+
+use crate::gateway::{Gateway, GatewaySpec};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use upstream_sim::{SimConfig, Simulator};
+
+/// The client key the test gateway accepts.
+pub const CLIENT_KEY: &str = "gw-test-client-key";
+/// The admin token of the test gateway.
+pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
+/// Upstream keys the gateway holds (as secrets); the simulator knows the first three.
+pub const UPSTREAM_KEYS: [(&str, &str); 4] = [
+    ("SIM_KEY_A1", "sk-a1"),
+    ("SIM_KEY_A2", "sk-a2"),
+    ("SIM_KEY_B1", "sk-b1"),
+    ("SIM_KEY_REVOKED", "sk-revoked-0123456789"),
+];
+
+/// What every scenario gets.
+pub struct Ctx {
+    /// The upstream simulator, in process.
+    pub sim: Simulator,
+    gateway: Mutex<Option<Gateway>>,
+    /// The gateway's base URL.
+    pub url: String,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+fn sim_config() -> SimConfig {
+    serde_json::from_value(json!({
+        "time_scale": 1.0,
+        "accounts": {
+            "acct-a": {"keys": ["sk-a1", "sk-a2"], "state": "ok", "limits": {}},
+            "acct-b": {"keys": ["sk-b1"], "state": "ok", "limits": {}}
+        },
+        "models": ["qwen3-max", "qwen-plus", "qwen-turbo"],
+        "completion_tokens": 8,
+        "stream_chunk_delay_ms": 0
+    }))
+    .expect("simulator config")
+}
+
+fn gateway_spec(sim_url: &str) -> GatewaySpec {
+    let config = json!({
+        "upstreams": {"sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"}},
+        "accounts": {
+            "acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1", "SIM_KEY_A2"], "limits": {"qwen3-max": {}, "qwen-plus": {}}},
+            "acct-b": {"upstream": "sim", "keys": ["SIM_KEY_B1"], "limits": {"qwen3-max": {}, "qwen-plus": {}}},
+            "acct-revoked": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED"], "limits": {"qwen-turbo": {}}}
+        },
+        "models": {
+            "qwen3-max": {"fallback": ["qwen3-max", "qwen-plus"]},
+            "revoked": {"fallback": ["qwen-turbo"]}
+        }
+    });
+    let mut secrets: Vec<(String, String)> = UPSTREAM_KEYS
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    secrets.push(("GATEWAY_KEYS".into(), format!("other-key,{CLIENT_KEY}")));
+    secrets.push(("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    GatewaySpec { config, secrets }
+}
+
+impl Ctx {
+    /// Starts the simulator and the gateway, each on an ephemeral loopback port.
+    pub async fn start() -> Result<Ctx, String> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = root.join(format!("target/e2e/run-{}-{stamp}", std::process::id()));
+        let sim = Simulator::start(sim_config(), 0)
+            .await
+            .map_err(|e| format!("simulator: {e}"))?;
+        let gateway = Gateway::start(&root, &dir, &gateway_spec(&sim.url())).await?;
+        println!(
+            "simulator at {}, gateway at {} (state in {})",
+            sim.url(),
+            gateway.url,
+            dir.display()
+        );
+        Ok(Ctx {
+            url: gateway.url.clone(),
+            sim,
+            gateway: Mutex::new(Some(gateway)),
+            http: reqwest::Client::new(),
+            root,
+            dir,
+        })
+    }
+
+    /// Clears the simulator between scenarios.
+    pub async fn reset(&self) {
+        self.sim.reset();
+    }
+
+    /// Stops everything; removes the run directory when all passed.
+    pub async fn stop(self, remove_dir: bool) {
+        if let Ok(mut guard) = self.gateway.lock() {
+            if let Some(mut gw) = guard.take() {
+                gw.stop();
+            }
+        }
+        self.sim.shutdown().await;
+        if remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            println!("kept {} for inspection (wrangler.log)", self.dir.display());
+        }
+        let _ = &self.root;
+    }
+
+    /// The gateway's log so far (wrangler and workerd output).
+    pub fn gateway_log(&self) -> String {
+        self.gateway
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Gateway::log))
+            .unwrap_or_default()
+    }
+
+    /// POSTs a chat request with the client key.
+    pub async fn chat(&self, body: &Value) -> Reply {
+        self.send(
+            self.http
+                .post(format!("{}/v1/chat/completions", self.url))
+                .bearer_auth(CLIENT_KEY)
+                .json(body),
+        )
+        .await
+    }
+
+    /// Sends any request and collects the reply.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("gateway answered");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("gateway body");
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+}
+
+/// A collected gateway answer.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// A header as text, or "" when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts the OpenAI error shape and status; returns the `error` object.
+    pub fn assert_error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert!(
+            self.header("content-type").starts_with("application/json"),
+            "content-type"
+        );
+        let body = self.json();
+        let error = body["error"].clone();
+        for field in ["message", "type", "param", "code"] {
+            assert!(
+                error.get(field).is_some(),
+                "error.{field} missing in {}",
+                self.text
+            );
+        }
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message"
+        );
+        error
+    }
+}
+
+/// A simple one-message chat body.
+pub fn chat_body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}], "stream": stream})
+}
+
+/// The text of a panic payload.
+pub fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
