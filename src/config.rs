@@ -17,13 +17,22 @@ pub enum Profile {
 }
 
 /// One upstream endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Base URL up to and including the version segment, e.g. `.../compatible-mode/v1`.
     pub base_url: String,
     /// Wire dialect and limit semantics.
     pub profile: Profile,
+    /// Lower goes first within a fallback step.
+    #[serde(default)]
+    pub priority: u32,
+    /// Share of traffic among accounts of equal priority (multiplies the account's weight).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Durable Object placement hint for this upstream's buckets (e.g. `apac`), near its region.
+    #[serde(default)]
+    pub location_hint: Option<String>,
 }
 
 /// Per-model limits of one account; any subset may be set.
@@ -41,7 +50,7 @@ pub struct Limits {
 }
 
 /// One upstream account: its keys share its limits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     /// Id of the upstream this account belongs to.
@@ -51,18 +60,94 @@ pub struct Account {
     /// Limits per upstream model; the account serves exactly these models.
     #[serde(default)]
     pub limits: BTreeMap<String, Limits>,
+    /// Share of traffic among accounts of equal priority.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+/// One step of a fallback chain: a model, optionally restricted to some accounts or upstreams.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum StepSpec {
+    /// Just the upstream model name: every account listing it may serve.
+    Model(String),
+    /// A model with the accounts and/or upstreams allowed to serve it.
+    Detailed {
+        /// Upstream model name.
+        model: String,
+        /// Only these accounts (ids).
+        #[serde(default)]
+        accounts: Option<Vec<String>>,
+        /// Only accounts of these upstreams (ids).
+        #[serde(default)]
+        upstreams: Option<Vec<String>>,
+    },
+}
+
+impl StepSpec {
+    /// The upstream model name of this step.
+    pub fn model(&self) -> &str {
+        match self {
+            StepSpec::Model(m) | StepSpec::Detailed { model: m, .. } => m,
+        }
+    }
+
+    fn allows(&self, account_id: &str, account: &Account) -> bool {
+        match self {
+            StepSpec::Model(_) => true,
+            StepSpec::Detailed {
+                accounts,
+                upstreams,
+                ..
+            } => {
+                accounts
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|x| x == account_id))
+                    && upstreams
+                        .as_ref()
+                        .is_none_or(|u| u.contains(&account.upstream))
+            }
+        }
+    }
 }
 
 /// A public model name and the upstream models that may answer it, best first.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRoute {
-    /// Upstream model names, tried in order.
-    pub fallback: Vec<String>,
+    /// Steps tried in order.
+    pub fallback: Vec<StepSpec>,
+    /// Longest scheduled wait for a slot before moving down the chain.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// Whole-request deadline, waits and retries included.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// One price tier: applies when the request's input tokens are at most `up_to`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    /// Largest input token count of this tier (inclusive); absent on the last tier.
+    #[serde(default)]
+    pub up_to: Option<u64>,
+    /// USD per 1M input tokens.
+    pub input: f64,
+    /// USD per 1M output tokens.
+    pub output: f64,
+}
+
+/// Prices of one upstream model, tiered by the request's input tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Tiers in ascending `up_to` order; the whole request is billed at its tier.
+    pub tiers: Vec<PriceTier>,
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Upstream endpoints by id.
@@ -71,10 +156,38 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     /// Public model names clients may send.
     pub models: BTreeMap<String, ModelRoute>,
+    /// Prices per upstream model, for cost accounting.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+    /// Scheduled wait allowed per step when a model does not set its own.
+    #[serde(default = "default_max_wait_ms")]
+    pub default_max_wait_ms: u64,
+    /// Request deadline when a model does not set its own.
+    #[serde(default = "default_deadline_ms")]
+    pub default_deadline_ms: u64,
+    /// Output tokens reserved when a request sets no `max_tokens`.
+    #[serde(default = "default_output_tokens")]
+    pub default_output_tokens: u64,
+    /// Windows run this many times faster (tests and demos only; 1 in production).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_max_wait_ms() -> u64 {
+    2_000
+}
+fn default_deadline_ms() -> u64 {
+    60_000
+}
+fn default_output_tokens() -> u64 {
+    256
 }
 
 /// One place the request can go: an account serving an upstream model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate<'a> {
     /// Account id.
     pub account: &'a str,
@@ -86,6 +199,8 @@ pub struct Candidate<'a> {
     pub upstream_id: &'a str,
     /// The model name to send upstream.
     pub model: &'a str,
+    /// The account's limits for this model.
+    pub limits: &'a Limits,
 }
 
 impl Config {
@@ -104,6 +219,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !(self.time_scale.is_finite() && self.time_scale >= 1.0) {
+            return Err("time_scale: must be a number >= 1".into());
+        }
         for (id, up) in &self.upstreams {
             let url = up.base_url.as_str();
             if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -115,6 +233,9 @@ impl Config {
                 return Err(format!(
                     "upstreams.{id}.base_url: must not end with '/' (paths such as /chat/completions are appended)"
                 ));
+            }
+            if !(up.weight.is_finite() && up.weight > 0.0) {
+                return Err(format!("upstreams.{id}.weight: must be a positive number"));
             }
         }
         for (id, acct) in &self.accounts {
@@ -132,32 +253,94 @@ impl Config {
             if let Some(k) = acct.keys.iter().find(|k| k.trim().is_empty()) {
                 return Err(format!("accounts.{id}.keys: empty secret name '{k}'"));
             }
+            if !(acct.weight.is_finite() && acct.weight > 0.0) {
+                return Err(format!("accounts.{id}.weight: must be a positive number"));
+            }
+            for (model, l) in &acct.limits {
+                let zero = [l.rpm, l.rps, l.tpm, l.tps].contains(&Some(0));
+                if zero {
+                    return Err(format!(
+                        "accounts.{id}.limits.{model}: a limit of 0 admits nothing; remove the model instead"
+                    ));
+                }
+            }
         }
         for (name, route) in &self.models {
             if route.fallback.is_empty() {
                 return Err(format!("models.{name}.fallback: needs at least one model"));
             }
             for (i, step) in route.fallback.iter().enumerate() {
-                if !self.accounts.values().any(|a| a.limits.contains_key(step)) {
+                let at = format!("models.{name}.fallback[{i}]");
+                if let StepSpec::Detailed {
+                    accounts,
+                    upstreams,
+                    ..
+                } = step
+                {
+                    if let Some(a) = accounts
+                        .iter()
+                        .flatten()
+                        .find(|a| !self.accounts.contains_key(*a))
+                    {
+                        return Err(format!("{at}.accounts: no account named '{a}'"));
+                    }
+                    if let Some(u) = upstreams
+                        .iter()
+                        .flatten()
+                        .find(|u| !self.upstreams.contains_key(*u))
+                    {
+                        return Err(format!("{at}.upstreams: no upstream named '{u}'"));
+                    }
+                }
+                if self.candidates(step).next().is_none() {
                     return Err(format!(
-                        "models.{name}.fallback[{i}]: no account lists '{step}' under its limits"
+                        "{at}: no allowed account lists '{}' under its limits",
+                        step.model()
                     ));
                 }
+            }
+        }
+        for (model, price) in &self.prices {
+            let mut last: Option<u64> = None;
+            for (i, tier) in price.tiers.iter().enumerate() {
+                let at = format!("prices.{model}.tiers[{i}]");
+                if !(tier.input >= 0.0 && tier.output >= 0.0) {
+                    return Err(format!("{at}: prices must be >= 0"));
+                }
+                match (last, tier.up_to) {
+                    (Some(prev), Some(up)) if up <= prev => {
+                        return Err(format!("{at}.up_to: tiers must ascend"))
+                    }
+                    (_, None) if i + 1 != price.tiers.len() => {
+                        return Err(format!("{at}.up_to: only the last tier may omit it"))
+                    }
+                    _ => {}
+                }
+                last = tier.up_to;
+            }
+            if price.tiers.is_empty() {
+                return Err(format!("prices.{model}.tiers: needs at least one tier"));
             }
         }
         Ok(())
     }
 
-    /// Accounts that can serve upstream `model`, in id order.
-    pub fn candidates<'a>(&'a self, model: &'a str) -> impl Iterator<Item = Candidate<'a>> + 'a {
+    /// Accounts allowed to serve `step`, in id order.
+    pub fn candidates<'a>(
+        &'a self,
+        step: &'a StepSpec,
+    ) -> impl Iterator<Item = Candidate<'a>> + 'a {
+        let model = step.model();
         self.accounts.iter().filter_map(move |(id, acct)| {
             let upstream = self.upstreams.get(&acct.upstream)?;
-            acct.limits.contains_key(model).then_some(Candidate {
+            let limits = acct.limits.get(model)?;
+            step.allows(id, acct).then_some(Candidate {
                 account: id,
                 settings: acct,
                 upstream,
                 upstream_id: &acct.upstream,
                 model,
+                limits,
             })
         })
     }
@@ -170,12 +353,17 @@ mod tests {
 
     fn base() -> Value {
         json!({
-            "upstreams": {"sim": {"base_url": "http://127.0.0.1:9/compatible-mode/v1", "profile": "dashscope"}},
+            "upstreams": {
+                "sim": {"base_url": "http://127.0.0.1:9/compatible-mode/v1", "profile": "dashscope"},
+                "relay": {"base_url": "https://relay.example/v1", "profile": "openai-compatible", "priority": 1, "weight": 2.0}
+            },
             "accounts": {
                 "acct-a": {"upstream": "sim", "keys": ["KEY_A1", "KEY_A2"], "limits": {"qwen3-max": {"rpm": 6}, "qwen-plus": {}}},
-                "acct-b": {"upstream": "sim", "keys": ["KEY_B1"], "limits": {"qwen3-max": {"rpm": 6, "tpm": 1000}}}
+                "acct-b": {"upstream": "sim", "keys": ["KEY_B1"], "limits": {"qwen3-max": {"rpm": 6, "tpm": 1000}}},
+                "relay-1": {"upstream": "relay", "keys": ["RELAY_KEY"], "limits": {"qwen3-max": {}}}
             },
-            "models": {"qwen3-max": {"fallback": ["qwen3-max", "qwen-plus"]}}
+            "models": {"qwen3-max": {"fallback": ["qwen3-max", {"model": "qwen-plus", "accounts": ["acct-a"]}], "max_wait_ms": 500}},
+            "prices": {"qwen3-max": {"tiers": [{"up_to": 32000, "input": 1.2, "output": 6.0}, {"input": 2.4, "output": 12.0}]}}
         })
     }
 
@@ -188,17 +376,29 @@ mod tests {
             from_obj.accounts["acct-b"].limits["qwen3-max"].tpm,
             Some(1000)
         );
-        let accounts: Vec<_> = from_obj
-            .candidates("qwen3-max")
+        assert_eq!(from_obj.default_max_wait_ms, 2000);
+        assert_eq!(from_obj.models["qwen3-max"].max_wait_ms, Some(500));
+        let steps = &from_obj.models["qwen3-max"].fallback;
+        let first: Vec<_> = from_obj.candidates(&steps[0]).map(|c| c.account).collect();
+        assert_eq!(first, ["acct-a", "acct-b", "relay-1"]);
+        let second: Vec<_> = from_obj.candidates(&steps[1]).map(|c| c.account).collect();
+        assert_eq!(second, ["acct-a"]);
+        let only_relay = StepSpec::Detailed {
+            model: "qwen3-max".into(),
+            accounts: None,
+            upstreams: Some(vec!["relay".into()]),
+        };
+        let relay: Vec<_> = from_obj
+            .candidates(&only_relay)
             .map(|c| c.account)
             .collect();
-        assert_eq!(accounts, ["acct-a", "acct-b"]);
-        assert_eq!(from_obj.candidates("qwen-plus").count(), 1);
+        assert_eq!(relay, ["relay-1"]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Case = (fn(&mut Value), &'static str);
+        let cases: Vec<Case> = vec![
             (
                 |v| v["upstreams"]["sim"]["base_url"] = json!("ftp://x"),
                 "upstreams.sim.base_url",
@@ -210,6 +410,10 @@ mod tests {
             (
                 |v| v["upstreams"]["sim"]["profile"] = json!("azure"),
                 "upstreams.sim.profile: unknown variant `azure`",
+            ),
+            (
+                |v| v["upstreams"]["relay"]["weight"] = json!(0),
+                "upstreams.relay.weight",
             ),
             (
                 |v| v["accounts"]["acct-a"]["upstream"] = json!("nope"),
@@ -224,17 +428,42 @@ mod tests {
                 "accounts.acct-b.limits.qwen3-max.rpn: unknown field `rpn`",
             ),
             (
+                |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!(-1),
+                "accounts.acct-b.limits.qwen3-max.rpm: invalid value",
+            ),
+            (
+                |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!(0),
+                "accounts.acct-b.limits.qwen3-max: a limit of 0",
+            ),
+            (
                 |v| v["models"]["qwen3-max"]["fallback"] = json!([]),
                 "models.qwen3-max.fallback",
             ),
             (
                 |v| v["models"]["qwen3-max"]["fallback"] = json!(["qwen3-max", "qwen-turbo"]),
-                "models.qwen3-max.fallback[1]",
+                "models.qwen3-max.fallback[1]: no allowed account lists 'qwen-turbo'",
             ),
             (
-                |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!(-1),
-                "accounts.acct-b.limits.qwen3-max.rpm: invalid value",
+                |v| v["models"]["qwen3-max"]["fallback"][1]["accounts"] = json!(["acct-z"]),
+                "models.qwen3-max.fallback[1].accounts: no account named 'acct-z'",
             ),
+            (
+                |v| v["models"]["qwen3-max"]["fallback"][1]["accounts"] = json!(["acct-b"]),
+                "models.qwen3-max.fallback[1]: no allowed account",
+            ),
+            (
+                |v| v["prices"]["qwen3-max"]["tiers"][1]["up_to"] = json!(1000),
+                "prices.qwen3-max.tiers[1].up_to",
+            ),
+            (
+                |v| {
+                    v["prices"]["qwen3-max"]["tiers"] =
+                        json!([{"input": 1, "output": 1}, {"input": 1, "output": 1}])
+                },
+                "prices.qwen3-max.tiers[0].up_to",
+            ),
+            (|v| v["time_scale"] = json!(0.5), "time_scale"),
+            (|v| v["colour"] = json!("blue"), "unknown field `colour`"),
         ];
         for (mutate, expected) in cases {
             let mut v = base();

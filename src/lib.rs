@@ -6,7 +6,9 @@
 pub mod classify;
 pub mod config;
 pub mod openai;
+pub mod pricing;
 pub mod routes;
+pub mod tokens;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

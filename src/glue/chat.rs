@@ -29,7 +29,7 @@ pub async fn complete(
     let candidate = config
         .candidates(step)
         .next()
-        .ok_or_else(|| ApiError::config(format!("no account serves '{step}'")))?;
+        .ok_or_else(|| ApiError::config(format!("no account serves '{}'", step.model())))?;
     let key_name =
         candidate.settings.keys.first().ok_or_else(|| {
             ApiError::config(format!("accounts.{}.keys is empty", candidate.account))

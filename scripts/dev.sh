@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+#! `make dev`: the simulator on 127.0.0.1:8788 and the gateway (wrangler dev, local DOs) on 127.0.0.1:8787.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$root"
+
+sim_port=8788
+gateway_port=8787
+for port in $sim_port $gateway_port; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "dev: 127.0.0.1:$port is already in use; stop what listens there and re-run." >&2
+    exit 1
+  fi
+done
+
+# Demo secrets for the [env.dev] config: simulator keys, a client key, an admin token.
+cat > .dev.vars.dev <<'VARS'
+GATEWAY_KEYS=gw-dev-key
+ADMIN_TOKEN=dev-admin-token
+SIM_KEY_A1=sk-a1
+SIM_KEY_A2=sk-a2
+SIM_KEY_B1=sk-b1
+SIM_KEY_C1=sk-c1
+VARS
+
+cargo build -q -p upstream-sim
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+target/debug/upstream-sim --port "$sim_port" &
+pids+=($!)
+
+CI=1 wrangler dev --env dev --ip 127.0.0.1 --port "$gateway_port" \
+  --persist-to .wrangler/state --show-interactive-dev-session=false &
+pids+=($!)
+
+for _ in $(seq 1 600); do
+  if curl -fsS "http://127.0.0.1:$gateway_port/healthz" >/dev/null 2>&1; then break; fi
+  kill -0 "${pids[1]}" 2>/dev/null || { echo "dev: wrangler dev exited" >&2; exit 1; }
+  sleep 0.5
+done
+
+cat <<MSG
+
+Gateway ready on http://127.0.0.1:$gateway_port (simulator on http://127.0.0.1:$sim_port). Try:
+
+curl -s http://127.0.0.1:$gateway_port/v1/chat/completions \\
+  -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
+  -d '{"model":"qwen3-max","messages":[{"role":"user","content":"Hello!"}]}'
+
+Bucket counters: curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/buckets/acct-a/qwen3-max
+Ctrl-C stops both.
+MSG
+wait -n "${pids[@]}"

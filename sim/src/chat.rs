@@ -1,0 +1,305 @@
+//! The chat and models endpoints: key, body, model, account state, faults, limits, answer.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+
+use crate::bodies::{self, json_str, Dialect};
+use crate::body::{Aborted, SimBody, StreamItem, StreamPlan};
+use crate::completion::{ChatRequest, Completion};
+use crate::config::AccountState;
+use crate::faults::{FaultKind, StreamErrorShape, Target};
+use crate::limits::{LimitKind, Refusal};
+use crate::respond::{add_rate_headers, answer, json_answer, EVENT_STREAM, JSON};
+use crate::state::{lock, Admission, SimState};
+
+/// `created` of every listed model.
+const MODEL_CREATED: u64 = 1_735_689_600;
+
+/// Everything decided under the lock before the first await.
+struct Accepted {
+    id: String,
+    account: String,
+    request: ChatRequest,
+    fault: Option<FaultKind>,
+    completion: Completion,
+    chunk_delay_ms: u64,
+}
+
+/// `POST .../chat/completions`. `Err` closes the connection without an answer.
+pub async fn chat(
+    state: &Arc<Mutex<SimState>>,
+    dialect: Dialect,
+    key: &str,
+    body: &[u8],
+    started: Instant,
+) -> Result<Response<SimBody>, Aborted> {
+    let accepted = match accept(state, dialect, key, body, started) {
+        Ok(a) => a,
+        Err(refused) => return Ok(*refused),
+    };
+    let Accepted {
+        id,
+        account,
+        request,
+        fault,
+        completion,
+        chunk_delay_ms,
+    } = accepted;
+    let mut first_delay_ms = 0;
+    match fault {
+        Some(FaultKind::Status { status, body }) => {
+            let body = body.unwrap_or_else(|| bodies::fault_status(dialect, &id, status));
+            return Ok(json_answer(dialect, &id, started, status, body));
+        }
+        Some(FaultKind::Reset) => return Err(Aborted),
+        Some(kind @ (FaultKind::StreamError { .. } | FaultKind::StreamCut { .. })) => {
+            let plan = StreamPlan {
+                first_delay_ms: 0,
+                chunk_delay_ms,
+                items: faulty_stream(&kind, &id, &completion),
+            };
+            return Ok(stream_answer(state, dialect, &id, started, plan));
+        }
+        Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(FaultKind::SlowFirstToken { ms }) => first_delay_ms = ms,
+        None => {}
+    }
+    let admission = lock(state).admit(
+        &account,
+        &request.model,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+    );
+    if let Some(refusal) = admission.refusal {
+        let mut resp = limit_answer(dialect, &id, started, &request.model, &admission, refusal);
+        if dialect == Dialect::OpenAi {
+            add_rate_headers(&mut resp, &admission);
+        }
+        return Ok(resp);
+    }
+    let mut resp = if request.stream {
+        let mut items: Vec<StreamItem> = vec![data(completion.role_event())];
+        items.extend(completion.content_events().into_iter().map(data));
+        items.extend(
+            completion
+                .closing_events(request.include_usage)
+                .into_iter()
+                .map(data),
+        );
+        let plan = StreamPlan {
+            first_delay_ms,
+            chunk_delay_ms,
+            items,
+        };
+        stream_answer(state, dialect, &id, started, plan)
+    } else {
+        if first_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(first_delay_ms)).await;
+        }
+        json_answer(dialect, &id, started, 200, completion.to_json())
+    };
+    if dialect == Dialect::OpenAi {
+        add_rate_headers(&mut resp, &admission);
+    }
+    Ok(resp)
+}
+
+/// Checks key, body, model and account state, and picks a fault; `Err` is the refusal.
+fn accept(
+    state: &Arc<Mutex<SimState>>,
+    dialect: Dialect,
+    key: &str,
+    body: &[u8],
+    started: Instant,
+) -> Result<Accepted, Box<Response<SimBody>>> {
+    let mut s = lock(state);
+    s.record_call();
+    let id = s.next_request_id();
+    let refuse =
+        |status: u16, body: String| Box::new(json_answer(dialect, &id, started, status, body));
+    let Some(account) = s.account_of(key) else {
+        s.record_unauthorized();
+        return Err(refuse(401, bodies::invalid_api_key(dialect, &id, key)));
+    };
+    s.record_key_call(key, &account);
+    let request = match ChatRequest::parse(body) {
+        Ok(r) => r,
+        Err(what) => {
+            s.record_invalid(&account);
+            return Err(refuse(400, bodies::invalid_parameter(dialect, &id, &what)));
+        }
+    };
+    if !s.config.models.contains(&request.model) {
+        s.record_invalid(&account);
+        let body = bodies::model_not_found(dialect, &id, &request.model);
+        return Err(refuse(404, body));
+    }
+    let model = request.model.clone();
+    s.record_model_call(&account, &model);
+    let refusal = match s.account_state(&account) {
+        AccountState::Ok => None,
+        AccountState::FreeQuotaExhausted => {
+            Some(("free_quota", 429, bodies::free_quota(dialect, &id)))
+        }
+        AccountState::FreeTierOnly => {
+            Some(("free_tier_only", 403, bodies::FREE_TIER_ONLY.to_string()))
+        }
+        AccountState::Arrears => Some(("arrearage", 400, bodies::arrearage(dialect, &id))),
+        AccountState::Overdue => Some(("overdue", 429, bodies::prepaid_overdue(dialect, &id))),
+    };
+    if let Some((counter, status, body)) = refusal {
+        s.record_error(&account, &model, counter);
+        return Err(refuse(status, body));
+    }
+    let fault = s.faults.take(&Target {
+        account: &account,
+        key,
+        model: &model,
+        stream: request.stream,
+    });
+    if fault.as_ref().is_some_and(FaultKind::is_failure) {
+        s.record_error(&account, &model, "fault");
+    }
+    let completion = Completion {
+        id: format!("chatcmpl-{id}"),
+        model,
+        created: unix_now(),
+        prompt_tokens: request.prompt_tokens,
+        completion_tokens: request.completion_tokens(s.config.completion_tokens),
+    };
+    let chunk_delay_ms = s.config.stream_chunk_delay_ms;
+    drop(s);
+    Ok(Accepted {
+        id,
+        account,
+        request,
+        fault,
+        completion,
+        chunk_delay_ms,
+    })
+}
+
+/// The 429 of a full limit, in the dialect's words.
+fn limit_answer(
+    dialect: Dialect,
+    id: &str,
+    started: Instant,
+    model: &str,
+    admission: &Admission,
+    r: Refusal,
+) -> Response<SimBody> {
+    let body = match dialect {
+        Dialect::DashScope => match r.kind {
+            LimitKind::Burst => bodies::LIMIT_BURST_RATE.to_string(),
+            LimitKind::Rps | LimitKind::Rpm => bodies::LIMIT_REQUESTS.to_string(),
+            LimitKind::Tps | LimitKind::Tpm => bodies::token_quota(id),
+        },
+        Dialect::OpenAi => bodies::openai_rate_limit(
+            r.kind.is_tokens(),
+            model,
+            r.limit,
+            r.used,
+            r.requested,
+            admission.wait_ms,
+        ),
+    };
+    json_answer(dialect, id, started, 429, body)
+}
+
+/// Items of a `stream_error` or `stream_cut` stream: role and `after_chunks` contents (none
+/// at all when it is 0), then the error frame or the abort.
+fn faulty_stream(kind: &FaultKind, id: &str, completion: &Completion) -> Vec<StreamItem> {
+    let (after, last) = match kind {
+        FaultKind::StreamError {
+            shape,
+            after_chunks,
+            code,
+            message,
+        } => {
+            let frame = match shape {
+                StreamErrorShape::Compat => {
+                    bodies::compat_stream_error(code.as_deref(), message.as_deref())
+                }
+                StreamErrorShape::Native => bodies::native_stream_error(id),
+            };
+            (*after_chunks as usize, data(frame))
+        }
+        FaultKind::StreamCut { after_chunks } => (*after_chunks as usize, StreamItem::Abort),
+        _ => (0, StreamItem::Abort),
+    };
+    let mut items = Vec::new();
+    if after > 0 {
+        items.push(data(completion.role_event()));
+        items.extend(
+            completion
+                .content_events()
+                .into_iter()
+                .take(after)
+                .map(data),
+        );
+    }
+    items.push(last);
+    items
+}
+
+fn stream_answer(
+    state: &Arc<Mutex<SimState>>,
+    dialect: Dialect,
+    id: &str,
+    started: Instant,
+    plan: StreamPlan,
+) -> Response<SimBody> {
+    let body = plan.spawn(Arc::clone(state));
+    let mut resp = answer(dialect, id, started, StatusCode::OK, EVENT_STREAM, body);
+    crate::respond::set_header(&mut resp, "cache-control", "no-cache");
+    resp
+}
+
+fn data(event: String) -> StreamItem {
+    StreamItem::Data(Bytes::from(event))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET .../models`: the served models, for any valid key.
+pub fn models(
+    state: &Arc<Mutex<SimState>>,
+    dialect: Dialect,
+    key: &str,
+    started: Instant,
+) -> Response<SimBody> {
+    let mut s = lock(state);
+    let id = s.next_request_id();
+    if s.account_of(key).is_none() {
+        let body = bodies::invalid_api_key(dialect, &id, key);
+        return json_answer(dialect, &id, started, 401, body);
+    }
+    let data: Vec<String> = s
+        .config
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                r#"{{"id":{},"object":"model","created":{MODEL_CREATED},"owned_by":"system"}}"#,
+                json_str(m)
+            )
+        })
+        .collect();
+    drop(s);
+    let body = format!(r#"{{"object":"list","data":[{}]}}"#, data.join(","));
+    answer(
+        dialect,
+        &id,
+        started,
+        StatusCode::OK,
+        JSON,
+        SimBody::full(body),
+    )
+}

@@ -1,0 +1,316 @@
+//! Shared mutable simulator state: current config, clock, faults, and the recording of outcomes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use crate::clock::SimClock;
+use crate::config::{check_time_scale, AccountState, Limits, SimConfig};
+use crate::faults::FaultQueue;
+use crate::limits::{RateInfo, Refusal};
+use crate::stats::{limit_error_name, AccountStats, ModelStats, Stats};
+
+/// One `x-ratelimit-*` family in real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Configured limit.
+    pub limit: u64,
+    /// Left now.
+    pub remaining: u64,
+    /// Real milliseconds until the oldest use expires.
+    pub reset_ms: u64,
+}
+
+/// Outcome of the limiter for one request, in real time.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Set when a limit refused the request.
+    pub refusal: Option<Refusal>,
+    /// Real milliseconds until the refused window has room (at least 1 when refused).
+    pub wait_ms: u64,
+    /// Request limit view, when one is set.
+    pub requests: Option<Rate>,
+    /// Token limit view, when one is set.
+    pub tokens: Option<Rate>,
+}
+
+/// Everything that changes while the simulator runs.
+#[derive(Debug)]
+pub struct SimState {
+    initial: SimConfig,
+    /// Current configuration (account states and limits may change at run time).
+    pub config: SimConfig,
+    key_owner: HashMap<String, String>,
+    /// Simulated clock of the limit windows.
+    pub clock: SimClock,
+    /// Queued faults.
+    pub faults: FaultQueue,
+    stats: Stats,
+    next_id: u64,
+}
+
+/// Locks the state, recovering from a panicked holder (the counters stay usable).
+pub fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SimState {
+    /// Fresh state for a validated config.
+    pub fn new(config: SimConfig) -> SimState {
+        let key_owner = config
+            .accounts
+            .iter()
+            .flat_map(|(id, a)| a.keys.iter().map(move |k| (k.clone(), id.clone())))
+            .collect();
+        SimState {
+            clock: SimClock::new(config.time_scale),
+            initial: config.clone(),
+            config,
+            key_owner,
+            faults: FaultQueue::default(),
+            stats: Stats::default(),
+            next_id: 0,
+        }
+    }
+
+    /// Next request id: uuid-shaped, deterministic from a counter that never rewinds.
+    pub fn next_request_id(&mut self) -> String {
+        self.next_id += 1;
+        let n = self.next_id;
+        // splitmix64 spreads the counter so ids look like the upstream's.
+        let mut h = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            h >> 32,
+            (h >> 16) & 0xffff,
+            h & 0xfff,
+            0x8000 | ((h >> 48) & 0x3fff),
+            n & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Account owning `key`.
+    pub fn account_of(&self, key: &str) -> Option<String> {
+        self.key_owner.get(key).cloned()
+    }
+
+    /// Counts a chat request as it arrives.
+    pub fn record_call(&mut self) {
+        self.stats.total_calls += 1;
+    }
+
+    /// Counts a chat request refused for its key.
+    pub fn record_unauthorized(&mut self) {
+        self.stats.unauthorized += 1;
+    }
+
+    /// Counts a chat request with a valid key.
+    pub fn record_key_call(&mut self, key: &str, account: &str) {
+        *self.stats.keys.entry(key.to_string()).or_default() += 1;
+        self.account_stats(account).calls += 1;
+    }
+
+    /// Counts a request refused for its body or model.
+    pub fn record_invalid(&mut self, account: &str) {
+        self.account_stats(account).invalid_requests += 1;
+    }
+
+    /// Counts a request reaching an account x model.
+    pub fn record_model_call(&mut self, account: &str, model: &str) {
+        self.model_stats(account, model).calls += 1;
+    }
+
+    /// Counts a refusal under one of [`crate::stats::ERROR_KINDS`].
+    pub fn record_error(&mut self, account: &str, model: &str, kind: &'static str) {
+        *self
+            .model_stats(account, model)
+            .errors
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Counts a stream the client left before it finished.
+    pub fn record_disconnect(&mut self) {
+        self.stats.client_disconnects += 1;
+    }
+
+    /// Billing state of an account.
+    pub fn account_state(&self, account: &str) -> AccountState {
+        self.config
+            .accounts
+            .get(account)
+            .map_or(AccountState::Ok, |a| a.state)
+    }
+
+    /// Runs the limiter for one arrival and records the outcome.
+    pub fn admit(&mut self, account: &str, model: &str, prompt: u64, completion: u64) -> Admission {
+        let limits = self.limits(account, model);
+        let now = self.clock.now_ns();
+        let clock = self.clock.clone();
+        let stats = self.model_stats(account, model);
+        let result = stats
+            .window
+            .arrive(&limits, now, prompt, prompt + completion);
+        let real = |info: Option<RateInfo>| {
+            info.map(|i| Rate {
+                limit: i.limit,
+                remaining: i.remaining,
+                reset_ms: clock.real_ms(i.reset_ns),
+            })
+        };
+        let requests = real(stats.window.request_info(&limits, now));
+        let tokens = real(stats.window.token_info(&limits, now));
+        let (refusal, wait_ms) = match result {
+            Ok(()) => {
+                stats.ok += 1;
+                stats.prompt_tokens += prompt;
+                stats.completion_tokens += completion;
+                (None, 0)
+            }
+            Err(refusal) => {
+                stats.over_limit += 1;
+                *stats
+                    .errors
+                    .entry(limit_error_name(refusal.kind))
+                    .or_default() += 1;
+                (Some(refusal), clock.real_ms(refusal.wait_ns).max(1))
+            }
+        };
+        Admission {
+            refusal,
+            wait_ms,
+            requests,
+            tokens,
+        }
+    }
+
+    fn limits(&self, account: &str, model: &str) -> Limits {
+        self.config
+            .accounts
+            .get(account)
+            .and_then(|a| a.limits.get(model))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn account_stats(&mut self, account: &str) -> &mut AccountStats {
+        self.stats.accounts.entry(account.to_string()).or_default()
+    }
+
+    fn model_stats(&mut self, account: &str, model: &str) -> &mut ModelStats {
+        self.account_stats(account)
+            .models
+            .entry(model.to_string())
+            .or_default()
+    }
+
+    /// Zeroes counters and windows, clears faults, restores account states and limits.
+    pub fn reset(&mut self) {
+        self.stats = Stats::default();
+        self.faults.clear();
+        self.config.accounts = self.initial.accounts.clone();
+    }
+
+    /// Applies `{"state": ...}` and/or `{"limits": {model: limits|null}}` to an account;
+    /// limits are replaced per model named, `null` making that model unlimited.
+    pub fn update_account(&mut self, id: &str, change: &Value) -> Result<(), String> {
+        let Some(object) = change.as_object() else {
+            return Err("expected a JSON object".into());
+        };
+        if let Some(unknown) = object.keys().find(|k| *k != "state" && *k != "limits") {
+            return Err(format!("unknown field `{unknown}`"));
+        }
+        let state: Option<AccountState> = match object.get("state") {
+            Some(s) => Some(serde_json::from_value(s.clone()).map_err(|e| format!("state: {e}"))?),
+            None => None,
+        };
+        let limits: BTreeMap<String, Option<Limits>> = match object.get("limits") {
+            Some(l) => serde_json::from_value(l.clone()).map_err(|e| format!("limits: {e}"))?,
+            None => BTreeMap::new(),
+        };
+        for (model, l) in &limits {
+            if let Some(l) = l {
+                l.validate().map_err(|e| format!("limits.{model}: {e}"))?;
+            }
+        }
+        let Some(account) = self.config.accounts.get_mut(id) else {
+            return Err(format!("unknown account {id}"));
+        };
+        if let Some(state) = state {
+            account.state = state;
+        }
+        for (model, l) in limits {
+            match l {
+                Some(l) => account.limits.insert(model, l),
+                None => account.limits.remove(&model),
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether an account exists.
+    pub fn has_account(&self, id: &str) -> bool {
+        self.config.accounts.contains_key(id)
+    }
+
+    /// Changes the time scale, keeping simulated time continuous.
+    pub fn set_time_scale(&mut self, scale: f64) -> Result<(), String> {
+        check_time_scale(scale)?;
+        self.clock.set_scale(scale);
+        self.config.time_scale = scale;
+        Ok(())
+    }
+
+    /// The statistics document of `GET /_sim/stats`.
+    pub fn stats_json(&self) -> Value {
+        self.stats.to_json(&self.config, self.clock.scale())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_ids_are_uuid_shaped_and_distinct() {
+        let mut s = SimState::new(SimConfig::demo());
+        let a = s.next_request_id();
+        let b = s.next_request_id();
+        assert_ne!(a, b);
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn account_updates_and_reset() {
+        let mut s = SimState::new(SimConfig::demo());
+        s.update_account(
+            "acct-a",
+            &json!({"state":"arrears","limits":{"qwen3-max":null}}),
+        )
+        .unwrap();
+        assert_eq!(s.account_state("acct-a"), AccountState::Arrears);
+        assert_eq!(s.limits("acct-a", "qwen3-max"), Limits::default());
+        assert!(s.update_account("acct-z", &json!({"state":"ok"})).is_err());
+        assert!(s
+            .update_account("acct-a", &json!({"colour":"red"}))
+            .is_err());
+        s.admit("acct-b", "qwen3-max", 10, 12);
+        s.reset();
+        assert_eq!(s.account_state("acct-a"), AccountState::Ok);
+        let stats = s.stats_json();
+        assert_eq!(stats["accounts"]["acct-b"]["models"]["qwen3-max"]["ok"], 0);
+        assert_eq!(
+            stats["accounts"]["acct-a"]["models"]["qwen3-max"]["limits"]["rpm"],
+            6
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! The /_sim/ control endpoint, the models endpoint, the library handle and the binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use upstream_sim::{Limits, SimConfig, Simulator};
+
+use crate::common::*;
+
+async fn control(sim: &Simulator, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}/_sim/{path}", sim.url());
+    let req = match method {
+        "GET" => client().get(url),
+        "DELETE" => client().delete(url),
+        _ => client().post(url),
+    };
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn health_stats_reset_and_account_changes() {
+    let sim = start(config(
+        Limits {
+            rpm: Some(1),
+            ..Limits::default()
+        },
+        1.0,
+    ))
+    .await;
+    let m = hello("qwen3-max");
+    assert_eq!(
+        control(&sim, "GET", "health", None).await,
+        (200, json!({"ok": true}))
+    );
+
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 200);
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 429);
+    let (status, stats) = control(&sim, "GET", "stats", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats, sim.stats());
+    let a = &stats["accounts"]["acct-a"];
+    assert_eq!(a["state"], "ok");
+    let q = &a["models"]["qwen3-max"];
+    for field in [
+        "calls",
+        "ok",
+        "prompt_tokens",
+        "completion_tokens",
+        "over_limit",
+    ] {
+        assert!(q[field].is_u64(), "{field}");
+    }
+    for field in ["rps", "rpm", "tps", "tpm"] {
+        assert!(q["peak"][field].is_u64(), "{field}");
+    }
+    assert_eq!(
+        q["limits"],
+        json!({"rpm": 1, "rps": null, "tpm": null, "tps": null, "burst": null})
+    );
+    assert_eq!(q["errors"]["limit_requests"], 1);
+    assert_eq!(
+        stats["accounts"]["acct-b"]["models"]["qwen-plus"]["calls"],
+        0
+    );
+
+    // State change, then reset restores it and frees the window.
+    let (status, _) = control(
+        &sim,
+        "POST",
+        "accounts/acct-a",
+        Some(json!({"state": "arrears"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = call(&sim, DS, "sk-a2", &m).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("Arrearage"));
+    assert_eq!(sim.stats()["accounts"]["acct-a"]["state"], "arrears");
+    assert_eq!(control(&sim, "POST", "reset", None).await.0, 200);
+    let stats = sim.stats();
+    assert_eq!(stats["total_calls"], 0);
+    assert_eq!(stats["accounts"]["acct-a"]["state"], "ok");
+    assert_eq!(
+        stats["accounts"]["acct-a"]["models"]["qwen3-max"]["peak"]["rpm"],
+        0
+    );
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 200);
+
+    // Limits change per model; null makes it unlimited.
+    let change = json!({"limits": {"qwen3-max": null}});
+    assert_eq!(
+        control(&sim, "POST", "accounts/acct-a", Some(change))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 200);
+    let change = json!({"limits": {"qwen-plus": {"rpm": 0}}});
+    assert_eq!(
+        control(&sim, "POST", "accounts/acct-a", Some(change))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(&sim, DS, "sk-a1", &hello("qwen-plus")).await.0, 429);
+
+    let bad = json!({"state": "broke"});
+    assert_eq!(
+        control(&sim, "POST", "accounts/acct-a", Some(bad)).await.0,
+        400
+    );
+    let who = json!({"state": "ok"});
+    assert_eq!(
+        control(&sim, "POST", "accounts/acct-z", Some(who)).await.0,
+        404
+    );
+    assert_eq!(control(&sim, "GET", "nothing", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn faults_and_time_scale_over_http() {
+    let sim = start(config(
+        Limits {
+            rpm: Some(1),
+            ..Limits::default()
+        },
+        1.0,
+    ))
+    .await;
+    let m = hello("qwen3-max");
+    let (status, body) = control(
+        &sim,
+        "POST",
+        "faults",
+        Some(json!([{"kind": "status", "status": 503}, {"kind": "reset", "times": 0}])),
+    )
+    .await;
+    assert_eq!((status, &body["queued"]), (200, &json!(2)));
+    let (_, list) = control(&sim, "GET", "faults", None).await;
+    assert_eq!(list[1]["kind"], "reset");
+    assert_eq!(list[1]["times"], 0);
+    assert_eq!(control(&sim, "DELETE", "faults", None).await.0, 200);
+    assert_eq!(
+        control(&sim, "POST", "faults", Some(json!({"kind": "x"})))
+            .await
+            .0,
+        400
+    );
+
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 200);
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 429);
+    let scale = json!({"time_scale": 600});
+    assert_eq!(
+        control(&sim, "POST", "time_scale", Some(scale)).await.0,
+        200
+    );
+    assert_eq!(sim.stats()["time_scale"], 600.0);
+    // At 600x the rest of the minute passes in at most 100 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(call(&sim, DS, "sk-a1", &m).await.0, 200);
+    let zero = json!({"time_scale": 0});
+    assert_eq!(control(&sim, "POST", "time_scale", Some(zero)).await.0, 400);
+}
+
+#[tokio::test]
+async fn models_endpoint_in_both_dialects() {
+    let sim = start(SimConfig::demo()).await;
+    for prefix in [DS, OA] {
+        let resp = client()
+            .get(format!("{}{prefix}/models", sim.url()))
+            .bearer_auth("sk-c1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["object"], "list");
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["qwen3-max", "qwen-plus", "qwen-turbo"]);
+        assert_eq!(v["data"][0]["owned_by"], "system");
+        let resp = client()
+            .get(format!("{}{prefix}/models", sim.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn demo_config_and_shutdown() {
+    let sim = start(SimConfig::demo()).await;
+    assert!(sim.url().starts_with("http://127.0.0.1:"));
+    let stats = sim.stats();
+    assert_eq!(stats["keys"].as_object().unwrap().len(), 4);
+    assert_eq!(
+        stats["accounts"]["acct-a"]["models"]["qwen3-max"]["limits"]["rpm"],
+        6
+    );
+    for _ in 0..2 {
+        assert_eq!(call(&sim, DS, "sk-a1", &hello("qwen3-max")).await.0, 200);
+    }
+    // Demo RPS of qwen3-max is 2.
+    assert_eq!(call(&sim, DS, "sk-a2", &hello("qwen3-max")).await.0, 429);
+    sim.update_account("acct-c", json!({"state": "free_tier_only"}))
+        .unwrap();
+    assert_eq!(call(&sim, DS, "sk-c1", &hello("qwen3-max")).await.0, 403);
+    // An idle connection open at shutdown is closed by it. (Probing the port afterwards
+    // would race with other tests binding ephemeral ports.)
+    let mut idle = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    sim.shutdown().await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await
+    .expect("shutdown must close open connections");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let outside = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    assert!(Simulator::start_on(SimConfig::demo(), outside)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn binary_prints_its_url_and_stops_on_sigterm() {
+    let exe = env!("CARGO_BIN_EXE_upstream-sim");
+    let mut child = Command::new(exe)
+        .args(["--port", "0", "--time-scale", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("upstream-sim listening on ")
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let stats: Value = client()
+        .get(format!("{url}/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["time_scale"], 60.0);
+    let killed = Command::new("sh")
+        // The shell's own `kill`, so no procps is needed.
+        .args(["-c", "kill -TERM \"$0\"", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let refused = Command::new(exe)
+        .args(["--host", "0.0.0.0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+}
