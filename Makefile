@@ -21,8 +21,8 @@ lint:
 	cargo clippy --lib --target wasm32-unknown-unknown --locked -- -D warnings
 
 unit:
-	cargo test --workspace --lib --bins --locked
-	cargo test -p upstream-sim --tests --locked
+	cargo test -p edge-gateway --lib --locked
+	cargo test -p upstream-sim --locked
 
 e2e:
 	cargo test --test e2e --locked
