@@ -1,6 +1,7 @@
 //! The gateway's configuration: raw JSON (wrangler `[vars]` table or JSON string) to a validated `Config`.
 
-use serde::Deserialize;
+use crate::window::WindowSpec;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -36,7 +37,7 @@ pub struct Upstream {
 }
 
 /// Per-model limits of one account; any subset may be set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Requests per minute.
@@ -171,6 +172,10 @@ pub struct Config {
     /// Windows run this many times faster (tests and demos only; 1 in production).
     #[serde(default = "one")]
     pub time_scale: f64,
+    /// Real milliseconds added to every window: our clock and the upstream's see a request
+    /// at slightly different times, and a window boundary must not be crossed by jitter.
+    #[serde(default = "default_window_margin_ms")]
+    pub window_margin_ms: u64,
 }
 
 fn one() -> f64 {
@@ -184,6 +189,9 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_output_tokens() -> u64 {
     256
+}
+fn default_window_margin_ms() -> u64 {
+    50
 }
 
 /// One place the request can go: an account serving an upstream model.
@@ -323,6 +331,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Window lengths the buckets enforce: scaled by `time_scale`, widened by the margin.
+    pub fn window_spec(&self) -> WindowSpec {
+        let scaled = |ms: f64| (ms / self.time_scale) as u64 + self.window_margin_ms;
+        WindowSpec {
+            second_ms: scaled(1_000.0),
+            minute_ms: scaled(60_000.0),
+        }
     }
 
     /// Accounts allowed to serve `step`, in id order.

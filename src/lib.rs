@@ -3,12 +3,15 @@
 //! Pure modules (no `worker` imports) carry the logic and are tested on the host;
 //! `glue` is the only part that touches the Workers runtime.
 
+pub mod bucket;
 pub mod classify;
 pub mod config;
 pub mod openai;
+pub mod planner;
 pub mod pricing;
 pub mod routes;
 pub mod tokens;
+pub mod window;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

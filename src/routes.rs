@@ -11,8 +11,15 @@ pub enum Route {
     Models,
     /// `GET /healthz`.
     Health,
-    /// `GET /admin/buckets/<account>/<model>`: one bucket's live counters.
+    /// `GET /admin/buckets/<account>/<model>`: one bucket's live state.
     AdminBucket {
+        /// Account id.
+        account: String,
+        /// Upstream model name.
+        model: String,
+    },
+    /// `POST /admin/buckets/<account>/<model>/clear`: lift a park or cooldown.
+    AdminClear {
         /// Account id.
         account: String,
         /// Upstream model name.
@@ -30,23 +37,29 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
-        _ => match path
-            .strip_prefix("/admin/buckets/")
-            .and_then(|r| r.split_once('/'))
-        {
-            Some((account, model))
-                if !account.is_empty() && !model.is_empty() && !model.contains('/') =>
-            {
-                (
+        _ => {
+            let parts: Vec<&str> = path
+                .strip_prefix("/admin/buckets/")
+                .map(|r| r.split('/').collect())
+                .unwrap_or_default();
+            match parts.as_slice() {
+                [account, model] if !account.is_empty() && !model.is_empty() => (
                     "GET",
                     Route::AdminBucket {
                         account: account.to_string(),
                         model: model.to_string(),
                     },
-                )
+                ),
+                [account, model, "clear"] if !account.is_empty() && !model.is_empty() => (
+                    "POST",
+                    Route::AdminClear {
+                        account: account.to_string(),
+                        model: model.to_string(),
+                    },
+                ),
+                _ => return Err(ApiError::unknown_route(method, path)),
             }
-            _ => return Err(ApiError::unknown_route(method, path)),
-        },
+        }
     };
     if method == expected || (method == "HEAD" && expected == "GET") {
         Ok(route)
@@ -57,7 +70,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
 
 /// The methods a route accepts, for the `Allow` header of a 405.
 pub fn allowed_methods(path: &str) -> &'static str {
-    if path.trim_end_matches('/') == "/v1/chat/completions" {
+    let path = path.trim_end_matches('/');
+    if path == "/v1/chat/completions" || path.ends_with("/clear") {
         "POST"
     } else {
         "GET, HEAD"
@@ -96,6 +110,7 @@ mod tests {
             ("POST", "/v1/completions", 404),
             ("GET", "/admin/buckets/acct-a", 404),
             ("GET", "/admin/buckets/a/b/c", 404),
+            ("GET", "/admin/buckets/a/b/clear", 405),
             ("GET", "/v1/chat/completions", 405),
             ("DELETE", "/v1/models", 405),
             ("POST", "/healthz", 405),

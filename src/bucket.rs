@@ -1,0 +1,496 @@
+//! The state machine one Durable Object holds for one (account, model) budget: admit, schedule, refuse, settle.
+
+use crate::config::Limits;
+use crate::window::{scaled, Usage, WindowSpec, Windows};
+use serde::{Deserialize, Serialize};
+
+/// A burst 429 multiplies the current rate factor by this (per mille): halve it.
+pub const BURST_CUT_PERMILLE: u64 = 500;
+/// The rate factor never drops below this (per mille): 0.1.
+pub const MIN_FACTOR_PERMILLE: u64 = 100;
+/// The ramp back to full rate lasts `spec.minute_ms / RAMP_DIVISOR` (30 s normally).
+pub const RAMP_DIVISOR: u64 = 2;
+/// Cooldown kind recorded for a burst back-off.
+pub const BURST_KIND: &str = "burst";
+
+const FULL_PERMILLE: u64 = 1_000;
+
+/// Limits and window lengths the bucket is judged by.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The bucket's configured limits.
+    pub limits: &'a Limits,
+    /// Window lengths (compressed in tests).
+    pub spec: WindowSpec,
+}
+
+/// What a caller asks of the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    /// Estimated tokens (prompt + max completion) reserved until settled.
+    pub est_tokens: u64,
+    /// Longest the caller will wait for a scheduled slot.
+    pub max_wait_ms: u64,
+    /// Drop the lease from in-flight when unsettled this long after its start.
+    pub lease_ttl_ms: u64,
+}
+
+/// The bucket's answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Admission {
+    /// Send at `at_ms` (== now: go now; > now: a scheduled slot within max_wait). The slot is reserved.
+    Go {
+        /// Lease id to settle afterwards.
+        lease: u64,
+        /// When to send.
+        at_ms: u64,
+        /// This request is the one half-open probe of an expired park.
+        probe: bool,
+    },
+    /// Not within max_wait. `until_ms`: earliest time a request of this size could start (None = parked until an operator clears it, or never fits).
+    Denied {
+        /// Earliest possible start, if any.
+        until_ms: Option<u64>,
+        /// Why.
+        reason: DenyReason,
+    },
+}
+
+/// Why a request was denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The windows have no slot within max_wait.
+    Full,
+    /// Cooling down after a 429 beyond max_wait.
+    Cooling,
+    /// Parked after a hard failure, with its reason.
+    Parked(String),
+    /// The park expired and its one probe is still out.
+    ProbeInFlight,
+    /// The request alone exceeds TPS or TPM.
+    TooLarge,
+}
+
+/// How a leased request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum SettleOutcome {
+    /// Served: `prompt_tokens`/`completion_tokens` from the upstream's usage (None = unknown, keep the estimate).
+    Ok {
+        /// Upstream prompt tokens, if reported.
+        prompt_tokens: Option<u64>,
+        /// Upstream completion tokens, if reported.
+        completion_tokens: Option<u64>,
+    },
+    /// Never sent (client went away, deadline, chose another bucket): free the reservation.
+    Released,
+    /// Sent but failed without a limit signal (5xx, network): keeps its request slot, tokens -> 0.
+    Failed,
+    /// Upstream 429 for a window limit: the request did not count upstream (release it); cool until now + ms.
+    Cooldown {
+        /// Cooldown length.
+        ms: u64,
+        /// Which limit (for the record).
+        kind: String,
+    },
+    /// Upstream surge protection: release, back off `ms`, cut the rate factor and ramp back.
+    Burst {
+        /// Back-off length.
+        ms: u64,
+    },
+    /// Hard failure: park with reason, `for_ms` None = until cleared by an operator.
+    Park {
+        /// Why (shown to operators and callers).
+        reason: String,
+        /// Park length; None = until cleared.
+        for_ms: Option<u64>,
+    },
+}
+
+/// Running totals for the dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Requests given a slot (now or scheduled).
+    pub admitted: u64,
+    /// Of those, slots in the future.
+    pub scheduled: u64,
+    /// Requests refused.
+    pub denied: u64,
+    /// Settled as served.
+    pub ok: u64,
+    /// Settled as failed without a limit signal.
+    pub failed: u64,
+    /// Window-limit 429s.
+    pub rate_limited: u64,
+    /// Burst-protection 429s.
+    pub burst: u64,
+    /// Times parked.
+    pub parked: u64,
+    /// Prompt tokens reported by the upstream.
+    pub prompt_tokens: u64,
+    /// Completion tokens reported by the upstream.
+    pub completion_tokens: u64,
+}
+
+/// Small, serializable view for callers to cache and for the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Earliest start for a 1-token request; None = parked manually (or nothing ever fits).
+    pub free_at_ms: Option<u64>,
+    /// Cooldown end, if cooling.
+    pub cooling_until_ms: Option<u64>,
+    /// Park reason, if parked.
+    pub parked: Option<String>,
+    /// Park end (then one probe); None with `parked` = until cleared.
+    pub parked_until_ms: Option<u64>,
+    /// Current share of the request limits allowed (burst ramp), 1.0 normally.
+    pub rate_factor: f64,
+    /// Leases not yet settled nor expired.
+    pub in_flight: u64,
+    /// Requests and tokens in the current minute window.
+    pub used_minute: Usage,
+    /// Requests and tokens in the current second window.
+    pub used_second: Usage,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    id: u64,
+    expires_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cooldown {
+    until_ms: u64,
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Park {
+    reason: String,
+    until_ms: Option<u64>,
+    for_ms: Option<u64>,
+    #[serde(default)]
+    probe: Option<u64>,
+}
+
+/// Rate factor `from_permille` until `start_ms`, then linear back to 1.0 over the ramp period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Ramp {
+    from_permille: u64,
+    start_ms: u64,
+}
+
+/// Everything one bucket remembers; persisted as JSON after every change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BucketState {
+    #[serde(default)]
+    windows: Windows,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    leases: Vec<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooldown: Option<Cooldown>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    park: Option<Park>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ramp: Option<Ramp>,
+    #[serde(default)]
+    counters: Counters,
+    #[serde(default)]
+    next_lease: u64,
+}
+
+impl BucketState {
+    /// Admit now, schedule within `max_wait_ms`, or deny with the earliest possible start.
+    pub fn acquire(&mut self, now_ms: u64, policy: &Policy, req: &AcquireRequest) -> Admission {
+        self.tidy(now_ms, policy.spec);
+        let mut probe = false;
+        if let Some(p) = &self.park {
+            match p.until_ms {
+                Some(until) if now_ms >= until => {
+                    if let Some(id) = p.probe {
+                        let until_ms = self.lease_expiry(id);
+                        return self.deny(until_ms, DenyReason::ProbeInFlight);
+                    }
+                    probe = true;
+                }
+                until_ms => return self.deny(until_ms, DenyReason::Parked(p.reason.clone())),
+            }
+        }
+        let cooling = self.cooling_until(now_ms);
+        let from = cooling.unwrap_or(now_ms);
+        let Some(start) = self.earliest(now_ms, from, policy, req.est_tokens) else {
+            return self.deny(None, DenyReason::TooLarge);
+        };
+        if start.saturating_sub(now_ms) > req.max_wait_ms {
+            let beyond = |u: u64| u.saturating_sub(now_ms) > req.max_wait_ms;
+            let reason = if cooling.is_some_and(beyond) {
+                DenyReason::Cooling
+            } else {
+                DenyReason::Full
+            };
+            return self.deny(Some(start), reason);
+        }
+        let lease = self.next_lease;
+        self.next_lease = self.next_lease.saturating_add(1);
+        self.windows.reserve(start, req.est_tokens, Some(lease));
+        let expires_ms = start.saturating_add(req.lease_ttl_ms);
+        self.leases.push(Lease {
+            id: lease,
+            expires_ms,
+        });
+        if let (true, Some(p)) = (probe, self.park.as_mut()) {
+            p.probe = Some(lease);
+        }
+        bump(&mut self.counters.admitted, 1);
+        if start > now_ms {
+            bump(&mut self.counters.scheduled, 1);
+        }
+        Admission::Go {
+            lease,
+            at_ms: start,
+            probe,
+        }
+    }
+
+    /// Record how a lease ended; unknown (settled or expired) leases are ignored.
+    pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
+        self.tidy(now_ms, policy.spec);
+        let before = self.leases.len();
+        self.leases.retain(|l| l.id != lease);
+        if self.leases.len() == before {
+            return;
+        }
+        let was_probe = self.park.as_ref().is_some_and(|p| p.probe == Some(lease));
+        if let (true, Some(p)) = (was_probe, self.park.as_mut()) {
+            p.probe = None;
+        }
+        match outcome {
+            SettleOutcome::Ok {
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                let known = prompt_tokens
+                    .unwrap_or(0)
+                    .saturating_add(completion_tokens.unwrap_or(0));
+                let actual = match (prompt_tokens, completion_tokens) {
+                    (None, None) => None,
+                    (Some(_), Some(_)) => Some(known),
+                    _ => Some(self.windows.tokens_of(lease).unwrap_or(0).max(known)),
+                };
+                if let Some(actual) = actual {
+                    self.windows.reconcile(lease, actual);
+                }
+                self.windows.forget(lease);
+                bump(&mut self.counters.ok, 1);
+                bump(&mut self.counters.prompt_tokens, prompt_tokens.unwrap_or(0));
+                bump(
+                    &mut self.counters.completion_tokens,
+                    completion_tokens.unwrap_or(0),
+                );
+                if was_probe {
+                    self.park = None;
+                }
+            }
+            SettleOutcome::Released => {
+                self.windows.release(lease);
+            }
+            SettleOutcome::Failed => {
+                self.windows.reconcile(lease, 0);
+                self.windows.forget(lease);
+                bump(&mut self.counters.failed, 1);
+            }
+            SettleOutcome::Cooldown { ms, kind } => {
+                self.windows.release(lease);
+                self.cool(now_ms.saturating_add(*ms), kind);
+                bump(&mut self.counters.rate_limited, 1);
+            }
+            SettleOutcome::Burst { ms } => {
+                self.windows.release(lease);
+                let until = now_ms.saturating_add(*ms);
+                self.cool(until, BURST_KIND);
+                let cut =
+                    self.factor_permille(now_ms, policy.spec) * BURST_CUT_PERMILLE / FULL_PERMILLE;
+                self.ramp = Some(Ramp {
+                    from_permille: cut.max(MIN_FACTOR_PERMILLE),
+                    start_ms: until,
+                });
+                bump(&mut self.counters.burst, 1);
+            }
+            SettleOutcome::Park { reason, for_ms } => {
+                self.windows.release(lease);
+                self.park(now_ms, reason, *for_ms);
+                return;
+            }
+        }
+        let failed_probe = !matches!(outcome, SettleOutcome::Ok { .. } | SettleOutcome::Released);
+        if let (true, Some(p)) = (was_probe && failed_probe, self.park.as_mut()) {
+            p.until_ms = p.for_ms.map(|d| now_ms.saturating_add(d));
+        }
+    }
+
+    /// Operator action: clear a park (and cooldown and ramp); the next request goes normally.
+    pub fn clear(&mut self, now_ms: u64) {
+        self.expire_leases(now_ms);
+        self.park = None;
+        self.cooldown = None;
+        self.ramp = None;
+    }
+
+    /// Park from outside (another bucket of the same account learned the account is parked).
+    /// A manual park is never shortened by a timed one; a timed park only ever lengthens.
+    pub fn park(&mut self, now_ms: u64, reason: &str, for_ms: Option<u64>) {
+        self.expire_leases(now_ms);
+        bump(&mut self.counters.parked, 1);
+        let mut until_ms = for_ms.map(|d| now_ms.saturating_add(d));
+        if let Some(old) = &self.park {
+            match (old.until_ms, until_ms) {
+                (None, Some(_)) => return,
+                (Some(a), Some(b)) => until_ms = Some(a.max(b)),
+                _ => {}
+            }
+        }
+        self.park = Some(Park {
+            reason: reason.to_string(),
+            until_ms,
+            for_ms,
+            probe: None,
+        });
+    }
+
+    /// The view callers cache and the dashboard shows.
+    pub fn snapshot(&self, now_ms: u64, policy: &Policy) -> Snapshot {
+        let live_probe = self
+            .park
+            .as_ref()
+            .and_then(|p| p.probe)
+            .and_then(|id| self.lease_expiry(id));
+        let live_probe = live_probe.filter(|&e| e >= now_ms);
+        let free_at_ms = match &self.park {
+            Some(Park { until_ms: None, .. }) => None,
+            park => {
+                let park_end = park.as_ref().and_then(|p| p.until_ms).unwrap_or(0);
+                let from = [now_ms, park_end, self.cooling_until(now_ms).unwrap_or(0)];
+                let from = from.into_iter().chain(live_probe).max().unwrap_or(now_ms);
+                self.earliest(now_ms, from, policy, 1)
+            }
+        };
+        Snapshot {
+            free_at_ms,
+            cooling_until_ms: self.cooling_until(now_ms),
+            parked: self.park.as_ref().map(|p| p.reason.clone()),
+            parked_until_ms: self.park.as_ref().and_then(|p| p.until_ms),
+            rate_factor: self.factor_permille(now_ms, policy.spec) as f64 / FULL_PERMILLE as f64,
+            in_flight: self
+                .leases
+                .iter()
+                .filter(|l| l.expires_ms >= now_ms)
+                .count() as u64,
+            used_minute: self.windows.usage(now_ms, policy.spec.minute_ms),
+            used_second: self.windows.usage(now_ms, policy.spec.second_ms),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Earliest start >= `from` for `tokens` with the ramp's rate factor and spacing at `now_ms`.
+    fn earliest(&self, now_ms: u64, from: u64, policy: &Policy, tokens: u64) -> Option<u64> {
+        let factor = self.factor_permille(now_ms, policy.spec) as f64 / FULL_PERMILLE as f64;
+        let spacing = if factor < 1.0 {
+            spacing(policy, factor)
+        } else {
+            0
+        };
+        self.windows
+            .earliest_start(from, policy.limits, policy.spec, tokens, factor, spacing)
+    }
+
+    fn deny(&mut self, until_ms: Option<u64>, reason: DenyReason) -> Admission {
+        bump(&mut self.counters.denied, 1);
+        Admission::Denied { until_ms, reason }
+    }
+
+    fn cool(&mut self, until_ms: u64, kind: &str) {
+        if self.cooldown.as_ref().is_none_or(|c| c.until_ms < until_ms) {
+            self.cooldown = Some(Cooldown {
+                until_ms,
+                kind: kind.to_string(),
+            });
+        }
+    }
+
+    fn cooling_until(&self, now_ms: u64) -> Option<u64> {
+        self.cooldown
+            .as_ref()
+            .map(|c| c.until_ms)
+            .filter(|&u| u > now_ms)
+    }
+
+    fn lease_expiry(&self, id: u64) -> Option<u64> {
+        self.leases
+            .iter()
+            .find(|l| l.id == id)
+            .map(|l| l.expires_ms)
+    }
+
+    fn factor_permille(&self, now_ms: u64, spec: WindowSpec) -> u64 {
+        let Some(r) = &self.ramp else {
+            return FULL_PERMILLE;
+        };
+        let period = (spec.minute_ms / RAMP_DIVISOR).max(1);
+        let elapsed = now_ms.saturating_sub(r.start_ms).min(period);
+        let from = r.from_permille.min(FULL_PERMILLE);
+        let regained = u128::from(FULL_PERMILLE - from) * u128::from(elapsed) / u128::from(period);
+        from + u64::try_from(regained).unwrap_or(FULL_PERMILLE - from)
+    }
+
+    /// Drop leases unsettled past their TTL (their entries stay counted); free a lost probe.
+    fn expire_leases(&mut self, now_ms: u64) {
+        let (gone, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leases)
+            .into_iter()
+            .partition(|l| l.expires_ms < now_ms);
+        self.leases = live;
+        for l in gone {
+            self.windows.forget(l.id);
+            if let Some(p) = self.park.as_mut().filter(|p| p.probe == Some(l.id)) {
+                p.probe = None;
+            }
+        }
+    }
+
+    /// Housekeeping before every change: expire leases, prune windows, end finished cooldowns and ramps.
+    fn tidy(&mut self, now_ms: u64, spec: WindowSpec) {
+        self.expire_leases(now_ms);
+        self.windows.prune(now_ms, spec);
+        if self.cooling_until(now_ms).is_none() {
+            self.cooldown = None;
+        }
+        if self.factor_permille(now_ms, spec) >= FULL_PERMILLE {
+            self.ramp = None;
+        }
+    }
+}
+
+fn bump(counter: &mut u64, by: u64) {
+    *counter = counter.saturating_add(by);
+}
+
+/// Spacing between requests while ramping: the slower of second_ms / rps and minute_ms / rpm, scaled.
+fn spacing(policy: &Policy, factor: f64) -> u64 {
+    let per_second = policy
+        .limits
+        .rps
+        .map(|r| policy.spec.second_ms / scaled(r, factor));
+    let per_minute = policy
+        .limits
+        .rpm
+        .map(|r| policy.spec.minute_ms / scaled(r, factor));
+    per_second.into_iter().chain(per_minute).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "bucket_tests.rs"]
+mod tests;

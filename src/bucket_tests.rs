@@ -1,0 +1,484 @@
+//! Bucket state machine, scenario by scenario: schedule, deny, cool, ramp, park, probe, expire, persist.
+
+use super::*;
+
+const SPEC: WindowSpec = WindowSpec {
+    second_ms: 1_000,
+    minute_ms: 60_000,
+};
+const FAST: WindowSpec = WindowSpec {
+    second_ms: 10,
+    minute_ms: 600,
+};
+const HOUR: u64 = 3_600_000;
+
+fn lim(rpm: Option<u64>, rps: Option<u64>, tpm: Option<u64>, tps: Option<u64>) -> Limits {
+    Limits { rpm, rps, tpm, tps }
+}
+
+fn pol(limits: &Limits, spec: WindowSpec) -> Policy<'_> {
+    Policy { limits, spec }
+}
+
+fn usage(requests: u64, tokens: u64) -> Usage {
+    Usage { requests, tokens }
+}
+
+fn req(est_tokens: u64, max_wait_ms: u64) -> AcquireRequest {
+    ask(est_tokens, max_wait_ms, HOUR)
+}
+
+fn ask(est_tokens: u64, max_wait_ms: u64, lease_ttl_ms: u64) -> AcquireRequest {
+    AcquireRequest {
+        est_tokens,
+        max_wait_ms,
+        lease_ttl_ms,
+    }
+}
+
+fn cooldown(ms: u64, kind: &str) -> SettleOutcome {
+    SettleOutcome::Cooldown {
+        ms,
+        kind: kind.into(),
+    }
+}
+
+/// The lease of a probe admission, None for anything else.
+fn probe_lease(a: &Admission) -> Option<u64> {
+    match a {
+        Admission::Go {
+            lease, probe: true, ..
+        } => Some(*lease),
+        _ => None,
+    }
+}
+
+fn go(lease: u64, at_ms: u64) -> Admission {
+    Admission::Go {
+        lease,
+        at_ms,
+        probe: false,
+    }
+}
+
+fn denied(until_ms: Option<u64>, reason: DenyReason) -> Admission {
+    Admission::Denied { until_ms, reason }
+}
+
+fn lease_of(a: &Admission) -> u64 {
+    match a {
+        Admission::Go { lease, .. } => *lease,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+fn at_of(a: &Admission) -> u64 {
+    match a {
+        Admission::Go { at_ms, .. } => *at_ms,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+fn ok(prompt: Option<u64>, completion: Option<u64>) -> SettleOutcome {
+    SettleOutcome::Ok {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+    }
+}
+
+#[test]
+fn rpm6_schedules_the_seventh_at_the_window_end_in_any_time_scale() {
+    let l = lim(Some(6), None, None, None);
+    for (spec, scale) in [(SPEC, 1), (FAST, 100)] {
+        let p = pol(&l, spec);
+        let mut b = BucketState::default();
+        for i in 0..6 {
+            assert_eq!(b.acquire(0, &p, &req(1, 0)), go(i, 0));
+        }
+        let mut wait_long = b.clone();
+        assert_eq!(
+            wait_long.acquire(0, &p, &req(1, 60_000 / scale)),
+            go(6, 60_000 / scale)
+        );
+        assert_eq!(
+            (wait_long.counters.admitted, wait_long.counters.scheduled),
+            (7, 1)
+        );
+        let mut wait_short = b.clone();
+        let want = denied(Some(60_000 / scale), DenyReason::Full);
+        assert_eq!(wait_short.acquire(0, &p, &req(1, 1_000 / scale)), want);
+        assert_eq!(wait_short.counters.denied, 1);
+        assert_eq!(wait_short.snapshot(0, &p).free_at_ms, Some(60_000 / scale));
+        assert_eq!(wait_short.snapshot(0, &p).used_minute, usage(6, 6));
+    }
+}
+
+#[test]
+fn twenty_scheduled_requests_never_overfill_any_window() {
+    let l = lim(Some(6), Some(2), None, None);
+    let p = pol(&l, FAST);
+    let mut b = BucketState::default();
+    let starts: Vec<u64> = (0..20)
+        .map(|i| at_of(&b.acquire(i * 10, &p, &req(1, 10_000))))
+        .collect();
+    assert!(
+        starts.iter().any(|&t| t > 1_200),
+        "slots were scheduled minutes ahead: {starts:?}"
+    );
+    let last = starts.iter().max().copied().unwrap_or(0);
+    for (window, cap) in [(FAST.second_ms, 2), (FAST.minute_ms, 6)] {
+        for s in 0..=last + window {
+            let n = starts.iter().filter(|&&t| t <= s && t + window > s).count();
+            assert!(
+                n <= cap,
+                "{n} requests in the {window} ms window ending {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn too_large_requests_never_fit() {
+    for l in [
+        lim(None, None, None, Some(100)),
+        lim(None, None, Some(100), None),
+    ] {
+        let p = pol(&l, SPEC);
+        let mut b = BucketState::default();
+        assert_eq!(
+            b.acquire(0, &p, &req(101, HOUR)),
+            denied(None, DenyReason::TooLarge)
+        );
+        assert_eq!(b.acquire(0, &p, &req(100, 0)), go(0, 0));
+    }
+}
+
+#[test]
+fn cooldown_releases_the_slot_and_delays_everything() {
+    let l = lim(Some(1), None, None, None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let a = lease_of(&b.acquire(0, &p, &req(1, 0)));
+    b.settle(100, &p, a, &cooldown(5_000, "rpm"));
+    let snap = b.snapshot(100, &p);
+    assert_eq!(
+        (snap.cooling_until_ms, snap.free_at_ms),
+        (Some(5_100), Some(5_100))
+    );
+    assert_eq!(b.counters.rate_limited, 1);
+    assert_eq!(
+        b.acquire(200, &p, &req(1, 0)),
+        denied(Some(5_100), DenyReason::Cooling)
+    );
+    assert_eq!(b.acquire(200, &p, &req(1, 10_000)), go(1, 5_100));
+    assert_eq!(
+        b.acquire(200, &p, &req(1, 4_000)),
+        denied(Some(65_100), DenyReason::Cooling)
+    );
+    assert_eq!(
+        b.acquire(200, &p, &req(1, 6_000)),
+        denied(Some(65_100), DenyReason::Full)
+    );
+    assert_eq!(b.snapshot(5_100, &p).cooling_until_ms, None);
+}
+
+#[test]
+fn burst_cuts_the_rate_then_ramps_back() {
+    let l = lim(Some(600), Some(10), None, None);
+    for (spec, k) in [(SPEC, 1), (FAST, 100)] {
+        let p = pol(&l, spec);
+        let mut b = BucketState::default();
+        let a = lease_of(&b.acquire(0, &p, &req(1, 0)));
+        b.settle(0, &p, a, &SettleOutcome::Burst { ms: 1_000 / k });
+        let snap = b.snapshot(0, &p);
+        assert_eq!(
+            (snap.rate_factor, snap.cooling_until_ms),
+            (0.5, Some(1_000 / k))
+        );
+        assert_eq!(b.counters.burst, 1);
+        assert_eq!(
+            at_of(&b.acquire(0, &p, &req(1, HOUR))),
+            1_000 / k,
+            "after the back-off"
+        );
+        assert_eq!(
+            at_of(&b.acquire(0, &p, &req(1, HOUR))),
+            1_200 / k,
+            "spaced by 1 s / (10 rps x 0.5)"
+        );
+        assert_eq!(
+            b.snapshot(16_000 / k, &p).rate_factor,
+            0.75,
+            "halfway up the 30 s ramp"
+        );
+        assert_eq!(b.snapshot(31_000 / k, &p).rate_factor, 1.0);
+        assert_eq!(b.acquire(40_000 / k, &p, &req(1, 0)), go(3, 40_000 / k));
+        assert_eq!(
+            b.acquire(40_000 / k, &p, &req(1, 0)),
+            go(4, 40_000 / k),
+            "no spacing after the ramp"
+        );
+    }
+}
+
+#[test]
+fn repeated_bursts_halve_down_to_the_floor() {
+    let l = lim(Some(60), None, None, None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    for want in [0.5, 0.25, 0.125, 0.1, 0.1] {
+        let a = lease_of(&b.acquire(0, &p, &req(1, HOUR)));
+        b.settle(0, &p, a, &SettleOutcome::Burst { ms: 0 });
+        assert_eq!(b.snapshot(0, &p).rate_factor, want);
+    }
+}
+
+#[test]
+fn manual_park_holds_until_cleared() {
+    let l = Limits::default();
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    b.park(0, "arrears", None);
+    b.park(5, "timed", Some(10));
+    let parked = denied(None, DenyReason::Parked("arrears".into()));
+    assert_eq!(b.acquire(HOUR, &p, &req(1, HOUR)), parked);
+    let snap = b.snapshot(HOUR, &p);
+    assert_eq!(
+        (snap.free_at_ms, snap.parked, snap.parked_until_ms),
+        (None, Some("arrears".into()), None)
+    );
+    b.clear(2 * HOUR);
+    assert_eq!(b.acquire(2 * HOUR, &p, &req(1, 0)), go(0, 2 * HOUR));
+    assert_eq!((b.counters.parked, b.counters.denied), (2, 1));
+}
+
+#[test]
+fn timed_park_lets_one_probe_through() {
+    let l = Limits::default();
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let other = lease_of(&b.acquire(0, &p, &req(1, 0)));
+    b.settle(
+        0,
+        &p,
+        other,
+        &SettleOutcome::Park {
+            reason: "free quota".into(),
+            for_ms: Some(10_000),
+        },
+    );
+    let parked = |until| denied(Some(until), DenyReason::Parked("free quota".into()));
+    assert_eq!(b.acquire(5_000, &p, &req(1, 0)), parked(10_000));
+    assert_eq!(b.snapshot(5_000, &p).free_at_ms, Some(10_000));
+    let probe = b.acquire(10_000, &p, &req(1, 0));
+    assert_eq!((probe_lease(&probe), at_of(&probe)), (Some(1), 10_000));
+    let ttl_end = 10_000 + HOUR;
+    assert_eq!(
+        b.acquire(10_000, &p, &req(1, 0)),
+        denied(Some(ttl_end), DenyReason::ProbeInFlight)
+    );
+    b.settle(11_000, &p, 1, &SettleOutcome::Failed);
+    assert_eq!(
+        b.acquire(20_999, &p, &req(1, 0)),
+        parked(21_000),
+        "parked again for 10 s"
+    );
+    // A released probe never reached the upstream: the next request probes instead.
+    assert_eq!(probe_lease(&b.acquire(21_000, &p, &req(1, 0))), Some(2));
+    b.settle(21_000, &p, 2, &SettleOutcome::Released);
+    assert_eq!(probe_lease(&b.acquire(21_000, &p, &req(1, 0))), Some(3));
+    b.settle(21_500, &p, 3, &ok(Some(1), Some(1)));
+    assert_eq!(b.snapshot(21_500, &p).parked, None);
+    assert_eq!(b.acquire(21_500, &p, &req(1, 0)), go(4, 21_500));
+}
+
+#[test]
+fn an_expired_probe_frees_the_probe_slot() {
+    let l = Limits::default();
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    b.park(0, "free quota", Some(1_000));
+    let short = ask(1, 0, 500);
+    assert_eq!(probe_lease(&b.acquire(1_000, &p, &short)), Some(0));
+    let busy = denied(Some(1_500), DenyReason::ProbeInFlight);
+    assert_eq!(b.acquire(1_500, &p, &short), busy);
+    assert_eq!(probe_lease(&b.acquire(1_501, &p, &short)), Some(1));
+}
+
+#[test]
+fn expired_leases_leave_in_flight_but_stay_counted() {
+    let l = lim(Some(1), None, None, None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let ask = ask(1, 0, 1_000);
+    let a = lease_of(&b.acquire(0, &p, &ask));
+    assert_eq!(b.snapshot(1_000, &p).in_flight, 1);
+    assert_eq!(b.snapshot(1_001, &p).in_flight, 0);
+    assert_eq!(
+        b.acquire(1_001, &p, &ask),
+        denied(Some(60_000), DenyReason::Full)
+    );
+    b.settle(1_002, &p, a, &SettleOutcome::Released);
+    assert_eq!(
+        b.acquire(1_003, &p, &ask),
+        denied(Some(60_000), DenyReason::Full),
+        "late release ignored"
+    );
+    assert_eq!(b.counters.ok, 0);
+}
+
+#[test]
+fn release_frees_the_slot_and_failed_keeps_it() {
+    let l = lim(Some(2), None, Some(100), None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let a = lease_of(&b.acquire(0, &p, &req(90, 0)));
+    b.settle(0, &p, a, &SettleOutcome::Released);
+    let a = lease_of(&b.acquire(0, &p, &req(90, 0)));
+    b.settle(0, &p, a, &SettleOutcome::Failed);
+    assert_eq!(
+        b.acquire(0, &p, &req(90, 0)),
+        go(2, 0),
+        "a failed request's tokens are freed"
+    );
+    assert_eq!(
+        b.acquire(0, &p, &req(1, 0)),
+        denied(Some(60_000), DenyReason::Full),
+        "its slot is not"
+    );
+    assert_eq!(b.counters.failed, 1);
+}
+
+#[test]
+fn settle_reconciles_tokens_and_is_idempotent() {
+    let l = lim(None, None, Some(100), None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let a = lease_of(&b.acquire(0, &p, &req(80, 0)));
+    b.settle(1, &p, a, &ok(Some(10), Some(10)));
+    b.settle(1, &p, a, &ok(Some(10), Some(10)));
+    assert_eq!(
+        (
+            b.counters.ok,
+            b.counters.prompt_tokens,
+            b.counters.completion_tokens
+        ),
+        (1, 10, 10)
+    );
+    let c = lease_of(&b.acquire(1, &p, &req(10, 0)));
+    b.settle(2, &p, c, &ok(Some(50), Some(20)));
+    assert_eq!(
+        b.snapshot(2, &p).used_minute,
+        usage(2, 90),
+        "reconciled down and up"
+    );
+    assert_eq!(
+        b.acquire(2, &p, &req(11, 0)),
+        denied(Some(60_000), DenyReason::Full)
+    );
+    let d = lease_of(&b.acquire(2, &p, &req(10, 0)));
+    b.settle(3, &p, d, &ok(Some(4), None));
+    assert_eq!(
+        b.snapshot(3, &p).used_minute.tokens,
+        100,
+        "partial usage keeps the larger estimate"
+    );
+    let e = lease_of(&b.acquire(60_000, &p, &req(20, 0)));
+    b.settle(60_000, &p, e, &ok(None, None));
+    assert_eq!(
+        b.snapshot(60_000, &p).used_minute.tokens,
+        70 + 10 + 20,
+        "unknown usage keeps the estimate"
+    );
+}
+
+#[test]
+fn state_and_wire_types_round_trip_through_json() {
+    let l = lim(Some(6), Some(2), Some(1_000), None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let leases: Vec<u64> = (0..8)
+        .map(|i| lease_of(&b.acquire(i, &p, &req(50, HOUR))))
+        .collect();
+    b.settle(10, &p, leases[0], &ok(Some(3), Some(4)));
+    b.settle(10, &p, leases[1], &SettleOutcome::Burst { ms: 100 });
+    b.settle(10, &p, leases[2], &cooldown(2_000, "tpm"));
+    b.park(10, "free quota", Some(10));
+    assert!(matches!(
+        b.acquire(20, &p, &req(1, HOUR)),
+        Admission::Go { probe: true, .. }
+    ));
+    let json = serde_json::to_string(&b).unwrap();
+    for part in [
+        "windows", "leases", "cooldown", "park", "probe", "ramp", "counters",
+    ] {
+        assert!(json.contains(part), "busy state lacks {part}: {json}");
+    }
+    assert_eq!(
+        serde_json::from_str::<BucketState>(&json).unwrap(),
+        b,
+        "{json}"
+    );
+    assert_eq!(
+        serde_json::from_str::<BucketState>("{}").unwrap(),
+        BucketState::default()
+    );
+    let snap = b.snapshot(20, &p);
+    assert_eq!(
+        serde_json::from_str::<Snapshot>(&serde_json::to_string(&snap).unwrap()).unwrap(),
+        snap
+    );
+    #[rustfmt::skip]
+    let wire = [
+        (serde_json::to_value(go(3, 5)).unwrap(), r#"{"decision":"go","lease":3,"at_ms":5,"probe":false}"#),
+        (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"decision":"denied","until_ms":null,"reason":{"parked":"x"}}"#),
+        (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"decision":"denied","until_ms":1,"reason":"probe_in_flight"}"#),
+        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"result":"ok","prompt_tokens":1,"completion_tokens":null}"#),
+        (serde_json::to_value(SettleOutcome::Burst { ms: 9 }).unwrap(), r#"{"result":"burst","ms":9}"#),
+    ];
+    for (got, want) in wire {
+        assert_eq!(
+            got,
+            serde_json::from_str::<serde_json::Value>(want).unwrap()
+        );
+    }
+}
+
+#[test]
+fn state_stays_small_over_hours_of_traffic() {
+    let l = lim(Some(60), Some(5), Some(100_000), None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let ask = ask(500, 2_000, 30_000);
+    let mut largest = 0;
+    for i in 0..40_000u64 {
+        let now = i * 250;
+        if let Admission::Go { lease, .. } = b.acquire(now, &p, &ask) {
+            match i % 5 {
+                0 => {} // never settled: expires
+                1 => b.settle(now, &p, lease, &SettleOutcome::Released),
+                _ => b.settle(now, &p, lease, &ok(Some(100), Some(50))),
+            }
+        }
+        if i % 100 == 0 {
+            largest = largest.max(serde_json::to_string(&b).unwrap().len());
+        }
+    }
+    assert!(b.counters.admitted > 10_000, "{:?}", b.counters);
+    assert!(largest < 8_000, "state grew to {largest} bytes");
+    assert!(
+        b.windows.len() <= 62 && b.leases.len() <= 40,
+        "{} entries, {} leases",
+        b.windows.len(),
+        b.leases.len()
+    );
+    assert_eq!(
+        at_of(&b.acquire(40_000 * 250 + HOUR, &p, &ask)),
+        40_000 * 250 + HOUR
+    );
+    assert_eq!(
+        (b.windows.len(), b.leases.len()),
+        (1, 1),
+        "an idle hour prunes everything old"
+    );
+}

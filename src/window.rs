@@ -1,0 +1,272 @@
+//! Sliding request/token windows with scheduled admission: the earliest time a request fits every limit.
+
+use crate::config::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Window lengths; tests and e2e divide them by a time scale to compress time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// Length of the "second" window (RPS, TPS), 1000 normally.
+    pub second_ms: u64,
+    /// Length of the "minute" window (RPM, TPM), 60000 normally.
+    pub minute_ms: u64,
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        WindowSpec {
+            second_ms: 1_000,
+            minute_ms: 60_000,
+        }
+    }
+}
+
+/// Requests and tokens counted in one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Requests admitted in the window.
+    pub requests: u64,
+    /// Tokens those requests reserved or used.
+    pub tokens: u64,
+}
+
+/// One admitted request: when it starts (maybe in the future) and its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Start time (unix ms); later than now for a scheduled slot.
+    pub at_ms: u64,
+    /// Estimated tokens until reconciled with real usage.
+    pub tokens: u64,
+    /// Lease that may still reconcile or release this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
+}
+
+/// The log of admitted requests, sorted by `at_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Windows {
+    entries: Vec<Entry>,
+}
+
+/// One window length with its caps (None = unlimited).
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    window_ms: u64,
+    requests: Option<u64>,
+    tokens: Option<u64>,
+}
+
+/// A request limit scaled by the rate factor in (0, 1]: floored, at least 1.
+pub fn scaled(limit: u64, rate_factor: f64) -> u64 {
+    let f = if rate_factor.is_finite() {
+        rate_factor.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    ((limit as f64 * f).floor() as u64).max(1)
+}
+
+/// Caps per window: second = (rps, tps), minute = (rpm, tpm). The effective minute limit
+/// min(RPM, RPS x 60) needs no cap of its own: the sliding second windows tile every minute.
+fn caps(limits: &Limits, spec: WindowSpec, rate_factor: f64) -> [Cap; 2] {
+    let requests = |r: Option<u64>| r.map(|r| scaled(r, rate_factor));
+    [
+        Cap {
+            window_ms: spec.second_ms.max(1),
+            requests: requests(limits.rps),
+            tokens: limits.tps,
+        },
+        Cap {
+            window_ms: spec.minute_ms.max(1),
+            requests: requests(limits.rpm),
+            tokens: limits.tpm,
+        },
+    ]
+}
+
+impl Windows {
+    /// Number of entries held (past and scheduled).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, sorted by start time.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Earliest t >= now where a request of `tokens` fits every window it would fall into
+    /// (including later windows holding scheduled entries) and keeps `min_spacing_ms` from
+    /// every entry; None when the request alone exceeds TPS or TPM.
+    ///
+    /// One sweep per window over the entry boundaries (`at`, `at + W`) in time order finds the
+    /// "bad" window ends s (no room left in (s - W, s]); a start t is ruled out exactly when
+    /// [t, t + W) meets a bad s, and by spacing when |t - at| < spacing. The answer is the
+    /// first t >= now outside every ruled-out interval: O(entries) per call.
+    pub fn earliest_start(
+        &self,
+        now_ms: u64,
+        limits: &Limits,
+        spec: WindowSpec,
+        tokens: u64,
+        rate_factor: f64,
+        min_spacing_ms: u64,
+    ) -> Option<u64> {
+        let caps = caps(limits, spec, rate_factor);
+        if caps.iter().any(|c| c.tokens.is_some_and(|k| tokens > k)) {
+            return None;
+        }
+        let mut lists: Vec<Vec<(u64, u64)>> = caps
+            .iter()
+            .filter(|c| c.requests.is_some() || c.tokens.is_some())
+            .map(|c| self.ruled_out(c, now_ms, tokens))
+            .collect();
+        if min_spacing_ms > 0 {
+            let near = |e: &Entry| {
+                let from = e.at_ms.saturating_add(1).saturating_sub(min_spacing_ms);
+                (from, e.at_ms.saturating_add(min_spacing_ms))
+            };
+            lists.push(self.entries.iter().map(near).collect());
+        }
+        // Each list holds half-open [from, to) intervals with both ends non-decreasing.
+        let mut next = vec![0usize; lists.len()];
+        let mut t = now_ms;
+        loop {
+            let mut moved = false;
+            for (list, i) in lists.iter().zip(next.iter_mut()) {
+                while list.get(*i).is_some_and(|&(_, to)| to <= t) {
+                    *i += 1;
+                }
+                if let Some(&(_, to)) = list.get(*i).filter(|&&(from, _)| from <= t) {
+                    t = to;
+                    moved = true;
+                }
+            }
+            if !moved {
+                return Some(t);
+            }
+        }
+    }
+
+    /// Starts >= now ruled out by one window: [t, t + W) meets a window end with no room left.
+    fn ruled_out(&self, c: &Cap, now_ms: u64, tokens: u64) -> Vec<(u64, u64)> {
+        let (w, entries) = (c.window_ms, &self.entries);
+        let full = |count: u64, sum: u64| {
+            c.requests.is_some_and(|r| count.saturating_add(1) > r)
+                || c.tokens.is_some_and(|k| sum.saturating_add(tokens) > k)
+        };
+        // The window ending at now holds entries left..arrived; sweep on from there.
+        let mut left = entries.partition_point(|e| e.at_ms.saturating_add(w) <= now_ms);
+        let mut arrived = entries.partition_point(|e| e.at_ms <= now_ms);
+        let inside = entries.get(left..arrived).unwrap_or(&[]);
+        let mut count = inside.len() as u64;
+        let mut sum = inside.iter().fold(0u64, |s, e| s.saturating_add(e.tokens));
+        let mut out = Vec::new();
+        let mut bad_since = full(count, sum).then_some(now_ms);
+        // Between consecutive boundaries the window (s - W, s] holds the same entries.
+        loop {
+            let arrival = entries.get(arrived).map(|e| e.at_ms);
+            let Some(departure) = entries.get(left).map(|e| e.at_ms.saturating_add(w)) else {
+                break;
+            };
+            let x = arrival.map_or(departure, |a| a.min(departure));
+            while let Some(e) = entries.get(left).filter(|e| e.at_ms.saturating_add(w) <= x) {
+                count = count.saturating_sub(1);
+                sum = sum.saturating_sub(e.tokens);
+                left += 1;
+            }
+            while let Some(e) = entries.get(arrived).filter(|e| e.at_ms <= x) {
+                count += 1;
+                sum = sum.saturating_add(e.tokens);
+                arrived += 1;
+            }
+            match (full(count, sum), bad_since) {
+                (true, None) => bad_since = Some(x),
+                (false, Some(a)) => {
+                    out.push((a.saturating_add(1).saturating_sub(w), x));
+                    bad_since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = bad_since {
+            // Unreachable with a request cap >= 1 and tokens <= the token cap; never admit then.
+            out.push((a.saturating_add(1).saturating_sub(w), u64::MAX));
+        }
+        out
+    }
+
+    /// Record an admitted request starting at `at_ms`.
+    pub fn reserve(&mut self, at_ms: u64, tokens: u64, lease: Option<u64>) {
+        let i = self.entries.partition_point(|e| e.at_ms <= at_ms);
+        self.entries.insert(
+            i,
+            Entry {
+                at_ms,
+                tokens,
+                lease,
+            },
+        );
+    }
+
+    /// Tokens currently counted for the lease's entry.
+    pub fn tokens_of(&self, lease: u64) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|e| e.lease == Some(lease))
+            .map(|e| e.tokens)
+    }
+
+    /// Set the lease's entry to the tokens actually used; false if no entry has that lease.
+    pub fn reconcile(&mut self, lease: u64, actual_tokens: u64) -> bool {
+        match self.entries.iter_mut().find(|e| e.lease == Some(lease)) {
+            Some(e) => {
+                e.tokens = actual_tokens;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove the lease's entry (the request never counted upstream); false if absent.
+    pub fn release(&mut self, lease: u64) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.lease != Some(lease));
+        self.entries.len() != before
+    }
+
+    /// Detach a lease from its entry: the entry stays counted but can no longer change.
+    pub fn forget(&mut self, lease: u64) {
+        for e in self.entries.iter_mut().filter(|e| e.lease == Some(lease)) {
+            e.lease = None;
+        }
+    }
+
+    /// Drop entries that no window ending at or after `now_ms` can hold.
+    pub fn prune(&mut self, now_ms: u64, spec: WindowSpec) {
+        let longest = spec.second_ms.max(spec.minute_ms).max(1);
+        self.entries
+            .retain(|e| e.at_ms.saturating_add(longest) > now_ms);
+    }
+
+    /// Requests and tokens started in (now - window, now]; scheduled entries are not counted.
+    pub fn usage(&self, now_ms: u64, window_ms: u64) -> Usage {
+        self.entries
+            .iter()
+            .filter(|e| e.at_ms <= now_ms && e.at_ms.saturating_add(window_ms) > now_ms)
+            .fold(Usage::default(), |u, e| Usage {
+                requests: u.requests.saturating_add(1),
+                tokens: u.tokens.saturating_add(e.tokens),
+            })
+    }
+}
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

@@ -1,0 +1,310 @@
+//! Sliding windows, case by case: boundaries, effective limits, reconcile, scheduling, brute-force minimality.
+
+use super::*;
+
+const SPEC: WindowSpec = WindowSpec {
+    second_ms: 1_000,
+    minute_ms: 60_000,
+};
+const FAST: WindowSpec = WindowSpec {
+    second_ms: 10,
+    minute_ms: 600,
+};
+
+fn lim(rpm: Option<u64>, rps: Option<u64>, tpm: Option<u64>, tps: Option<u64>) -> Limits {
+    Limits { rpm, rps, tpm, tps }
+}
+
+fn log(entries: &[(u64, u64)]) -> Windows {
+    let mut w = Windows::default();
+    for (i, &(at, tokens)) in entries.iter().enumerate() {
+        w.reserve(at, tokens, Some(i as u64));
+    }
+    w
+}
+
+/// Deterministic pseudo-random numbers for the brute-force tests.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// Naive check, every window end ms by ms: does (t, tokens) fit next to `w`?
+fn naive_fits(
+    w: &Windows,
+    t: u64,
+    tokens: u64,
+    l: &Limits,
+    spec: WindowSpec,
+    f: f64,
+    gap: u64,
+) -> bool {
+    if w.entries.iter().any(|e| e.at_ms.abs_diff(t) < gap) {
+        return false;
+    }
+    caps(l, spec, f).iter().all(|c| {
+        (t..t + c.window_ms).all(|s| {
+            let inside: Vec<&Entry> = w
+                .entries
+                .iter()
+                .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s)
+                .collect();
+            let sum: u64 = inside.iter().map(|e| e.tokens).sum();
+            c.requests.is_none_or(|r| (inside.len() as u64) < r)
+                && c.tokens.is_none_or(|k| sum + tokens <= k)
+        })
+    })
+}
+
+/// Brute force over every window: no window ever holds more than its caps.
+fn assert_never_over(w: &Windows, l: &Limits, spec: WindowSpec, f: f64) {
+    let last = w.entries.last().map_or(0, |e| e.at_ms);
+    for c in caps(l, spec, f) {
+        for s in 0..=last + c.window_ms {
+            let inside = w
+                .entries
+                .iter()
+                .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s);
+            let (n, sum) = inside.fold((0u64, 0u64), |(n, k), e| (n + 1, k + e.tokens));
+            assert!(
+                c.requests.is_none_or(|r| n <= r),
+                "{n} requests in window ending {s}"
+            );
+            assert!(
+                c.tokens.is_none_or(|k| sum <= k),
+                "{sum} tokens in window ending {s}"
+            );
+        }
+    }
+}
+
+type Case<'a> = (
+    &'a str,
+    Limits,
+    &'a [(u64, u64)],
+    u64,
+    u64,
+    f64,
+    u64,
+    Option<u64>,
+);
+
+#[test]
+fn earliest_start_table() {
+    let rpm1 = lim(Some(1), None, None, None);
+    let rps1 = lim(None, Some(1), None, None);
+    let every_second: Vec<(u64, u64)> = (0..60).map(|i| (i * 1_000, 10)).collect();
+    // (name, limits, entries (at, tokens), now, tokens, rate factor, spacing, expected start)
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("empty: go now", rpm1.clone(), &[], 5, 1, 1.0, 0, Some(5)),
+        ("entry exactly W old no longer counts", rpm1.clone(), &[(0, 1)], 60_000, 1, 1.0, 0, Some(60_000)),
+        ("one ms younger still counts", rpm1.clone(), &[(1, 1)], 60_000, 1, 1.0, 0, Some(60_001)),
+        ("rps: 999 ms old counts", rps1.clone(), &[(0, 1)], 999, 1, 1.0, 0, Some(1_000)),
+        ("rps: 1000 ms old is out", rps1.clone(), &[(0, 1)], 1_000, 1, 1.0, 0, Some(1_000)),
+        ("rps*60 caps the minute below rpm", lim(Some(600), Some(1), None, None), &every_second, 59_500, 1, 1.0, 0, Some(60_000)),
+        ("rpm caps below rps*60", lim(Some(2), Some(10), None, None), &[(0, 1), (10, 1)], 20, 1, 1.0, 0, Some(60_000)),
+        ("rps caps a burst below rpm", lim(Some(600), Some(2), None, None), &[(0, 1), (10, 1)], 20, 1, 1.0, 0, Some(1_000)),
+        ("tps", lim(None, None, None, Some(100)), &[(0, 60)], 0, 50, 1.0, 0, Some(1_000)),
+        ("tps: room left", lim(None, None, None, Some(100)), &[(0, 60)], 0, 40, 1.0, 0, Some(0)),
+        ("tpm waits for enough tokens to leave", lim(None, None, Some(100), None), &[(0, 60), (30_000, 30)], 40_000, 20, 1.0, 0, Some(60_000)),
+        ("tps*60 caps tpm", lim(None, None, Some(1_000_000), Some(10)), &every_second, 59_500, 10, 1.0, 0, Some(60_000)),
+        ("too large for tps", lim(None, None, Some(1_000), Some(10)), &[], 0, 11, 1.0, 0, None),
+        ("too large for tpm", lim(None, None, Some(10), None), &[], 0, 11, 1.0, 0, None),
+        ("exactly tpm fits", lim(None, None, Some(10), None), &[], 0, 10, 1.0, 0, Some(0)),
+        ("no limits", Limits::default(), &[(0, 1), (0, 1)], 7, 1_000_000, 1.0, 0, Some(7)),
+        ("a scheduled entry blocks earlier slots", rpm1.clone(), &[(30_000, 1)], 0, 1, 1.0, 0, Some(90_000)),
+        ("exactly W before a scheduled entry fits", rpm1.clone(), &[(60_000, 1)], 0, 1, 1.0, 0, Some(0)),
+        ("one ms later does not", rpm1.clone(), &[(60_000, 1)], 1, 1, 1.0, 0, Some(120_000)),
+        ("exactly the spacing before an entry fits", Limits::default(), &[(1_000, 1)], 500, 1, 1.0, 500, Some(500)),
+        ("a slot before a scheduled entry", lim(Some(2), None, None, None), &[(0, 1), (90_000, 1)], 10, 1, 1.0, 0, Some(10)),
+        ("rate factor halves rps", lim(None, Some(4), None, None), &[(0, 1), (0, 1)], 0, 1, 0.5, 0, Some(1_000)),
+        ("rate factor floors but keeps one", rps1.clone(), &[], 0, 1, 0.1, 0, Some(0)),
+        ("rate factor scales rpm", lim(Some(10), None, None, None), &[(0, 1), (1, 1), (2, 1)], 3, 1, 0.3, 0, Some(60_000)),
+        ("spacing after an entry", Limits::default(), &[(0, 1)], 100, 1, 1.0, 500, Some(500)),
+        ("spacing before a scheduled entry", Limits::default(), &[(1_000, 1)], 600, 1, 1.0, 500, Some(1_500)),
+        ("spacing fits between entries", Limits::default(), &[(0, 1), (2_000, 1)], 100, 1, 1.0, 500, Some(500)),
+    ];
+    for (name, l, entries, now, tokens, f, gap, want) in cases {
+        let w = log(entries);
+        assert_eq!(
+            w.earliest_start(now, &l, SPEC, tokens, f, gap),
+            want,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn effective_minute_limit_is_min_of_rpm_and_rps_times_60() {
+    #[rustfmt::skip]
+    let cases = [(Some(600), Some(1), 60), (Some(30), Some(10), 30), (None, Some(2), 120), (Some(6), None, 6)];
+    for (rpm, rps, want) in cases {
+        let l = lim(rpm, rps, None, None);
+        let mut w = Windows::default();
+        while let Some(at) = w
+            .earliest_start(0, &l, SPEC, 1, 1.0, 0)
+            .filter(|&t| t < 60_000)
+        {
+            w.reserve(at, 1, None);
+        }
+        assert_eq!(w.len(), want, "rpm {rpm:?} rps {rps:?}");
+        assert_never_over(&w, &l, SPEC, 1.0);
+    }
+}
+
+#[test]
+fn reconcile_down_and_up_moves_the_token_window() {
+    let l = lim(None, None, Some(100), None);
+    let mut w = Windows::default();
+    w.reserve(0, 80, Some(1));
+    assert_eq!(
+        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        Some(60_000),
+        "estimate counts"
+    );
+    assert!(w.reconcile(1, 20));
+    assert_eq!(
+        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        Some(10),
+        "actual usage was lower"
+    );
+    assert_eq!(
+        w.usage(10, SPEC.minute_ms),
+        Usage {
+            requests: 1,
+            tokens: 20
+        }
+    );
+    assert!(w.reconcile(1, 95));
+    assert_eq!(
+        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        Some(60_000),
+        "actual usage was higher"
+    );
+    assert_eq!(w.earliest_start(10, &l, SPEC, 5, 1.0, 0), Some(10));
+    assert!(!w.reconcile(2, 1), "unknown lease");
+}
+
+#[test]
+fn release_forget_prune_and_usage() {
+    let mut w = log(&[(0, 10), (500, 20), (1_000, 30), (90_000, 40)]);
+    assert_eq!(
+        w.usage(1_000, 1_000),
+        Usage {
+            requests: 2,
+            tokens: 50
+        }
+    );
+    assert_eq!(
+        w.usage(1_000, 60_000),
+        Usage {
+            requests: 3,
+            tokens: 60
+        }
+    );
+    assert!(w.release(1));
+    assert!(!w.release(1), "released twice");
+    assert_eq!(
+        w.usage(1_000, 60_000),
+        Usage {
+            requests: 2,
+            tokens: 40
+        }
+    );
+    w.forget(2);
+    assert!(
+        !w.reconcile(2, 0),
+        "a forgotten lease cannot change its entry"
+    );
+    w.prune(60_000, SPEC);
+    assert_eq!(
+        w.entries().iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        vec![1_000, 90_000]
+    );
+    w.prune(1_000_000, SPEC);
+    assert!(w.is_empty());
+}
+
+/// Greedy admissions with scheduling: returns the start times.
+fn schedule(spec: WindowSpec, scale: u64, l: &Limits, n: u64, w: &mut Windows) -> Vec<Option<u64>> {
+    let mut rng = Lcg(7);
+    (0..n)
+        .map(|i| {
+            let now = i * 500 / scale;
+            let tokens = 1 + rng.below(30);
+            let at = w.earliest_start(now, l, spec, tokens, 1.0, 0);
+            if let Some(at) = at {
+                w.reserve(at, tokens, Some(i));
+            }
+            at
+        })
+        .collect()
+}
+
+#[test]
+fn scheduled_slots_are_never_double_booked() {
+    let l = lim(Some(6), Some(2), Some(100), None);
+    let mut w = Windows::default();
+    let starts = schedule(SPEC, 1, &l, 20, &mut w);
+    assert!(starts.iter().all(Option::is_some));
+    assert!(
+        starts.iter().flatten().any(|&t| t >= 120_000),
+        "far enough to schedule ahead"
+    );
+    assert_never_over(&w, &l, SPEC, 1.0);
+    // Compressed time gives the same schedule, scaled.
+    let mut fast = Windows::default();
+    let scaled: Vec<Option<u64>> = schedule(FAST, 100, &l, 20, &mut fast)
+        .iter()
+        .map(|t| t.map(|t| t * 100))
+        .collect();
+    assert_eq!(scaled, starts);
+    assert_never_over(&fast, &l, FAST, 1.0);
+}
+
+#[test]
+fn earliest_start_is_the_first_fitting_ms() {
+    let spec = WindowSpec {
+        second_ms: 10,
+        minute_ms: 120,
+    };
+    let mut rng = Lcg(42);
+    for case in 0..300 {
+        let pick = |rng: &mut Lcg, n: u64| (rng.below(3) > 0).then(|| 1 + rng.below(n));
+        let l = lim(
+            pick(&mut rng, 8),
+            pick(&mut rng, 3),
+            pick(&mut rng, 60),
+            pick(&mut rng, 30),
+        );
+        let mut w = Windows::default();
+        for i in 0..rng.below(14) {
+            w.reserve(rng.below(200), rng.below(10), Some(i));
+        }
+        let now = rng.below(150);
+        let tokens = rng.below(12);
+        let f = [1.0, 0.5, 0.25][rng.below(3) as usize];
+        let gap = [0, 0, 3, 7][rng.below(4) as usize];
+        let got = w.earliest_start(now, &l, spec, tokens, f, gap);
+        let fits = |t| naive_fits(&w, t, tokens, &l, spec, f, gap);
+        match got {
+            None => assert!(caps(&l, spec, f)
+                .iter()
+                .any(|c| c.tokens.is_some_and(|k| tokens > k))),
+            Some(t) => {
+                assert!(fits(t), "case {case}: {t} does not fit");
+                assert!(
+                    (now..t).all(|x| !fits(x)),
+                    "case {case}: an earlier ms fits than {t}"
+                );
+            }
+        }
+    }
+}
