@@ -1,24 +1,60 @@
-//! The bucket Durable Object: one per (account, model) quota budget, persisted in SQLite.
+//! The bucket Durable Object: one per (account, model) quota budget, holding the pure
+//! `BucketState` in memory and persisting it to SQLite after every change.
 
+use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
+use crate::config::Limits;
 use crate::glue::respond;
 use crate::openai::ApiError;
+use crate::window::WindowSpec;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Method, Request, RequestInit, Response,
+    durable_object, wasm_bindgen, Date, DurableObject, Env, Method, Request, RequestInit, Response,
     Result, SqlStorage, State,
 };
 
-/// Live counters of one bucket, as the admin API shows them.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Counters {
-    /// Requests admitted since the bucket was created.
-    pub admitted: i64,
+/// Where a bucket lives and what limits it enforces; sent with every call so the DO
+/// always applies the config version of the worker that asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketRef {
+    /// Account id.
+    pub account: String,
+    /// Upstream model name.
+    pub model: String,
+    /// The account's limits for the model.
+    pub limits: Limits,
+    /// Window lengths (compressed in tests).
+    pub spec: WindowSpec,
+    /// Placement hint for the DO (the upstream's region).
+    #[serde(skip)]
+    pub location_hint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Call {
+    limits: Limits,
+    spec: WindowSpec,
+    #[serde(default)]
+    est_tokens: u64,
+    #[serde(default)]
+    max_wait_ms: u64,
+    #[serde(default)]
+    lease_ttl_ms: u64,
+    #[serde(default)]
+    lease: u64,
+    #[serde(default)]
+    outcome: Option<SettleOutcome>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    for_ms: Option<u64>,
 }
 
 /// One quota budget (account x model).
 #[durable_object]
 pub struct BucketDo {
     sql: SqlStorage,
+    state: RefCell<Option<BucketState>>,
 }
 
 impl DurableObject for BucketDo {
@@ -26,77 +62,213 @@ impl DurableObject for BucketDo {
         let sql = state.storage().sql();
         // A failure here surfaces on the first query, as an error rather than a panic.
         let _ = sql.exec(
-            "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS bucket(id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
             None,
         );
-        Self { sql }
+        Self {
+            sql,
+            state: RefCell::new(None),
+        }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        match (req.method(), req.path().as_str()) {
-            (Method::Post, "/acquire") => {
-                self.sql.exec(
-                    "INSERT INTO counters(name, value) VALUES ('admitted', 1) \
-                     ON CONFLICT(name) DO UPDATE SET value = value + 1",
-                    None,
-                )?;
-                Response::from_json(&self.counters()?)
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let call: Call = req.json().await?;
+        let policy = Policy {
+            limits: &call.limits,
+            spec: call.spec,
+        };
+        let now = Date::now().as_millis();
+        // No await from here to the store below, so no other request interleaves.
+        let cached = self.state.borrow_mut().take();
+        let mut state = match cached {
+            Some(state) => state,
+            None => self.load()?,
+        };
+        let answer = match req.path().as_str() {
+            "/acquire" => {
+                let ask = AcquireRequest {
+                    est_tokens: call.est_tokens,
+                    max_wait_ms: call.max_wait_ms,
+                    lease_ttl_ms: call.lease_ttl_ms,
+                };
+                serde_json::to_value(state.acquire(now, &policy, &ask))
             }
-            (Method::Get, "/state") => Response::from_json(&self.counters()?),
-            _ => Response::error("unknown bucket operation", 404),
+            "/settle" => {
+                if let Some(outcome) = &call.outcome {
+                    state.settle(now, &policy, call.lease, outcome);
+                }
+                serde_json::to_value(state.snapshot(now, &policy))
+            }
+            "/park" => {
+                state.park(now, call.reason.as_deref().unwrap_or("parked"), call.for_ms);
+                serde_json::to_value(state.snapshot(now, &policy))
+            }
+            "/clear" => {
+                state.clear(now);
+                serde_json::to_value(state.snapshot(now, &policy))
+            }
+            "/snapshot" => serde_json::to_value(state.snapshot(now, &policy)),
+            _ => return Response::error("unknown bucket operation", 404),
         }
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.save(&state)?;
+        *self.state.borrow_mut() = Some(state);
+        Response::from_json(&answer)
     }
 }
 
 impl BucketDo {
-    fn counters(&self) -> Result<Counters> {
+    fn load(&self) -> Result<BucketState> {
         #[derive(Deserialize)]
         struct Row {
-            value: i64,
+            state: String,
         }
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT value FROM counters WHERE name = 'admitted'", None)?
+            .exec("SELECT state FROM bucket WHERE id = 1", None)?
             .to_array()?;
-        Ok(Counters {
-            admitted: rows.first().map_or(0, |r| r.value),
-        })
+        Ok(rows
+            .first()
+            .and_then(|r| serde_json::from_str(&r.state).ok())
+            .unwrap_or_default())
+    }
+
+    fn save(&self, state: &BucketState) -> Result<()> {
+        let json =
+            serde_json::to_string(state).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.sql.exec(
+            "INSERT INTO bucket(id, state) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            vec![json.into()],
+        )?;
+        Ok(())
     }
 }
 
-async fn call(env: &Env, account: &str, model: &str, method: Method, op: &str) -> Result<Response> {
+async fn call(env: &Env, bucket: &BucketRef, op: &str, call: &Call) -> Result<Response> {
     let namespace = env.durable_object("BUCKET")?;
-    let stub = namespace
-        .id_from_name(&format!("bucket:{account}:{model}"))?
-        .get_stub()?;
+    let id = namespace.id_from_name(&format!("bucket:{}:{}", bucket.account, bucket.model))?;
+    let stub = match &bucket.location_hint {
+        Some(hint) => id.get_stub_with_location_hint(hint)?,
+        None => id.get_stub()?,
+    };
     let mut init = RequestInit::new();
-    init.with_method(method);
+    init.with_method(Method::Post).with_body(Some(
+        serde_json::to_string(call)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?
+            .into(),
+    ));
     let req = Request::new_with_init(&format!("https://bucket{op}"), &init)?;
     stub.fetch_with_request(req).await
 }
 
-/// Takes one admission from the bucket; the only DO round trip on the request path.
-pub async fn acquire(
+fn base(bucket: &BucketRef) -> Call {
+    Call {
+        limits: bucket.limits.clone(),
+        spec: bucket.spec,
+        est_tokens: 0,
+        max_wait_ms: 0,
+        lease_ttl_ms: 0,
+        lease: 0,
+        outcome: None,
+        reason: None,
+        for_ms: None,
+    }
+}
+
+async fn ask<T: serde::de::DeserializeOwned>(
     env: &Env,
-    account: &str,
-    model: &str,
-) -> std::result::Result<Counters, ApiError> {
-    let mut resp = call(env, account, model, Method::Post, "/acquire")
+    bucket: &BucketRef,
+    op: &str,
+    body: &Call,
+) -> std::result::Result<T, ApiError> {
+    let mut resp = call(env, bucket, op, body)
         .await
         .map_err(respond::internal)?;
     resp.json().await.map_err(respond::internal)
 }
 
-/// The admin view of one bucket.
-pub async fn snapshot(
+/// Asks for an admission: the one DO round trip on the request path.
+pub async fn acquire(
     env: &Env,
+    bucket: &BucketRef,
+    request: &AcquireRequest,
+) -> std::result::Result<Admission, ApiError> {
+    let mut body = base(bucket);
+    body.est_tokens = request.est_tokens;
+    body.max_wait_ms = request.max_wait_ms;
+    body.lease_ttl_ms = request.lease_ttl_ms;
+    ask(env, bucket, "/acquire", &body).await
+}
+
+/// Settles a lease with what happened (called off the hot path).
+pub async fn settle(
+    env: &Env,
+    bucket: &BucketRef,
+    lease: u64,
+    outcome: SettleOutcome,
+) -> std::result::Result<Snapshot, ApiError> {
+    let mut body = base(bucket);
+    body.lease = lease;
+    body.outcome = Some(outcome);
+    ask(env, bucket, "/settle", &body).await
+}
+
+/// Parks a bucket from outside (its account is parked).
+pub async fn park(
+    env: &Env,
+    bucket: &BucketRef,
+    reason: &str,
+    for_ms: Option<u64>,
+) -> std::result::Result<Snapshot, ApiError> {
+    let mut body = base(bucket);
+    body.reason = Some(reason.to_string());
+    body.for_ms = for_ms;
+    ask(env, bucket, "/park", &body).await
+}
+
+/// Operator action: clears a park or cooldown.
+pub async fn clear(env: &Env, bucket: &BucketRef) -> std::result::Result<Snapshot, ApiError> {
+    ask(env, bucket, "/clear", &base(bucket)).await
+}
+
+/// The live view of one bucket.
+pub async fn snapshot(env: &Env, bucket: &BucketRef) -> std::result::Result<Snapshot, ApiError> {
+    ask(env, bucket, "/snapshot", &base(bucket)).await
+}
+
+/// The admin view of one configured bucket; `clear` lifts its park or cooldown first.
+pub async fn admin(
+    env: &Env,
+    config: &crate::config::Config,
     account: &str,
     model: &str,
+    clear_first: bool,
 ) -> std::result::Result<Response, ApiError> {
-    let mut resp = call(env, account, model, Method::Get, "/state")
-        .await
-        .map_err(respond::internal)?;
-    let counters: Counters = resp.json().await.map_err(respond::internal)?;
-    let body = serde_json::json!({"account": account, "model": model, "counters": counters});
+    let acct = config.accounts.get(account);
+    let limits = acct.and_then(|a| a.limits.get(model)).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            Some("bucket_not_found"),
+            format!("No account '{account}' serving '{model}' is configured."),
+        )
+    })?;
+    let bucket = BucketRef {
+        account: account.to_string(),
+        model: model.to_string(),
+        limits: limits.clone(),
+        spec: config.window_spec(),
+        location_hint: acct
+            .and_then(|a| config.upstreams.get(&a.upstream))
+            .and_then(|u| u.location_hint.clone()),
+    };
+    let snapshot = if clear_first {
+        // This isolate forgets at once; others within the cache horizon (seconds).
+        crate::glue::cache::free(&format!("{account}:{model}"));
+        clear(env, &bucket).await?
+    } else {
+        snapshot(env, &bucket).await?
+    };
+    let body = serde_json::json!({"account": account, "model": model, "limits": limits, "state": snapshot});
     respond::json(200, body.to_string())
 }

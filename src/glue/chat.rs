@@ -1,93 +1,382 @@
-//! `POST /v1/chat/completions`: pick the account, take a bucket admission, forward, pass the answer back.
+//! `POST /v1/chat/completions`: the planner loop over bucket admissions and upstream sends.
 
-use crate::classify;
-use crate::config::Config;
-use crate::glue::{bucket, respond};
+use crate::bucket::{AcquireRequest, Admission, SettleOutcome};
+use crate::classify::{Outcome, ParkScope};
+use crate::config::{Candidate, Config};
+use crate::glue::bucket::{self, BucketRef};
+use crate::glue::upstream::{self, Success};
+use crate::glue::{cache, respond};
 use crate::openai::{ApiError, ChatRequest};
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response};
+use crate::planner::{Action, PlanCandidate, PlanSettings, PlanStep, Planner, Target};
+use crate::tokens;
+use crate::window::WindowSpec;
+use std::time::Duration;
+use worker::{Context, Date, Delay, Env, Headers, Request, Response};
 
-/// Serves one chat completion, streamed or not, from the first account of the model's first step.
+/// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
+const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
+/// How long an unsettled lease stays in flight after its deadline, before the bucket drops it.
+const LEASE_GRACE_MS: u64 = 60_000;
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+/// Serves one chat completion, streamed or not.
 pub async fn complete(
     mut req: Request,
     env: &Env,
+    ctx: &Context,
     config: &Config,
-    _request_id: &str,
-) -> Result<Response, ApiError> {
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|_| ApiError::invalid_request("The request body could not be read.", None))?;
-    let chat = ChatRequest::parse(&bytes)?;
+) -> Result<Response, (ApiError, Headers)> {
+    let plain = |e: ApiError| (e, Headers::new());
+    let bytes = req.bytes().await.map_err(|_| {
+        plain(ApiError::invalid_request(
+            "The request body could not be read.",
+            None,
+        ))
+    })?;
+    let chat = ChatRequest::parse(&bytes).map_err(plain)?;
     let route = config
         .models
         .get(&chat.model)
-        .ok_or_else(|| ApiError::model_not_found(&chat.model))?;
-    let step = route
+        .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
+    let allow_fallback = !matches!(
+        req.headers()
+            .get(NO_FALLBACK_HEADER)
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("none" | "off" | "false" | "0")
+    );
+
+    let scale = config.time_scale;
+    let spec = config.window_spec();
+    let started = now_ms();
+    let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
+    let steps: Vec<(&str, Vec<Candidate>)> = route
         .fallback
-        .first()
-        .ok_or_else(|| ApiError::model_not_found(&chat.model))?;
-    let candidate = config
-        .candidates(step)
-        .next()
-        .ok_or_else(|| ApiError::config(format!("no account serves '{}'", step.model())))?;
-    let key_name =
-        candidate.settings.keys.first().ok_or_else(|| {
-            ApiError::config(format!("accounts.{}.keys is empty", candidate.account))
-        })?;
-    let key = env.secret(key_name).map(|s| s.to_string()).map_err(|_| {
-        ApiError::config(format!(
-            "The secret {key_name} (accounts.{}.keys) is not set.",
-            candidate.account
-        ))
-    })?;
+        .iter()
+        .map(|s| (s.model(), config.candidates(s).collect()))
+        .collect();
+    let plan = steps
+        .iter()
+        .map(|(model, cands)| PlanStep {
+            model: model.to_string(),
+            candidates: cands
+                .iter()
+                .map(|c| PlanCandidate {
+                    account: c.account.to_string(),
+                    upstream: c.upstream_id.to_string(),
+                    priority: c.upstream.priority,
+                    weight: c.settings.weight * c.upstream.weight,
+                    known_free_at_ms: cache::free_at(&bucket_name(c), started),
+                })
+                .collect(),
+        })
+        .collect();
+    let mut planner = Planner::new(
+        &chat.model,
+        plan,
+        PlanSettings {
+            max_wait_ms: route.max_wait_ms.unwrap_or(config.default_max_wait_ms),
+            deadline_ms: started + deadline_ms,
+            allow_fallback,
+            seed: random_u64(),
+        },
+    );
+    let estimate = AcquireRequest {
+        est_tokens: tokens::estimate(&chat.body, config.default_output_tokens),
+        max_wait_ms: 0,
+        lease_ttl_ms: deadline_ms + LEASE_GRACE_MS,
+    };
 
-    bucket::acquire(env, candidate.account, candidate.model).await?;
-
-    let headers = Headers::new();
-    headers
-        .set("content-type", "application/json")
-        .map_err(respond::internal)?;
-    headers
-        .set("authorization", &format!("Bearer {key}"))
-        .map_err(respond::internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(chat.upstream_body(candidate.model).into()));
-    let url = format!("{}/chat/completions", candidate.upstream.base_url);
-    let upstream_req = Request::new_with_init(&url, &init).map_err(respond::internal)?;
-    let mut upstream = Fetch::Request(upstream_req).send().await.map_err(|_| {
-        ApiError::bad_gateway(
-            "upstream_unreachable",
-            format!("Upstream '{}' could not be reached.", candidate.upstream_id),
-        )
-    })?;
-
-    let status = upstream.status_code();
-    if !(200..300).contains(&status) {
-        let body = upstream.bytes().await.unwrap_or_default();
-        return Err(classify::client_error(candidate.upstream_id, status, &body));
+    loop {
+        match planner.next(now_ms()) {
+            Action::Acquire {
+                target,
+                max_wait_ms,
+            } => {
+                let Some(candidate) = pick(&steps, target) else {
+                    return Err(plain(ApiError::config("planner named an unknown bucket")));
+                };
+                let bucket = bucket_ref(candidate, spec);
+                let ask = AcquireRequest {
+                    max_wait_ms,
+                    ..estimate
+                };
+                let admission = bucket::acquire(env, &bucket, &ask).await.map_err(plain)?;
+                match &admission {
+                    Admission::Go { .. } => cache::free(&bucket_name(candidate)),
+                    Admission::Denied { until_ms, .. } => {
+                        cache::busy(&bucket_name(candidate), *until_ms, now_ms())
+                    }
+                }
+                planner.on_admission(target, &admission, now_ms());
+            }
+            Action::Send {
+                target,
+                lease,
+                at_ms,
+            } => {
+                let Some(candidate) = pick(&steps, target) else {
+                    return Err(plain(ApiError::config("planner named an unknown bucket")));
+                };
+                let wait = at_ms.saturating_sub(now_ms());
+                if wait > 0 {
+                    Delay::from(Duration::from_millis(wait)).await;
+                }
+                let bucket = bucket_ref(candidate, spec);
+                let timeout = (started + deadline_ms).saturating_sub(now_ms()).max(1);
+                let body = chat.upstream_body(candidate.model);
+                let sent = upstream::send(
+                    env,
+                    candidate,
+                    lease as usize,
+                    body,
+                    chat.stream,
+                    timeout,
+                    now_ms,
+                )
+                .await;
+                match sent {
+                    Ok(success) => {
+                        let headers =
+                            gateway_headers(&chat.model, candidate, &planner).map_err(plain)?;
+                        return serve(env, ctx, bucket, lease, success, headers).map_err(plain);
+                    }
+                    Err(outcome) => {
+                        let outcome = scaled(outcome, scale);
+                        settle_in_background(env, ctx, candidate, spec, lease, &outcome);
+                        if let Some(until) = busy_until(&outcome, now_ms()) {
+                            cache::busy(&bucket_name(candidate), until, now_ms());
+                        }
+                        planner.on_outcome(target, &outcome, now_ms());
+                    }
+                }
+            }
+            Action::Backoff { ms } => Delay::from(Duration::from_millis(ms)).await,
+            Action::GiveUp(error) => {
+                let headers = Headers::new();
+                let _ = headers.set("x-gateway-requested-model", &chat.model);
+                let _ = headers.set("x-gateway-attempts", &planner.attempts().to_string());
+                if let Some(reason) = planner.fallback_reason() {
+                    let _ = headers.set("x-gateway-fallback-reason", &reason);
+                }
+                return Err((error, headers));
+            }
+        }
     }
+}
 
-    let out = Headers::new();
-    let content_type = upstream
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "application/json".to_string());
-    for (name, value) in [
-        ("content-type", content_type.as_str()),
-        ("x-gateway-requested-model", chat.model.as_str()),
-        ("x-gateway-served-model", candidate.model),
-        ("x-gateway-upstream", candidate.upstream_id),
-        ("x-gateway-attempts", "1"),
-    ] {
-        out.set(name, value).map_err(respond::internal)?;
-    }
-    let (_, body) = upstream.into_parts();
+/// Returns the answer to the client and settles the bucket with the real usage off the hot path.
+fn serve(
+    env: &Env,
+    ctx: &Context,
+    bucket: BucketRef,
+    lease: u64,
+    success: Success,
+    headers: Headers,
+) -> Result<Response, ApiError> {
+    let env = env.clone();
+    let (status, body, outcome) = match success {
+        Success::Whole { status, body } => {
+            headers
+                .set("content-type", "application/json")
+                .map_err(respond::internal)?;
+            let outcome = usage_of(&body);
+            (status, worker::ResponseBody::Body(body), outcome)
+        }
+        Success::Stream(upstream) => {
+            let content_type = upstream
+                .headers()
+                .get("content-type")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "text/event-stream".to_string());
+            headers
+                .set("content-type", &content_type)
+                .map_err(respond::internal)?;
+            let status = upstream.status_code();
+            let (_, body) = upstream.into_parts();
+            // Usage inside a stream is read by the streaming work (issue 4); until then the
+            // reservation's estimate stands.
+            let outcome = SettleOutcome::Ok {
+                prompt_tokens: None,
+                completion_tokens: None,
+            };
+            (status, body, outcome)
+        }
+    };
+    ctx.wait_until(async move {
+        let _ = bucket::settle(&env, &bucket, lease, outcome).await;
+    });
     Ok(Response::from_body(body)
         .map_err(respond::internal)?
         .with_status(status)
-        .with_headers(out))
+        .with_headers(headers))
+}
+
+/// The usage of a non-streamed answer, as a settle outcome.
+fn usage_of(body: &[u8]) -> SettleOutcome {
+    let usage = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .map(|v| v["usage"].clone())
+        .unwrap_or_default();
+    SettleOutcome::Ok {
+        prompt_tokens: usage["prompt_tokens"].as_u64(),
+        completion_tokens: usage["completion_tokens"].as_u64(),
+    }
+}
+
+/// Settles a failed attempt, and parks the account's other buckets when the account is at fault.
+fn settle_in_background(
+    env: &Env,
+    ctx: &Context,
+    candidate: &Candidate,
+    spec: WindowSpec,
+    lease: u64,
+    outcome: &Outcome,
+) {
+    let settle = match outcome {
+        Outcome::Success => SettleOutcome::Ok {
+            prompt_tokens: None,
+            completion_tokens: None,
+        },
+        Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
+            ms: *cooldown_ms,
+            kind: format!("{kind:?}").to_lowercase(),
+        },
+        Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
+            ms: *cooldown_ms,
+            kind: "unavailable".into(),
+        },
+        Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
+        Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
+            reason: reason.clone(),
+            for_ms: *for_ms,
+        },
+        Outcome::TooLarge => SettleOutcome::Released,
+        Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
+    };
+    let mut others = Vec::new();
+    if let Outcome::Park {
+        scope: ParkScope::Account,
+        reason,
+        for_ms,
+    } = outcome
+    {
+        for model in candidate
+            .settings
+            .limits
+            .keys()
+            .filter(|m| *m != candidate.model)
+        {
+            if let Some(limits) = candidate.settings.limits.get(model) {
+                let mut other = bucket_ref(candidate, spec);
+                other.model = model.clone();
+                other.limits = limits.clone();
+                others.push((other, reason.clone(), *for_ms));
+            }
+        }
+    }
+    let bucket = bucket_ref(candidate, spec);
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let _ = bucket::settle(&env, &bucket, lease, settle).await;
+        for (other, reason, for_ms) in others {
+            let _ = bucket::park(&env, &other, &reason, for_ms).await;
+        }
+    });
+}
+
+/// Divides the waits an outcome carries by the config's time scale (1 in production).
+fn scaled(outcome: Outcome, scale: f64) -> Outcome {
+    let s = |ms: u64| ((ms as f64) / scale) as u64;
+    match outcome {
+        Outcome::Cooldown { kind, cooldown_ms } => Outcome::Cooldown {
+            kind,
+            cooldown_ms: s(cooldown_ms),
+        },
+        Outcome::Burst { backoff_ms } => Outcome::Burst {
+            backoff_ms: s(backoff_ms),
+        },
+        Outcome::Unavailable { cooldown_ms } => Outcome::Unavailable {
+            cooldown_ms: s(cooldown_ms),
+        },
+        Outcome::Park {
+            scope,
+            reason,
+            for_ms,
+        } => Outcome::Park {
+            scope,
+            reason,
+            for_ms: for_ms.map(s),
+        },
+        other => other,
+    }
+}
+
+/// Until when an outcome makes its bucket busy, for the isolate cache.
+fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
+    match outcome {
+        Outcome::Cooldown {
+            cooldown_ms: ms, ..
+        }
+        | Outcome::Unavailable { cooldown_ms: ms }
+        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms + ms)),
+        Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms + ms)),
+        _ => None,
+    }
+}
+
+/// The `x-gateway-*` headers of an answer.
+fn gateway_headers(
+    requested: &str,
+    served: &Candidate,
+    planner: &Planner,
+) -> Result<Headers, ApiError> {
+    let headers = Headers::new();
+    let attempts = (planner.attempts() + 1).to_string();
+    for (name, value) in [
+        ("x-gateway-requested-model", requested),
+        ("x-gateway-served-model", served.model),
+        ("x-gateway-upstream", served.upstream_id),
+        ("x-gateway-attempts", attempts.as_str()),
+    ] {
+        headers.set(name, value).map_err(respond::internal)?;
+    }
+    if let Some(reason) = planner.fallback_reason() {
+        headers
+            .set("x-gateway-fallback-reason", &reason)
+            .map_err(respond::internal)?;
+    }
+    Ok(headers)
+}
+
+fn pick<'a>(
+    steps: &'a [(&'a str, Vec<Candidate<'a>>)],
+    target: Target,
+) -> Option<&'a Candidate<'a>> {
+    steps.get(target.step)?.1.get(target.candidate)
+}
+
+fn bucket_name(c: &Candidate) -> String {
+    format!("{}:{}", c.account, c.model)
+}
+
+fn bucket_ref(c: &Candidate, spec: WindowSpec) -> BucketRef {
+    BucketRef {
+        account: c.account.to_string(),
+        model: c.model.to_string(),
+        limits: c.limits.clone(),
+        spec,
+        location_hint: c.upstream.location_hint.clone(),
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }

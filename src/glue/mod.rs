@@ -1,21 +1,29 @@
 //! Workers runtime glue: the fetch entry point; everything here is thin over the pure modules.
 
 mod bucket;
+mod cache;
 mod chat;
 mod respond;
+mod upstream;
 
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, Context, Env, Headers, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = respond::new_request_id();
     let path = req.path();
-    let resp = match handle(req, &env, &request_id).await {
+    let resp = match handle(req, &env, &ctx).await {
         Ok(resp) => resp,
-        Err(e) => respond::error(&e, &path)?,
+        Err((e, headers)) => {
+            let mut resp = respond::error(&e, &path)?;
+            for (name, value) in headers.entries() {
+                resp.headers_mut().set(&name, &value)?;
+            }
+            resp
+        }
     };
     respond::with_request_id(resp, &request_id)
 }
@@ -23,28 +31,31 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 async fn handle(
     req: Request,
     env: &Env,
-    request_id: &str,
-) -> std::result::Result<Response, ApiError> {
+    ctx: &Context,
+) -> std::result::Result<Response, (ApiError, Headers)> {
+    let plain = |e: ApiError| (e, Headers::new());
     let method = req.method().to_string();
     let path = req.path();
-    match routes::route(&method, &path)? {
-        Route::Health => respond::json(200, r#"{"status":"ok"}"#.to_string()),
+    match routes::route(&method, &path).map_err(plain)? {
+        Route::Health => respond::json(200, r#"{"status":"ok"}"#.to_string()).map_err(plain),
         Route::Models => {
-            respond::authorize_client(&req, env)?;
-            let config = load_config(env)?;
-            respond::json(
-                200,
-                openai::model_list(config.models.keys().map(String::as_str)),
-            )
+            respond::authorize_client(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            let names = config.models.keys().map(String::as_str);
+            respond::json(200, openai::model_list(names)).map_err(plain)
         }
         Route::ChatCompletions => {
-            respond::authorize_client(&req, env)?;
-            let config = load_config(env)?;
-            chat::complete(req, env, &config, request_id).await
+            respond::authorize_client(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            chat::complete(req, env, ctx, &config).await
         }
-        Route::AdminBucket { account, model } => {
-            respond::authorize_admin(&req, env)?;
-            bucket::snapshot(env, &account, &model).await
+        Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            let clear = method == "POST";
+            bucket::admin(env, &config, &account, &model, clear)
+                .await
+                .map_err(plain)
         }
     }
 }

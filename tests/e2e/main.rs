@@ -6,6 +6,7 @@
 
 mod basic;
 mod gateway;
+mod quota;
 mod support;
 
 use std::future::Future;
@@ -20,10 +21,13 @@ type Scenario = fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(basic::scenarios());
+    all.extend(quota::scenarios());
     all
 }
 
 fn main() {
+    // Scenario panics are reported by the runner, once, without a backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -1,0 +1,38 @@
+//! What this isolate last heard of each bucket, so known-busy buckets cost no round trip.
+//!
+//! Only a hint: entries are capped to a short horizon, so a cleared or freed bucket is asked
+//! again soon, and the bucket DO stays the only authority.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Longest time this isolate trusts "busy until" without asking again.
+const HORIZON_MS: u64 = 5_000;
+
+thread_local! {
+    static FREE_AT: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// When the bucket is believed to be free again (None: unknown or free now).
+pub fn free_at(bucket: &str, now_ms: u64) -> Option<u64> {
+    FREE_AT.with(|m| m.borrow().get(bucket).copied().filter(|t| *t > now_ms))
+}
+
+/// Records that the bucket is busy until `until_ms` (None: parked with no end).
+pub fn busy(bucket: &str, until_ms: Option<u64>, now_ms: u64) {
+    let until = until_ms.unwrap_or(u64::MAX).min(now_ms + HORIZON_MS);
+    FREE_AT.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() > 10_000 {
+            m.retain(|_, t| *t > now_ms);
+        }
+        m.insert(bucket.to_string(), until);
+    });
+}
+
+/// Records that the bucket admitted a request.
+pub fn free(bucket: &str) {
+    FREE_AT.with(|m| {
+        m.borrow_mut().remove(bucket);
+    });
+}
