@@ -21,7 +21,7 @@ lint:
 	cargo clippy --lib --target wasm32-unknown-unknown --locked -- -D warnings
 
 unit:
-	cargo test -p edge-gateway --lib --locked
+	cargo test -p edge-gateway --lib --test config_files --locked
 	cargo test -p upstream-sim --locked
 
 e2e:
