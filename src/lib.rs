@@ -6,6 +6,7 @@
 pub mod bucket;
 pub mod classify;
 pub mod config;
+pub mod hints;
 pub mod openai;
 pub mod planner;
 pub mod pricing;
