@@ -40,3 +40,4 @@ fi
 for bin in wrangler workerd esbuild wasm-opt; do
   [ -x "node_modules/.bin/$bin" ] || { echo "bootstrap: node_modules/.bin/$bin missing after npm ci" >&2; exit 1; }
 done
+bash "$root/scripts/python-env.sh"

@@ -124,6 +124,9 @@ pub struct ModelRoute {
     /// Whole-request deadline, waits and retries included.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Longest wait for a stream's first content token before trying elsewhere.
+    #[serde(default)]
+    pub first_token_timeout_ms: Option<u64>,
 }
 
 /// One price tier: applies when the request's input tokens are at most `up_to`.
@@ -166,6 +169,12 @@ pub struct Config {
     /// Request deadline when a model does not set its own.
     #[serde(default = "default_deadline_ms")]
     pub default_deadline_ms: u64,
+    /// First-token timeout of streams when a model does not set its own.
+    #[serde(default = "default_first_token_timeout_ms")]
+    pub default_first_token_timeout_ms: u64,
+    /// Longest silence inside a started stream before it is ended with an error event.
+    #[serde(default = "default_stream_idle_timeout_ms")]
+    pub stream_idle_timeout_ms: u64,
     /// Output tokens reserved when a request sets no `max_tokens`.
     #[serde(default = "default_output_tokens")]
     pub default_output_tokens: u64,
@@ -186,6 +195,12 @@ fn default_max_wait_ms() -> u64 {
 }
 fn default_deadline_ms() -> u64 {
     60_000
+}
+fn default_first_token_timeout_ms() -> u64 {
+    20_000
+}
+fn default_stream_idle_timeout_ms() -> u64 {
+    30_000
 }
 fn default_output_tokens() -> u64 {
     256

@@ -11,6 +11,7 @@ pub mod openai;
 pub mod planner;
 pub mod pricing;
 pub mod routes;
+pub mod sse;
 pub mod tokens;
 pub mod window;
 

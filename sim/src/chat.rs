@@ -65,7 +65,8 @@ pub async fn chat(
         }
         Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(FaultKind::SlowFirstToken { ms }) => first_delay_ms = ms,
-        None => {}
+        // Already applied as `chunk_delay_ms`.
+        Some(FaultKind::SlowStream { .. }) | None => {}
     }
     let admission = lock(state).admit(
         &account,
@@ -170,7 +171,10 @@ fn accept(
         prompt_tokens: request.prompt_tokens,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
     };
-    let chunk_delay_ms = s.config.stream_chunk_delay_ms;
+    let chunk_delay_ms = match fault {
+        Some(FaultKind::SlowStream { ms }) => ms,
+        _ => s.config.stream_chunk_delay_ms,
+    };
     drop(s);
     Ok(Accepted {
         id,

@@ -59,6 +59,11 @@ pub enum FaultKind {
         /// Real milliseconds.
         ms: u64,
     },
+    /// Streams only: wait `ms` real milliseconds between events (a long, slow answer).
+    SlowStream {
+        /// Real milliseconds between events.
+        ms: u64,
+    },
 }
 
 impl FaultKind {
@@ -66,7 +71,9 @@ impl FaultKind {
     fn stream_only(&self) -> bool {
         matches!(
             self,
-            FaultKind::StreamError { .. } | FaultKind::StreamCut { .. }
+            FaultKind::StreamError { .. }
+                | FaultKind::StreamCut { .. }
+                | FaultKind::SlowStream { .. }
         )
     }
 
@@ -74,7 +81,9 @@ impl FaultKind {
     pub fn is_failure(&self) -> bool {
         !matches!(
             self,
-            FaultKind::Delay { .. } | FaultKind::SlowFirstToken { .. }
+            FaultKind::Delay { .. }
+                | FaultKind::SlowFirstToken { .. }
+                | FaultKind::SlowStream { .. }
         )
     }
 }

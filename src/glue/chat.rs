@@ -4,10 +4,12 @@ use crate::bucket::{AcquireRequest, Admission, SettleOutcome};
 use crate::classify::{Outcome, ParkScope};
 use crate::config::{Candidate, Config};
 use crate::glue::bucket::{self, BucketRef};
+use crate::glue::stream::{self, Started, StreamRules};
 use crate::glue::upstream::{self, Success};
 use crate::glue::{cache, respond};
 use crate::openai::{ApiError, ChatRequest};
 use crate::planner::{Action, PlanCandidate, PlanSettings, PlanStep, Planner, Target};
+use crate::sse;
 use crate::tokens;
 use crate::window::WindowSpec;
 use std::time::Duration;
@@ -36,7 +38,10 @@ pub async fn complete(
             None,
         ))
     })?;
-    let chat = ChatRequest::parse(&bytes).map_err(plain)?;
+    let mut chat = ChatRequest::parse(&bytes).map_err(plain)?;
+    // Streams always ask the upstream for usage, to count tokens; the client sees the usage
+    // chunk only if it asked for it.
+    let client_wants_usage = chat.stream && sse::request_usage(&mut chat.body);
     let route = config
         .models
         .get(&chat.model)
@@ -54,6 +59,9 @@ pub async fn complete(
     let spec = config.window_spec();
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
+    let first_token_ms = route
+        .first_token_timeout_ms
+        .unwrap_or(config.default_first_token_timeout_ms);
     let steps: Vec<(&str, Vec<Candidate>)> = route
         .fallback
         .iter()
@@ -139,11 +147,26 @@ pub async fn complete(
                     now_ms,
                 )
                 .await;
-                match sent {
-                    Ok(success) => {
+                let opened = match sent {
+                    Ok(Success::Whole { status, body }) => Ok(Answer::Whole { status, body }),
+                    Ok(Success::Stream(response, controller)) => {
+                        let rules = StreamRules {
+                            profile: candidate.upstream.profile,
+                            client_wants_usage,
+                            first_token_ms: first_token_ms.min(timeout),
+                            idle_ms: config.stream_idle_timeout_ms,
+                        };
+                        stream::open(response, controller, rules, now_ms)
+                            .await
+                            .map(Answer::Stream)
+                    }
+                    Err(outcome) => Err(outcome),
+                };
+                match opened {
+                    Ok(answer) => {
                         let headers =
                             gateway_headers(&chat.model, candidate, &planner).map_err(plain)?;
-                        return serve(env, ctx, bucket, lease, success, headers).map_err(plain);
+                        return serve(env, ctx, bucket, lease, answer, headers).map_err(plain);
                     }
                     Err(outcome) => {
                         let outcome = scaled(outcome, scale);
@@ -169,52 +192,64 @@ pub async fn complete(
     }
 }
 
-/// Returns the answer to the client and settles the bucket with the real usage off the hot path.
+/// A successful answer, ready to go to the client.
+enum Answer {
+    /// A whole JSON body.
+    Whole { status: u16, body: Vec<u8> },
+    /// A stream that has passed its first content token.
+    Stream(Started),
+}
+
+/// Returns the answer to the client and settles the bucket with the real usage off the hot
+/// path (for a stream: when it ends, however it ends).
 fn serve(
     env: &Env,
     ctx: &Context,
     bucket: BucketRef,
     lease: u64,
-    success: Success,
+    answer: Answer,
     headers: Headers,
 ) -> Result<Response, ApiError> {
     let env = env.clone();
-    let (status, body, outcome) = match success {
-        Success::Whole { status, body } => {
+    match answer {
+        Answer::Whole { status, body } => {
             headers
                 .set("content-type", "application/json")
                 .map_err(respond::internal)?;
             let outcome = usage_of(&body);
-            (status, worker::ResponseBody::Body(body), outcome)
+            ctx.wait_until(async move {
+                let _ = bucket::settle(&env, &bucket, lease, outcome).await;
+            });
+            Ok(Response::from_bytes(body)
+                .map_err(respond::internal)?
+                .with_status(status)
+                .with_headers(headers))
         }
-        Success::Stream(upstream) => {
-            let content_type = upstream
-                .headers()
-                .get("content-type")
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| "text/event-stream".to_string());
-            headers
-                .set("content-type", &content_type)
-                .map_err(respond::internal)?;
-            let status = upstream.status_code();
-            let (_, body) = upstream.into_parts();
-            // Usage inside a stream is read by the streaming work (issue 4); until then the
-            // reservation's estimate stands.
-            let outcome = SettleOutcome::Ok {
-                prompt_tokens: None,
-                completion_tokens: None,
-            };
-            (status, body, outcome)
+        Answer::Stream(Started { body, end }) => {
+            for (name, value) in [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+            ] {
+                headers.set(name, value).map_err(respond::internal)?;
+            }
+            ctx.wait_until(async move {
+                let outcome = match end.await {
+                    Ok(end) => SettleOutcome::Ok {
+                        prompt_tokens: end.prompt_tokens,
+                        completion_tokens: end.completion_tokens,
+                    },
+                    Err(_) => SettleOutcome::Ok {
+                        prompt_tokens: None,
+                        completion_tokens: None,
+                    },
+                };
+                let _ = bucket::settle(&env, &bucket, lease, outcome).await;
+            });
+            Ok(Response::from_stream(body)
+                .map_err(respond::internal)?
+                .with_headers(headers))
         }
-    };
-    ctx.wait_until(async move {
-        let _ = bucket::settle(&env, &bucket, lease, outcome).await;
-    });
-    Ok(Response::from_body(body)
-        .map_err(respond::internal)?
-        .with_status(status)
-        .with_headers(headers))
+    }
 }
 
 /// The usage of a non-streamed answer, as a settle outcome.

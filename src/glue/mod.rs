@@ -4,6 +4,7 @@ mod bucket;
 mod cache;
 mod chat;
 mod respond;
+mod stream;
 mod upstream;
 
 use crate::config::Config;

@@ -17,8 +17,8 @@ pub enum Success {
         /// Body bytes.
         body: Vec<u8>,
     },
-    /// A streamed answer: headers arrived, the body is still flowing.
-    Stream(Response),
+    /// A streamed answer: headers arrived, the body is still flowing; the controller aborts it.
+    Stream(Response, AbortController),
 }
 
 /// Sends `body` to `candidate` with the account's key number `key_index`; `Err` carries the outcome.
@@ -69,7 +69,7 @@ pub async fn send(
         }
     };
     match answer {
-        Ok(Err(streaming)) => Ok(Success::Stream(streaming)),
+        Ok(Err(streaming)) => Ok(Success::Stream(streaming, controller)),
         Ok(Ok((status, _, body))) if (200..300).contains(&status) => {
             Ok(Success::Whole { status, body })
         }

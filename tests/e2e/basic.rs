@@ -313,7 +313,16 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, ["burst-test", "qwen3-max", "revoked", "rotate-test"]);
+    assert_eq!(
+        ids,
+        [
+            "burst-test",
+            "qwen3-max",
+            "revoked",
+            "rotate-test",
+            "stream-test"
+        ]
+    );
     let health = ctx
         .send(ctx.http.get(format!("{}/healthz", ctx.url())))
         .await;

@@ -7,6 +7,7 @@
 mod basic;
 mod gateway;
 mod quota;
+mod streams;
 mod support;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(basic::scenarios());
     all.extend(quota::scenarios());
+    all.extend(streams::scenarios());
     all
 }
 

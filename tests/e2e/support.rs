@@ -103,7 +103,12 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             },
             "rotate-test": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a", "acct-b"]}], "max_wait_ms": 50},
             "burst-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-burst"]}], "max_wait_ms": 5000},
-            "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]}
+            "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]},
+            "stream-test": {
+                "fallback": [{"model": "qwen-turbo", "accounts": ["acct-a", "acct-b"]}],
+                "max_wait_ms": 50,
+                "first_token_timeout_ms": 500
+            }
         }
     });
     let mut secrets: Vec<(String, String)> = UPSTREAM_KEYS
@@ -180,6 +185,21 @@ impl Ctx {
         if let Ok(mut g) = self.gateway.lock() {
             *g = Some(gateway);
         }
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Drops every queued simulator fault.
+    pub async fn clear_faults(&self) {
+        let url = format!("{}/_sim/faults", self.sim.url());
+        let cleared = self.http.delete(url).send().await;
+        assert!(
+            cleared.is_ok_and(|r| r.status().is_success()),
+            "clear faults"
+        );
     }
 
     /// Simulator stats of one account and model.
