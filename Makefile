@@ -27,5 +27,8 @@ unit:
 e2e:
 	cargo test --test e2e --locked
 
+bench: bootstrap build
+	bash bench/storm.sh
+
 deploy-dry-run: bootstrap
 	$(ENV) wrangler deploy --dry-run --outdir dist
