@@ -83,6 +83,9 @@ pub enum SettleOutcome {
         prompt_tokens: Option<u64>,
         /// Upstream completion tokens, if reported.
         completion_tokens: Option<u64>,
+        /// What the request cost, in millionths of a USD (0 when no price is configured).
+        #[serde(default)]
+        cost_micro_usd: u64,
     },
     /// Never sent (client went away, deadline, chose another bucket): free the reservation.
     Released,
@@ -132,6 +135,9 @@ pub struct Counters {
     pub prompt_tokens: u64,
     /// Completion tokens reported by the upstream.
     pub completion_tokens: u64,
+    /// Cost of the served requests, in millionths of a USD.
+    #[serde(default)]
+    pub cost_micro_usd: u64,
 }
 
 /// Small, serializable view for callers to cache and for the dashboard.
@@ -273,6 +279,7 @@ impl BucketState {
             SettleOutcome::Ok {
                 prompt_tokens,
                 completion_tokens,
+                cost_micro_usd,
             } => {
                 let known = prompt_tokens
                     .unwrap_or(0)
@@ -292,6 +299,7 @@ impl BucketState {
                     &mut self.counters.completion_tokens,
                     completion_tokens.unwrap_or(0),
                 );
+                bump(&mut self.counters.cost_micro_usd, *cost_micro_usd);
                 if was_probe {
                     self.park = None;
                 }

@@ -83,6 +83,7 @@ fn ok(prompt: Option<u64>, completion: Option<u64>) -> SettleOutcome {
     SettleOutcome::Ok {
         prompt_tokens: prompt,
         completion_tokens: completion,
+        cost_micro_usd: 0,
     }
 }
 
@@ -433,7 +434,7 @@ fn state_and_wire_types_round_trip_through_json() {
         (serde_json::to_value(go(3, 5)).unwrap(), r#"{"decision":"go","lease":3,"at_ms":5,"probe":false}"#),
         (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"decision":"denied","until_ms":null,"reason":{"parked":"x"}}"#),
         (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"decision":"denied","until_ms":1,"reason":"probe_in_flight"}"#),
-        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"result":"ok","prompt_tokens":1,"completion_tokens":null}"#),
+        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"result":"ok","prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}"#),
         (serde_json::to_value(SettleOutcome::Burst { ms: 9 }).unwrap(), r#"{"result":"burst","ms":9}"#),
     ];
     for (got, want) in wire {
@@ -480,5 +481,27 @@ fn state_stays_small_over_hours_of_traffic() {
         (b.windows.len(), b.leases.len()),
         (1, 1),
         "an idle hour prunes everything old"
+    );
+}
+
+#[test]
+fn cost_adds_up_once_per_lease() {
+    let l = lim(None, None, None, None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let paid = |prompt, completion, cost| SettleOutcome::Ok {
+        prompt_tokens: Some(prompt),
+        completion_tokens: Some(completion),
+        cost_micro_usd: cost,
+    };
+    let a = lease_of(&b.acquire(0, &p, &req(10, 0)));
+    b.settle(1, &p, a, &paid(1_000, 100, 1_800));
+    b.settle(1, &p, a, &paid(1_000, 100, 1_800));
+    let c = lease_of(&b.acquire(1, &p, &req(10, 0)));
+    b.settle(2, &p, c, &paid(10, 10, 72));
+    assert_eq!(
+        b.snapshot(2, &p).counters.cost_micro_usd,
+        1_872,
+        "settling twice counts once"
     );
 }

@@ -2,13 +2,14 @@
 
 use crate::bucket::{AcquireRequest, Admission, SettleOutcome};
 use crate::classify::{Outcome, ParkScope};
-use crate::config::{Candidate, Config};
+use crate::config::{Candidate, Config, Price};
 use crate::glue::bucket::{self, BucketRef};
 use crate::glue::stream::{self, Started, StreamRules};
 use crate::glue::upstream::{self, Success};
 use crate::glue::{cache, respond};
 use crate::openai::{ApiError, ChatRequest};
 use crate::planner::{Action, PlanCandidate, PlanSettings, PlanStep, Planner, Target};
+use crate::pricing;
 use crate::sse;
 use crate::tokens;
 use crate::window::WindowSpec;
@@ -166,7 +167,12 @@ pub async fn complete(
                     Ok(answer) => {
                         let headers =
                             gateway_headers(&chat.model, candidate, &planner).map_err(plain)?;
-                        return serve(env, ctx, bucket, lease, answer, headers).map_err(plain);
+                        let billing = Billing {
+                            price: config.prices.get(candidate.model).cloned(),
+                            prompt_estimate: tokens::prompt_tokens(&chat.body),
+                        };
+                        return serve(env, ctx, (bucket, lease), billing, answer, headers)
+                            .map_err(plain);
                     }
                     Err(outcome) => {
                         let outcome = scaled(outcome, scale);
@@ -200,13 +206,39 @@ enum Answer {
     Stream(Started),
 }
 
+/// How to price a served request.
+struct Billing {
+    /// The served model's price table, if configured.
+    price: Option<Price>,
+    /// The input estimate, used when the upstream reports no usage.
+    prompt_estimate: u64,
+}
+
+impl Billing {
+    /// The settle outcome of a served request, with its cost.
+    fn served(&self, prompt_tokens: Option<u64>, completion_tokens: Option<u64>) -> SettleOutcome {
+        SettleOutcome::Ok {
+            prompt_tokens,
+            completion_tokens,
+            cost_micro_usd: (self.cost_usd(prompt_tokens, completion_tokens) * 1e6).round() as u64,
+        }
+    }
+
+    fn cost_usd(&self, prompt_tokens: Option<u64>, completion_tokens: Option<u64>) -> f64 {
+        self.price.as_ref().map_or(0.0, |p| {
+            let prompt = prompt_tokens.unwrap_or(self.prompt_estimate);
+            pricing::cost_usd(p, prompt, completion_tokens.unwrap_or(0))
+        })
+    }
+}
+
 /// Returns the answer to the client and settles the bucket with the real usage off the hot
 /// path (for a stream: when it ends, however it ends).
 fn serve(
     env: &Env,
     ctx: &Context,
-    bucket: BucketRef,
-    lease: u64,
+    (bucket, lease): (BucketRef, u64),
+    billing: Billing,
     answer: Answer,
     headers: Headers,
 ) -> Result<Response, ApiError> {
@@ -216,7 +248,14 @@ fn serve(
             headers
                 .set("content-type", "application/json")
                 .map_err(respond::internal)?;
-            let outcome = usage_of(&body);
+            let (prompt, completion) = usage_of(&body);
+            if billing.price.is_some() {
+                let cost = format!("{:.6}", billing.cost_usd(prompt, completion));
+                headers
+                    .set("x-gateway-cost-usd", &cost)
+                    .map_err(respond::internal)?;
+            }
+            let outcome = billing.served(prompt, completion);
             ctx.wait_until(async move {
                 let _ = bucket::settle(&env, &bucket, lease, outcome).await;
             });
@@ -234,14 +273,8 @@ fn serve(
             }
             ctx.wait_until(async move {
                 let outcome = match end.await {
-                    Ok(end) => SettleOutcome::Ok {
-                        prompt_tokens: end.prompt_tokens,
-                        completion_tokens: end.completion_tokens,
-                    },
-                    Err(_) => SettleOutcome::Ok {
-                        prompt_tokens: None,
-                        completion_tokens: None,
-                    },
+                    Ok(end) => billing.served(end.prompt_tokens, end.completion_tokens),
+                    Err(_) => billing.served(None, None),
                 };
                 let _ = bucket::settle(&env, &bucket, lease, outcome).await;
             });
@@ -252,16 +285,16 @@ fn serve(
     }
 }
 
-/// The usage of a non-streamed answer, as a settle outcome.
-fn usage_of(body: &[u8]) -> SettleOutcome {
+/// The reported (input, output) tokens of a non-streamed answer.
+fn usage_of(body: &[u8]) -> (Option<u64>, Option<u64>) {
     let usage = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .map(|v| v["usage"].clone())
         .unwrap_or_default();
-    SettleOutcome::Ok {
-        prompt_tokens: usage["prompt_tokens"].as_u64(),
-        completion_tokens: usage["completion_tokens"].as_u64(),
-    }
+    (
+        usage["prompt_tokens"].as_u64(),
+        usage["completion_tokens"].as_u64(),
+    )
 }
 
 /// Settles a failed attempt, and parks the account's other buckets when the account is at fault.
@@ -277,6 +310,7 @@ fn settle_in_background(
         Outcome::Success => SettleOutcome::Ok {
             prompt_tokens: None,
             completion_tokens: None,
+            cost_micro_usd: 0,
         },
         Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
             ms: *cooldown_ms,

@@ -55,6 +55,10 @@ async fn proxied_success(ctx: Arc<Ctx>) {
         got["usage"]["completion_tokens"], 5,
         "max_tokens reached the upstream"
     );
+    // Priced at the configured first tier: $1.20 / $6.00 per 1M input / output tokens.
+    let prompt = got["usage"]["prompt_tokens"].as_f64().unwrap();
+    let cost = format!("{:.6}", (prompt * 1.2 + 5.0 * 6.0) / 1e6);
+    assert_eq!(reply.header("x-gateway-cost-usd"), cost);
     assert_eq!(reply.header("x-gateway-served-model"), "qwen3-max");
     assert_eq!(reply.header("x-gateway-requested-model"), "qwen3-max");
     assert_eq!(reply.header("x-gateway-upstream"), "sim");
@@ -276,6 +280,21 @@ async fn do_counter(ctx: Arc<Ctx>) {
         after += admitted(ctx.bucket(account, "qwen3-max").await);
     }
     assert_eq!(after, before + 3, "each request took exactly one admission");
+    let mut cost = 0;
+    for _ in 0..30 {
+        cost = 0;
+        for account in ["acct-a", "acct-b", "acct-c"] {
+            let v = ctx.bucket(account, "qwen3-max").await;
+            cost += v["state"]["counters"]["cost_micro_usd"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        if cost > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(cost > 0, "the buckets count what the requests cost");
     let turbo_after = admitted(ctx.bucket("acct-burst", "qwen-turbo").await);
     assert_eq!(
         turbo_after, turbo_before,

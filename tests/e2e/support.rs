@@ -95,6 +95,10 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "acct-burst": {"upstream": "sim", "keys": ["SIM_KEY_BURST"], "limits": {"qwen-turbo": {"rpm": 600}}},
             "acct-revoked": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED"], "limits": {"qwen-turbo": {}}}
         },
+        "prices": {"qwen3-max": {"tiers": [
+            {"up_to": 32000, "input": 1.2, "output": 6.0},
+            {"input": 2.4, "output": 12.0}
+        ]}},
         "models": {
             "qwen3-max": {
                 "fallback": ["qwen3-max", "qwen-plus", {"model": "qwen-turbo", "accounts": abc}],
