@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: dev test bootstrap build check lint unit e2e deploy-dry-run bench
+.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-ttfb
 
 dev: bootstrap
 	bash scripts/dev.sh
@@ -29,6 +29,9 @@ e2e:
 
 bench: bootstrap build
 	bash bench/storm.sh
+
+bench-ttfb: bootstrap
+	bash bench/ttfb/run.sh
 
 deploy-dry-run: bootstrap
 	$(ENV) wrangler deploy --dry-run --outdir dist

@@ -1,0 +1,550 @@
+#!/usr/bin/env python3
+"""Issue 4's benchmark: the time a streamed answer takes to start and to finish through the
+gateway, against the simulator called directly and a minimal JS pass-through Worker.
+
+Started by bench/ttfb/run.sh, which builds the simulator and the gateway bundle
+(`wrangler deploy --dry-run --outdir`) and passes --bundle. This script starts the simulator
+and one bare `workerd serve` holding both Workers (on 127.0.0.1, ephemeral ports), measures
+rounds in alternating target order with a closed-loop asyncio + httpx client (raw latencies,
+no coordinated-omission correction), prints a markdown report and writes it to
+bench/ttfb/RESULTS.md. Everything it starts runs in its own process group and is stopped by
+PID on every exit path.
+
+Per request, from just before the request is sent:
+- TTFB: the first byte of the body;
+- first token: the body chunk holding the first non-empty `"content"` delta;
+- last byte: the end of the body (stream terminated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CONTENT = re.compile(rb'"content":"[^"]')
+TARGETS = ("direct", "js", "gateway")
+LABEL = {
+    "direct": "simulator direct",
+    "js": "JS pass-through (workerd)",
+    "gateway": "gateway (workerd)",
+}
+PROMPT = [{"role": "user", "content": "Hello"}]
+
+
+def log(msg: str) -> None:
+    print(f"[ttfb {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+class Stop(Exception):
+    """A signal asked us to stop."""
+
+
+def on_signal(signum, _frame):
+    raise Stop(f"signal {signum}")
+
+
+def start(cmd: list[str], cwd: Path, logfile: Path, **kw) -> subprocess.Popen:
+    out = open(logfile, "wb")
+    try:
+        return subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, **kw,
+        )
+    finally:
+        out.close()
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Ends the process group we started (its leader is proc.pid), politely then firmly."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for(check, proc: subprocess.Popen, logfile: Path, what: str, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{logfile.read_text()[-3000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start in {timeout_s:.0f} s:\n{logfile.read_text()[-3000:]}")
+
+
+def start_sim(sim_bin: Path, work: Path, chunk_delay_ms: int, tokens: int):
+    cfg = {
+        "time_scale": 1.0,
+        "accounts": {"acct-a": {"keys": ["sk-a1"], "state": "ok", "limits": {}}},
+        "models": ["qwen-turbo"],
+        "completion_tokens": tokens,
+        "stream_chunk_delay_ms": chunk_delay_ms,
+    }
+    cfg_path = work / "sim.json"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    logfile = work / "sim.log"
+    proc = start([str(sim_bin), "--port", "0", "--host", "127.0.0.1", "--config", str(cfg_path)],
+                 work, logfile)
+
+    def port():
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", logfile.read_text())
+        return int(m.group(1)) if m else None
+
+    return proc, wait_for(port, proc, logfile, "upstream-sim")
+
+
+def compat() -> tuple[str, list[str]]:
+    wrangler = tomllib.loads((ROOT / "wrangler.toml").read_text())
+    return wrangler["compatibility_date"], list(wrangler.get("compatibility_flags", []))
+
+
+def write_capnp(work: Path, bundle: Path, sim_port: int) -> Path:
+    if (work / "bundle").resolve() != bundle.resolve():
+        raise RuntimeError("the bundle must be WORK/bundle (config.capnp embeds bundle/...)")
+    wasm = sorted(p.name for p in bundle.glob("*.wasm"))
+    if len(wasm) != 1:
+        raise RuntimeError(f"expected one .wasm in {bundle}, found {wasm}")
+    imports = re.findall(r'from\s+"\./([^"]+\.wasm)"', (bundle / "index.js").read_text())
+    if imports != wasm:
+        raise RuntimeError(f"index.js imports {imports}, the bundle has {wasm}")
+    date, flags = compat()
+    gateway = {
+        "upstreams": {"sim": {"base_url": f"http://127.0.0.1:{sim_port}/compatible-mode/v1",
+                              "profile": "dashscope"}},
+        "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
+                                "limits": {"qwen-turbo": {}}}},
+        "models": {"qwen-turbo": {"fallback": ["qwen-turbo"]}},
+    }
+    do_dir = work / "do"
+    do_dir.mkdir(exist_ok=True)
+    (work / "passthrough.js").write_text((HERE / "passthrough.js").read_text())
+    text = (HERE / "config.capnp.in").read_text()
+    for key, value in {
+        "@WASM_NAME@": wasm[0],
+        "@COMPAT_DATE@": date,
+        "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags),
+        # A capnp text literal takes JSON's string escapes.
+        "@GATEWAY_JSON@": json.dumps(json.dumps(gateway)),
+        "@UPSTREAM@": f"http://127.0.0.1:{sim_port}",
+        "@DO_DIR@": str(do_dir),
+    }.items():
+        text = text.replace(key, value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise RuntimeError(f"config.capnp.in has unfilled fields {left}")
+    path = work / "config.capnp"
+    path.write_text(text)
+    return path
+
+
+def start_workerd(workerd: Path, work: Path, capnp: Path):
+    control = work / "workerd.control"
+    logfile = work / "workerd.log"
+    fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        proc = start(
+            [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
+             "--socket-addr=gateway=127.0.0.1:0", "--socket-addr=passthrough=127.0.0.1:0"],
+            work, logfile, pass_fds=(fd,),
+        )
+    finally:
+        os.close(fd)
+
+    def ports():
+        found = {}
+        for line in control.read_text().splitlines():
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("event") == "listen":
+                found[msg["socket"]] = int(msg["port"])
+        return found if {"gateway", "passthrough"} <= found.keys() else None
+
+    return proc, wait_for(ports, proc, logfile, "workerd")
+
+
+# ---------------------------------------------------------------- load client
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    key: str
+
+
+@dataclass
+class Sample:
+    ttfb: float
+    ttft: float
+    ttlb: float
+
+
+@dataclass
+class Load:
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    seconds: float = 0.0
+
+
+def body(stream: bool, include_usage: bool = True) -> bytes:
+    req = {"model": "qwen-turbo", "stream": stream, "messages": PROMPT}
+    if stream and include_usage:
+        # The gateway always asks its upstream for the usage chunk (to count tokens); asking for
+        # it here too makes the three targets relay the same upstream stream.
+        req["stream_options"] = {"include_usage": True}
+    return json.dumps(req).encode()
+
+
+async def one(client: httpx.AsyncClient, t: Target, payload: bytes, stream: bool) -> Sample:
+    headers = {"authorization": f"Bearer {t.key}", "content-type": "application/json"}
+    ns = time.perf_counter_ns
+    t0 = ns()
+    first = token = None
+    seen = b""
+    tail = b""
+    async with client.stream("POST", t.url, headers=headers, content=payload) as r:
+        async for chunk in r.aiter_raw():
+            if not chunk:
+                continue
+            now = ns()
+            if first is None:
+                first = now
+            if token is None:
+                seen += chunk
+                if CONTENT.search(seen):
+                    token = now
+            tail = (tail + chunk)[-256:]
+        end = ns()
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(seen or tail)[:300]!r}")
+    if first is None or token is None:
+        raise RuntimeError(f"no content in the answer: {tail[-200:]!r}")
+    if stream and not tail.rstrip().endswith(b"data: [DONE]"):
+        raise RuntimeError(f"stream did not end with [DONE]: {tail[-200:]!r}")
+    if not stream and b'"usage"' not in tail:
+        raise RuntimeError(f"JSON answer without usage: {tail[-200:]!r}")
+    return Sample((first - t0) / 1e6, (token - t0) / 1e6, (end - t0) / 1e6)
+
+
+async def load(t: Target, n: int, conc: int, stream: bool, timeout_s: float,
+               include_usage: bool = True) -> Load:
+    """n requests on conc keep-alive connections, closed loop (each worker sends its next
+    request when the previous answer has fully arrived)."""
+    out = Load()
+    payload = body(stream, include_usage)
+    left = n
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, trust_env=False) as client:
+        async def worker():
+            nonlocal left
+            while left > 0:
+                left -= 1
+                try:
+                    out.samples.append(await one(client, t, payload, stream))
+                except (httpx.HTTPError, RuntimeError) as e:
+                    out.errors += 1
+                    out.first_error = out.first_error or f"{type(e).__name__}: {e}"
+
+        start_s = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        out.seconds = time.monotonic() - start_s
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of raw samples (no interpolation, no correction)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, -(-q * len(s) // 100) - 1))
+    return s[int(k)]
+
+
+METRICS = ("ttfb", "ttft", "ttlb")
+METRIC_LABEL = {"ttfb": "TTFB", "ttft": "first token", "ttlb": "last byte"}
+
+
+def summarize(ld: Load) -> dict:
+    s = {"n": len(ld.samples), "errors": ld.errors, "rps": len(ld.samples) / ld.seconds if ld.seconds else 0}
+    for m in METRICS:
+        vals = [getattr(x, m) for x in ld.samples]
+        s[m] = {"p50": pct(vals, 50), "p99": pct(vals, 99)}
+    return s
+
+
+def med(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ---------------------------------------------------------------- report
+
+def ms(x: float) -> str:
+    if x != x:
+        return "n/a"
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def signed(x: float) -> str:
+    return "n/a" if x != x else ("+" if x >= 0 else "−") + ms(abs(x))
+
+
+def ratio(x: float) -> str:
+    return "n/a" if x != x else f"{x:.2f}x"
+
+
+def report(scenarios, rounds: list[dict], meta: dict) -> str:
+    lines = []
+    add = lines.append
+    add("# Streaming overhead (issue 4): time to first byte and to last byte")
+    add("")
+    add(f"{meta['date']} · {meta['machine']}, {os.getloadavg()[0]:.2f} at the end · gateway at `{meta['commit']}` · "
+        f"workerd {meta['workerd']} · bundle {meta['upload']}")
+    add("")
+    add(f"Reproduce: `{meta['command']}` (from the repo root; about {meta['minutes']:.0f} min here).")
+    add("")
+    usage = ("ask for `stream_options.include_usage`, so all three targets relay the same "
+             "upstream stream (the gateway always asks its upstream for usage)"
+             if meta["include_usage"] else
+             "do not ask for usage; the gateway still asks its upstream for it, so its upstream "
+             f"stream is one event ({meta['delay']} ms here) longer and it drops that event")
+    add(f"- Simulator (DashScope compatible mode, no limits): `stream_chunk_delay_ms` {meta['delay']}, "
+        f"`completion_tokens` {meta['tokens']}: the role chunk at once, then {meta['tokens']} content "
+        f"chunks, the finish chunk, the usage chunk and `[DONE]`, {meta['delay']} ms apart. "
+        f"Streamed requests {usage}.")
+    add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
+        "(`bench/ttfb/passthrough.js`) and the gateway, both in one bare `workerd serve` (not "
+        "`wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk.")
+    add("- Client: closed-loop Python asyncio + httpx on keep-alive connections, on the same 2 cores "
+        "as the servers (its own overhead is in every figure, equally). TTFB = first body byte; "
+        "first token = the chunk carrying the first non-empty `content`; last byte = end of the body.")
+    add(f"- Figures: medians over {len(rounds)} rounds (target order alternating) of each round's raw "
+        "p50/p99 (nearest rank, no coordinated-omission correction), in ms.")
+    add("")
+    add("| answer | c | target | n/round | TTFB p50 | TTFB p99 | first token p50 | first token p99 | last byte p50 | last byte p99 | req/s | errors |")
+    add("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for sc in scenarios:
+        for t in TARGETS:
+            per = [r[sc["key"]][t] for r in rounds]
+            row = [sc["answer"], str(sc["conc"]), LABEL[t], str(sc["n"])]
+            for m in METRICS:
+                for q in ("p50", "p99"):
+                    row.append(ms(med([p[m][q] for p in per])))
+            row.append(f"{med([p['rps'] for p in per]):.0f}")
+            row.append(str(sum(p["errors"] for p in per)))
+            add("| " + " | ".join(row) + " |")
+    add("")
+    add("The gateway sends nothing before the first content token (by design: a failure before it "
+        "is retried invisibly), so its TTFB is its first token, and its TTFB minus direct's is mostly "
+        f"the upstream's gap between the role chunk and the first content chunk ({meta['delay']} ms "
+        "here). Its added latency is the first-token and last-byte rows.")
+    add("")
+    add("Gateway minus the other target, per round, median over rounds (ms; ratio gateway / other in brackets):")
+    add("")
+    add("| answer | c | metric | vs direct p50 | vs direct p99 | vs JS floor p50 | vs JS floor p99 |")
+    add("|---|---:|---|---:|---:|---:|---:|")
+    for sc in scenarios:
+        metrics = METRICS if sc["stream"] else ("ttlb",)
+        for m in metrics:
+            row = [sc["answer"], str(sc["conc"]), METRIC_LABEL[m] if sc["stream"] else "whole answer"]
+            for other in ("direct", "js"):
+                for q in ("p50", "p99"):
+                    d = med([r[sc["key"]]["gateway"][m][q] - r[sc["key"]][other][m][q] for r in rounds])
+                    k = med([r[sc["key"]]["gateway"][m][q] / r[sc["key"]][other][m][q] for r in rounds])
+                    row.append(f"{signed(d)} ({ratio(k)})")
+            add("| " + " | ".join(row) + " |")
+    add("")
+    add("Per round (order; stream c=1 TTFB p50 direct / JS / gateway, ms):")
+    add("")
+    for i, r in enumerate(rounds, 1):
+        s = r[scenarios[0]["key"]]
+        add(f"- round {i} ({' → '.join(r['order'])}): "
+            + " / ".join(ms(s[t]["ttfb"]["p50"]) for t in TARGETS))
+    errs = [f"{sc['key']} {t}: {r[sc['key']][t]['first_error']}"
+            for r in rounds for sc in scenarios for t in TARGETS if r[sc["key"]][t]["first_error"]]
+    if errs:
+        add("")
+        add("First errors seen: " + "; ".join(errs[:6]))
+    add("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load1 = os.getloadavg()[0]
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), load {load1:.2f} at start"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + (" + uncommitted src changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
+    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
+    ap.add_argument("--sim-bin", type=Path, default=ROOT / "target/release/upstream-sim")
+    ap.add_argument("--workerd", type=Path, default=None)
+    ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200, help="per target per round, streamed and JSON at c=1")
+    ap.add_argument("--requests-c8", type=int, default=400, help="per target per round, streamed at c=8 (0: skip)")
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--chunk-delay-ms", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--no-include-usage", action="store_true",
+                    help="streamed requests without stream_options.include_usage (the gateway still asks "
+                         "its upstream for usage, so its upstream stream is one event longer)")
+    ap.add_argument("--timeout", type=float, default=15.0, help="per request, seconds")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--command", default="bash bench/ttfb/run.sh")
+    args = ap.parse_args()
+    if not (1 <= args.rounds <= 20 and 1 <= args.requests <= 20000 and 0 <= args.requests_c8 <= 20000):
+        ap.error("rounds 1..20, requests 1..20000")
+
+    workerd = args.workerd
+    if workerd is None:
+        for cand in ("node_modules/@cloudflare/workerd-linux-64/bin/workerd", "node_modules/workerd/bin/workerd"):
+            if (ROOT / cand).is_file():
+                workerd = ROOT / cand
+                break
+    if workerd is None or not workerd.is_file():
+        ap.error("workerd not found in node_modules: run `make bootstrap`")
+    if not args.sim_bin.is_file():
+        ap.error(f"{args.sim_bin} is missing: cargo build -p upstream-sim --release")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    work = args.work.resolve()
+    sim = wd = None
+    try:
+        sim, sim_port = start_sim(args.sim_bin, work, args.chunk_delay_ms, args.tokens)
+        log(f"upstream-sim pid {sim.pid} on 127.0.0.1:{sim_port}")
+        capnp = write_capnp(work, args.bundle.resolve(), sim_port)
+        wd, ports = start_workerd(workerd, work, capnp)
+        log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, JS pass-through 127.0.0.1:{ports['passthrough']}")
+        path = "/compatible-mode/v1/chat/completions"
+        targets = {
+            "direct": Target("direct", f"http://127.0.0.1:{sim_port}{path}", "sk-a1"),
+            "js": Target("js", f"http://127.0.0.1:{ports['passthrough']}{path}", "sk-a1"),
+            "gateway": Target("gateway", f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", "bench-key"),
+        }
+        scenarios = [
+            {"key": "stream-c1", "answer": "stream", "stream": True, "conc": 1, "n": args.requests},
+        ]
+        if args.requests_c8:
+            scenarios.append({"key": "stream-c8", "answer": "stream", "stream": True, "conc": 8, "n": args.requests_c8})
+        scenarios.append({"key": "json-c1", "answer": "JSON (not streamed)", "stream": False, "conc": 1, "n": args.requests})
+
+        # Warm-up (discarded): connections, the Workers' isolates, the bucket's Durable Object.
+        for t in TARGETS:
+            for stream in (True, False):
+                w = asyncio.run(load(targets[t], args.warmup, 2, stream, args.timeout,
+                                     not args.no_include_usage))
+                if w.errors:
+                    raise RuntimeError(f"warm-up against {t} (stream={stream}) failed: {w.first_error}\n"
+                                       f"workerd log: {(work / 'workerd.log').read_text()[-2000:]}")
+        log("warm-up done; every target answers")
+
+        rounds = []
+        for i in range(args.rounds):
+            order = list(TARGETS[i % 3:] + TARGETS[:i % 3])
+            if i % 2:
+                order.reverse()
+            res: dict = {"order": order}
+            for sc in scenarios:
+                res[sc["key"]] = {}
+                for t in order:
+                    ld = asyncio.run(load(targets[t], sc["n"], sc["conc"], sc["stream"], args.timeout,
+                                          not args.no_include_usage))
+                    s = summarize(ld)
+                    s["first_error"] = ld.first_error
+                    res[sc["key"]][t] = s
+                    log(f"round {i + 1}/{args.rounds} {sc['key']:9} {t:7}: n={s['n']} err={s['errors']} "
+                        f"TTFB p50 {ms(s['ttfb']['p50'])} p99 {ms(s['ttfb']['p99'])}, "
+                        f"last byte p50 {ms(s['ttlb']['p50'])} p99 {ms(s['ttlb']['p99'])} ms")
+            rounds.append(res)
+
+        meta = {
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "commit": commit(),
+            "workerd": subprocess.run([str(workerd), "--version"], capture_output=True, text=True,
+                                      timeout=10).stdout.strip().removeprefix("workerd "),
+            "upload": args.upload,
+            "command": args.command,
+            "minutes": (time.monotonic() - started) / 60 + 0.5,
+            "delay": args.chunk_delay_ms,
+            "tokens": args.tokens,
+            "include_usage": not args.no_include_usage,
+        }
+        text = report(scenarios, rounds, meta)
+        print(text)
+        if not args.no_write:
+            args.out.write_text(text)
+            log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        (work / "rounds.json").write_text(json.dumps(rounds, indent=1))
+        return 0
+    except Stop as e:
+        log(f"stopped by {e}")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(wd)
+        stop(sim)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
