@@ -3,7 +3,7 @@
 #! vs the simulator direct vs a minimal JS pass-through Worker, in one run on bare workerd.
 #! Run from anywhere: `bash bench/ttfb/run.sh [bench.py options]` (`--help` lists them).
 #! Builds the simulator and the gateway bundle (`wrangler deploy --dry-run`, which runs the
-#! Worker build), sets up bench/ttfb/.venv from requirements.txt, runs bench.py in a temp dir,
+#! Worker build), sets up the project venv (scripts/python-env.sh), runs bench.py in a temp dir,
 #! prints the report and writes bench/ttfb/RESULTS.md. About 6 minutes on 2 cores.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,29 +16,9 @@ if [[ ! -x node_modules/.bin/wrangler ]] ||
   exit 1
 fi
 
-# --- the client's venv, idempotent: rebuilt only when requirements.txt changes
-venv="$here/.venv"
-req="$here/requirements.txt"
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  python=""
-  for candidate in python3.13 python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null 2>&1 &&
-       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
-      python="$candidate"
-      break
-    fi
-  done
-  if [[ -z "$python" ]]; then
-    echo "bench/ttfb: needs Python 3.11 or newer on PATH" >&2
-    exit 1
-  fi
-  [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-  echo "bench/ttfb: installing $req into $venv" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  echo "$want" > "$stamp"
-fi
+# --- the project's venv (official SDK for the tests, httpx for this client), idempotent
+bash "$root/scripts/python-env.sh"
+venv="$root/.venv"
 
 for arg in "$@"; do
   if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
