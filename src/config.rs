@@ -112,6 +112,21 @@ impl StepSpec {
     }
 }
 
+impl Account {
+    /// The key (secret name) for the request holding `lease`: keys known to be bad are
+    /// skipped, the rest take turns. None when every key is bad.
+    pub fn pick_key(&self, bad: &[String], lease: u64) -> Option<&str> {
+        let good: Vec<&str> = self
+            .keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !bad.iter().any(|b| b == k))
+            .collect();
+        let turn = usize::try_from(lease).unwrap_or_default() % good.len().max(1);
+        good.get(turn).copied()
+    }
+}
+
 /// A public model name and the upstream models that may answer it, best first.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,6 +440,26 @@ mod tests {
             .map(|c| c.account)
             .collect();
         assert_eq!(relay, ["relay-1"]);
+    }
+
+    #[test]
+    fn keys_take_turns_and_bad_ones_are_skipped() {
+        let config = Config::from_value(&base()).unwrap();
+        let a = &config.accounts["acct-a"];
+        let turns: Vec<_> = (0..4).map(|l| a.pick_key(&[], l)).collect();
+        assert_eq!(
+            turns,
+            [
+                Some("KEY_A1"),
+                Some("KEY_A2"),
+                Some("KEY_A1"),
+                Some("KEY_A2")
+            ]
+        );
+        let bad = vec!["KEY_A1".to_string()];
+        assert!((0..4).all(|l| a.pick_key(&bad, l) == Some("KEY_A2")));
+        let all = vec!["KEY_A1".to_string(), "KEY_A2".to_string()];
+        assert_eq!(a.pick_key(&all, 0), None);
     }
 
     #[test]

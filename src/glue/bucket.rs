@@ -48,6 +48,24 @@ struct Call {
     reason: Option<String>,
     #[serde(default)]
     for_ms: Option<u64>,
+    /// A key (secret name) the upstream refused, to skip from now on.
+    #[serde(default)]
+    bad_key: Option<String>,
+}
+
+/// What the bucket DO answers: the admission (for `/acquire`) or the state, and the keys of
+/// the account this bucket has seen refused.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    /// The admission, for `/acquire`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Admission>,
+    /// The bucket's state, for every other call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Snapshot>,
+    /// Secret names of keys refused by the upstream (never the keys).
+    #[serde(default)]
+    pub bad_keys: Vec<String>,
 }
 
 /// One quota budget (account x model).
@@ -55,6 +73,7 @@ struct Call {
 pub struct BucketDo {
     sql: SqlStorage,
     state: RefCell<Option<BucketState>>,
+    bad_keys: RefCell<Option<Vec<String>>>,
 }
 
 impl DurableObject for BucketDo {
@@ -65,9 +84,14 @@ impl DurableObject for BucketDo {
             "CREATE TABLE IF NOT EXISTS bucket(id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
             None,
         );
+        let _ = sql.exec(
+            "CREATE TABLE IF NOT EXISTS bad_keys(name TEXT PRIMARY KEY)",
+            None,
+        );
         Self {
             sql,
             state: RefCell::new(None),
+            bad_keys: RefCell::new(None),
         }
     }
 
@@ -84,36 +108,54 @@ impl DurableObject for BucketDo {
             Some(state) => state,
             None => self.load()?,
         };
-        let answer = match req.path().as_str() {
+        let cached_keys = self.bad_keys.borrow_mut().take();
+        let mut bad_keys = match cached_keys {
+            Some(keys) => keys,
+            None => self.load_bad_keys()?,
+        };
+        let mut reply = Reply {
+            admission: None,
+            state: None,
+            bad_keys: Vec::new(),
+        };
+        match req.path().as_str() {
             "/acquire" => {
                 let ask = AcquireRequest {
                     est_tokens: call.est_tokens,
                     max_wait_ms: call.max_wait_ms,
                     lease_ttl_ms: call.lease_ttl_ms,
                 };
-                serde_json::to_value(state.acquire(now, &policy, &ask))
+                reply.admission = Some(state.acquire(now, &policy, &ask));
             }
             "/settle" => {
+                if let Some(key) = call.bad_key.filter(|k| !bad_keys.contains(k)) {
+                    self.sql.exec(
+                        "INSERT OR IGNORE INTO bad_keys(name) VALUES (?)",
+                        vec![key.as_str().into()],
+                    )?;
+                    bad_keys.push(key);
+                }
                 if let Some(outcome) = &call.outcome {
                     state.settle(now, &policy, call.lease, outcome);
                 }
-                serde_json::to_value(state.snapshot(now, &policy))
             }
-            "/park" => {
-                state.park(now, call.reason.as_deref().unwrap_or("parked"), call.for_ms);
-                serde_json::to_value(state.snapshot(now, &policy))
-            }
+            "/park" => state.park(now, call.reason.as_deref().unwrap_or("parked"), call.for_ms),
             "/clear" => {
                 state.clear(now);
-                serde_json::to_value(state.snapshot(now, &policy))
+                self.sql.exec("DELETE FROM bad_keys", None)?;
+                bad_keys.clear();
             }
-            "/snapshot" => serde_json::to_value(state.snapshot(now, &policy)),
+            "/snapshot" => {}
             _ => return Response::error("unknown bucket operation", 404),
         }
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if reply.admission.is_none() {
+            reply.state = Some(state.snapshot(now, &policy));
+        }
+        reply.bad_keys = bad_keys.clone();
         self.save(&state)?;
         *self.state.borrow_mut() = Some(state);
-        Response::from_json(&answer)
+        *self.bad_keys.borrow_mut() = Some(bad_keys);
+        Response::from_json(&reply)
     }
 }
 
@@ -131,6 +173,18 @@ impl BucketDo {
             .first()
             .and_then(|r| serde_json::from_str(&r.state).ok())
             .unwrap_or_default())
+    }
+
+    fn load_bad_keys(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT name FROM bad_keys ORDER BY name", None)?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
     }
 
     fn save(&self, state: &BucketState) -> Result<()> {
@@ -172,6 +226,7 @@ fn base(bucket: &BucketRef) -> Call {
         outcome: None,
         reason: None,
         for_ms: None,
+        bad_key: None,
     }
 }
 
@@ -187,29 +242,37 @@ async fn ask<T: serde::de::DeserializeOwned>(
     resp.json().await.map_err(respond::internal)
 }
 
-/// Asks for an admission: the one DO round trip on the request path.
+/// Asks for an admission: the one DO round trip on the request path. Also returns the
+/// account's keys this bucket has seen refused.
 pub async fn acquire(
     env: &Env,
     bucket: &BucketRef,
     request: &AcquireRequest,
-) -> std::result::Result<Admission, ApiError> {
+) -> std::result::Result<(Admission, Vec<String>), ApiError> {
     let mut body = base(bucket);
     body.est_tokens = request.est_tokens;
     body.max_wait_ms = request.max_wait_ms;
     body.lease_ttl_ms = request.lease_ttl_ms;
-    ask(env, bucket, "/acquire", &body).await
+    let reply: Reply = ask(env, bucket, "/acquire", &body).await?;
+    let admission = reply
+        .admission
+        .ok_or_else(|| respond::internal(worker::Error::RustError("no admission".into())))?;
+    Ok((admission, reply.bad_keys))
 }
 
-/// Settles a lease with what happened (called off the hot path).
+/// Settles a lease with what happened (called off the hot path); `bad_key` names a key the
+/// upstream refused, to skip from now on.
 pub async fn settle(
     env: &Env,
     bucket: &BucketRef,
     lease: u64,
     outcome: SettleOutcome,
-) -> std::result::Result<Snapshot, ApiError> {
+    bad_key: Option<String>,
+) -> std::result::Result<Reply, ApiError> {
     let mut body = base(bucket);
     body.lease = lease;
     body.outcome = Some(outcome);
+    body.bad_key = bad_key;
     ask(env, bucket, "/settle", &body).await
 }
 
@@ -219,20 +282,20 @@ pub async fn park(
     bucket: &BucketRef,
     reason: &str,
     for_ms: Option<u64>,
-) -> std::result::Result<Snapshot, ApiError> {
+) -> std::result::Result<Reply, ApiError> {
     let mut body = base(bucket);
     body.reason = Some(reason.to_string());
     body.for_ms = for_ms;
     ask(env, bucket, "/park", &body).await
 }
 
-/// Operator action: clears a park or cooldown.
-pub async fn clear(env: &Env, bucket: &BucketRef) -> std::result::Result<Snapshot, ApiError> {
+/// Operator action: clears a park, a cooldown and the refused keys.
+pub async fn clear(env: &Env, bucket: &BucketRef) -> std::result::Result<Reply, ApiError> {
     ask(env, bucket, "/clear", &base(bucket)).await
 }
 
 /// The live view of one bucket.
-pub async fn snapshot(env: &Env, bucket: &BucketRef) -> std::result::Result<Snapshot, ApiError> {
+pub async fn snapshot(env: &Env, bucket: &BucketRef) -> std::result::Result<Reply, ApiError> {
     ask(env, bucket, "/snapshot", &base(bucket)).await
 }
 
@@ -262,13 +325,19 @@ pub async fn admin(
             .and_then(|a| config.upstreams.get(&a.upstream))
             .and_then(|u| u.location_hint.clone()),
     };
-    let snapshot = if clear_first {
+    let reply = if clear_first {
         // This isolate forgets at once; others within the cache horizon (seconds).
         crate::glue::cache::free(&format!("{account}:{model}"));
         clear(env, &bucket).await?
     } else {
         snapshot(env, &bucket).await?
     };
-    let body = serde_json::json!({"account": account, "model": model, "limits": limits, "state": snapshot});
+    let body = serde_json::json!({
+        "account": account,
+        "model": model,
+        "limits": limits,
+        "state": reply.state,
+        "refused_keys": reply.bad_keys,
+    });
     respond::json(200, body.to_string())
 }

@@ -13,6 +13,7 @@ use crate::pricing;
 use crate::sse;
 use crate::tokens;
 use crate::window::WindowSpec;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
 
@@ -94,6 +95,8 @@ pub async fn complete(
             seed: random_u64(),
         },
     );
+    // Keys (secret names) each account's buckets have seen refused, from their last answer.
+    let mut refused: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let estimate = AcquireRequest {
         est_tokens: tokens::estimate(&chat.body, config.default_output_tokens),
         max_wait_ms: 0,
@@ -114,7 +117,9 @@ pub async fn complete(
                     max_wait_ms,
                     ..estimate
                 };
-                let admission = bucket::acquire(env, &bucket, &ask).await.map_err(plain)?;
+                let (admission, bad_keys) =
+                    bucket::acquire(env, &bucket, &ask).await.map_err(plain)?;
+                refused.insert(candidate.account, bad_keys);
                 match &admission {
                     Admission::Go { .. } => cache::free(&bucket_name(candidate)),
                     Admission::Denied { until_ms, .. } => {
@@ -137,17 +142,22 @@ pub async fn complete(
                 }
                 let bucket = bucket_ref(candidate, spec);
                 let timeout = (started + deadline_ms).saturating_sub(now_ms()).max(1);
+                let bad_keys = refused.get(candidate.account).cloned().unwrap_or_default();
+                let Some(key_name) = candidate.settings.pick_key(&bad_keys, lease) else {
+                    // Every key of the account was refused: the bucket is parked until cleared.
+                    let outcome = Outcome::Park {
+                        scope: ParkScope::Bucket,
+                        reason: "invalid_api_key (every key refused)".into(),
+                        for_ms: None,
+                    };
+                    settle_in_background(env, ctx, candidate, spec, lease, &outcome, None);
+                    planner.on_outcome(target, &outcome, now_ms());
+                    continue;
+                };
                 let body = chat.upstream_body(candidate.model);
-                let sent = upstream::send(
-                    env,
-                    candidate,
-                    lease as usize,
-                    body,
-                    chat.stream,
-                    timeout,
-                    now_ms,
-                )
-                .await;
+                let sent =
+                    upstream::send(env, candidate, key_name, body, chat.stream, timeout, now_ms)
+                        .await;
                 let opened = match sent {
                     Ok(Success::Whole { status, body }) => Ok(Answer::Whole { status, body }),
                     Ok(Success::Stream(response, controller)) => {
@@ -175,8 +185,24 @@ pub async fn complete(
                             .map_err(plain);
                     }
                     Err(outcome) => {
-                        let outcome = scaled(outcome, scale);
-                        settle_in_background(env, ctx, candidate, spec, lease, &outcome);
+                        let mut outcome = scaled(outcome, scale);
+                        let mut bad_key = None;
+                        if let Outcome::Park {
+                            scope: ParkScope::Key,
+                            ..
+                        } = outcome
+                        {
+                            // A refused key: skip it from now on; while the account has other
+                            // keys, try it again at once with the next one.
+                            let mut now_bad = bad_keys;
+                            now_bad.push(key_name.to_string());
+                            if candidate.settings.pick_key(&now_bad, 0).is_some() {
+                                outcome = Outcome::Retry { after_ms: Some(0) };
+                            }
+                            refused.insert(candidate.account, now_bad);
+                            bad_key = Some(key_name.to_string());
+                        }
+                        settle_in_background(env, ctx, candidate, spec, lease, &outcome, bad_key);
                         if let Some(until) = busy_until(&outcome, now_ms()) {
                             cache::busy(&bucket_name(candidate), until, now_ms());
                         }
@@ -257,7 +283,7 @@ fn serve(
             }
             let outcome = billing.served(prompt, completion);
             ctx.wait_until(async move {
-                let _ = bucket::settle(&env, &bucket, lease, outcome).await;
+                let _ = bucket::settle(&env, &bucket, lease, outcome, None).await;
             });
             Ok(Response::from_bytes(body)
                 .map_err(respond::internal)?
@@ -276,7 +302,7 @@ fn serve(
                     Ok(end) => billing.served(end.prompt_tokens, end.completion_tokens),
                     Err(_) => billing.served(None, None),
                 };
-                let _ = bucket::settle(&env, &bucket, lease, outcome).await;
+                let _ = bucket::settle(&env, &bucket, lease, outcome, None).await;
             });
             Ok(Response::from_stream(body)
                 .map_err(respond::internal)?
@@ -305,6 +331,7 @@ fn settle_in_background(
     spec: WindowSpec,
     lease: u64,
     outcome: &Outcome,
+    bad_key: Option<String>,
 ) {
     let settle = match outcome {
         Outcome::Success => SettleOutcome::Ok {
@@ -352,7 +379,7 @@ fn settle_in_background(
     let bucket = bucket_ref(candidate, spec);
     let env = env.clone();
     ctx.wait_until(async move {
-        let _ = bucket::settle(&env, &bucket, lease, settle).await;
+        let _ = bucket::settle(&env, &bucket, lease, settle, bad_key).await;
         for (other, reason, for_ms) in others {
             let _ = bucket::park(&env, &other, &reason, for_ms).await;
         }

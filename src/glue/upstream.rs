@@ -21,23 +21,16 @@ pub enum Success {
     Stream(Response, AbortController),
 }
 
-/// Sends `body` to `candidate` with the account's key number `key_index`; `Err` carries the outcome.
+/// Sends `body` to `candidate` with the key in secret `key_name`; `Err` carries the outcome.
 pub async fn send(
     env: &Env,
     candidate: &Candidate<'_>,
-    key_index: usize,
+    key_name: &str,
     body: Vec<u8>,
     stream: bool,
     timeout_ms: u64,
     now_ms: impl Fn() -> u64,
 ) -> Result<Success, Outcome> {
-    let keys = &candidate.settings.keys;
-    let key_name = keys.get(key_index % keys.len().max(1)).ok_or_else(|| {
-        Outcome::Client(ApiError::config(format!(
-            "accounts.{}.keys is empty",
-            candidate.account
-        )))
-    })?;
     let key = env.secret(key_name).map(|s| s.to_string()).map_err(|_| {
         Outcome::Client(ApiError::config(format!(
             "The secret {key_name} (accounts.{}.keys) is not set.",

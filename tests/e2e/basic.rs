@@ -35,6 +35,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("revoked_upstream_key_never_reaches_the_client", |c| {
             Box::pin(revoked_key(c))
         }),
+        ("revoked_key_is_skipped_for_the_accounts_other_key", |c| {
+            Box::pin(other_key(c))
+        }),
         ("durable_object_counts_requests", |c| {
             Box::pin(do_counter(c))
         }),
@@ -265,6 +268,36 @@ async fn revoked_key(ctx: Arc<Ctx>) {
     assert_eq!(ctx.sim.stats()["unauthorized"], 1, "{}", ctx.sim.stats());
 }
 
+async fn other_key(ctx: Arc<Ctx>) {
+    for i in 0..6 {
+        let reply = ctx.chat(&chat_body("keys-test", false)).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+    }
+    assert_eq!(
+        ctx.sim.stats()["unauthorized"],
+        1,
+        "the revoked key was tried once, then skipped"
+    );
+    assert_eq!(ctx.sim.stats()["keys"]["sk-c1"]["calls"], 6);
+    let view = ctx.bucket("acct-keys", "qwen-turbo").await;
+    assert_eq!(view["refused_keys"], json!(["SIM_KEY_REVOKED"]), "{view}");
+    assert_eq!(
+        view["state"]["parked"],
+        Value::Null,
+        "the account still serves: {view}"
+    );
+    let url = format!("{}/admin/buckets/acct-keys/qwen-turbo/clear", ctx.url());
+    let cleared = ctx
+        .send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN))
+        .await
+        .json();
+    assert_eq!(
+        cleared["refused_keys"],
+        json!([]),
+        "an operator who replaced the key clears it"
+    );
+}
+
 async fn do_counter(ctx: Arc<Ctx>) {
     let admitted = |v: Value| v["state"]["counters"]["admitted"].as_u64().unwrap();
     let mut before = 0;
@@ -336,6 +369,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         ids,
         [
             "burst-test",
+            "keys-test",
             "qwen3-max",
             "revoked",
             "rotate-test",

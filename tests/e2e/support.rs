@@ -24,7 +24,7 @@ pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared between scenarios.
-const BUCKETS: [(&str, &str); 11] = [
+const BUCKETS: [(&str, &str); 12] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -36,6 +36,7 @@ const BUCKETS: [(&str, &str); 11] = [
     ("acct-c", "qwen-turbo"),
     ("acct-burst", "qwen-turbo"),
     ("acct-revoked", "qwen-turbo"),
+    ("acct-keys", "qwen-turbo"),
 ];
 
 /// What every scenario gets.
@@ -93,7 +94,9 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "acct-b": {"upstream": "sim", "keys": ["SIM_KEY_B1"], "limits": small_limits()},
             "acct-c": {"upstream": "sim", "keys": ["SIM_KEY_C1"], "limits": small_limits()},
             "acct-burst": {"upstream": "sim", "keys": ["SIM_KEY_BURST"], "limits": {"qwen-turbo": {"rpm": 600}}},
-            "acct-revoked": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED"], "limits": {"qwen-turbo": {}}}
+            "acct-revoked": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED"], "limits": {"qwen-turbo": {}}},
+            // One revoked key and one good one (acct-c's, upstream).
+            "acct-keys": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED", "SIM_KEY_C1"], "limits": {"qwen-turbo": {}}}
         },
         "prices": {"qwen3-max": {"tiers": [
             {"up_to": 32000, "input": 1.2, "output": 6.0},
@@ -108,6 +111,7 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "rotate-test": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a", "acct-b"]}], "max_wait_ms": 50},
             "burst-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-burst"]}], "max_wait_ms": 5000},
             "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]},
+            "keys-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-keys"]}]},
             "stream-test": {
                 "fallback": [{"model": "qwen-turbo", "accounts": ["acct-a", "acct-b"]}],
                 "max_wait_ms": 50,
