@@ -1,4 +1,4 @@
-//! Bucket state machine, scenario by scenario: schedule, deny, cool, ramp, park, probe, expire, persist.
+//! Bucket state machine, scenario by scenario: schedule, deny, cool, ramp, park, probe, expire, persist (compiled only under #[cfg(test)]).
 
 use super::*;
 

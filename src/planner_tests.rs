@@ -1,4 +1,4 @@
-//! Planner decisions, table by table: rotate, wait, retry, downgrade, give up.
+//! Planner decisions, table by table: rotate, wait, retry, downgrade, give up (compiled only under #[cfg(test)]).
 
 use super::*;
 use crate::classify::LimitKind;

@@ -1,4 +1,4 @@
-//! Tests of the SSE parser and chat-stream frames: wire-shape tables and chunking properties.
+//! Tests of the SSE parser and chat-stream frames: wire-shape tables and chunking properties (compiled only under #[cfg(test)]).
 
 use super::*;
 use crate::classify::{classify, LimitKind, Outcome};

@@ -1,4 +1,4 @@
-//! Sliding windows, case by case: boundaries, effective limits, reconcile, scheduling, brute-force minimality.
+//! Sliding windows, case by case: boundaries, effective limits, reconcile, scheduling, brute-force minimality (compiled only under #[cfg(test)]).
 
 use super::*;
 

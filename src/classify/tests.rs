@@ -1,4 +1,4 @@
-//! Table tests for the classifier: one row per line of the reference table, both DashScope shapes.
+//! Table tests for the classifier: one row per line of the reference table, both DashScope shapes (compiled only under #[cfg(test)]).
 
 use super::*;
 

@@ -1,0 +1,146 @@
+//! Config parsing and validation, compiled only under #[cfg(test)]: every error names its field.
+
+use super::*;
+use serde_json::json;
+
+fn base() -> Value {
+    json!({
+        "upstreams": {
+            "sim": {"base_url": "http://127.0.0.1:9/compatible-mode/v1", "profile": "dashscope"},
+            "relay": {"base_url": "https://relay.example/v1", "profile": "openai-compatible", "priority": 1, "weight": 2.0}
+        },
+        "accounts": {
+            "acct-a": {"upstream": "sim", "keys": ["KEY_A1", "KEY_A2"], "limits": {"qwen3-max": {"rpm": 6}, "qwen-plus": {}}},
+            "acct-b": {"upstream": "sim", "keys": ["KEY_B1"], "limits": {"qwen3-max": {"rpm": 6, "tpm": 1000}}},
+            "relay-1": {"upstream": "relay", "keys": ["RELAY_KEY"], "limits": {"qwen3-max": {}}}
+        },
+        "models": {"qwen3-max": {"fallback": ["qwen3-max", {"model": "qwen-plus", "accounts": ["acct-a"]}], "max_wait_ms": 500}},
+        "prices": {"qwen3-max": {"tiers": [{"up_to": 32000, "input": 1.2, "output": 6.0}, {"input": 2.4, "output": 12.0}]}}
+    })
+}
+
+#[test]
+fn parses_object_and_json_string() {
+    let from_obj = Config::from_value(&base()).unwrap();
+    let from_str = Config::from_value(&Value::String(base().to_string())).unwrap();
+    assert_eq!(from_obj, from_str);
+    assert_eq!(
+        from_obj.accounts["acct-b"].limits["qwen3-max"].tpm,
+        Some(1000)
+    );
+    assert_eq!(from_obj.default_max_wait_ms, 2000);
+    assert_eq!(from_obj.models["qwen3-max"].max_wait_ms, Some(500));
+    let steps = &from_obj.models["qwen3-max"].fallback;
+    let first: Vec<_> = from_obj.candidates(&steps[0]).map(|c| c.account).collect();
+    assert_eq!(first, ["acct-a", "acct-b", "relay-1"]);
+    let second: Vec<_> = from_obj.candidates(&steps[1]).map(|c| c.account).collect();
+    assert_eq!(second, ["acct-a"]);
+    let only_relay = StepSpec::Detailed {
+        model: "qwen3-max".into(),
+        accounts: None,
+        upstreams: Some(vec!["relay".into()]),
+    };
+    let relay: Vec<_> = from_obj
+        .candidates(&only_relay)
+        .map(|c| c.account)
+        .collect();
+    assert_eq!(relay, ["relay-1"]);
+}
+
+#[test]
+fn keys_take_turns_and_bad_ones_are_skipped() {
+    let config = Config::from_value(&base()).unwrap();
+    let a = &config.accounts["acct-a"];
+    let turns: Vec<_> = (0..4).map(|l| a.pick_key(&[], l)).collect();
+    assert_eq!(
+        turns,
+        [
+            Some("KEY_A1"),
+            Some("KEY_A2"),
+            Some("KEY_A1"),
+            Some("KEY_A2")
+        ]
+    );
+    let bad = vec!["KEY_A1".to_string()];
+    assert!((0..4).all(|l| a.pick_key(&bad, l) == Some("KEY_A2")));
+    let all = vec!["KEY_A1".to_string(), "KEY_A2".to_string()];
+    assert_eq!(a.pick_key(&all, 0), None);
+}
+
+#[test]
+fn errors_name_the_field() {
+    type Case = (fn(&mut Value), &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            |v| v["upstreams"]["sim"]["base_url"] = json!("ftp://x"),
+            "upstreams.sim.base_url",
+        ),
+        (
+            |v| v["upstreams"]["sim"]["base_url"] = json!("http://x/v1/"),
+            "upstreams.sim.base_url",
+        ),
+        (
+            |v| v["upstreams"]["sim"]["profile"] = json!("azure"),
+            "upstreams.sim.profile: unknown variant `azure`",
+        ),
+        (
+            |v| v["upstreams"]["relay"]["weight"] = json!(0),
+            "upstreams.relay.weight",
+        ),
+        (
+            |v| v["accounts"]["acct-a"]["upstream"] = json!("nope"),
+            "accounts.acct-a.upstream",
+        ),
+        (
+            |v| v["accounts"]["acct-b"]["keys"] = json!([]),
+            "accounts.acct-b.keys",
+        ),
+        (
+            |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpn"] = json!(1),
+            "accounts.acct-b.limits.qwen3-max.rpn: unknown field `rpn`",
+        ),
+        (
+            |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!(-1),
+            "accounts.acct-b.limits.qwen3-max.rpm: invalid value",
+        ),
+        (
+            |v| v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!(0),
+            "accounts.acct-b.limits.qwen3-max: a limit of 0",
+        ),
+        (
+            |v| v["models"]["qwen3-max"]["fallback"] = json!([]),
+            "models.qwen3-max.fallback",
+        ),
+        (
+            |v| v["models"]["qwen3-max"]["fallback"] = json!(["qwen3-max", "qwen-turbo"]),
+            "models.qwen3-max.fallback[1]: no allowed account lists 'qwen-turbo'",
+        ),
+        (
+            |v| v["models"]["qwen3-max"]["fallback"][1]["accounts"] = json!(["acct-z"]),
+            "models.qwen3-max.fallback[1].accounts: no account named 'acct-z'",
+        ),
+        (
+            |v| v["models"]["qwen3-max"]["fallback"][1]["accounts"] = json!(["acct-b"]),
+            "models.qwen3-max.fallback[1]: no allowed account",
+        ),
+        (
+            |v| v["prices"]["qwen3-max"]["tiers"][1]["up_to"] = json!(1000),
+            "prices.qwen3-max.tiers[1].up_to",
+        ),
+        (
+            |v| {
+                v["prices"]["qwen3-max"]["tiers"] =
+                    json!([{"input": 1, "output": 1}, {"input": 1, "output": 1}])
+            },
+            "prices.qwen3-max.tiers[0].up_to",
+        ),
+        (|v| v["time_scale"] = json!(0.5), "time_scale"),
+        (|v| v["colour"] = json!("blue"), "unknown field `colour`"),
+    ];
+    for (mutate, expected) in cases {
+        let mut v = base();
+        mutate(&mut v);
+        let err = Config::from_value(&v).unwrap_err();
+        assert!(err.contains(expected), "{err} should mention {expected}");
+    }
+}
