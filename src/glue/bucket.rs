@@ -2,7 +2,7 @@
 //! `BucketState` in memory and persisting it to SQLite after every change.
 
 use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
-use crate::config::Limits;
+use crate::config::{Config, Limits};
 use crate::glue::respond;
 use crate::openai::ApiError;
 use crate::window::WindowSpec;
@@ -28,6 +28,28 @@ pub struct BucketRef {
     /// Placement hint for the DO (the upstream's region).
     #[serde(skip)]
     pub location_hint: Option<String>,
+}
+
+impl BucketRef {
+    /// The bucket of `account` for upstream `model`, if the config has one.
+    pub fn of(config: &Config, account: &str, model: &str) -> Option<BucketRef> {
+        let acct = config.accounts.get(account)?;
+        Some(BucketRef {
+            account: account.to_string(),
+            model: model.to_string(),
+            limits: acct.limits.get(model)?.clone(),
+            spec: config.window_spec(),
+            location_hint: config
+                .upstreams
+                .get(&acct.upstream)
+                .and_then(|u| u.location_hint.clone()),
+        })
+    }
+
+    /// Its name, for the Durable Object (`bucket:<name>`) and the isolate cache.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.account, self.model)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,7 +222,7 @@ impl BucketDo {
 
 async fn call(env: &Env, bucket: &BucketRef, op: &str, call: &Call) -> Result<Response> {
     let namespace = env.durable_object("BUCKET")?;
-    let id = namespace.id_from_name(&format!("bucket:{}:{}", bucket.account, bucket.model))?;
+    let id = namespace.id_from_name(&format!("bucket:{}", bucket.name()))?;
     let stub = match &bucket.location_hint {
         Some(hint) => id.get_stub_with_location_hint(hint)?,
         None => id.get_stub()?,
@@ -302,13 +324,12 @@ pub async fn snapshot(env: &Env, bucket: &BucketRef) -> std::result::Result<Repl
 /// The admin view of one configured bucket; `clear` lifts its park or cooldown first.
 pub async fn admin(
     env: &Env,
-    config: &crate::config::Config,
+    config: &Config,
     account: &str,
     model: &str,
     clear_first: bool,
 ) -> std::result::Result<Response, ApiError> {
-    let acct = config.accounts.get(account);
-    let limits = acct.and_then(|a| a.limits.get(model)).ok_or_else(|| {
+    let bucket = BucketRef::of(config, account, model).ok_or_else(|| {
         ApiError::new(
             404,
             "invalid_request_error",
@@ -316,18 +337,9 @@ pub async fn admin(
             format!("No account '{account}' serving '{model}' is configured."),
         )
     })?;
-    let bucket = BucketRef {
-        account: account.to_string(),
-        model: model.to_string(),
-        limits: limits.clone(),
-        spec: config.window_spec(),
-        location_hint: acct
-            .and_then(|a| config.upstreams.get(&a.upstream))
-            .and_then(|u| u.location_hint.clone()),
-    };
     let reply = if clear_first {
         // This isolate forgets at once; others within the cache horizon (seconds).
-        crate::glue::cache::free(&format!("{account}:{model}"));
+        crate::glue::cache::free(&bucket.name());
         clear(env, &bucket).await?
     } else {
         snapshot(env, &bucket).await?
@@ -335,7 +347,7 @@ pub async fn admin(
     let body = serde_json::json!({
         "account": account,
         "model": model,
-        "limits": limits,
+        "limits": bucket.limits,
         "state": reply.state,
         "refused_keys": reply.bad_keys,
     });

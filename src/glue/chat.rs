@@ -12,7 +12,6 @@ use crate::planner::{Action, PlanCandidate, PlanSettings, PlanStep, Planner, Tar
 use crate::pricing;
 use crate::sse;
 use crate::tokens;
-use crate::window::WindowSpec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
@@ -58,16 +57,21 @@ pub async fn complete(
     );
 
     let scale = config.time_scale;
-    let spec = config.window_spec();
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
     let first_token_ms = route
         .first_token_timeout_ms
         .unwrap_or(config.default_first_token_timeout_ms);
-    let steps: Vec<(&str, Vec<Candidate>)> = route
+    // Each candidate with its bucket, built once for the whole request.
+    let steps: Vec<(&str, Vec<(Candidate, BucketRef)>)> = route
         .fallback
         .iter()
-        .map(|s| (s.model(), config.candidates(s).collect()))
+        .map(|s| {
+            let cands = config.candidates(s).filter_map(|c| {
+                BucketRef::of(config, c.account, c.model).map(|bucket| (c, bucket))
+            });
+            (s.model(), cands.collect())
+        })
         .collect();
     let plan = steps
         .iter()
@@ -75,12 +79,12 @@ pub async fn complete(
             model: model.to_string(),
             candidates: cands
                 .iter()
-                .map(|c| PlanCandidate {
+                .map(|(c, bucket)| PlanCandidate {
                     account: c.account.to_string(),
                     upstream: c.upstream_id.to_string(),
                     priority: c.upstream.priority,
                     weight: c.settings.weight * c.upstream.weight,
-                    known_free_at_ms: cache::free_at(&bucket_name(c), started),
+                    known_free_at_ms: cache::free_at(&bucket.name(), started),
                 })
                 .collect(),
         })
@@ -109,21 +113,20 @@ pub async fn complete(
                 target,
                 max_wait_ms,
             } => {
-                let Some(candidate) = pick(&steps, target) else {
+                let Some((candidate, bucket)) = pick(&steps, target) else {
                     return Err(plain(ApiError::config("planner named an unknown bucket")));
                 };
-                let bucket = bucket_ref(candidate, spec);
                 let ask = AcquireRequest {
                     max_wait_ms,
                     ..estimate
                 };
                 let (admission, bad_keys) =
-                    bucket::acquire(env, &bucket, &ask).await.map_err(plain)?;
+                    bucket::acquire(env, bucket, &ask).await.map_err(plain)?;
                 refused.insert(candidate.account, bad_keys);
                 match &admission {
-                    Admission::Go { .. } => cache::free(&bucket_name(candidate)),
+                    Admission::Go { .. } => cache::free(&bucket.name()),
                     Admission::Denied { until_ms, .. } => {
-                        cache::busy(&bucket_name(candidate), *until_ms, now_ms())
+                        cache::busy(&bucket.name(), *until_ms, now_ms())
                     }
                 }
                 planner.on_admission(target, &admission, now_ms());
@@ -133,14 +136,13 @@ pub async fn complete(
                 lease,
                 at_ms,
             } => {
-                let Some(candidate) = pick(&steps, target) else {
+                let Some((candidate, bucket)) = pick(&steps, target) else {
                     return Err(plain(ApiError::config("planner named an unknown bucket")));
                 };
                 let wait = at_ms.saturating_sub(now_ms());
                 if wait > 0 {
                     Delay::from(Duration::from_millis(wait)).await;
                 }
-                let bucket = bucket_ref(candidate, spec);
                 let timeout = (started + deadline_ms).saturating_sub(now_ms()).max(1);
                 let bad_keys = refused.get(candidate.account).cloned().unwrap_or_default();
                 let Some(key_name) = candidate.settings.pick_key(&bad_keys, lease) else {
@@ -150,7 +152,7 @@ pub async fn complete(
                         reason: "invalid_api_key (every key refused)".into(),
                         for_ms: None,
                     };
-                    settle_in_background(env, ctx, candidate, spec, lease, &outcome, None);
+                    settle_in_background(env, ctx, config, bucket, lease, &outcome, None);
                     planner.on_outcome(target, &outcome, now_ms());
                     continue;
                 };
@@ -181,7 +183,7 @@ pub async fn complete(
                             price: config.prices.get(candidate.model).cloned(),
                             prompt_estimate: tokens::prompt_tokens(&chat.body),
                         };
-                        return serve(env, ctx, (bucket, lease), billing, answer, headers)
+                        return serve(env, ctx, (bucket.clone(), lease), billing, answer, headers)
                             .map_err(plain);
                     }
                     Err(outcome) => {
@@ -202,9 +204,9 @@ pub async fn complete(
                             refused.insert(candidate.account, now_bad);
                             bad_key = Some(key_name.to_string());
                         }
-                        settle_in_background(env, ctx, candidate, spec, lease, &outcome, bad_key);
+                        settle_in_background(env, ctx, config, bucket, lease, &outcome, bad_key);
                         if let Some(until) = busy_until(&outcome, now_ms()) {
-                            cache::busy(&bucket_name(candidate), until, now_ms());
+                            cache::busy(&bucket.name(), until, now_ms());
                         }
                         planner.on_outcome(target, &outcome, now_ms());
                     }
@@ -327,8 +329,8 @@ fn usage_of(body: &[u8]) -> (Option<u64>, Option<u64>) {
 fn settle_in_background(
     env: &Env,
     ctx: &Context,
-    candidate: &Candidate,
-    spec: WindowSpec,
+    config: &Config,
+    bucket: &BucketRef,
     lease: u64,
     outcome: &Outcome,
     bad_key: Option<String>,
@@ -362,21 +364,17 @@ fn settle_in_background(
         for_ms,
     } = outcome
     {
-        for model in candidate
-            .settings
-            .limits
-            .keys()
-            .filter(|m| *m != candidate.model)
-        {
-            if let Some(limits) = candidate.settings.limits.get(model) {
-                let mut other = bucket_ref(candidate, spec);
-                other.model = model.clone();
-                other.limits = limits.clone();
+        let models = config
+            .accounts
+            .get(&bucket.account)
+            .map(|a| a.limits.keys());
+        for model in models.into_iter().flatten().filter(|m| **m != bucket.model) {
+            if let Some(other) = BucketRef::of(config, &bucket.account, model) {
                 others.push((other, reason.clone(), *for_ms));
             }
         }
     }
-    let bucket = bucket_ref(candidate, spec);
+    let bucket = bucket.clone();
     let env = env.clone();
     ctx.wait_until(async move {
         let _ = bucket::settle(&env, &bucket, lease, settle, bad_key).await;
@@ -451,24 +449,10 @@ fn gateway_headers(
 }
 
 fn pick<'a>(
-    steps: &'a [(&'a str, Vec<Candidate<'a>>)],
+    steps: &'a [(&'a str, Vec<(Candidate<'a>, BucketRef)>)],
     target: Target,
-) -> Option<&'a Candidate<'a>> {
+) -> Option<&'a (Candidate<'a>, BucketRef)> {
     steps.get(target.step)?.1.get(target.candidate)
-}
-
-fn bucket_name(c: &Candidate) -> String {
-    format!("{}:{}", c.account, c.model)
-}
-
-fn bucket_ref(c: &Candidate, spec: WindowSpec) -> BucketRef {
-    BucketRef {
-        account: c.account.to_string(),
-        model: c.model.to_string(),
-        limits: c.limits.clone(),
-        spec,
-        location_hint: c.upstream.location_hint.clone(),
-    }
 }
 
 fn random_u64() -> u64 {
