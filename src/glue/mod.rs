@@ -10,6 +10,8 @@ mod upstream;
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
+use std::cell::RefCell;
+use std::rc::Rc;
 use worker::{event, Context, Env, Headers, Request, Response, Result};
 
 #[event(fetch)]
@@ -61,13 +63,25 @@ async fn handle(
     }
 }
 
-/// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config.
-fn load_config(env: &Env) -> std::result::Result<Config, ApiError> {
+thread_local! {
+    /// The validated config of this isolate: vars change only with a new deployment, which
+    /// starts new isolates, so it is read once rather than on every request.
+    static CONFIG: RefCell<Option<Rc<Config>>> = const { RefCell::new(None) };
+}
+
+/// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
+/// isolate; an invalid config is reported on every request until it is fixed.
+fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
+    if let Some(config) = CONFIG.with(|c| c.borrow().clone()) {
+        return Ok(config);
+    }
     let raw: serde_json::Value = match env.var("GATEWAY") {
         Ok(text) => serde_json::Value::String(text.to_string()),
         Err(_) => env.object_var("GATEWAY").map_err(|_| {
             ApiError::config("The GATEWAY variable is missing: see README, Configuration.")
         })?,
     };
-    Config::from_value(&raw).map_err(ApiError::config)
+    let config = Rc::new(Config::from_value(&raw).map_err(ApiError::config)?);
+    CONFIG.with(|c| *c.borrow_mut() = Some(config.clone()));
+    Ok(config)
 }
