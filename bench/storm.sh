@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 #! The storm benchmark (issue 3): gateway vs direct OpenAI SDK at 90% and 150% of qwen3-max's
 #! capacity on the upstream simulator. Run from anywhere after `make build`; options go to
-#! bench/storm.py (`bench/storm.sh --help`). Writes BENCHMARKS.md unless --no-write.
+#! bench/storm/ (`bench/storm.sh --help`). Writes BENCHMARKS.md unless --no-write.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+
+bash scripts/python-env.sh
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then exec .venv/bin/python -m bench.storm --help; fi
+done
 
 if [[ ! -f build/index.js || ! -f build/index_bg.wasm ]]; then
   echo "bench/storm.sh: build/index.js is missing: run \`make build\` first (the benchmark runs the built Worker)." >&2
@@ -15,8 +20,7 @@ if [[ ! -x node_modules/.bin/wrangler ]]; then
   exit 1
 fi
 
-bash scripts/python-env.sh
 echo "bench/storm.sh: building the simulator (cargo build -p upstream-sim --release)" >&2
 cargo build -q -p upstream-sim --release
 
-exec .venv/bin/python bench/storm.py "$@"
+exec .venv/bin/python -m bench.storm "$@"

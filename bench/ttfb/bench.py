@@ -7,8 +7,8 @@ Started by bench/ttfb/run.sh, which builds the simulator and the gateway bundle
 and one bare `workerd serve` holding both Workers (on 127.0.0.1, ephemeral ports), measures
 rounds in alternating target order with a closed-loop asyncio + httpx client (raw latencies,
 no coordinated-omission correction), prints a markdown report and writes it to
-bench/ttfb/RESULTS.md. Everything it starts runs in its own process group and is stopped by
-PID on every exit path.
+bench/ttfb/RESULTS.md. Everything it starts runs in its own process group and is stopped on
+every exit path (bench/common/procs.py).
 
 Per request, from just before the request is sent:
 - TTFB: the first byte of the body;
@@ -20,24 +20,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from bench.common import ROOT, notes
+from bench.common.procs import Proc, Stopped, stop_all, stop_on
+from bench.common.sim import SIM_BIN, start_sim
+from bench.common.worker import compat
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 CONTENT = re.compile(rb'"content":"[^"]')
 TARGETS = ("direct", "js", "gateway")
 LABEL = {
@@ -52,82 +52,19 @@ def log(msg: str) -> None:
     print(f"[ttfb {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- processes
+# ---------------------------------------------------------------- servers
 
-class Stop(Exception):
-    """A signal asked us to stop."""
-
-
-def on_signal(signum, _frame):
-    raise Stop(f"signal {signum}")
-
-
-def start(cmd: list[str], cwd: Path, logfile: Path, **kw) -> subprocess.Popen:
-    out = open(logfile, "wb")
-    try:
-        return subprocess.Popen(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, **kw,
-        )
-    finally:
-        out.close()
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """Ends the process group we started (its leader is proc.pid), politely then firmly."""
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_for(check, proc: subprocess.Popen, logfile: Path, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{logfile.read_text()[-3000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start in {timeout_s:.0f} s:\n{logfile.read_text()[-3000:]}")
-
-
-def start_sim(sim_bin: Path, work: Path, chunk_delay_ms: int, tokens: int):
-    cfg = {
+def sim_config(chunk_delay_ms: int, tokens: int) -> dict:
+    return {
         "time_scale": 1.0,
         "accounts": {"acct-a": {"keys": ["sk-a1"], "state": "ok", "limits": {}}},
         "models": ["qwen-turbo"],
         "completion_tokens": tokens,
         "stream_chunk_delay_ms": chunk_delay_ms,
     }
-    cfg_path = work / "sim.json"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    logfile = work / "sim.log"
-    proc = start([str(sim_bin), "--port", "0", "--host", "127.0.0.1", "--config", str(cfg_path)],
-                 work, logfile)
-
-    def port():
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", logfile.read_text())
-        return int(m.group(1)) if m else None
-
-    return proc, wait_for(port, proc, logfile, "upstream-sim")
 
 
-def compat() -> tuple[str, list[str]]:
-    wrangler = tomllib.loads((ROOT / "wrangler.toml").read_text())
-    return wrangler["compatibility_date"], list(wrangler.get("compatibility_flags", []))
-
-
-def write_capnp(work: Path, bundle: Path, sim_port: int) -> Path:
+def write_capnp(work: Path, bundle: Path, sim_url: str) -> Path:
     if (work / "bundle").resolve() != bundle.resolve():
         raise RuntimeError("the bundle must be WORK/bundle (config.capnp embeds bundle/...)")
     wasm = sorted(p.name for p in bundle.glob("*.wasm"))
@@ -138,7 +75,7 @@ def write_capnp(work: Path, bundle: Path, sim_port: int) -> Path:
         raise RuntimeError(f"index.js imports {imports}, the bundle has {wasm}")
     date, flags = compat()
     gateway = {
-        "upstreams": {"sim": {"base_url": f"http://127.0.0.1:{sim_port}/compatible-mode/v1",
+        "upstreams": {"sim": {"base_url": f"{sim_url}/compatible-mode/v1",
                               "profile": "dashscope"}},
         "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
                                 "limits": {"qwen-turbo": {}}}},
@@ -154,7 +91,7 @@ def write_capnp(work: Path, bundle: Path, sim_port: int) -> Path:
         "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags),
         # A capnp text literal takes JSON's string escapes.
         "@GATEWAY_JSON@": json.dumps(json.dumps(gateway)),
-        "@UPSTREAM@": f"http://127.0.0.1:{sim_port}",
+        "@UPSTREAM@": sim_url,
         "@DO_DIR@": str(do_dir),
     }.items():
         text = text.replace(key, value)
@@ -168,13 +105,13 @@ def write_capnp(work: Path, bundle: Path, sim_port: int) -> Path:
 
 def start_workerd(workerd: Path, work: Path, capnp: Path):
     control = work / "workerd.control"
-    logfile = work / "workerd.log"
     fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        proc = start(
+        proc = Proc(
+            "workerd",
             [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
              "--socket-addr=gateway=127.0.0.1:0", "--socket-addr=passthrough=127.0.0.1:0"],
-            work, logfile, pass_fds=(fd,),
+            work, work / "workerd.log", pass_fds=(fd,),
         )
     finally:
         os.close(fd)
@@ -190,7 +127,7 @@ def start_workerd(workerd: Path, work: Path, capnp: Path):
                 found[msg["socket"]] = int(msg["port"])
         return found if {"gateway", "passthrough"} <= found.keys() else None
 
-    return proc, wait_for(ports, proc, logfile, "workerd")
+    return proc, proc.wait_ready(ports, 20)
 
 
 # ---------------------------------------------------------------- load client
@@ -405,34 +342,19 @@ def report(scenarios, rounds: list[dict], meta: dict) -> str:
 # ---------------------------------------------------------------- main
 
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load1 = os.getloadavg()[0]
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), load {load1:.2f} at start"
+    return (f"{notes.system()}, {notes.cores()} cores ({notes.cpu_model() or 'unknown CPU'}), "
+            f"load {os.getloadavg()[0]:.2f} at start")
 
 
 def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + (" + uncommitted src changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return notes.git_head() + (" + uncommitted src changes" if notes.worker_source_changed() else "")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
     ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
-    ap.add_argument("--sim-bin", type=Path, default=ROOT / "target/release/upstream-sim")
+    ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
     ap.add_argument("--workerd", type=Path, default=None)
     ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
     ap.add_argument("--rounds", type=int, default=3)
@@ -463,20 +385,18 @@ def main() -> int:
     if not args.sim_bin.is_file():
         ap.error(f"{args.sim_bin} is missing: cargo build -p upstream-sim --release")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on(signal.SIGTERM, signal.SIGINT)
     started = time.monotonic()
     work = args.work.resolve()
-    sim = wd = None
     try:
-        sim, sim_port = start_sim(args.sim_bin, work, args.chunk_delay_ms, args.tokens)
-        log(f"upstream-sim pid {sim.pid} on 127.0.0.1:{sim_port}")
-        capnp = write_capnp(work, args.bundle.resolve(), sim_port)
+        sim, sim_url = start_sim(sim_config(args.chunk_delay_ms, args.tokens), work, binary=args.sim_bin)
+        log(f"upstream-sim pid {sim.pid} on {sim_url.removeprefix('http://')}")
+        capnp = write_capnp(work, args.bundle.resolve(), sim_url)
         wd, ports = start_workerd(workerd, work, capnp)
         log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, JS pass-through 127.0.0.1:{ports['passthrough']}")
         path = "/compatible-mode/v1/chat/completions"
         targets = {
-            "direct": Target("direct", f"http://127.0.0.1:{sim_port}{path}", "sk-a1"),
+            "direct": Target("direct", f"{sim_url}{path}", "sk-a1"),
             "js": Target("js", f"http://127.0.0.1:{ports['passthrough']}{path}", "sk-a1"),
             "gateway": Target("gateway", f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", "bench-key"),
         }
@@ -494,7 +414,7 @@ def main() -> int:
                                      not args.no_include_usage))
                 if w.errors:
                     raise RuntimeError(f"warm-up against {t} (stream={stream}) failed: {w.first_error}\n"
-                                       f"workerd log: {(work / 'workerd.log').read_text()[-2000:]}")
+                                       f"workerd log: {wd.log_tail(2000)}")
         log("warm-up done; every target answers")
 
         rounds = []
@@ -517,11 +437,10 @@ def main() -> int:
             rounds.append(res)
 
         meta = {
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": notes.utc(),
             "machine": machine(),
             "commit": commit(),
-            "workerd": subprocess.run([str(workerd), "--version"], capture_output=True, text=True,
-                                      timeout=10).stdout.strip().removeprefix("workerd "),
+            "workerd": notes.workerd_version(workerd),
             "upload": args.upload,
             "command": args.command,
             "minutes": (time.monotonic() - started) / 60 + 0.5,
@@ -536,14 +455,11 @@ def main() -> int:
             log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
         (work / "rounds.json").write_text(json.dumps(rounds, indent=1))
         return 0
-    except Stop as e:
-        log(f"stopped by {e}")
+    except Stopped as e:
+        log(f"stopped by signal {e.signum}")
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop(wd)
-        stop(sim)
+        stop_all()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-if [[ ! -x node_modules/.bin/wrangler ]] ||
-   [[ ! -x node_modules/@cloudflare/workerd-linux-64/bin/workerd && ! -x node_modules/workerd/bin/workerd ]]; then
-  echo "bench/ttfb: wrangler/workerd missing from node_modules: run \`make bootstrap\` first." >&2
-  exit 1
-fi
-
 # --- the project's venv (official SDK for the tests, httpx for this client), idempotent
 bash "$root/scripts/python-env.sh"
 venv="$root/.venv"
@@ -23,10 +17,16 @@ venv="$root/.venv"
 for arg in "$@"; do
   if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
     echo "usage: bash bench/ttfb/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
-    "$venv/bin/python" "$here/bench.py" --bundle x --work x --help
+    "$venv/bin/python" -m bench.ttfb.bench --bundle x --work x --help
     exit 0
   fi
 done
+
+if [[ ! -x node_modules/.bin/wrangler ]] ||
+   [[ ! -x node_modules/@cloudflare/workerd-linux-64/bin/workerd && ! -x node_modules/workerd/bin/workerd ]]; then
+  echo "bench/ttfb: wrangler/workerd missing from node_modules: run \`make bootstrap\` first." >&2
+  exit 1
+fi
 
 # --- builds
 echo "bench/ttfb: cargo build -p upstream-sim --release" >&2
@@ -54,7 +54,7 @@ fi
 upload="$(grep -o 'Total Upload: .*' "$work/deploy.log" | sed 's/Total Upload: //' | tail -n 1)"
 
 # --- the run (in the background so a signal reaches it and the servers are stopped)
-"$venv/bin/python" "$here/bench.py" --bundle "$work/bundle" --work "$work" \
+"$venv/bin/python" -m bench.ttfb.bench --bundle "$work/bundle" --work "$work" \
   --upload "${upload:-?}" --command "bash bench/ttfb/run.sh${*:+ $*}" "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
