@@ -1,8 +1,13 @@
 //! The state machine one Durable Object holds for one (account, model) budget: admit, schedule, refuse, settle.
+//!
+//! Pure: time comes in as `now_ms`. Every lease is settled at most once; a lease keeps its
+//! record until settled, so a late settle (a long stream) still lands its real usage.
 
-use crate::config::Limits;
-use crate::window::{scaled, Usage, WindowSpec, Windows};
+use crate::classify::{Outcome, ParkScope};
+use crate::openai::Usage;
+use crate::window::{scaled, Limits, Used, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// A burst 429 multiplies the current rate factor by this (per mille): halve it.
 pub const BURST_CUT_PERMILLE: u64 = 500;
@@ -14,6 +19,11 @@ pub const RAMP_DIVISOR: u64 = 2;
 pub const BURST_KIND: &str = "burst";
 
 const FULL_PERMILLE: u64 = 1_000;
+/// How long an unsettled lease counts as in flight after its request's deadline.
+pub const LEASE_GRACE_MS: u64 = 60_000;
+/// A committed stream's lease lives until settled; after this long unsettled (its worker
+/// must have died) its record is dropped.
+pub const COMMITTED_LEASE_MS: u64 = 24 * 3_600_000;
 
 /// Limits and window lengths the bucket is judged by.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +99,9 @@ pub enum SettleOutcome {
     },
     /// Never sent (client went away, deadline, chose another bucket): free the reservation.
     Released,
+    /// Sent, then the client left and the call was cancelled: it counted upstream, so it keeps
+    /// its slot and its token estimate.
+    Cancelled,
     /// Sent but failed without a limit signal (5xx, network): keeps its request slot, tokens -> 0.
     Failed,
     /// Upstream 429 for a window limit: the request did not count upstream (release it); cool until now + ms.
@@ -114,6 +127,7 @@ pub enum SettleOutcome {
 
 /// Running totals for the dashboard.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Requests given a slot (now or scheduled).
     pub admitted: u64,
@@ -125,6 +139,10 @@ pub struct Counters {
     pub ok: u64,
     /// Settled as failed without a limit signal.
     pub failed: u64,
+    /// Slots given back unused (another bucket chosen, or the client left before sending).
+    pub released: u64,
+    /// Sent, then cancelled because the client left.
+    pub cancelled: u64,
     /// Window-limit 429s.
     pub rate_limited: u64,
     /// Burst-protection 429s.
@@ -136,7 +154,6 @@ pub struct Counters {
     /// Completion tokens reported by the upstream.
     pub completion_tokens: u64,
     /// Cost of the served requests, in millionths of a USD.
-    #[serde(default)]
     pub cost_micro_usd: u64,
 }
 
@@ -156,17 +173,28 @@ pub struct Snapshot {
     /// Leases not yet settled nor expired.
     pub in_flight: u64,
     /// Requests and tokens in the current minute window.
-    pub used_minute: Usage,
+    pub used_minute: Used,
     /// Requests and tokens in the current second window.
-    pub used_second: Usage,
+    pub used_second: Used,
     /// Running totals.
     pub counters: Counters,
 }
 
+/// An admission not yet settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
     id: u64,
-    expires_ms: u64,
+    /// In flight until then; a committed stream has no end (None) until settled.
+    expires_ms: Option<u64>,
+    /// When the record is dropped if never settled.
+    #[serde(default)]
+    dropped_ms: u64,
+}
+
+impl Lease {
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_none_or(|e| e >= now_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,13 +203,78 @@ struct Cooldown {
     kind: String,
 }
 
+/// A park after a hard failure: closed until `until_ms` (None: until an operator clears it),
+/// then open to exactly one probe at a time, whose outcome unparks or parks again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Park {
     reason: String,
     until_ms: Option<u64>,
+    /// The park length, to park again for as long when a probe fails.
     for_ms: Option<u64>,
+    /// The lease of the probe out, if any.
     #[serde(default)]
     probe: Option<u64>,
+}
+
+/// What a park lets through now.
+enum Gate {
+    /// Nothing: closed until then (None: until cleared).
+    Closed(Option<u64>),
+    /// A probe is out; its lease is in flight until then.
+    ProbeOut(Option<u64>),
+    /// The next request is the probe.
+    Probe,
+}
+
+impl Park {
+    fn new(now_ms: u64, reason: &str, for_ms: Option<u64>) -> Park {
+        Park {
+            reason: reason.to_string(),
+            until_ms: for_ms.map(|d| now_ms.saturating_add(d)),
+            for_ms,
+            probe: None,
+        }
+    }
+
+    /// `self` replaced by `newer`: a manual park is never shortened by a timed one, and a timed
+    /// park only ever lengthens.
+    fn merged(self, newer: Park) -> Park {
+        match (self.until_ms, newer.until_ms) {
+            (None, Some(_)) => self,
+            (Some(a), Some(b)) => Park {
+                until_ms: Some(a.max(b)),
+                ..newer
+            },
+            _ => newer,
+        }
+    }
+
+    fn gate(&self, now_ms: u64, leases: &[Lease]) -> Gate {
+        match self.until_ms {
+            Some(until) if now_ms >= until => {
+                let probe = self.probe.and_then(|id| leases.iter().find(|l| l.id == id));
+                match probe.filter(|l| l.live(now_ms)) {
+                    Some(l) => Gate::ProbeOut(l.expires_ms),
+                    None => Gate::Probe,
+                }
+            }
+            until => Gate::Closed(until),
+        }
+    }
+
+    /// The probe's lease ended: true when it proved the upstream works again (unpark).
+    fn probe_ended(&mut self, now_ms: u64, outcome: &SettleOutcome) -> bool {
+        self.probe = None;
+        match outcome {
+            SettleOutcome::Ok { .. } => true,
+            // Never reached the upstream, or its answer went unread: the next request probes.
+            SettleOutcome::Released | SettleOutcome::Cancelled => false,
+            _ => {
+                self.until_ms = self.for_ms.map(|d| now_ms.saturating_add(d));
+                false
+            }
+        }
+    }
 }
 
 /// Rate factor `from_permille` until `start_ms`, then linear back to 1.0 over the ramp period.
@@ -191,7 +284,7 @@ struct Ramp {
     start_ms: u64,
 }
 
-/// Everything one bucket remembers; persisted as JSON after every change.
+/// Everything one bucket remembers; persisted as JSON when it changes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BucketState {
     #[serde(default)]
@@ -208,25 +301,40 @@ pub struct BucketState {
     counters: Counters,
     #[serde(default)]
     next_lease: u64,
+    /// Keys (secret names, never the keys) the upstream refused; cleared by an operator.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    refused_keys: BTreeSet<String>,
 }
 
 impl BucketState {
+    /// Remembers keys the upstream refused, so no request uses them again.
+    pub fn refuse_keys(&mut self, keys: &[String]) {
+        self.refused_keys.extend(keys.iter().cloned());
+    }
+
+    /// The keys (secret names) refused so far.
+    pub fn refused_keys(&self) -> Vec<String> {
+        self.refused_keys.iter().cloned().collect()
+    }
+
     /// Admit now, schedule within `max_wait_ms`, or deny with the earliest possible start.
     pub fn acquire(&mut self, now_ms: u64, policy: &Policy, req: &AcquireRequest) -> Admission {
         self.tidy(now_ms, policy.spec);
-        let mut probe = false;
-        if let Some(p) = &self.park {
-            match p.until_ms {
-                Some(until) if now_ms >= until => {
-                    if let Some(id) = p.probe {
-                        let until_ms = self.lease_expiry(id);
-                        return self.deny(until_ms, DenyReason::ProbeInFlight);
-                    }
-                    probe = true;
-                }
-                until_ms => return self.deny(until_ms, DenyReason::Parked(p.reason.clone())),
+        let probe = match self
+            .park
+            .as_ref()
+            .map(|p| (p.gate(now_ms, &self.leases), p))
+        {
+            None => false,
+            Some((Gate::Probe, _)) => true,
+            Some((Gate::ProbeOut(until_ms), _)) => {
+                return self.deny(until_ms, DenyReason::ProbeInFlight)
             }
-        }
+            Some((Gate::Closed(until_ms), p)) => {
+                let reason = DenyReason::Parked(p.reason.clone());
+                return self.deny(until_ms, reason);
+            }
+        };
         let cooling = self.cooling_until(now_ms);
         let from = cooling.unwrap_or(now_ms);
         let Some(start) = self.earliest(now_ms, from, policy, req.est_tokens) else {
@@ -247,7 +355,8 @@ impl BucketState {
         let expires_ms = start.saturating_add(req.lease_ttl_ms);
         self.leases.push(Lease {
             id: lease,
-            expires_ms,
+            expires_ms: Some(expires_ms),
+            dropped_ms: expires_ms,
         });
         if let (true, Some(p)) = (probe, self.park.as_mut()) {
             p.probe = Some(lease);
@@ -263,7 +372,16 @@ impl BucketState {
         }
     }
 
-    /// Record how a lease ended; unknown (settled or expired) leases are ignored.
+    /// A stream has started on `lease`: it stays in flight until settled, however long the
+    /// stream lasts. Unknown leases are ignored.
+    pub fn commit(&mut self, now_ms: u64, lease: u64) {
+        if let Some(l) = self.leases.iter_mut().find(|l| l.id == lease) {
+            l.expires_ms = None;
+            l.dropped_ms = now_ms.saturating_add(COMMITTED_LEASE_MS);
+        }
+    }
+
+    /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         self.tidy(now_ms, policy.spec);
         let before = self.leases.len();
@@ -271,9 +389,9 @@ impl BucketState {
         if self.leases.len() == before {
             return;
         }
-        let was_probe = self.park.as_ref().is_some_and(|p| p.probe == Some(lease));
-        if let (true, Some(p)) = (was_probe, self.park.as_mut()) {
-            p.probe = None;
+        let probe = self.park.as_mut().filter(|p| p.probe == Some(lease));
+        if probe.is_some_and(|p| p.probe_ended(now_ms, outcome)) {
+            self.park = None;
         }
         match outcome {
             SettleOutcome::Ok {
@@ -289,8 +407,9 @@ impl BucketState {
                     (Some(_), Some(_)) => Some(known),
                     _ => Some(self.windows.tokens_of(lease).unwrap_or(0).max(known)),
                 };
-                if let Some(actual) = actual {
-                    self.windows.reconcile(lease, actual);
+                // A long stream's entry may have left the windows: its tokens land now.
+                if let Some(actual) = actual.filter(|&t| !self.windows.reconcile(lease, t)) {
+                    self.windows.add_tokens(now_ms, actual);
                 }
                 self.windows.forget(lease);
                 bump(&mut self.counters.ok, 1);
@@ -300,12 +419,14 @@ impl BucketState {
                     completion_tokens.unwrap_or(0),
                 );
                 bump(&mut self.counters.cost_micro_usd, *cost_micro_usd);
-                if was_probe {
-                    self.park = None;
-                }
             }
             SettleOutcome::Released => {
                 self.windows.release(lease);
+                bump(&mut self.counters.released, 1);
+            }
+            SettleOutcome::Cancelled => {
+                self.windows.forget(lease);
+                bump(&mut self.counters.cancelled, 1);
             }
             SettleOutcome::Failed => {
                 self.windows.reconcile(lease, 0);
@@ -332,72 +453,54 @@ impl BucketState {
             SettleOutcome::Park { reason, for_ms } => {
                 self.windows.release(lease);
                 self.park(now_ms, reason, *for_ms);
-                return;
             }
-        }
-        let failed_probe = !matches!(outcome, SettleOutcome::Ok { .. } | SettleOutcome::Released);
-        if let (true, Some(p)) = (was_probe && failed_probe, self.park.as_mut()) {
-            p.until_ms = p.for_ms.map(|d| now_ms.saturating_add(d));
         }
     }
 
-    /// Operator action: clear a park (and cooldown and ramp); the next request goes normally.
+    /// Operator action: clear a park (and cooldown, ramp and refused keys); the next request
+    /// goes normally.
     pub fn clear(&mut self, now_ms: u64) {
-        self.expire_leases(now_ms);
+        self.drop_old_leases(now_ms);
         self.park = None;
         self.cooldown = None;
         self.ramp = None;
+        self.refused_keys.clear();
     }
 
-    /// Park from outside (another bucket of the same account learned the account is parked).
-    /// A manual park is never shortened by a timed one; a timed park only ever lengthens.
+    /// Park (a hard failure, or another bucket of the same account learned the account is
+    /// parked). A manual park is never shortened by a timed one; a timed park only lengthens.
     pub fn park(&mut self, now_ms: u64, reason: &str, for_ms: Option<u64>) {
-        self.expire_leases(now_ms);
+        self.drop_old_leases(now_ms);
         bump(&mut self.counters.parked, 1);
-        let mut until_ms = for_ms.map(|d| now_ms.saturating_add(d));
-        if let Some(old) = &self.park {
-            match (old.until_ms, until_ms) {
-                (None, Some(_)) => return,
-                (Some(a), Some(b)) => until_ms = Some(a.max(b)),
-                _ => {}
-            }
-        }
-        self.park = Some(Park {
-            reason: reason.to_string(),
-            until_ms,
-            for_ms,
-            probe: None,
+        let newer = Park::new(now_ms, reason, for_ms);
+        self.park = Some(match self.park.take() {
+            Some(old) => old.merged(newer),
+            None => newer,
         });
+    }
+
+    /// Earliest start of a 1-token request: a fact about the bucket, not about one request
+    /// (None: parked until cleared).
+    pub fn free_at(&self, now_ms: u64, policy: &Policy) -> Option<u64> {
+        let from = match self.park.as_ref().map(|p| p.gate(now_ms, &self.leases)) {
+            Some(Gate::Closed(None)) => return None,
+            Some(Gate::Closed(Some(until))) => until,
+            Some(Gate::ProbeOut(until)) => until?,
+            Some(Gate::Probe) | None => now_ms,
+        };
+        let from = from.max(self.cooling_until(now_ms).unwrap_or(now_ms));
+        self.earliest(now_ms, from, policy, 1)
     }
 
     /// The view callers cache and the dashboard shows.
     pub fn snapshot(&self, now_ms: u64, policy: &Policy) -> Snapshot {
-        let live_probe = self
-            .park
-            .as_ref()
-            .and_then(|p| p.probe)
-            .and_then(|id| self.lease_expiry(id));
-        let live_probe = live_probe.filter(|&e| e >= now_ms);
-        let free_at_ms = match &self.park {
-            Some(Park { until_ms: None, .. }) => None,
-            park => {
-                let park_end = park.as_ref().and_then(|p| p.until_ms).unwrap_or(0);
-                let from = [now_ms, park_end, self.cooling_until(now_ms).unwrap_or(0)];
-                let from = from.into_iter().chain(live_probe).max().unwrap_or(now_ms);
-                self.earliest(now_ms, from, policy, 1)
-            }
-        };
         Snapshot {
-            free_at_ms,
+            free_at_ms: self.free_at(now_ms, policy),
             cooling_until_ms: self.cooling_until(now_ms),
             parked: self.park.as_ref().map(|p| p.reason.clone()),
             parked_until_ms: self.park.as_ref().and_then(|p| p.until_ms),
             rate_factor: self.factor_permille(now_ms, policy.spec) as f64 / FULL_PERMILLE as f64,
-            in_flight: self
-                .leases
-                .iter()
-                .filter(|l| l.expires_ms >= now_ms)
-                .count() as u64,
+            in_flight: self.leases.iter().filter(|l| l.live(now_ms)).count() as u64,
             used_minute: self.windows.usage(now_ms, policy.spec.minute_ms),
             used_second: self.windows.usage(now_ms, policy.spec.second_ms),
             counters: self.counters.clone(),
@@ -437,13 +540,6 @@ impl BucketState {
             .filter(|&u| u > now_ms)
     }
 
-    fn lease_expiry(&self, id: u64) -> Option<u64> {
-        self.leases
-            .iter()
-            .find(|l| l.id == id)
-            .map(|l| l.expires_ms)
-    }
-
     fn factor_permille(&self, now_ms: u64, spec: WindowSpec) -> u64 {
         let Some(r) = &self.ramp else {
             return FULL_PERMILLE;
@@ -455,23 +551,23 @@ impl BucketState {
         from + u64::try_from(regained).unwrap_or(FULL_PERMILLE - from)
     }
 
-    /// Drop leases unsettled past their TTL (their entries stay counted); free a lost probe.
-    fn expire_leases(&mut self, now_ms: u64) {
-        let (gone, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leases)
-            .into_iter()
-            .partition(|l| l.expires_ms < now_ms);
-        self.leases = live;
-        for l in gone {
-            self.windows.forget(l.id);
-            if let Some(p) = self.park.as_mut().filter(|p| p.probe == Some(l.id)) {
-                p.probe = None;
+    /// Drop the records of leases nobody will settle (their worker died); their window entries
+    /// stay counted at the estimate.
+    fn drop_old_leases(&mut self, now_ms: u64) {
+        let windows = &mut self.windows;
+        self.leases.retain(|l| {
+            let keep = l.dropped_ms >= now_ms;
+            if !keep {
+                windows.forget(l.id);
             }
-        }
+            keep
+        });
     }
 
-    /// Housekeeping before every change: expire leases, prune windows, end finished cooldowns and ramps.
+    /// Housekeeping before every change: drop dead leases, prune windows, end finished
+    /// cooldowns and ramps.
     fn tidy(&mut self, now_ms: u64, spec: WindowSpec) {
-        self.expire_leases(now_ms);
+        self.drop_old_leases(now_ms);
         self.windows.prune(now_ms, spec);
         if self.cooling_until(now_ms).is_none() {
             self.cooldown = None;
@@ -480,6 +576,69 @@ impl BucketState {
             self.ramp = None;
         }
     }
+}
+
+impl SettleOutcome {
+    /// A served request with the usage the upstream reported and what it cost.
+    pub fn served(usage: Usage, cost_micro_usd: u64) -> SettleOutcome {
+        SettleOutcome::Ok {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_micro_usd,
+        }
+    }
+
+    /// How an attempt that did not serve the client settles its lease.
+    pub fn of_failure(outcome: &Outcome) -> SettleOutcome {
+        match outcome {
+            Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
+                ms: *cooldown_ms,
+                kind: format!("{kind:?}").to_lowercase(),
+            },
+            Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
+                ms: *cooldown_ms,
+                kind: "unavailable".into(),
+            },
+            Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
+            Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
+                reason: reason.clone(),
+                for_ms: *for_ms,
+            },
+            // Neither counted upstream: a refused key or a request too large never ran.
+            Outcome::KeyRefused { .. } | Outcome::TooLarge => SettleOutcome::Released,
+            Outcome::Success | Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
+        }
+    }
+}
+
+/// What an outcome says about its bucket for every request, for the isolate cache: busy until
+/// then (inner None: parked with no end). None when it says nothing about the bucket (a
+/// refused key, one request too large, a server error, the client's own mistake).
+pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
+    match outcome {
+        Outcome::Cooldown {
+            cooldown_ms: ms, ..
+        }
+        | Outcome::Unavailable { cooldown_ms: ms }
+        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms.saturating_add(*ms))),
+        Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms.saturating_add(ms))),
+        Outcome::Success
+        | Outcome::KeyRefused { .. }
+        | Outcome::Retry { .. }
+        | Outcome::TooLarge
+        | Outcome::Client(_) => None,
+    }
+}
+
+/// Whether a park outcome takes every model of the account out, not just this bucket.
+pub fn parks_account(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Park {
+            scope: ParkScope::Account,
+            ..
+        }
+    )
 }
 
 fn bump(counter: &mut u64, by: u64) {

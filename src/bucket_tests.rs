@@ -20,8 +20,8 @@ fn pol(limits: &Limits, spec: WindowSpec) -> Policy<'_> {
     Policy { limits, spec }
 }
 
-fn usage(requests: u64, tokens: u64) -> Usage {
-    Usage { requests, tokens }
+fn usage(requests: u64, tokens: u64) -> Used {
+    Used { requests, tokens }
 }
 
 fn req(est_tokens: u64, max_wait_ms: u64) -> AcquireRequest {
@@ -504,4 +504,111 @@ fn cost_adds_up_once_per_lease() {
         1_872,
         "settling twice counts once"
     );
+}
+
+#[test]
+fn a_committed_stream_lives_until_settled_and_its_late_usage_lands() {
+    let l = lim(Some(10), None, Some(10_000), None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let short_ttl = ask(100, 0, 1_000);
+    let stream = lease_of(&b.acquire(0, &p, &short_ttl));
+    let plain = lease_of(&b.acquire(0, &p, &short_ttl));
+    b.commit(500, stream);
+    assert_eq!(
+        b.snapshot(5_000, &p).in_flight,
+        1,
+        "only the committed stream"
+    );
+    // 90 s later, long after its entry left the minute window, the stream ends.
+    b.settle(90_000, &p, stream, &ok(Some(1_000), Some(4_000)));
+    b.settle(90_000, &p, plain, &ok(Some(1), Some(1)));
+    assert_eq!(
+        b.counters.ok, 1,
+        "the uncommitted lease expired and was dropped"
+    );
+    assert_eq!(
+        (b.counters.prompt_tokens, b.counters.completion_tokens),
+        (1_000, 4_000)
+    );
+    let minute = b.snapshot(90_000, &p).used_minute;
+    assert_eq!(
+        minute,
+        usage(0, 5_000),
+        "its real tokens land now, not as another request"
+    );
+    assert_eq!(
+        b.acquire(90_000, &p, &req(5_001, 0)),
+        denied(Some(150_000), DenyReason::Full),
+        "and they count against the token limit"
+    );
+    b.settle(90_001, &p, stream, &ok(Some(1_000), Some(4_000)));
+    assert_eq!(b.counters.ok, 1, "settled once");
+}
+
+#[test]
+fn a_cancelled_request_keeps_its_slot_and_a_released_one_does_not() {
+    let l = lim(Some(2), None, None, None);
+    let p = pol(&l, SPEC);
+    let mut b = BucketState::default();
+    let sent = lease_of(&b.acquire(0, &p, &req(10, 0)));
+    b.settle(1, &p, sent, &SettleOutcome::Cancelled);
+    let waiting = lease_of(&b.acquire(1, &p, &req(10, 0)));
+    b.settle(2, &p, waiting, &SettleOutcome::Released);
+    assert_eq!(b.snapshot(2, &p).used_minute, usage(1, 10));
+    assert_eq!((b.counters.cancelled, b.counters.released), (1, 1));
+    assert!(matches!(
+        b.acquire(2, &p, &req(10, 0)),
+        Admission::Go { .. }
+    ));
+}
+
+#[test]
+fn failures_settle_by_what_reached_the_upstream() {
+    use crate::classify::LimitKind;
+    let cases = [
+        (
+            Outcome::KeyRefused { reason: "k".into() },
+            SettleOutcome::Released,
+        ),
+        (Outcome::TooLarge, SettleOutcome::Released),
+        (Outcome::Retry { after_ms: None }, SettleOutcome::Failed),
+        (
+            Outcome::Unavailable { cooldown_ms: 9 },
+            cooldown(9, "unavailable"),
+        ),
+        (
+            Outcome::Cooldown {
+                kind: LimitKind::Tokens,
+                cooldown_ms: 5,
+            },
+            cooldown(5, "tokens"),
+        ),
+    ];
+    for (outcome, settle) in cases {
+        assert_eq!(SettleOutcome::of_failure(&outcome), settle, "{outcome:?}");
+    }
+}
+
+#[test]
+fn only_facts_about_the_bucket_make_it_busy() {
+    use crate::classify::LimitKind;
+    let cooling = Outcome::Cooldown {
+        kind: LimitKind::Requests,
+        cooldown_ms: 100,
+    };
+    assert_eq!(busy_until(&cooling, 5), Some(Some(105)));
+    let park = Outcome::Park {
+        scope: ParkScope::Bucket,
+        reason: "r".into(),
+        for_ms: None,
+    };
+    assert_eq!(busy_until(&park, 5), Some(None));
+    for about_one_request in [
+        Outcome::TooLarge,
+        Outcome::KeyRefused { reason: "k".into() },
+        Outcome::Retry { after_ms: Some(1) },
+    ] {
+        assert_eq!(busy_until(&about_one_request, 5), None);
+    }
 }

@@ -26,8 +26,14 @@ pub const CAPACITY_COOLDOWN_MS: u64 = 20_000;
 pub const OVERLOAD_COOLDOWN_MS: u64 = 30_000;
 /// DashScope `Arrearage`: the table says "hours"; 3 h leaves an operator time to pay.
 pub const ARREARAGE_PARK_MS: u64 = 3 * 3_600_000;
-/// Missing permission (`AccessDenied`): the table says "long"; 1 h, then one probe.
+/// Missing permission (`AccessDenied`, a relay's 403): the table says "long"; 1 h, then one probe.
 pub const ACCESS_DENIED_PARK_MS: u64 = 3_600_000;
+/// A relay out of balance (402): 1 h, then one probe (an operator clears it after topping up).
+pub const PAYMENT_PARK_MS: u64 = 3_600_000;
+/// The upstream does not know the configured model (404, `model_not_found`): 1 h, then one probe.
+pub const MODEL_MISSING_PARK_MS: u64 = 3_600_000;
+/// A stream whose first token did not come in time: avoid that bucket briefly.
+pub const SLOW_START_COOLDOWN_MS: u64 = 5_000;
 /// Daily quotas (Gemini `...PerDay...`, OpenAI RPD / TPD): they reset within a day.
 pub const DAILY_COOLDOWN_MS: u64 = crate::hints::DAILY_MS;
 
@@ -47,6 +53,9 @@ pub enum Outcome {
         reason: String,
         for_ms: Option<u64>,
     },
+    /// The upstream refused the API key (bad key, wrong region, a key's billing quota gone):
+    /// never use that key again; the account's other keys may still serve, at once.
+    KeyRefused { reason: String },
     /// Server-side or network failure: retry (bounded, backoff with full jitter), then rotate.
     /// `after_ms` when the upstream said how long to wait.
     Retry { after_ms: Option<u64> },
@@ -76,12 +85,39 @@ pub enum LimitKind {
 /// What a `Park` takes out of rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParkScope {
-    /// One API key (bad key, or an OpenAI key whose billing quota is gone).
-    Key,
     /// One account x model.
     Bucket,
     /// Every model of one account (billing problems).
     Account,
+}
+
+impl Outcome {
+    /// The outcome with every wait it carries passed through `scale` (upstream time to real
+    /// time: divided by the config's `time_scale`, 1 in production).
+    pub fn scaled(self, scale: impl Fn(u64) -> u64) -> Outcome {
+        match self {
+            Outcome::Cooldown { kind, cooldown_ms } => Outcome::Cooldown {
+                kind,
+                cooldown_ms: scale(cooldown_ms),
+            },
+            Outcome::Burst { backoff_ms } => Outcome::Burst {
+                backoff_ms: scale(backoff_ms),
+            },
+            Outcome::Unavailable { cooldown_ms } => Outcome::Unavailable {
+                cooldown_ms: scale(cooldown_ms),
+            },
+            Outcome::Park {
+                scope,
+                reason,
+                for_ms,
+            } => Outcome::Park {
+                scope,
+                reason,
+                for_ms: for_ms.map(scale),
+            },
+            other => other,
+        }
+    }
 }
 
 /// The fields of an upstream error body, in either DashScope shape.
@@ -200,12 +236,23 @@ impl Parsed {
         needles.iter().any(|n| self.text.contains(n))
     }
 
-    fn park(&self, scope: ParkScope, status: u16, for_ms: Option<u64>) -> Outcome {
+    /// The upstream's code (or type) naming what happened, else the status.
+    fn reason(&self, status: u16) -> String {
         let reason = self.up.code.as_ref().or(self.up.kind.as_ref());
+        reason.cloned().unwrap_or_else(|| format!("http_{status}"))
+    }
+
+    fn park(&self, scope: ParkScope, status: u16, for_ms: Option<u64>) -> Outcome {
         Outcome::Park {
             scope,
-            reason: reason.cloned().unwrap_or_else(|| format!("http_{status}")),
+            reason: self.reason(status),
             for_ms,
+        }
+    }
+
+    fn refuse_key(&self, status: u16) -> Outcome {
+        Outcome::KeyRefused {
+            reason: self.reason(status),
         }
     }
 }
@@ -228,6 +275,69 @@ pub fn classify(
         Profile::Openai => openai(status, &p, hint),
         Profile::OpenaiCompatible => relay(status, &p, hint),
     }
+}
+
+/// No answer (or, for a stream, no first token) before the time allowed: a stream that is slow
+/// to start cools its bucket briefly so others are tried; a plain call is retried like a 5xx.
+pub fn timed_out(stream: bool) -> Outcome {
+    if stream {
+        Outcome::Cooldown {
+            kind: LimitKind::Throttle,
+            cooldown_ms: SLOW_START_COOLDOWN_MS,
+        }
+    } else {
+        Outcome::Retry { after_ms: None }
+    }
+}
+
+/// Classifies an error frame that arrived inside a 200 stream, with the status it stands for
+/// (from `:HTTP_STATUS/NNN` or its code; unknown counts as a server error). Never `Success`.
+pub fn classify_stream_error(
+    profile: Profile,
+    status: Option<u16>,
+    body: &[u8],
+    now_ms: u64,
+) -> Outcome {
+    match classify(profile, status.unwrap_or(500), &[], body, now_ms) {
+        Outcome::Success => Outcome::Retry { after_ms: None },
+        outcome => outcome,
+    }
+}
+
+/// The HTTP status an upstream error code stands for, from the classification table of
+/// `shared/reference/upstream-errors.md` (case-insensitive; DashScope's dotted native codes
+/// by their head or tail); None for codes the table does not know.
+pub fn status_of_code(code: &str) -> Option<u16> {
+    let c = code.to_ascii_lowercase();
+    let c = c.as_str();
+    // DashScope native codes nest with dots: `Throttling.RateQuota`, `Model.AccessDenied`.
+    let head = c.split('.').next().unwrap_or(c);
+    let last = c.rsplit('.').next().unwrap_or(c);
+    let status = match c {
+        _ if head == "throttling" || c.starts_with("limit_") => 429,
+        "insufficient_quota"
+        | "rate_limit_exceeded"
+        | "resource_exhausted"
+        | "prepaidbilloverdue"
+        | "postpaidbilloverdue"
+        | "commoditynotpurchased" => 429,
+        "data_inspection_failed"
+        | "datainspectionfailed"
+        | "arrearage"
+        | "context_length_exceeded"
+        | "invalid_request_error" => 400,
+        _ if head == "invalidparameter" => 400,
+        "invalid_api_key" | "invalidapikey" => 401,
+        "allocationquota.freetieronly" => 403,
+        _ if last == "accessdenied" => 403,
+        "model_not_found" | "model_not_supported" | "modelnotfound" => 404,
+        "systemerror" | "modelservicefailed" | "requesttimeout" | "server_error" => 500,
+        _ if head == "internalerror" || c == "internal_error" => 500,
+        "modelservingerror" | "modelunavailable" | "service_unavailable" => 503,
+        "overloaded_error" => 529,
+        _ => return None,
+    };
+    Some(status)
 }
 
 fn cooldown(kind: LimitKind, hint: Option<u64>, default_ms: u64) -> Outcome {
@@ -297,7 +407,7 @@ fn dashscope(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
 
 fn openai(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
     match status {
-        429 if p.is(&["insufficient_quota"]) => p.park(ParkScope::Key, status, None),
+        429 if p.is(&["insufficient_quota"]) => p.refuse_key(status),
         429 if p.says(&["request too large"]) => Outcome::TooLarge,
         429 => rate_limit(p, hint),
         _ if status == 529 || p.is(&["overloaded_error"]) => {
@@ -362,11 +472,20 @@ fn rate_limit(p: &Parsed, hint: Option<u64>) -> Outcome {
     cooldown(kind, hint, default_ms)
 }
 
-/// What no specific rule decided, for every profile.
+/// What no specific rule decided, for every profile. The model name and the credentials are
+/// the gateway's own, so a 401-404 is about this account, not the client's request: rotate.
+/// Only errors about the request's content (400 bad parameters, moderation, context too long,
+/// 413, 422) go back to the client.
 fn fallback(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
     match status {
-        401 => p.park(ParkScope::Key, status, None),
-        408 => Outcome::Retry { after_ms: hint },
+        401 => p.refuse_key(status),
+        402 => p.park(ParkScope::Account, status, Some(PAYMENT_PARK_MS)),
+        403 => p.park(ParkScope::Bucket, status, Some(ACCESS_DENIED_PARK_MS)),
+        404 => p.park(ParkScope::Bucket, status, Some(MODEL_MISSING_PARK_MS)),
+        400..=499 if p.is(&["model_not_found", "model_not_supported", "ModelNotFound"]) => {
+            p.park(ParkScope::Bucket, status, Some(MODEL_MISSING_PARK_MS))
+        }
+        408 | 409 => Outcome::Retry { after_ms: hint },
         429 => cooldown(LimitKind::Throttle, hint, UNKNOWN_LIMIT_COOLDOWN_MS),
         400..=499 => Outcome::Client(client(status, &p.up)),
         _ => Outcome::Retry { after_ms: hint },

@@ -1,9 +1,13 @@
 //! The gateway's configuration: raw JSON (wrangler `[vars]` table or JSON string) to a validated `Config`.
 
+pub use crate::window::Limits;
 use crate::window::WindowSpec;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest any configured time may be: a day (a deadline beyond it is a typo).
+pub const MAX_CONFIG_MS: u64 = 24 * 3_600_000;
 
 /// How an upstream speaks and limits: decides how its answers are classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -34,20 +38,6 @@ pub struct Upstream {
     /// Durable Object placement hint for this upstream's buckets (e.g. `apac`), near its region.
     #[serde(default)]
     pub location_hint: Option<String>,
-}
-
-/// Per-model limits of one account; any subset may be set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Requests per minute.
-    pub rpm: Option<u64>,
-    /// Requests per second.
-    pub rps: Option<u64>,
-    /// Tokens (input + output) per minute.
-    pub tpm: Option<u64>,
-    /// Tokens per second.
-    pub tps: Option<u64>,
 }
 
 /// One upstream account: its keys share its limits.
@@ -113,16 +103,16 @@ impl StepSpec {
 }
 
 impl Account {
-    /// The key (secret name) for the request holding `lease`: keys known to be bad are
-    /// skipped, the rest take turns. None when every key is bad.
-    pub fn pick_key(&self, bad: &[String], lease: u64) -> Option<&str> {
+    /// The key (secret name) for the request holding `lease`: refused keys are skipped, the
+    /// rest take turns. None when every key was refused.
+    pub fn pick_key(&self, refused: &BTreeSet<String>, lease: u64) -> Option<&str> {
         let good: Vec<&str> = self
             .keys
             .iter()
             .map(String::as_str)
-            .filter(|k| !bad.iter().any(|b| b == k))
+            .filter(|k| !refused.contains(*k))
             .collect();
-        let turn = usize::try_from(lease).unwrap_or_default() % good.len().max(1);
+        let turn = usize::try_from(lease % good.len().max(1) as u64).unwrap_or_default();
         good.get(turn).copied()
     }
 }
@@ -200,6 +190,15 @@ pub struct Config {
     /// at slightly different times, and a window boundary must not be crossed by jitter.
     #[serde(default = "default_window_margin_ms")]
     pub window_margin_ms: u64,
+    /// Largest request body accepted; larger ones get 413 before being read.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most messages one chat request may carry.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Longest wait for a bucket Durable Object's answer before rotating away from it.
+    #[serde(default = "default_bucket_timeout_ms")]
+    pub bucket_timeout_ms: u64,
 }
 
 fn one() -> f64 {
@@ -223,6 +222,15 @@ fn default_output_tokens() -> u64 {
 fn default_window_margin_ms() -> u64 {
     50
 }
+fn default_max_body_bytes() -> u64 {
+    4 << 20
+}
+fn default_max_messages() -> usize {
+    2_048
+}
+fn default_bucket_timeout_ms() -> u64 {
+    3_000
+}
 
 /// One place the request can go: an account serving an upstream model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -239,6 +247,18 @@ pub struct Candidate<'a> {
     pub model: &'a str,
     /// The account's limits for this model.
     pub limits: &'a Limits,
+}
+
+impl Candidate<'_> {
+    /// The bucket's name: unique per (account, model), since account ids hold no ':'.
+    pub fn bucket(&self) -> String {
+        format!("{}:{}", self.account, self.model)
+    }
+
+    /// Its share of traffic among candidates of equal priority: account weight x upstream weight.
+    pub fn weight(&self) -> f64 {
+        self.settings.weight * self.upstream.weight
+    }
 }
 
 impl Config {
@@ -259,6 +279,37 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if !(self.time_scale.is_finite() && self.time_scale >= 1.0) {
             return Err("time_scale: must be a number >= 1".into());
+        }
+        for (field, ms) in [
+            ("default_max_wait_ms", Some(self.default_max_wait_ms)),
+            ("default_deadline_ms", Some(self.default_deadline_ms)),
+            (
+                "default_first_token_timeout_ms",
+                Some(self.default_first_token_timeout_ms),
+            ),
+            ("stream_idle_timeout_ms", Some(self.stream_idle_timeout_ms)),
+            ("window_margin_ms", Some(self.window_margin_ms)),
+            ("bucket_timeout_ms", Some(self.bucket_timeout_ms)),
+        ] {
+            check_ms(field, ms)?;
+        }
+        if self.max_body_bytes == 0 || self.max_messages == 0 {
+            return Err("max_body_bytes, max_messages: must be at least 1".into());
+        }
+        for id in self.upstreams.keys().chain(self.accounts.keys()) {
+            check_id(id)?;
+        }
+        let models = self.accounts.values().flat_map(|a| a.limits.keys());
+        let models = models.chain(self.models.keys()).chain(self.prices.keys());
+        let steps = self.models.values().flat_map(|r| r.fallback.iter());
+        for model in models.map(String::as_str).chain(steps.map(StepSpec::model)) {
+            check_model_name(model)?;
+        }
+        for (name, route) in &self.models {
+            let at = |field: &str| format!("models.{name}.{field}");
+            check_ms(&at("max_wait_ms"), route.max_wait_ms)?;
+            check_ms(&at("deadline_ms"), route.deadline_ms)?;
+            check_ms(&at("first_token_timeout_ms"), route.first_token_timeout_ms)?;
         }
         for (id, up) in &self.upstreams {
             let url = up.base_url.as_str();
@@ -365,11 +416,32 @@ impl Config {
 
     /// Window lengths the buckets enforce: scaled by `time_scale`, widened by the margin.
     pub fn window_spec(&self) -> WindowSpec {
-        let scaled = |ms: f64| (ms / self.time_scale) as u64 + self.window_margin_ms;
+        let widened = |ms: u64| self.scale_ms(ms).saturating_add(self.window_margin_ms);
         WindowSpec {
-            second_ms: scaled(1_000.0),
-            minute_ms: scaled(60_000.0),
+            second_ms: widened(1_000),
+            minute_ms: widened(60_000),
         }
+    }
+
+    /// A wait on the upstream's clock (a window, a cooldown) in real milliseconds: divided by
+    /// `time_scale` (1 in production).
+    pub fn scale_ms(&self, ms: u64) -> u64 {
+        (ms as f64 / self.time_scale) as u64
+    }
+
+    /// The candidate of `account` for upstream `model`, if the account serves it.
+    pub fn candidate<'a>(&'a self, account: &str, model: &str) -> Option<Candidate<'a>> {
+        let (id, acct) = self.accounts.get_key_value(account)?;
+        let (model, limits) = acct.limits.get_key_value(model)?;
+        let (upstream_id, upstream) = self.upstreams.get_key_value(&acct.upstream)?;
+        Some(Candidate {
+            account: id,
+            settings: acct,
+            upstream,
+            upstream_id,
+            model,
+            limits,
+        })
     }
 
     /// Accounts allowed to serve `step`, in id order.
@@ -390,6 +462,45 @@ impl Config {
                 limits,
             })
         })
+    }
+}
+
+fn check_ms(field: &str, ms: Option<u64>) -> Result<(), String> {
+    match ms {
+        Some(ms) if ms > MAX_CONFIG_MS => Err(format!(
+            "{field}: {ms} ms is more than a day ({MAX_CONFIG_MS} ms)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Upstream and account ids: letters, digits, `.`, `_`, `-` (they name buckets and URLs).
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}': ids of upstreams and accounts take letters, digits, '.', '_' and '-' (at most 64)",
+            id.escape_debug()
+        ))
+    }
+}
+
+/// Model names go into response headers: visible ASCII only, no spaces.
+fn check_model_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "model '{}': model names must be 1-256 visible ASCII characters (they are sent as header values)",
+            name.escape_debug()
+        ))
     }
 }
 

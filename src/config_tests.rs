@@ -51,7 +51,8 @@ fn parses_object_and_json_string() {
 fn keys_take_turns_and_bad_ones_are_skipped() {
     let config = Config::from_value(&base()).unwrap();
     let a = &config.accounts["acct-a"];
-    let turns: Vec<_> = (0..4).map(|l| a.pick_key(&[], l)).collect();
+    let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+    let turns: Vec<_> = (0..4).map(|l| a.pick_key(&set(&[]), l)).collect();
     assert_eq!(
         turns,
         [
@@ -61,10 +62,14 @@ fn keys_take_turns_and_bad_ones_are_skipped() {
             Some("KEY_A2")
         ]
     );
-    let bad = vec!["KEY_A1".to_string()];
+    let bad = set(&["KEY_A1"]);
     assert!((0..4).all(|l| a.pick_key(&bad, l) == Some("KEY_A2")));
-    let all = vec!["KEY_A1".to_string(), "KEY_A2".to_string()];
-    assert_eq!(a.pick_key(&all, 0), None);
+    assert_eq!(a.pick_key(&set(&["KEY_A1", "KEY_A2"]), 0), None);
+    assert_eq!(
+        a.pick_key(&set(&[]), u64::MAX),
+        Some("KEY_A2"),
+        "no overflow"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod hints;
 pub mod openai;
 pub mod planner;
 pub mod pricing;
+pub mod protocol;
 pub mod routes;
 pub mod sse;
 pub mod tokens;

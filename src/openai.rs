@@ -1,6 +1,6 @@
-//! OpenAI wire shapes the gateway speaks to clients: the error body and chat-request checks.
+//! OpenAI wire shapes the gateway speaks: the error body, chat-request checks, `usage`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// An error a client sees: rendered as `{"error":{"message","type","param","code"}}`.
@@ -103,6 +103,18 @@ impl ApiError {
         )
     }
 
+    /// 413 for a body over the gateway's size limit; never worth retrying as is.
+    pub fn payload_too_large(limit_bytes: u64) -> Self {
+        let mut e = Self::new(
+            413,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!("The request body is larger than this gateway accepts ({limit_bytes} bytes)."),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
     /// 502 when the upstream failed or could not be reached.
     pub fn bad_gateway(code: &str, message: impl Into<String>) -> Self {
         Self::new(502, "upstream_error", Some(code), message.into())
@@ -147,8 +159,8 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// Parses and checks a `/v1/chat/completions` body.
-    pub fn parse(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    /// Parses and checks a `/v1/chat/completions` body of at most `max_messages` messages.
+    pub fn parse(bytes: &[u8], max_messages: usize) -> Result<ChatRequest, ApiError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             ApiError::invalid_request(
                 format!("We could not parse the JSON body of your request: {e}."),
@@ -177,6 +189,15 @@ impl ChatRequest {
             }
         };
         match body.get("messages") {
+            Some(Value::Array(m)) if m.len() > max_messages => {
+                return Err(ApiError::invalid_request(
+                    format!(
+                        "`messages` holds {} messages; this gateway accepts at most {max_messages}.",
+                        m.len()
+                    ),
+                    Some("messages"),
+                ))
+            }
             Some(Value::Array(m)) if !m.is_empty() => {}
             Some(Value::Array(_)) => {
                 return Err(ApiError::invalid_request(
@@ -207,6 +228,18 @@ impl ChatRequest {
                 ))
             }
         };
+        for field in ["max_tokens", "max_completion_tokens"] {
+            match body.get(field) {
+                None | Some(Value::Null) => {}
+                Some(v) if v.as_u64().is_some() => {}
+                Some(_) => {
+                    return Err(ApiError::invalid_request(
+                        format!("`{field}` must be a non-negative integer."),
+                        Some(field),
+                    ))
+                }
+            }
+        }
         Ok(ChatRequest {
             model,
             stream,
@@ -219,6 +252,35 @@ impl ChatRequest {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(upstream_model.to_string()));
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// Token counts from an upstream's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    /// Input tokens.
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    /// Output tokens (reasoning included, as the upstream bills them).
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Reads a `usage` object; None when null, empty or not an object.
+    pub fn from_value(usage: &Value) -> Option<Usage> {
+        let usage = Usage::deserialize(usage).ok()?;
+        (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some()).then_some(usage)
+    }
+
+    /// The `usage` of a whole (non-streamed) JSON answer, if it reports one.
+    pub fn of_body(body: &[u8]) -> Option<Usage> {
+        #[derive(Deserialize)]
+        struct Answer {
+            usage: Option<Usage>,
+        }
+        let usage = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+        (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some()).then_some(usage)
     }
 }
 
@@ -235,7 +297,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> ApiError {
-        ChatRequest::parse(body.as_bytes()).unwrap_err()
+        ChatRequest::parse(body.as_bytes(), 4).unwrap_err()
     }
 
     #[test]
@@ -268,6 +330,26 @@ mod tests {
                 r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
                 Some("stream"),
             ),
+            (
+                r#"{"model":"m","messages":[{},{},{},{},{}]}"#,
+                Some("messages"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_tokens":-1}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_tokens":1.5}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_tokens":1e30}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_completion_tokens":"9"}"#,
+                Some("max_completion_tokens"),
+            ),
         ] {
             let e = err(body);
             assert_eq!(e.status, 400, "{body}");
@@ -279,7 +361,8 @@ mod tests {
     #[test]
     fn keeps_unknown_fields_and_swaps_the_model() {
         let r = ChatRequest::parse(
-            br#"{"model":"qwen3-max","messages":[{"role":"user","content":"hi"}],"stream":true,"enable_thinking":false}"#,
+            br#"{"model":"qwen3-max","messages":[{"role":"user","content":"hi"}],"stream":true,"enable_thinking":false,"max_tokens":null}"#,
+            4,
         )
         .unwrap();
         assert_eq!(r.model, "qwen3-max");
@@ -287,6 +370,28 @@ mod tests {
         let sent: Value = serde_json::from_slice(&r.upstream_body("qwen-plus")).unwrap();
         assert_eq!(sent["model"], "qwen-plus");
         assert_eq!(sent["enable_thinking"], false);
+    }
+
+    #[test]
+    fn reads_usage_from_answers_and_chunks() {
+        let answer =
+            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+        let usage = Usage::of_body(answer).unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(3), Some(5))
+        );
+        for none in [
+            &b"{}"[..],
+            br#"{"usage":null}"#,
+            br#"{"usage":{}}"#,
+            b"not json",
+        ] {
+            assert_eq!(Usage::of_body(none), None);
+        }
+        let usage = serde_json::json!({"completion_tokens": 2});
+        assert_eq!(Usage::from_value(&usage).unwrap().prompt_tokens, None);
+        assert_eq!(Usage::from_value(&Value::Null), None);
     }
 
     #[test]

@@ -2,67 +2,79 @@
 //! when to retry, when to move down the model chain, and when to give up.
 //!
 //! Synchronous and pure: the glue runs `loop { match planner.next(now) { ... } }` and feeds
-//! back each bucket's admission and each upstream outcome.
+//! back each bucket's admission and each upstream outcome. The planner carries the caller's
+//! candidates (any `Choice`), so an action names the candidate itself.
+
+mod giveup;
+mod order;
 
 use crate::bucket::{Admission, DenyReason};
 use crate::classify::{Outcome, ParkScope};
 use crate::openai::ApiError;
+use giveup::{Facts, TooLarge};
+use order::Rng;
 
 /// Retries of one bucket after server errors before rotating away from it.
 const MAX_RETRIES: u32 = 2;
-/// Upstream requests per client request, all buckets together: bounds every loop.
+/// Upstream requests per client request, all buckets together (refused keys aside, which
+/// have their own budget: the account's keys): bounds every loop.
 const MAX_ATTEMPTS: u32 = 8;
 /// Backoff base and cap for server-error retries (full jitter: uniform in [0, min(cap, base*2^n)]).
 const BACKOFF_BASE_MS: u64 = 250;
 const BACKOFF_CAP_MS: u64 = 4_000;
 
-/// One account that may serve a step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanCandidate {
+/// What the planner needs to know of a candidate (an account serving a step's model).
+pub trait Choice: Clone {
     /// Account id.
-    pub account: String,
+    fn account(&self) -> &str;
     /// Upstream id.
-    pub upstream: String,
+    fn upstream(&self) -> &str;
     /// Lower goes first.
-    pub priority: u32,
+    fn priority(&self) -> u32;
     /// Share of traffic among equal priorities.
-    pub weight: f64,
-    /// What this isolate last heard of the bucket: free from this time (None = unknown).
-    pub known_free_at_ms: Option<u64>,
+    fn weight(&self) -> f64;
+    /// Most tokens one request may hold here (None: no token limit).
+    fn token_cap(&self) -> Option<u64>;
+    /// How many API keys the account has: the budget of refused keys.
+    fn keys(&self) -> usize;
+    /// What this isolate last heard of the bucket: free from then (None: unknown or free).
+    fn known_free_at_ms(&self) -> Option<u64>;
 }
 
-/// One model of the fallback chain and the accounts that may serve it.
+/// One model of the fallback chain and the candidates that may serve it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlanStep {
+pub struct Step<C> {
     /// Upstream model name.
     pub model: String,
-    /// Accounts allowed for this step.
-    pub candidates: Vec<PlanCandidate>,
+    /// Candidates allowed for this step.
+    pub candidates: Vec<C>,
 }
 
-/// A bucket in the plan: step index and candidate index.
+/// Where a candidate sits in the plan; the glue hands it back with each answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    /// Index into the steps.
-    pub step: usize,
-    /// Index into that step's candidates.
-    pub candidate: usize,
+pub struct Slot {
+    step: usize,
+    index: usize,
 }
 
 /// What the glue should do next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Ask the bucket for an admission, accepting a slot at most `max_wait_ms` away.
+pub enum Action<C> {
+    /// Ask the candidate's bucket for an admission, accepting a slot at most `max_wait_ms` away.
     Acquire {
-        /// The bucket.
-        target: Target,
+        /// Hand back with the answer.
+        slot: Slot,
+        /// The candidate.
+        candidate: C,
         /// Longest acceptable wait for a slot.
         max_wait_ms: u64,
     },
     /// Send the request upstream at `at_ms` (sleep until then) under `lease`.
     Send {
-        /// The bucket.
-        target: Target,
+        /// Hand back with the outcome.
+        slot: Slot,
+        /// The candidate.
+        candidate: C,
         /// The admission's lease, settled afterwards.
         lease: u64,
         /// When to send.
@@ -77,16 +89,34 @@ pub enum Action {
     GiveUp(ApiError),
 }
 
+/// What this request knows of one candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     /// Not asked yet.
-    Untried,
-    /// Asked once with no wait and refused until then (None: parked until an operator clears it).
-    Busy(Option<u64>),
-    /// Already asked with the step's full wait: do not ask again.
-    Waited(Option<u64>),
-    /// Cannot serve this request (too large, parked key, server errors exhausted).
-    Dead,
+    Unasked,
+    /// Refused for now; free from `free_at` (None: not before an operator acts). `waited`: it
+    /// was already asked with the step's full wait, so it is not asked again.
+    Busy { free_at: Option<u64>, waited: bool },
+    /// Cannot serve this request.
+    Out(Out),
+}
+
+/// Why a candidate cannot serve this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// The request is larger than its token limits.
+    TooLarge,
+    /// Server or network errors, retries used up.
+    Failing,
+    /// Its bucket's Durable Object did not answer in time.
+    Unreachable,
+}
+
+#[derive(Debug, Clone)]
+struct Place<C> {
+    choice: C,
+    state: State,
+    keys_refused: usize,
 }
 
 /// Settings of one planning run.
@@ -100,71 +130,82 @@ pub struct PlanSettings {
     pub allow_fallback: bool,
     /// Seed for ordering and jitter.
     pub seed: u64,
+    /// The request's estimate: input plus reserved output tokens.
+    pub est_tokens: u64,
+    /// Of which input.
+    pub prompt_tokens: u64,
 }
 
 /// The planner of one client request.
 #[derive(Debug, Clone)]
-pub struct Planner {
-    steps: Vec<PlanStep>,
+pub struct Planner<C> {
+    models: Vec<String>,
+    places: Vec<Vec<Place<C>>>,
     order: Vec<Vec<usize>>,
-    states: Vec<Vec<State>>,
     settings: PlanSettings,
     step: usize,
-    rng: u64,
-    ready: Option<Action>,
-    retry: Option<(Target, u32)>,
+    rng: Rng,
+    ready: Option<Action<C>>,
+    retry: Option<(Slot, u32)>,
+    sending: Option<(Slot, u64)>,
     attempts: u32,
+    keys_refused: u32,
     reasons: Vec<(String, &'static str)>,
-    server_error: Option<String>,
+    server_error: bool,
+    unreachable: bool,
     parked: Vec<String>,
     public_model: String,
 }
 
-impl Planner {
-    /// A planner for `public_model` over `steps`, ordering each step's candidates by priority and
-    /// a weighted shuffle (so load spreads by weight across requests and isolates).
-    pub fn new(public_model: &str, steps: Vec<PlanStep>, settings: PlanSettings) -> Planner {
-        let mut rng = settings.seed | 1;
+impl<C: Choice> Planner<C> {
+    /// A planner for `public_model` over `steps`, each step's candidates ordered by priority and
+    /// a weighted shuffle.
+    pub fn new(public_model: &str, steps: Vec<Step<C>>, settings: PlanSettings) -> Planner<C> {
+        let mut rng = Rng::new(settings.seed);
         let order = steps
             .iter()
             .map(|s| {
-                let mut keyed: Vec<(u32, f64, usize)> = s
+                let keys: Vec<(u32, f64)> = s
                     .candidates
                     .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let u = unit(&mut rng);
-                        // Efraimidis-Spirakis: smaller -ln(u)/w first gives a weighted order.
-                        (c.priority, -u.ln() / c.weight.max(f64::MIN_POSITIVE), i)
-                    })
+                    .map(|c| (c.priority(), c.weight()))
                     .collect();
-                keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-                keyed.into_iter().map(|(_, _, i)| i).collect()
+                order::weighted(&keys, &mut rng)
             })
             .collect();
-        let states = steps
-            .iter()
-            .map(|s| vec![State::Untried; s.candidates.len()])
-            .collect();
+        let (models, places) = steps
+            .into_iter()
+            .map(|s| {
+                let places = s.candidates.into_iter().map(|choice| Place {
+                    choice,
+                    state: State::Unasked,
+                    keys_refused: 0,
+                });
+                (s.model, places.collect())
+            })
+            .unzip();
         Planner {
-            steps,
+            models,
+            places,
             order,
-            states,
             settings,
             step: 0,
             rng,
             ready: None,
             retry: None,
+            sending: None,
             attempts: 0,
+            keys_refused: 0,
             reasons: Vec::new(),
-            server_error: None,
+            server_error: false,
+            unreachable: false,
             parked: Vec::new(),
             public_model: public_model.to_string(),
         }
     }
 
     /// The next thing to do.
-    pub fn next(&mut self, now_ms: u64) -> Action {
+    pub fn next(&mut self, now_ms: u64) -> Action<C> {
         if let Some(action) = self.ready.take() {
             return action;
         }
@@ -172,19 +213,20 @@ impl Planner {
             return Action::GiveUp(self.give_up(now_ms, true));
         }
         let left = self.settings.deadline_ms - now_ms;
-        if let Some((target, _)) = self.retry {
-            return Action::Acquire {
-                target,
-                max_wait_ms: self.settings.max_wait_ms.min(left),
-            };
+        let max_wait = self.settings.max_wait_ms.min(left);
+        if let Some((slot, _)) = self.retry {
+            if let Some(action) = self.acquire(slot, max_wait) {
+                return action;
+            }
         }
-        while self.step < self.steps.len() {
-            if let Some(action) = self.next_in_step(now_ms, left) {
+        while self.step < self.places.len() {
+            self.skip_known(now_ms);
+            if let Some(action) = self.next_in_step(now_ms, max_wait) {
                 return action;
             }
             let reason = self.step_reason();
-            let model = self.steps.get(self.step).map(|s| s.model.clone());
-            self.reasons.push((model.unwrap_or_default(), reason));
+            let model = self.models.get(self.step).cloned().unwrap_or_default();
+            self.reasons.push((model, reason));
             if !self.settings.allow_fallback {
                 break;
             }
@@ -193,171 +235,244 @@ impl Planner {
         Action::GiveUp(self.give_up(now_ms, false))
     }
 
-    fn next_in_step(&mut self, now_ms: u64, left: u64) -> Option<Action> {
-        let step = self.step;
-        let max_wait = self.settings.max_wait_ms.min(left);
-        let order = self.order.get(step)?.clone();
-        let at = |candidate| Target { step, candidate };
-        // Candidates this isolate already knows to be busy are not asked during the probe.
-        for &i in &order {
-            let known = self.candidate(at(i)).and_then(|c| c.known_free_at_ms);
-            if let (Some(State::Untried), Some(free_at)) = (self.state(at(i)), known) {
-                if free_at > now_ms {
-                    self.set(at(i), State::Busy(Some(free_at)));
-                }
+    /// Marks the step's candidates this request need not ask: too small for it, or known
+    /// (from this isolate's cache) to be busy.
+    fn skip_known(&mut self, now_ms: u64) {
+        let est = self.settings.est_tokens;
+        for place in self.places.get_mut(self.step).into_iter().flatten() {
+            if place.state != State::Unasked {
+                continue;
+            }
+            if place.choice.token_cap().is_some_and(|cap| est > cap) {
+                place.state = State::Out(Out::TooLarge);
+            } else if let Some(free_at) = place.choice.known_free_at_ms().filter(|&t| t > now_ms) {
+                place.state = State::Busy {
+                    free_at: Some(free_at),
+                    waited: false,
+                };
             }
         }
-        let untried: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| self.state(at(i)) == Some(State::Untried))
-            .collect();
+    }
+
+    /// The step's next question: each unasked candidate is asked for a slot now (wait 0); when
+    /// none is free, the one that frees earliest within the wait is asked again with the full
+    /// wait. The last unasked candidate with nobody else worth waiting for is asked with the
+    /// full wait at once (one round trip instead of two). So at most two asks per candidate.
+    fn next_in_step(&mut self, now_ms: u64, max_wait: u64) -> Option<Action<C>> {
+        let step = self.step;
+        let order = self.order.get(step)?.clone();
+        let state = |p: &Self, index| p.place(Slot { step, index }).map(|p| p.state);
         let waitable = |s: Option<State>| match s {
-            Some(State::Busy(Some(t))) if t.saturating_sub(now_ms) <= max_wait => Some(t),
+            Some(State::Busy {
+                free_at: Some(t),
+                waited: false,
+            }) if t.saturating_sub(now_ms) <= max_wait => Some(t),
             _ => None,
         };
-        let anyone_waitable = order.iter().any(|&i| waitable(self.state(at(i))).is_some());
-        if let Some(&i) = untried.first() {
-            // The last untried bucket with nobody else to wait for is asked with the full wait:
-            // one round trip instead of two for single-account steps.
-            let wait = if untried.len() == 1 && !anyone_waitable {
-                max_wait
-            } else {
-                0
-            };
-            if wait > 0 {
-                self.set(at(i), State::Waited(None));
-            }
-            return Some(Action::Acquire {
-                target: at(i),
-                max_wait_ms: wait,
-            });
-        }
-        // Everyone answered: wait for the earliest bucket if within the allowed wait.
-        let (until, i) = order
+        let unasked: Vec<usize> = order
             .iter()
-            .filter_map(|&i| waitable(self.state(at(i))).map(|t| (t, i)))
+            .copied()
+            .filter(|&i| state(self, i) == Some(State::Unasked))
+            .collect();
+        let anyone_waitable = order.iter().any(|&i| waitable(state(self, i)).is_some());
+        if let Some(&index) = unasked.first() {
+            let slot = Slot { step, index };
+            if unasked.len() == 1 && !anyone_waitable {
+                self.set(
+                    slot,
+                    State::Busy {
+                        free_at: None,
+                        waited: true,
+                    },
+                );
+                return self.acquire(slot, max_wait);
+            }
+            return self.acquire(slot, 0);
+        }
+        let (free_at, index) = order
+            .iter()
+            .filter_map(|&i| waitable(state(self, i)).map(|t| (t, i)))
             .min_by_key(|(t, _)| *t)?;
-        self.set(at(i), State::Waited(Some(until)));
+        let slot = Slot { step, index };
+        self.set(
+            slot,
+            State::Busy {
+                free_at: Some(free_at),
+                waited: true,
+            },
+        );
+        self.acquire(slot, max_wait)
+    }
+
+    fn acquire(&self, slot: Slot, max_wait_ms: u64) -> Option<Action<C>> {
+        let candidate = self.place(slot)?.choice.clone();
         Some(Action::Acquire {
-            target: at(i),
-            max_wait_ms: max_wait,
+            slot,
+            candidate,
+            max_wait_ms,
         })
     }
 
     fn step_reason(&self) -> &'static str {
-        let states = self
-            .states
-            .get(self.step)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if states
-            .iter()
-            .all(|s| matches!(s, State::Dead | State::Busy(None) | State::Waited(None)))
-            && self.server_error.is_some()
-        {
-            "upstream_error"
-        } else if states
-            .iter()
-            .all(|s| matches!(s, State::Dead | State::Busy(None) | State::Waited(None)))
-        {
-            "unavailable"
+        let states = || {
+            self.places
+                .get(self.step)
+                .into_iter()
+                .flatten()
+                .map(|p| p.state)
+        };
+        if states().all(|s| s == State::Out(Out::TooLarge)) {
+            "too_large"
+        } else if states().all(|s| matches!(s, State::Out(_) | State::Busy { free_at: None, .. })) {
+            if self.server_error {
+                "upstream_error"
+            } else {
+                "unavailable"
+            }
         } else {
             "no_capacity"
         }
     }
 
     /// Feeds back a bucket's answer to `Acquire`.
-    pub fn on_admission(&mut self, target: Target, admission: &Admission, _now_ms: u64) {
-        let retrying = self.retry.is_some_and(|(t, _)| t == target);
+    pub fn on_admission(&mut self, slot: Slot, admission: &Admission) {
+        // A retry's count lives until its outcome; a denied retry ends the retrying.
+        let retrying = self.retry.is_some_and(|(s, _)| s == slot);
         match admission {
             Admission::Go { lease, at_ms, .. } => {
-                self.ready = Some(Action::Send {
-                    target,
-                    lease: *lease,
-                    at_ms: *at_ms,
-                });
+                if let Some(candidate) = self.place(slot).map(|p| p.choice.clone()) {
+                    self.sending = Some((slot, *lease));
+                    self.ready = Some(Action::Send {
+                        slot,
+                        candidate,
+                        lease: *lease,
+                        at_ms: *at_ms,
+                    });
+                }
             }
             Admission::Denied { until_ms, reason } => {
-                if let DenyReason::Parked(why) = reason {
-                    self.note_parked(target, why);
-                }
-                let Some(state) = self.state_mut(target) else {
-                    return;
-                };
-                let waited = matches!(state, State::Waited(_)) || retrying;
-                *state = match (reason, waited) {
-                    (DenyReason::TooLarge, _) => State::Dead,
-                    (_, true) => State::Waited(*until_ms),
-                    (_, false) => State::Busy(*until_ms),
-                };
                 if retrying {
                     self.retry = None;
                 }
+                if let DenyReason::Parked(why) = reason {
+                    self.note_parked(slot, why);
+                }
+                let waited = retrying
+                    || matches!(
+                        self.place(slot).map(|p| p.state),
+                        Some(State::Busy { waited: true, .. })
+                    );
+                self.set(
+                    slot,
+                    match reason {
+                        DenyReason::TooLarge => State::Out(Out::TooLarge),
+                        _ => State::Busy {
+                            free_at: *until_ms,
+                            waited,
+                        },
+                    },
+                );
             }
         }
     }
 
+    /// The bucket's Durable Object failed or did not answer in time: rotate away from it.
+    pub fn on_bucket_unreachable(&mut self, slot: Slot) {
+        if self.retry.is_some_and(|(s, _)| s == slot) {
+            self.retry = None;
+        }
+        self.unreachable = true;
+        self.set(slot, State::Out(Out::Unreachable));
+    }
+
     /// Feeds back the upstream's answer to `Send` (anything but success).
-    pub fn on_outcome(&mut self, target: Target, outcome: &Outcome, now_ms: u64) {
+    pub fn on_outcome(&mut self, slot: Slot, outcome: &Outcome, now_ms: u64) {
+        let lease = self
+            .sending
+            .take()
+            .filter(|(s, _)| *s == slot)
+            .map(|(_, l)| l);
+        if let Outcome::KeyRefused { reason } = outcome {
+            return self.on_key_refused(slot, lease, reason, now_ms);
+        }
         self.attempts += 1;
-        let retries = match self.retry {
-            Some((t, n)) if t == target => n,
+        let retries = match self.retry.take() {
+            Some((s, n)) if s == slot => n,
             _ => 0,
         };
-        self.retry = None;
         match outcome {
-            Outcome::Success => {}
-            // Busy, not Waited: a short cooldown may still end within the allowed wait.
-            Outcome::Cooldown { cooldown_ms, .. } => {
-                self.set(target, State::Busy(Some(now_ms + cooldown_ms)))
+            Outcome::Success | Outcome::KeyRefused { .. } => {}
+            // Busy, not waited: a short cooldown may still end within the allowed wait.
+            Outcome::Cooldown {
+                cooldown_ms: ms, ..
             }
-            Outcome::Burst { backoff_ms } => {
-                self.set(target, State::Busy(Some(now_ms + backoff_ms)))
-            }
+            | Outcome::Burst { backoff_ms: ms } => self.set(slot, busy(now_ms, *ms)),
             Outcome::Unavailable { cooldown_ms } => {
-                let until = State::Busy(Some(now_ms + cooldown_ms));
-                let upstream = self.candidate(target).map(|c| c.upstream.clone());
-                for i in 0..self.states.get(target.step).map_or(0, Vec::len) {
-                    let other = Target {
-                        step: target.step,
-                        candidate: i,
-                    };
-                    if self.candidate(other).map(|c| &c.upstream) == upstream.as_ref() {
-                        self.set(other, until);
-                    }
+                let upstream = self.place(slot).map(|p| p.choice.upstream().to_string());
+                let step = self.places.get_mut(slot.step).into_iter().flatten();
+                for place in step.filter(|p| Some(p.choice.upstream()) == upstream.as_deref()) {
+                    place.state = busy(now_ms, *cooldown_ms);
                 }
             }
             Outcome::Park { scope, reason, .. } => {
-                self.note_parked(target, reason);
-                self.set(target, State::Waited(None));
+                self.note_parked(slot, reason);
+                self.set(slot, parked());
                 if *scope == ParkScope::Account {
-                    if let Some(account) = self.candidate(target).map(|c| c.account.clone()) {
-                        self.for_account(&account, State::Waited(None));
+                    let account = self.place(slot).map(|p| p.choice.account().to_string());
+                    let all = self.places.iter_mut().flatten();
+                    for place in all.filter(|p| Some(p.choice.account()) == account.as_deref()) {
+                        place.state = parked();
                     }
                 }
             }
-            Outcome::TooLarge => self.set(target, State::Dead),
+            Outcome::TooLarge => self.set(slot, State::Out(Out::TooLarge)),
             Outcome::Retry { after_ms } => {
-                self.server_error = self.model(target).map(str::to_string);
+                self.server_error = true;
                 if retries < MAX_RETRIES {
                     let cap = BACKOFF_CAP_MS.min(BACKOFF_BASE_MS << retries);
-                    let jitter = (unit(&mut self.rng) * cap as f64) as u64;
-                    self.retry = Some((target, retries + 1));
+                    let jitter = (self.rng.unit() * cap as f64) as u64;
+                    let left = self.settings.deadline_ms.saturating_sub(now_ms);
+                    self.retry = Some((slot, retries + 1));
                     self.ready = Some(Action::Backoff {
-                        ms: after_ms.unwrap_or(jitter).min(BACKOFF_CAP_MS),
+                        ms: after_ms.unwrap_or(jitter).min(BACKOFF_CAP_MS).min(left),
                     });
                 } else {
-                    self.set(target, State::Dead);
+                    self.set(slot, State::Out(Out::Failing));
                 }
             }
             Outcome::Client(e) => self.ready = Some(Action::GiveUp(e.clone())),
         }
     }
 
-    /// Upstream requests sent so far.
+    /// A refused key is the key's fault, not the account's: send again at once with the next
+    /// key under the same lease, until every key of the account was refused.
+    fn on_key_refused(&mut self, slot: Slot, lease: Option<u64>, reason: &str, now_ms: u64) {
+        self.keys_refused += 1;
+        let Some(place) = self.place_mut(slot) else {
+            return;
+        };
+        place.keys_refused += 1;
+        match lease {
+            Some(lease) if place.keys_refused < place.choice.keys() => {
+                let candidate = place.choice.clone();
+                self.sending = Some((slot, lease));
+                self.ready = Some(Action::Send {
+                    slot,
+                    candidate,
+                    lease,
+                    at_ms: now_ms,
+                });
+            }
+            _ => {
+                self.note_parked(slot, &format!("{reason} (every key refused)"));
+                self.set(slot, parked());
+            }
+        }
+    }
+
+    /// Upstream requests sent so far, refused keys included.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.attempts + self.keys_refused
     }
 
     /// Why the served model is not the first of the chain: `model:reason,...`, or None.
@@ -371,126 +486,78 @@ impl Planner {
         })
     }
 
-    /// The step and account a target names.
-    pub fn candidate(&self, target: Target) -> Option<&PlanCandidate> {
-        self.steps
-            .get(target.step)?
-            .candidates
-            .get(target.candidate)
+    fn place(&self, slot: Slot) -> Option<&Place<C>> {
+        self.places.get(slot.step)?.get(slot.index)
     }
 
-    /// The upstream model of a target's step.
-    pub fn model(&self, target: Target) -> Option<&str> {
-        self.steps.get(target.step).map(|s| s.model.as_str())
+    fn place_mut(&mut self, slot: Slot) -> Option<&mut Place<C>> {
+        self.places.get_mut(slot.step)?.get_mut(slot.index)
     }
 
-    fn note_parked(&mut self, target: Target, reason: &str) {
-        if let Some(c) = self.candidate(target) {
-            let model = self.model(target).unwrap_or_default();
-            let entry = format!("{}/{model}: {reason}", c.account);
-            if !self.parked.contains(&entry) {
-                self.parked.push(entry);
-            }
+    fn set(&mut self, slot: Slot, state: State) {
+        if let Some(p) = self.place_mut(slot) {
+            p.state = state;
         }
     }
 
-    fn state(&self, target: Target) -> Option<State> {
-        self.states.get(target.step)?.get(target.candidate).copied()
-    }
-
-    fn state_mut(&mut self, target: Target) -> Option<&mut State> {
-        self.states.get_mut(target.step)?.get_mut(target.candidate)
-    }
-
-    fn set(&mut self, target: Target, state: State) {
-        if let Some(s) = self.state_mut(target) {
-            *s = state;
+    fn note_parked(&mut self, slot: Slot, reason: &str) {
+        let Some(place) = self.place(slot) else {
+            return;
+        };
+        let model = self.models.get(slot.step).map_or("", String::as_str);
+        let entry = format!("{}/{model}: {reason}", place.choice.account());
+        if !self.parked.contains(&entry) {
+            self.parked.push(entry);
         }
     }
 
-    fn for_account(&mut self, account: &str, state: State) {
-        for (step, s) in self.steps.iter().enumerate() {
-            for (i, c) in s.candidates.iter().enumerate() {
-                if c.account == account {
-                    if let Some(slot) = self.states.get_mut(step).and_then(|v| v.get_mut(i)) {
-                        *slot = state;
-                    }
-                }
-            }
-        }
-    }
-
-    fn give_up(&self, now_ms: u64, deadline: bool) -> ApiError {
-        let tried: Vec<&str> = self
-            .steps
-            .iter()
-            .take(self.step + 1)
-            .map(|s| s.model.as_str())
-            .collect();
-        let earliest = self
-            .states
-            .iter()
-            .flatten()
-            .filter_map(|s| match s {
-                State::Busy(Some(t)) | State::Waited(Some(t)) => Some(*t),
+    fn give_up(&self, now_ms: u64, out_of_time: bool) -> ApiError {
+        let considered = self.step.min(self.places.len().saturating_sub(1)) + 1;
+        let tried = || self.places.iter().take(considered).flatten();
+        let earliest = tried()
+            .filter_map(|p| match p.state {
+                State::Busy {
+                    free_at: Some(t), ..
+                } => Some(t),
                 _ => None,
             })
             .min();
-        let models = tried.join(", ");
-        match earliest {
-            Some(t) => {
-                let wait_s = t.saturating_sub(now_ms).div_ceil(1000).max(1);
-                let mut e = ApiError::new(
-                    429,
-                    "rate_limit_exceeded",
-                    Some("rate_limit_exceeded"),
-                    format!(
-                        "No upstream capacity for `{}` {}: tried {models}. Retry after {wait_s} s.",
-                        self.public_model,
-                        if deadline {
-                            "before the request deadline or attempt limit"
-                        } else {
-                            "within the allowed wait"
-                        },
-                    ),
-                );
-                e.retry_after_s = Some(wait_s);
-                e
-            }
-            None if self.server_error.is_some() => ApiError::bad_gateway(
-                "upstream_error",
-                format!(
-                    "Every upstream for `{}` failed (tried {models}).",
-                    self.public_model
-                ),
-            ),
-            None => {
-                let mut e = ApiError::new(
-                    429,
-                    "rate_limit_exceeded",
-                    Some("upstreams_parked"),
-                    format!(
-                        "Every account for `{}` is parked until an operator clears it ({}); tried {models}.",
-                        self.public_model,
-                        self.parked.join("; ")
-                    ),
-                );
-                e.should_retry = Some(false);
-                e
-            }
-        }
+        let all_too_large = tried().all(|p| p.state == State::Out(Out::TooLarge));
+        let too_large = (all_too_large && tried().next().is_some()).then(|| TooLarge {
+            est_tokens: self.settings.est_tokens,
+            prompt_tokens: self.settings.prompt_tokens,
+            largest_limit: tried().filter_map(|p| p.choice.token_cap()).max(),
+        });
+        giveup::render(&Facts {
+            public_model: &self.public_model,
+            tried: self
+                .models
+                .iter()
+                .take(considered)
+                .map(String::as_str)
+                .collect(),
+            earliest_free_in_ms: earliest.map(|t| t.saturating_sub(now_ms)),
+            out_of_time,
+            server_error: self.server_error,
+            unreachable: self.unreachable,
+            parked: &self.parked,
+            too_large,
+        })
     }
 }
 
-/// A uniform number in (0, 1] from a xorshift64* state.
-fn unit(state: &mut u64) -> f64 {
-    let mut x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-    (r as f64 + 1.0) / (1u64 << 53) as f64
+fn busy(now_ms: u64, for_ms: u64) -> State {
+    State::Busy {
+        free_at: Some(now_ms.saturating_add(for_ms)),
+        waited: false,
+    }
+}
+
+fn parked() -> State {
+    State::Busy {
+        free_at: None,
+        waited: true,
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Maps (method, path) to the gateway's endpoints, with 404 and 405 in OpenAI's shape.
 
 use crate::openai::ApiError;
+use percent_encoding::percent_decode_str;
 
 /// An endpoint the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,35 +38,38 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
-        _ => {
-            let parts: Vec<&str> = path
-                .strip_prefix("/admin/buckets/")
-                .map(|r| r.split('/').collect())
-                .unwrap_or_default();
-            match parts.as_slice() {
-                [account, model] if !account.is_empty() && !model.is_empty() => (
-                    "GET",
-                    Route::AdminBucket {
-                        account: account.to_string(),
-                        model: model.to_string(),
-                    },
-                ),
-                [account, model, "clear"] if !account.is_empty() && !model.is_empty() => (
-                    "POST",
-                    Route::AdminClear {
-                        account: account.to_string(),
-                        model: model.to_string(),
-                    },
-                ),
-                _ => return Err(ApiError::unknown_route(method, path)),
-            }
-        }
+        _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
+            Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
+            Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
+            None => return Err(ApiError::unknown_route(method, path)),
+        },
     };
     if method == expected || (method == "HEAD" && expected == "GET") {
         Ok(route)
     } else {
         Err(ApiError::method_not_allowed(method, path))
     }
+}
+
+/// `<account>/<model>[/clear]`, percent-decoded: the model may hold `/` (`qwen/qwen3-max` on
+/// relays), sent as `%2F` or as is; a last segment `clear` is the clear action.
+fn bucket_path(rest: &str) -> Option<(String, String, bool)> {
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    let clear = parts.len() > 2 && parts.last() == Some(&"clear");
+    if clear {
+        parts.pop();
+    }
+    let (account, model) = parts.split_first()?;
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|d| d.into_owned())
+    };
+    let account = decode(account)?;
+    let model = decode(&model.join("/"))?;
+    let empty = account.is_empty() || model.is_empty() || model.split('/').any(str::is_empty);
+    (!empty).then_some((account, model, clear))
 }
 
 /// The methods a route accepts, for the `Allow` header of a 405.
@@ -104,12 +108,45 @@ mod tests {
     }
 
     #[test]
+    fn model_names_with_slashes_are_reachable_encoded_or_not() {
+        let want = |model: &str| {
+            Ok(Route::AdminBucket {
+                account: "relay-1".into(),
+                model: model.into(),
+            })
+        };
+        assert_eq!(
+            route("GET", "/admin/buckets/relay-1/qwen%2Fqwen3-max"),
+            want("qwen/qwen3-max")
+        );
+        assert_eq!(
+            route("GET", "/admin/buckets/relay-1/qwen/qwen3-max"),
+            want("qwen/qwen3-max")
+        );
+        assert_eq!(
+            route("POST", "/admin/buckets/relay-1/qwen%2fqwen3-max/clear"),
+            Ok(Route::AdminClear {
+                account: "relay-1".into(),
+                model: "qwen/qwen3-max".into(),
+            })
+        );
+        assert_eq!(
+            route("GET", "/admin/buckets/a/model%20x"),
+            Ok(Route::AdminBucket {
+                account: "a".into(),
+                model: "model x".into(),
+            })
+        );
+    }
+
+    #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
         for (method, path, status) in [
             ("GET", "/", 404),
             ("POST", "/v1/completions", 404),
             ("GET", "/admin/buckets/acct-a", 404),
-            ("GET", "/admin/buckets/a/b/c", 404),
+            ("GET", "/admin/buckets/a//b", 404),
+            ("GET", "/admin/buckets/a/%FF", 404),
             ("GET", "/admin/buckets/a/b/clear", 405),
             ("GET", "/v1/chat/completions", 405),
             ("DELETE", "/v1/models", 405),

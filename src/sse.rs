@@ -3,7 +3,9 @@
 //! Pure: the glue feeds upstream body chunks in as they arrive and forwards each returned
 //! event's exact bytes, so the client sees the upstream's stream event by event.
 
-use crate::openai::ApiError;
+use crate::classify::status_of_code;
+use crate::openai::{ApiError, Usage};
+use crate::tokens::TextCount;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -208,15 +210,6 @@ impl SseParser {
     }
 }
 
-/// Token counts from an upstream's `usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Input tokens.
-    pub prompt_tokens: u64,
-    /// Output tokens (reasoning included, as the upstream bills them).
-    pub completion_tokens: u64,
-}
-
 /// What a chat-stream event means to the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -267,7 +260,7 @@ pub fn frame(event: &Event) -> Frame {
     }
     match json.as_ref().and_then(chunk_choices) {
         Some((chunk, choices)) => {
-            let usage = chunk.get("usage").and_then(usage_of);
+            let usage = chunk.get("usage").and_then(Usage::from_value);
             let has_content = choices
                 .iter()
                 .any(|c| c.get("delta").is_some_and(delta_has_content));
@@ -303,15 +296,6 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn usage_of(v: &Value) -> Option<Usage> {
-    let prompt = v.get("prompt_tokens").and_then(Value::as_u64);
-    let completion = v.get("completion_tokens").and_then(Value::as_u64);
-    (prompt.is_some() || completion.is_some()).then(|| Usage {
-        prompt_tokens: prompt.unwrap_or(0),
-        completion_tokens: completion.unwrap_or(0),
-    })
-}
-
 /// Delta fields whose presence means the answer has started.
 const CONTENT_KEYS: [&str; 5] = [
     "content",
@@ -327,8 +311,8 @@ fn delta_has_content(delta: &Value) -> bool {
         .any(|k| delta.get(*k).is_some_and(truthy))
 }
 
-/// The status an error code stands for, from the classification table of
-/// `shared/reference/upstream-errors.md`; `code` first, then `type`, nested or flat.
+/// The status an error code stands for (`crate::classify::status_of_code`); `code` first,
+/// then `type`, nested or flat.
 fn code_status(json: &Value) -> Option<u16> {
     let fields = match json.get("error") {
         Some(e @ Value::Object(_)) => e,
@@ -338,39 +322,6 @@ fn code_status(json: &Value) -> Option<u16> {
         .iter()
         .filter_map(|k| fields.get(*k).and_then(Value::as_str))
         .find_map(status_of_code)
-}
-
-fn status_of_code(code: &str) -> Option<u16> {
-    let c = code.to_ascii_lowercase();
-    let c = c.as_str();
-    // DashScope native codes nest with dots: `Throttling.RateQuota`, `Model.AccessDenied`.
-    let head = c.split('.').next().unwrap_or(c);
-    let last = c.rsplit('.').next().unwrap_or(c);
-    let status = match c {
-        _ if head == "throttling" || c.starts_with("limit_") => 429,
-        "insufficient_quota"
-        | "rate_limit_exceeded"
-        | "resource_exhausted"
-        | "prepaidbilloverdue"
-        | "postpaidbilloverdue"
-        | "commoditynotpurchased" => 429,
-        "data_inspection_failed"
-        | "datainspectionfailed"
-        | "arrearage"
-        | "context_length_exceeded"
-        | "invalid_request_error" => 400,
-        _ if head == "invalidparameter" => 400,
-        "invalid_api_key" | "invalidapikey" => 401,
-        "allocationquota.freetieronly" => 403,
-        _ if last == "accessdenied" => 403,
-        "model_not_found" | "model_not_supported" | "modelnotfound" => 404,
-        "systemerror" | "modelservicefailed" | "requesttimeout" | "server_error" => 500,
-        _ if head == "internalerror" || c == "internal_error" => 500,
-        "modelservingerror" | "modelunavailable" | "service_unavailable" => 503,
-        "overloaded_error" => 529,
-        _ => return None,
-    };
-    Some(status)
 }
 
 /// Adds `stream_options.include_usage = true` to a request body (keeping any other
@@ -400,17 +351,12 @@ pub fn error_event(error: &ApiError) -> Vec<u8> {
     format!("data: {}\n\n", error.body()).into_bytes()
 }
 
-/// Estimated completion tokens of streamed text when an upstream sends no usage:
-/// `crate::tokens::text_tokens` over the concatenated delta texts (content, reasoning,
-/// refusal, tool-call names and arguments).
-///
-/// `text_tokens` depends only on how many ASCII and other characters a text has, so the
-/// counter keeps those two counts rather than the whole answer; a test pins it to
-/// `text_tokens` of the concatenation.
+/// Estimated completion tokens of streamed text when an upstream sends no usage: the one
+/// token-count rule (`crate::tokens::TextCount`) over the concatenated delta texts (content,
+/// reasoning, refusal, tool-call names and arguments).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TextCounter {
-    ascii: u64,
-    other: u64,
+    count: TextCount,
 }
 
 impl TextCounter {
@@ -438,20 +384,14 @@ impl TextCounter {
     }
 
     fn count(&mut self, text: Option<&Value>) {
-        for c in text.and_then(Value::as_str).unwrap_or_default().chars() {
-            if c.is_ascii() {
-                self.ascii += 1;
-            } else {
-                self.other += 1;
-            }
+        if let Some(text) = text.and_then(Value::as_str) {
+            self.count.add(text);
         }
     }
 
     /// Estimated tokens of everything added so far.
     pub fn tokens(&self) -> u64 {
-        // Same rule as `text_tokens` (ASCII at 3 characters per token, others 1 each),
-        // applied to the counts of the concatenation, so rounding happens once.
-        self.ascii.div_ceil(3) + self.other
+        self.count.tokens()
     }
 }
 

@@ -156,8 +156,8 @@ fn frames_the_simulator_and_dashscope_shapes() {
     assert_eq!(frame_of(CONTENT), chunk(None, true, false));
     assert_eq!(frame_of(FINISH), chunk(None, false, false));
     let usage = Usage {
-        prompt_tokens: 22,
-        completion_tokens: 17,
+        prompt_tokens: Some(22),
+        completion_tokens: Some(17),
     };
     assert_eq!(frame_of(USAGE), chunk(Some(usage), false, true));
     assert_eq!(frame_of(DONE), Frame::Done);
@@ -344,8 +344,8 @@ fn sees_content_in_reasoning_and_tool_calls() {
     let empty = json!({"choices": [{"delta": {"content": null, "tool_calls": []}}], "usage": {"prompt_tokens": 3}});
     let frame = frame_of(&format!("data: {empty}\n\n"));
     let usage = Some(Usage {
-        prompt_tokens: 3,
-        completion_tokens: 0,
+        prompt_tokens: Some(3),
+        completion_tokens: None,
     });
     assert_eq!(
         frame,

@@ -7,18 +7,41 @@ const PER_MESSAGE: u64 = 4;
 /// Tokens of framing per request (the assistant's reply header).
 const PER_REQUEST: u64 = 3;
 
-/// Estimated tokens of one text: Qwen's byte-level BPE gives about one token per English word
-/// (~4 ASCII characters) and 1.5-1.8 Chinese characters per token; we count ASCII at 3 characters
-/// per token and every other character as a whole token, so the estimate errs high.
-pub fn text_tokens(text: &str) -> u64 {
-    let (ascii, other) = text.chars().fold((0u64, 0u64), |(a, o), c| {
-        if c.is_ascii() {
-            (a + 1, o)
-        } else {
-            (a, o + 1)
+/// The one token-count rule: Qwen's byte-level BPE gives about one token per English word
+/// (~4 ASCII characters) and 1.5-1.8 Chinese characters per token; we count ASCII at 3
+/// characters per token and every other character as a whole token, so the estimate errs high.
+///
+/// The count depends only on how many ASCII and other characters were seen, so texts can be
+/// added piece by piece (a streamed answer) and rounding happens once, on the whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextCount {
+    ascii: u64,
+    other: u64,
+}
+
+impl TextCount {
+    /// Adds one piece of text.
+    pub fn add(&mut self, text: &str) {
+        for c in text.chars() {
+            if c.is_ascii() {
+                self.ascii = self.ascii.saturating_add(1);
+            } else {
+                self.other = self.other.saturating_add(1);
+            }
         }
-    });
-    ascii.div_ceil(3) + other
+    }
+
+    /// Estimated tokens of everything added.
+    pub fn tokens(&self) -> u64 {
+        self.ascii.div_ceil(3).saturating_add(self.other)
+    }
+}
+
+/// Estimated tokens of one text.
+pub fn text_tokens(text: &str) -> u64 {
+    let mut count = TextCount::default();
+    count.add(text);
+    count.tokens()
 }
 
 /// Estimated input tokens of a chat body: every string inside each message (content, parts,
@@ -28,19 +51,24 @@ pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
         Some(Value::Array(m)) => m.as_slice(),
         _ => &[],
     };
-    let in_messages: u64 = messages
-        .iter()
-        .map(|m| PER_MESSAGE + strings_tokens(m))
-        .sum();
+    let in_messages = messages.iter().fold(0u64, |sum, m| {
+        sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m)))
+    });
     let tools = body.get("tools").map_or(0, |t| text_tokens(&t.to_string()));
-    PER_REQUEST + in_messages + tools
+    PER_REQUEST
+        .saturating_add(in_messages)
+        .saturating_add(tools)
 }
 
 fn strings_tokens(v: &Value) -> u64 {
     match v {
         Value::String(s) => text_tokens(s),
-        Value::Array(items) => items.iter().map(strings_tokens).sum(),
-        Value::Object(fields) => fields.values().map(strings_tokens).sum(),
+        Value::Array(items) => items
+            .iter()
+            .fold(0, |sum, item| sum.saturating_add(strings_tokens(item))),
+        Value::Object(fields) => fields
+            .values()
+            .fold(0, |sum, item| sum.saturating_add(strings_tokens(item))),
         _ => 0,
     }
 }
@@ -53,9 +81,10 @@ pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
         .unwrap_or(default_output)
 }
 
-/// Input plus output estimate: what a TPM window must have room for.
+/// Input plus output estimate: what a TPM window must have room for (saturating: a client's
+/// `max_tokens` near `u64::MAX` makes it huge, never small).
 pub fn estimate(body: &Map<String, Value>, default_output: u64) -> u64 {
-    prompt_tokens(body) + output_tokens(body, default_output)
+    prompt_tokens(body).saturating_add(output_tokens(body, default_output))
 }
 
 #[cfg(test)]
@@ -98,6 +127,22 @@ mod tests {
         // The simulator (and a BPE) counts about chars/4 per message: the estimate must not be lower.
         let sim_count = 3 + (4 + 14_u64.div_ceil(4)) + (4 + 31_u64.div_ceil(4));
         assert!(prompt_tokens(&b) >= sim_count);
+    }
+
+    #[test]
+    fn huge_max_tokens_saturates_instead_of_wrapping() {
+        let b =
+            body(json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": u64::MAX}));
+        assert_eq!(estimate(&b, 256), u64::MAX);
+    }
+
+    #[test]
+    fn counts_text_in_pieces_like_the_whole() {
+        let mut count = TextCount::default();
+        for piece in ["ab", "c안", "d", ""] {
+            count.add(piece);
+        }
+        assert_eq!(count.tokens(), text_tokens("abc안d"));
     }
 
     #[test]

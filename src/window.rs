@@ -1,7 +1,33 @@
 //! Sliding request/token windows with scheduled admission: the earliest time a request fits every limit.
+//!
+//! Invariant: a request is admitted at t only if every window of every length that could
+//! contain t (including later windows holding scheduled entries) stays within its limits.
 
-use crate::config::Limits;
 use serde::{Deserialize, Serialize};
+
+/// Per-model limits of one account; any subset may be set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Requests per second.
+    pub rps: Option<u64>,
+    /// Tokens (input + output) per minute.
+    pub tpm: Option<u64>,
+    /// Tokens per second.
+    pub tps: Option<u64>,
+}
+
+impl Limits {
+    /// The most tokens one request may hold: it must fit the smaller token window alone.
+    pub fn token_cap(&self) -> Option<u64> {
+        match (self.tps, self.tpm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
 
 /// Window lengths; tests and e2e divide them by a time scale to compress time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +49,7 @@ impl Default for WindowSpec {
 
 /// Requests and tokens counted in one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
+pub struct Used {
     /// Requests admitted in the window.
     pub requests: u64,
     /// Tokens those requests reserved or used.
@@ -40,6 +66,17 @@ pub struct Entry {
     /// Lease that may still reconcile or release this entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<u64>,
+    /// Tokens that landed late (a long stream settled after its request left the window):
+    /// they count against token limits only, the request was counted when it started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tokens_only: bool,
+}
+
+impl Entry {
+    /// Requests this entry counts for: 1, or 0 for late tokens.
+    fn requests(&self) -> u64 {
+        u64::from(!self.tokens_only)
+    }
 }
 
 /// The log of admitted requests, sorted by `at_ms`.
@@ -132,7 +169,8 @@ impl Windows {
                 let from = e.at_ms.saturating_add(1).saturating_sub(min_spacing_ms);
                 (from, e.at_ms.saturating_add(min_spacing_ms))
             };
-            lists.push(self.entries.iter().map(near).collect());
+            let requests = self.entries.iter().filter(|e| !e.tokens_only);
+            lists.push(requests.map(near).collect());
         }
         // Each list holds half-open [from, to) intervals with both ends non-decreasing.
         let mut next = vec![0usize; lists.len()];
@@ -165,7 +203,7 @@ impl Windows {
         let mut left = entries.partition_point(|e| e.at_ms.saturating_add(w) <= now_ms);
         let mut arrived = entries.partition_point(|e| e.at_ms <= now_ms);
         let inside = entries.get(left..arrived).unwrap_or(&[]);
-        let mut count = inside.len() as u64;
+        let mut count = inside.iter().map(Entry::requests).sum::<u64>();
         let mut sum = inside.iter().fold(0u64, |s, e| s.saturating_add(e.tokens));
         let mut out = Vec::new();
         let mut bad_since = full(count, sum).then_some(now_ms);
@@ -177,12 +215,12 @@ impl Windows {
             };
             let x = arrival.map_or(departure, |a| a.min(departure));
             while let Some(e) = entries.get(left).filter(|e| e.at_ms.saturating_add(w) <= x) {
-                count = count.saturating_sub(1);
+                count = count.saturating_sub(e.requests());
                 sum = sum.saturating_sub(e.tokens);
                 left += 1;
             }
             while let Some(e) = entries.get(arrived).filter(|e| e.at_ms <= x) {
-                count += 1;
+                count = count.saturating_add(e.requests());
                 sum = sum.saturating_add(e.tokens);
                 arrived += 1;
             }
@@ -204,15 +242,27 @@ impl Windows {
 
     /// Record an admitted request starting at `at_ms`.
     pub fn reserve(&mut self, at_ms: u64, tokens: u64, lease: Option<u64>) {
-        let i = self.entries.partition_point(|e| e.at_ms <= at_ms);
-        self.entries.insert(
-            i,
-            Entry {
-                at_ms,
-                tokens,
-                lease,
-            },
-        );
+        self.insert(Entry {
+            at_ms,
+            tokens,
+            lease,
+            tokens_only: false,
+        });
+    }
+
+    /// Record tokens used at `at_ms` by a request already counted (late usage of a long stream).
+    pub fn add_tokens(&mut self, at_ms: u64, tokens: u64) {
+        self.insert(Entry {
+            at_ms,
+            tokens,
+            lease: None,
+            tokens_only: true,
+        });
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let i = self.entries.partition_point(|e| e.at_ms <= entry.at_ms);
+        self.entries.insert(i, entry);
     }
 
     /// Tokens currently counted for the lease's entry.
@@ -256,12 +306,12 @@ impl Windows {
     }
 
     /// Requests and tokens started in (now - window, now]; scheduled entries are not counted.
-    pub fn usage(&self, now_ms: u64, window_ms: u64) -> Usage {
+    pub fn usage(&self, now_ms: u64, window_ms: u64) -> Used {
         self.entries
             .iter()
             .filter(|e| e.at_ms <= now_ms && e.at_ms.saturating_add(window_ms) > now_ms)
-            .fold(Usage::default(), |u, e| Usage {
-                requests: u.requests.saturating_add(1),
+            .fold(Used::default(), |u, e| Used {
+                requests: u.requests.saturating_add(e.requests()),
                 tokens: u.tokens.saturating_add(e.tokens),
             })
     }

@@ -177,7 +177,7 @@ fn reconcile_down_and_up_moves_the_token_window() {
     );
     assert_eq!(
         w.usage(10, SPEC.minute_ms),
-        Usage {
+        Used {
             requests: 1,
             tokens: 20
         }
@@ -197,14 +197,14 @@ fn release_forget_prune_and_usage() {
     let mut w = log(&[(0, 10), (500, 20), (1_000, 30), (90_000, 40)]);
     assert_eq!(
         w.usage(1_000, 1_000),
-        Usage {
+        Used {
             requests: 2,
             tokens: 50
         }
     );
     assert_eq!(
         w.usage(1_000, 60_000),
-        Usage {
+        Used {
             requests: 3,
             tokens: 60
         }
@@ -213,7 +213,7 @@ fn release_forget_prune_and_usage() {
     assert!(!w.release(1), "released twice");
     assert_eq!(
         w.usage(1_000, 60_000),
-        Usage {
+        Used {
             requests: 2,
             tokens: 40
         }

@@ -63,7 +63,7 @@ pub async fn chat(
             };
             return Ok(stream_answer(state, dialect, &id, started, plan));
         }
-        Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(FaultKind::Delay { ms }) => wait(state, ms).await,
         Some(FaultKind::SlowFirstToken { ms }) => first_delay_ms = ms,
         // Already applied as `chunk_delay_ms`.
         Some(FaultKind::SlowStream { .. }) | None => {}
@@ -97,15 +97,35 @@ pub async fn chat(
         };
         stream_answer(state, dialect, &id, started, plan)
     } else {
-        if first_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(first_delay_ms)).await;
-        }
+        wait(state, first_delay_ms).await;
         json_answer(dialect, &id, started, 200, completion.to_json())
     };
     if dialect == Dialect::OpenAi {
         add_rate_headers(&mut resp, &admission);
     }
     Ok(resp)
+}
+
+/// Sleeps `ms` before answering; counts a client disconnect when the client leaves meanwhile
+/// (hyper then drops this future, and the guard with it).
+async fn wait(state: &Arc<Mutex<SimState>>, ms: u64) {
+    struct Waiting<'a> {
+        state: &'a Arc<Mutex<SimState>>,
+        done: bool,
+    }
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            if !self.done {
+                lock(self.state).record_disconnect();
+            }
+        }
+    }
+    if ms == 0 {
+        return;
+    }
+    let mut guard = Waiting { state, done: false };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    guard.done = true;
 }
 
 /// Checks key, body, model and account state, and picks a fault; `Err` is the refusal.

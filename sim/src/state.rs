@@ -135,7 +135,7 @@ impl SimState {
             .or_default() += 1;
     }
 
-    /// Counts a stream the client left before it finished.
+    /// Counts a client that left before its answer was complete (a stream, or a delayed answer).
     pub fn record_disconnect(&mut self) {
         self.stats.client_disconnects += 1;
     }

@@ -24,6 +24,7 @@ fn show(o: &Outcome) -> String {
             reason,
             for_ms,
         } => format!("park {scope:?} {reason} {for_ms:?}"),
+        Outcome::KeyRefused { reason } => format!("key-refused {reason}"),
         Outcome::Retry { after_ms } => format!("retry {after_ms:?}"),
         Outcome::Unavailable { cooldown_ms } => format!("unavailable {cooldown_ms}"),
         Outcome::TooLarge => "too-large".into(),
@@ -63,15 +64,15 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     (DS, 400, r#"{"error":{"message":"Access denied, please make sure your account is in good standing. For details, see: https://help.aliyun.com/zh/model-studio/error-code#overdue-payment","type":"Arrearage","param":null,"code":"Arrearage"},"request_id":"8605e472-81b4-9cd7-b04d-878e89847c14"}"#, "park Account Arrearage Some(10800000)"),
     (DS, 400, r#"{"request_id":"r","code":"Arrearage","message":"Access denied, please make sure your account is in good standing."}"#, "park Account Arrearage Some(10800000)"),
     // 401 bad key.
-    (DS, 401, r#"{"error":{"message":"Incorrect API key provided. For details, see: https://help.aliyun.com/zh/model-studio/error-code#apikey-error","type":"invalid_request_error","param":null,"code":"invalid_api_key"},"request_id":"6176caaa-9844-9311-b869-fe2dce75313a"}"#, "park Key invalid_api_key None"),
-    (DS, 401, r#"{"request_id":"r","code":"InvalidApiKey","message":"Invalid API-key provided."}"#, "park Key InvalidApiKey None"),
+    (DS, 401, r#"{"error":{"message":"Incorrect API key provided. For details, see: https://help.aliyun.com/zh/model-studio/error-code#apikey-error","type":"invalid_request_error","param":null,"code":"invalid_api_key"},"request_id":"6176caaa-9844-9311-b869-fe2dce75313a"}"#, "key-refused invalid_api_key"),
+    (DS, 401, r#"{"request_id":"r","code":"InvalidApiKey","message":"Invalid API-key provided."}"#, "key-refused InvalidApiKey"),
     // 403 permission.
     (DS, 403, r#"{"request_id":"r","code":"AccessDenied","message":"Access denied."}"#, "park Bucket AccessDenied Some(3600000)"),
     (DS, 403, r#"{"error":{"message":"Model access denied.","type":"Model.AccessDenied","code":"Model.AccessDenied"}}"#, "park Bucket Model.AccessDenied Some(3600000)"),
     (DS, 403, r#"{"request_id":"r","code":"Workspace.AccessDenied","message":"Workspace access denied."}"#, "park Bucket Workspace.AccessDenied Some(3600000)"),
-    // 404 wrong model name.
-    (DS, 404, r#"{"error":{"message":"The model `qwen-nope` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, "client 404 model_not_found"),
-    (DS, 404, r#"{"request_id":"r","code":"model_not_supported","message":"Unsupported model `qwen-nope` for OpenAI compatibility mode."}"#, "client 404 model_not_supported"),
+    // 404 wrong model name: the configured upstream name, so the gateway's problem, not the client's.
+    (DS, 404, r#"{"error":{"message":"The model `qwen-nope` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, "park Bucket model_not_found Some(3600000)"),
+    (DS, 404, r#"{"request_id":"r","code":"model_not_supported","message":"Unsupported model `qwen-nope` for OpenAI compatibility mode."}"#, "park Bucket model_not_supported Some(3600000)"),
     // 400 moderation and context too long.
     (DS, 400, r#"{"error":{"code":"data_inspection_failed","param":null,"message":"Input data may contain inappropriate content.","type":"data_inspection_failed"},"id":"chatcmpl-1"}"#, "client 400 data_inspection_failed"),
     (DS, 400, r#"{"request_id":"r","code":"DataInspectionFailed","message":"Input data may contain inappropriate content."}"#, "client 400 DataInspectionFailed"),
@@ -95,14 +96,14 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     (OA, 429, r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s.","type":"requests","code":"rate_limit_exceeded"}}"#, "cooldown Daily 432000"),
     (OA, 429, r#"{"error":{"message":"Rate limit exceeded.","type":"requests","code":"rate_limit_exceeded"}}"#, "cooldown Requests 60000"),
     (OA, 429, r#"{"error":{"message":"Request too large for gpt-4 in organization org-abc on tokens per min (TPM): Limit 10000, Requested 12000. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#, "too-large"),
-    (OA, 429, r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#, "park Key insufficient_quota None"),
-    (OA, 401, r#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#, "park Key invalid_api_key None"),
+    (OA, 429, r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#, "key-refused insufficient_quota"),
+    (OA, 401, r#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#, "key-refused invalid_api_key"),
     (OA, 500, r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error","code":null}}"#, "retry None"),
     (OA, 503, r#"{"error":{"message":"The engine is currently overloaded, please try again later","type":"server_error"}}"#, "retry None"),
     (OA, 529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, "unavailable 30000"),
     (OA, 400, r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#, "client 400 context_length_exceeded"),
-    (OA, 404, r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, "client 404 model_not_found"),
-    (OA, 403, r#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#, "client 403 unsupported_country_region_territory"),
+    (OA, 404, r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, "park Bucket model_not_found Some(3600000)"),
+    (OA, 403, r#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#, "park Bucket unsupported_country_region_territory Some(3600000)"),
     // Relays: OpenAI shape, insufficient_quota by text.
     (RELAY, 429, r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","code":"insufficient_quota"}}"#, "park Bucket insufficient_quota None"),
     (RELAY, 429, r#"{"error":{"message":"Free allocated quota exceeded.","type":"insufficient_quota","code":"insufficient_quota"}}"#, "park Bucket insufficient_quota None"),
@@ -114,10 +115,19 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     (RELAY, 429, GEMINI_DAY, "cooldown Daily 86400000"),
     (RELAY, 529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, "unavailable 30000"),
     (RELAY, 429, r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#, "cooldown Tokens 60000"),
-    (RELAY, 401, r#"{"error":{"message":"No auth credentials found","code":401}}"#, "park Key http_401 None"),
+    (RELAY, 401, r#"{"error":{"message":"No auth credentials found","code":401}}"#, "key-refused http_401"),
     (RELAY, 502, "upstream connect error", "retry None"),
     (RELAY, 400, r#"{"error":{"message":"Invalid 'messages'.","type":"invalid_request_error","param":"messages","code":"invalid_value"}}"#, "client 400 invalid_value"),
     (RELAY, 429, "Too Many Requests", "cooldown Throttle 60000"),
+    // A relay's own 4xx about the account or the model: park and rotate, never fail the client.
+    (RELAY, 402, r#"{"error":{"message":"Insufficient balance. Please top up.","type":"insufficient_balance","code":"insufficient_balance"}}"#, "park Account insufficient_balance Some(3600000)"),
+    (RELAY, 403, r#"{"error":{"message":"This key is not allowed to use model qwen3-max","type":"permission_denied","code":"model_not_allowed"}}"#, "park Bucket model_not_allowed Some(3600000)"),
+    (RELAY, 404, r#"{"error":{"message":"The model `qwen/qwen3-max` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#, "park Bucket model_not_found Some(3600000)"),
+    (RELAY, 400, r#"{"error":{"message":"qwen/qwen3-maxx is not a valid model ID","type":"invalid_request_error","code":"model_not_found"}}"#, "park Bucket model_not_found Some(3600000)"),
+    (RELAY, 404, "Not Found", "park Bucket http_404 Some(3600000)"),
+    (RELAY, 400, r#"{"error":{"message":"Output data may contain inappropriate content.","type":"data_inspection_failed","code":"data_inspection_failed"}}"#, "client 400 data_inspection_failed"),
+    (RELAY, 400, r#"{"error":{"message":"This model's maximum context length is 32768 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#, "client 400 context_length_exceeded"),
+    (RELAY, 413, "Payload Too Large", "client 413 -"),
 ];
 
 #[test]
@@ -179,6 +189,49 @@ fn client_errors_keep_the_upstream_fields_and_hide_keys() {
             "invalid_request_error",
             "The upstream rejected the request (400)."
         )
+    );
+}
+
+#[test]
+fn stream_error_frames_never_count_as_success() {
+    let frame = br#"{"error":{"message":"m","type":"x","code":"SomethingNew"}}"#;
+    assert_eq!(
+        show(&classify_stream_error(DS, None, frame, 0)),
+        "retry None"
+    );
+    assert_eq!(
+        show(&classify_stream_error(DS, Some(200), frame, 0)),
+        "retry None"
+    );
+    let throttled =
+        br#"{"code":"Throttling.AllocationQuota","message":"Allocated quota exceeded"}"#;
+    assert_eq!(
+        show(&classify_stream_error(DS, Some(429), throttled, 0)),
+        "cooldown Tokens 60000"
+    );
+}
+
+#[test]
+fn scaling_divides_every_wait_and_nothing_else() {
+    let half = |ms: u64| ms / 2;
+    let park = Outcome::Park {
+        scope: ParkScope::Account,
+        reason: "r".into(),
+        for_ms: Some(10),
+    };
+    assert_eq!(show(&park.scaled(half)), "park Account r Some(5)");
+    let cool = Outcome::Cooldown {
+        kind: LimitKind::Requests,
+        cooldown_ms: 60_000,
+    };
+    assert_eq!(show(&cool.scaled(half)), "cooldown Requests 30000");
+    assert_eq!(
+        show(&Outcome::Burst { backoff_ms: 8 }.scaled(half)),
+        "burst 4"
+    );
+    assert_eq!(
+        show(&Outcome::Retry { after_ms: Some(8) }.scaled(half)),
+        "retry Some(8)"
     );
 }
 

@@ -1,28 +1,65 @@
 //! `POST /v1/chat/completions`: the planner loop over bucket admissions and upstream sends.
+//!
+//! I/O only: every decision is made by the pure modules (planner, classify, bucket, pricing);
+//! this loop asks buckets, sleeps, sends, and reports back.
 
-use crate::bucket::{AcquireRequest, Admission, SettleOutcome};
-use crate::classify::{Outcome, ParkScope};
+use crate::bucket::{self, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
+use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, Price};
-use crate::glue::bucket::{self, BucketRef};
+use crate::glue::bucket::Bucket;
+use crate::glue::hold::{self, Client, Held, Hold};
 use crate::glue::stream::{self, Started, StreamRules};
-use crate::glue::upstream::{self, Success};
-use crate::glue::{cache, respond};
-use crate::openai::{ApiError, ChatRequest};
-use crate::planner::{Action, PlanCandidate, PlanSettings, PlanStep, Planner, Target};
+use crate::glue::upstream::{self, Attempt, Sent};
+use crate::glue::{body, cache, log, respond};
+use crate::openai::{ApiError, ChatRequest, Usage};
+use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::pricing;
+use crate::protocol::{Op, Reply};
 use crate::sse;
 use crate::tokens;
-use std::collections::BTreeMap;
+use futures_util::future::{select, Either};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
 const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
-/// How long an unsettled lease stays in flight after its deadline, before the bucket drops it.
-const LEASE_GRACE_MS: u64 = 60_000;
 
 fn now_ms() -> u64 {
     Date::now().as_millis()
+}
+
+/// A candidate as the planner sees it: the config's candidate plus what this isolate last
+/// heard of its bucket.
+#[derive(Clone, Copy)]
+struct Cand<'a> {
+    c: Candidate<'a>,
+    known_free_at_ms: Option<u64>,
+}
+
+impl Choice for Cand<'_> {
+    fn account(&self) -> &str {
+        self.c.account
+    }
+    fn upstream(&self) -> &str {
+        self.c.upstream_id
+    }
+    fn priority(&self) -> u32 {
+        self.c.upstream.priority
+    }
+    fn weight(&self) -> f64 {
+        self.c.weight()
+    }
+    fn token_cap(&self) -> Option<u64> {
+        self.c.limits.token_cap()
+    }
+    fn keys(&self) -> usize {
+        self.c.settings.keys.len()
+    }
+    fn known_free_at_ms(&self) -> Option<u64> {
+        self.known_free_at_ms
+    }
 }
 
 /// Serves one chat completion, streamed or not.
@@ -31,15 +68,14 @@ pub async fn complete(
     env: &Env,
     ctx: &Context,
     config: &Config,
+    request_id: &str,
 ) -> Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
-    let bytes = req.bytes().await.map_err(|_| {
-        plain(ApiError::invalid_request(
-            "The request body could not be read.",
-            None,
-        ))
-    })?;
-    let mut chat = ChatRequest::parse(&bytes).map_err(plain)?;
+    let bytes = body::read(&mut req, config.max_body_bytes)
+        .await
+        .map_err(plain)?;
+    let mut chat = ChatRequest::parse(&bytes, config.max_messages).map_err(plain)?;
+    drop(bytes);
     // Streams always ask the upstream for usage, to count tokens; the client sees the usage
     // chunk only if it asked for it.
     let client_wants_usage = chat.stream && sse::request_usage(&mut chat.body);
@@ -56,173 +92,310 @@ pub async fn complete(
         Some("none" | "off" | "false" | "0")
     );
 
-    let scale = config.time_scale;
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
+    let deadline_at = started.saturating_add(deadline_ms);
     let first_token_ms = route
         .first_token_timeout_ms
         .unwrap_or(config.default_first_token_timeout_ms);
-    // Each candidate with its bucket, built once for the whole request.
-    let steps: Vec<(&str, Vec<(Candidate, BucketRef)>)> = route
+    let prompt_tokens = tokens::prompt_tokens(&chat.body);
+    let est_tokens = prompt_tokens.saturating_add(tokens::output_tokens(
+        &chat.body,
+        config.default_output_tokens,
+    ));
+    let steps = route
         .fallback
         .iter()
-        .map(|s| {
-            let cands = config.candidates(s).filter_map(|c| {
-                BucketRef::of(config, c.account, c.model).map(|bucket| (c, bucket))
-            });
-            (s.model(), cands.collect())
-        })
-        .collect();
-    let plan = steps
-        .iter()
-        .map(|(model, cands)| PlanStep {
-            model: model.to_string(),
-            candidates: cands
-                .iter()
-                .map(|(c, bucket)| PlanCandidate {
-                    account: c.account.to_string(),
-                    upstream: c.upstream_id.to_string(),
-                    priority: c.upstream.priority,
-                    weight: c.settings.weight * c.upstream.weight,
-                    known_free_at_ms: cache::free_at(&bucket.name(), started),
+        .map(|s| Step {
+            model: s.model().to_string(),
+            candidates: config
+                .candidates(s)
+                .map(|c| Cand {
+                    known_free_at_ms: cache::free_at(&c.bucket(), started),
+                    c,
                 })
                 .collect(),
         })
         .collect();
     let mut planner = Planner::new(
         &chat.model,
-        plan,
+        steps,
         PlanSettings {
             max_wait_ms: route.max_wait_ms.unwrap_or(config.default_max_wait_ms),
-            deadline_ms: started + deadline_ms,
+            deadline_ms: deadline_at,
             allow_fallback,
             seed: random_u64(),
+            est_tokens,
+            prompt_tokens,
         },
     );
-    // Keys (secret names) each account's buckets have seen refused, from their last answer.
-    let mut refused: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let estimate = AcquireRequest {
-        est_tokens: tokens::estimate(&chat.body, config.default_output_tokens),
+    let ask = AcquireRequest {
+        est_tokens,
         max_wait_ms: 0,
-        lease_ttl_ms: deadline_ms + LEASE_GRACE_MS,
+        lease_ttl_ms: deadline_ms.saturating_add(config.scale_ms(LEASE_GRACE_MS)),
+    };
+    // Keys (secret names) refused so far, per account: what the buckets said, and what we saw.
+    let mut refused: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let client = Client::of(&req);
+    let held = Held::default();
+    let _watchdog = hold::watch(ctx, env, client.clone(), held.clone(), request_id.into());
+    let background = Background {
+        env,
+        ctx,
+        request_id,
     };
 
     loop {
+        if client.is_gone() {
+            return Err(plain(background.client_left(&held)));
+        }
         match planner.next(now_ms()) {
             Action::Acquire {
-                target,
+                slot,
+                candidate,
                 max_wait_ms,
             } => {
-                let Some((candidate, bucket)) = pick(&steps, target) else {
-                    return Err(plain(ApiError::config("planner named an unknown bucket")));
-                };
-                let ask = AcquireRequest {
-                    max_wait_ms,
-                    ..estimate
-                };
-                let (admission, bad_keys) =
-                    bucket::acquire(env, bucket, &ask).await.map_err(plain)?;
-                refused.insert(candidate.account, bad_keys);
-                match &admission {
-                    Admission::Go { .. } => cache::free(&bucket.name()),
-                    Admission::Denied { until_ms, .. } => {
-                        cache::busy(&bucket.name(), *until_ms, now_ms())
+                let bucket = Bucket::of(&candidate.c, config);
+                let op = Op::Acquire(AcquireRequest { max_wait_ms, ..ask });
+                let left = deadline_at.saturating_sub(now_ms());
+                match bucket.call(env, op, left).await {
+                    Ok(Reply::Admission {
+                        admission,
+                        bucket_free_at_ms,
+                        refused_keys,
+                    }) => {
+                        let known = refused.entry(candidate.c.account).or_default();
+                        known.extend(refused_keys);
+                        match &admission {
+                            Admission::Go { lease, .. } => {
+                                cache::free(&bucket.name);
+                                if let Some(stale) = held.hold(bucket, *lease) {
+                                    background.settle(stale, SettleOutcome::Released, &[]);
+                                }
+                            }
+                            Admission::Denied { .. } => {
+                                cache::busy(&bucket.name, bucket_free_at_ms, now_ms())
+                            }
+                        }
+                        planner.on_admission(slot, &admission);
+                    }
+                    answer => {
+                        let error = match answer {
+                            Err(e) => e,
+                            Ok(_) => "unexpected reply".to_string(),
+                        };
+                        log::warn(
+                            "bucket_unreachable",
+                            request_id,
+                            json!({"bucket": bucket.name, "op": "acquire", "error": error}),
+                        );
+                        planner.on_bucket_unreachable(slot);
                     }
                 }
-                planner.on_admission(target, &admission, now_ms());
             }
             Action::Send {
-                target,
+                slot,
+                candidate,
                 lease,
                 at_ms,
             } => {
-                let Some((candidate, bucket)) = pick(&steps, target) else {
-                    return Err(plain(ApiError::config("planner named an unknown bucket")));
-                };
+                let c = candidate.c;
                 let wait = at_ms.saturating_sub(now_ms());
-                if wait > 0 {
-                    Delay::from(Duration::from_millis(wait)).await;
+                if wait > 0 && left_during(&client, wait).await {
+                    return Err(plain(background.client_left(&held)));
                 }
-                let timeout = (started + deadline_ms).saturating_sub(now_ms()).max(1);
-                let bad_keys = refused.get(candidate.account).cloned().unwrap_or_default();
-                let Some(key_name) = candidate.settings.pick_key(&bad_keys, lease) else {
-                    // Every key of the account was refused: the bucket is parked until cleared.
-                    let outcome = Outcome::Park {
+                let known = refused.entry(c.account).or_default();
+                let outcome = match c.settings.pick_key(known, lease) {
+                    None => Outcome::Park {
                         scope: ParkScope::Bucket,
                         reason: "invalid_api_key (every key refused)".into(),
                         for_ms: None,
-                    };
-                    settle_in_background(env, ctx, config, bucket, lease, &outcome, None);
-                    planner.on_outcome(target, &outcome, now_ms());
-                    continue;
-                };
-                let body = chat.upstream_body(candidate.model);
-                let sent =
-                    upstream::send(env, candidate, key_name, body, chat.stream, timeout, now_ms)
-                        .await;
-                let opened = match sent {
-                    Ok(Success::Whole { status, body }) => Ok(Answer::Whole { status, body }),
-                    Ok(Success::Stream(response, controller)) => {
-                        let rules = StreamRules {
-                            profile: candidate.upstream.profile,
-                            client_wants_usage,
-                            first_token_ms: first_token_ms.min(timeout),
-                            idle_ms: config.stream_idle_timeout_ms,
+                    },
+                    Some(key) => {
+                        let Some(controller) = held.sending() else {
+                            return Err(plain(respond::internal_error()));
                         };
-                        stream::open(response, controller, rules, now_ms)
-                            .await
-                            .map(Answer::Stream)
-                    }
-                    Err(outcome) => Err(outcome),
-                };
-                match opened {
-                    Ok(answer) => {
-                        let headers =
-                            gateway_headers(&chat.model, candidate, &planner).map_err(plain)?;
-                        let billing = Billing {
-                            price: config.prices.get(candidate.model).cloned(),
-                            prompt_estimate: tokens::prompt_tokens(&chat.body),
+                        let signal = worker::AbortSignal::from(controller.signal());
+                        let sent_at = now_ms();
+                        // A stream's first-token timer starts now, at the send.
+                        let first_token_at =
+                            sent_at.saturating_add(first_token_ms).min(deadline_at);
+                        let until = if chat.stream {
+                            first_token_at
+                        } else {
+                            deadline_at
                         };
-                        return serve(env, ctx, (bucket.clone(), lease), billing, answer, headers)
-                            .map_err(plain);
-                    }
-                    Err(outcome) => {
-                        let mut outcome = scaled(outcome, scale);
-                        let mut bad_key = None;
-                        if let Outcome::Park {
-                            scope: ParkScope::Key,
-                            ..
-                        } = outcome
-                        {
-                            // A refused key: skip it from now on; while the account has other
-                            // keys, try it again at once with the next one.
-                            let mut now_bad = bad_keys;
-                            now_bad.push(key_name.to_string());
-                            if candidate.settings.pick_key(&now_bad, 0).is_some() {
-                                outcome = Outcome::Retry { after_ms: Some(0) };
+                        let attempt = Attempt {
+                            candidate: &c,
+                            key_name: key,
+                            body: chat.upstream_body(c.model),
+                            stream: chat.stream,
+                            wait_ms: until.saturating_sub(sent_at),
+                        };
+                        let sent = upstream::send(env, attempt, &signal, now_ms).await;
+                        let opened = match sent {
+                            Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
+                            Sent::Stream(response) => {
+                                let rules = StreamRules {
+                                    profile: c.upstream.profile,
+                                    client_wants_usage,
+                                    first_token_at_ms: first_token_at,
+                                    idle_ms: config.stream_idle_timeout_ms,
+                                };
+                                stream::open(response, controller, rules, now_ms)
+                                    .await
+                                    .map(Answer::Stream)
                             }
-                            refused.insert(candidate.account, now_bad);
-                            bad_key = Some(key_name.to_string());
+                            Sent::Failed(outcome) => Err(outcome),
+                            Sent::TimedOut => {
+                                controller.abort();
+                                Err(classify::timed_out(chat.stream))
+                            }
+                        };
+                        if client.is_gone() {
+                            return Err(plain(background.client_left(&held)));
                         }
-                        settle_in_background(env, ctx, config, bucket, lease, &outcome, bad_key);
-                        if let Some(until) = busy_until(&outcome, now_ms()) {
-                            cache::busy(&bucket.name(), until, now_ms());
+                        match opened {
+                            Ok(answer) => {
+                                let Some(hold) = held.take() else {
+                                    return Err(plain(background.client_left(&held)));
+                                };
+                                let headers = gateway_headers(&chat.model, &c, &planner);
+                                let bill = Bill {
+                                    price: config.prices.get(c.model).cloned(),
+                                    prompt_estimate: prompt_tokens,
+                                };
+                                return serve(&background, hold, bill, answer, headers)
+                                    .map_err(plain);
+                            }
+                            Err(outcome) => {
+                                let outcome = outcome.scaled(|ms| config.scale_ms(ms));
+                                match outcome {
+                                    Outcome::KeyRefused { reason } => {
+                                        known.insert(key.to_string());
+                                        held.refused(key);
+                                        // The lease stays held for the account's next key; with
+                                        // none left, the account cannot serve.
+                                        match c.settings.pick_key(known, lease) {
+                                            Some(_) => Outcome::KeyRefused { reason },
+                                            None => Outcome::Park {
+                                                scope: ParkScope::Bucket,
+                                                reason: format!("{reason} (every key refused)"),
+                                                for_ms: None,
+                                            },
+                                        }
+                                    }
+                                    other => other,
+                                }
+                            }
                         }
-                        planner.on_outcome(target, &outcome, now_ms());
+                    }
+                };
+                if let Some(until) = bucket::busy_until(&outcome, now_ms()) {
+                    cache::busy(&c.bucket(), until, now_ms());
+                }
+                if !matches!(outcome, Outcome::KeyRefused { .. }) {
+                    if let Some(hold) = held.take() {
+                        let account_buckets = account_park_targets(config, &c, &outcome);
+                        background.settle(
+                            hold,
+                            SettleOutcome::of_failure(&outcome),
+                            &account_buckets,
+                        );
                     }
                 }
+                planner.on_outcome(slot, &outcome, now_ms());
             }
-            Action::Backoff { ms } => Delay::from(Duration::from_millis(ms)).await,
+            Action::Backoff { ms } => {
+                if left_during(&client, ms).await {
+                    return Err(plain(background.client_left(&held)));
+                }
+            }
             Action::GiveUp(error) => {
                 let headers = Headers::new();
-                let _ = headers.set("x-gateway-requested-model", &chat.model);
-                let _ = headers.set("x-gateway-attempts", &planner.attempts().to_string());
+                respond::set_header(&headers, "x-gateway-requested-model", &chat.model);
+                respond::set_header(
+                    &headers,
+                    "x-gateway-attempts",
+                    &planner.attempts().to_string(),
+                );
                 if let Some(reason) = planner.fallback_reason() {
-                    let _ = headers.set("x-gateway-fallback-reason", &reason);
+                    respond::set_header(&headers, "x-gateway-fallback-reason", &reason);
                 }
                 return Err((error, headers));
             }
         }
+    }
+}
+
+/// Sleeps `ms`, unless the client leaves first: true when it left.
+async fn left_during(client: &Client, ms: u64) -> bool {
+    let gone = client.gone();
+    let timer = Delay::from(Duration::from_millis(ms));
+    futures_util::pin_mut!(gone);
+    matches!(select(gone, timer).await, Either::Left(_))
+}
+
+/// The other buckets of the account to park too, when the outcome parks the whole account.
+fn account_park_targets(config: &Config, c: &Candidate, outcome: &Outcome) -> Vec<(Bucket, Op)> {
+    let Outcome::Park {
+        scope: ParkScope::Account,
+        reason,
+        for_ms,
+    } = outcome
+    else {
+        return Vec::new();
+    };
+    let models = c.settings.limits.keys().filter(|m| *m != c.model);
+    models
+        .filter_map(|m| config.candidate(c.account, m))
+        .map(|other| {
+            let op = Op::Park {
+                reason: reason.clone(),
+                for_ms: *for_ms,
+            };
+            (Bucket::of(&other, config), op)
+        })
+        .collect()
+}
+
+/// Work that runs after (or beside) the answer, with what it needs to log.
+struct Background<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+    request_id: &'a str,
+}
+
+impl Background<'_> {
+    /// Settles a hold, then sends the other calls (parks of the account's other buckets).
+    fn settle(&self, hold: Hold, outcome: SettleOutcome, then: &[(Bucket, Op)]) {
+        let (bucket, op) = hold.settle(outcome);
+        let then = then.to_vec();
+        let env = self.env.clone();
+        let request_id = self.request_id.to_string();
+        self.ctx.wait_until(async move {
+            bucket.tell(&env, op, &request_id).await;
+            for (other, op) in then {
+                other.tell(&env, op, &request_id).await;
+            }
+        });
+    }
+
+    /// The client left: settle what is held (if the watchdog has not) and stop.
+    fn client_left(&self, held: &Held) -> ApiError {
+        if let Some(hold) = held.take() {
+            let env = self.env.clone();
+            let request_id = self.request_id.to_string();
+            self.ctx.wait_until(async move {
+                hold::abandon(hold, &env, &request_id, "client_left").await;
+            });
+        }
+        ApiError::new(
+            499,
+            "invalid_request_error",
+            Some("client_closed_request"),
+            "The client closed the connection before the answer.".to_string(),
+        )
     }
 }
 
@@ -234,202 +407,64 @@ enum Answer {
     Stream(Started),
 }
 
-/// How to price a served request.
-struct Billing {
-    /// The served model's price table, if configured.
+/// How to price the served request.
+struct Bill {
     price: Option<Price>,
-    /// The input estimate, used when the upstream reports no usage.
     prompt_estimate: u64,
 }
 
-impl Billing {
-    /// The settle outcome of a served request, with its cost.
-    fn served(&self, prompt_tokens: Option<u64>, completion_tokens: Option<u64>) -> SettleOutcome {
-        SettleOutcome::Ok {
-            prompt_tokens,
-            completion_tokens,
-            cost_micro_usd: (self.cost_usd(prompt_tokens, completion_tokens) * 1e6).round() as u64,
-        }
-    }
-
-    fn cost_usd(&self, prompt_tokens: Option<u64>, completion_tokens: Option<u64>) -> f64 {
-        self.price.as_ref().map_or(0.0, |p| {
-            let prompt = prompt_tokens.unwrap_or(self.prompt_estimate);
-            pricing::cost_usd(p, prompt, completion_tokens.unwrap_or(0))
-        })
+impl Bill {
+    fn cost_usd(&self, usage: Usage) -> f64 {
+        pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
     }
 }
 
-/// Returns the answer to the client and settles the bucket with the real usage off the hot
-/// path (for a stream: when it ends, however it ends).
+/// Returns the answer to the client and settles the lease with the real usage off the hot
+/// path; a stream first commits its lease (it lives until the stream ends, however long),
+/// then settles when it ends, however it ends.
 fn serve(
-    env: &Env,
-    ctx: &Context,
-    (bucket, lease): (BucketRef, u64),
-    billing: Billing,
+    background: &Background,
+    hold: Hold,
+    bill: Bill,
     answer: Answer,
     headers: Headers,
 ) -> Result<Response, ApiError> {
-    let env = env.clone();
+    let env = background.env.clone();
+    let request_id = background.request_id.to_string();
     match answer {
         Answer::Whole { status, body } => {
-            headers
-                .set("content-type", "application/json")
-                .map_err(respond::internal)?;
-            let (prompt, completion) = usage_of(&body);
-            if billing.price.is_some() {
-                let cost = format!("{:.6}", billing.cost_usd(prompt, completion));
-                headers
-                    .set("x-gateway-cost-usd", &cost)
-                    .map_err(respond::internal)?;
+            respond::set_header(&headers, "content-type", "application/json");
+            let usage = Usage::of_body(&body).unwrap_or_default();
+            let cost = bill.cost_usd(usage);
+            if bill.price.is_some() {
+                respond::set_header(&headers, "x-gateway-cost-usd", &format!("{cost:.6}"));
             }
-            let outcome = billing.served(prompt, completion);
-            ctx.wait_until(async move {
-                let _ = bucket::settle(&env, &bucket, lease, outcome, None).await;
-            });
-            Ok(Response::from_bytes(body)
-                .map_err(respond::internal)?
-                .with_status(status)
-                .with_headers(headers))
+            let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
+            background.settle(hold, served, &[]);
+            respond::bytes(status, body, headers)
         }
         Answer::Stream(Started { body, end }) => {
-            for (name, value) in [
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-            ] {
-                headers.set(name, value).map_err(respond::internal)?;
-            }
-            ctx.wait_until(async move {
-                let outcome = match end.await {
-                    Ok(end) => billing.served(end.prompt_tokens, end.completion_tokens),
-                    Err(_) => billing.served(None, None),
-                };
-                let _ = bucket::settle(&env, &bucket, lease, outcome, None).await;
+            respond::set_header(&headers, "content-type", "text/event-stream");
+            respond::set_header(&headers, "cache-control", "no-cache");
+            let commit = Op::Commit { lease: hold.lease };
+            background.ctx.wait_until(async move {
+                hold.bucket.tell(&env, commit, &request_id).await;
+                let usage = end.await.unwrap_or_default();
+                let served = SettleOutcome::served(usage, pricing::micro_usd(bill.cost_usd(usage)));
+                let (bucket, op) = hold.settle(served);
+                bucket.tell(&env, op, &request_id).await;
             });
-            Ok(Response::from_stream(body)
-                .map_err(respond::internal)?
-                .with_headers(headers))
+            respond::stream(body, headers)
         }
-    }
-}
-
-/// The reported (input, output) tokens of a non-streamed answer.
-fn usage_of(body: &[u8]) -> (Option<u64>, Option<u64>) {
-    let usage = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .map(|v| v["usage"].clone())
-        .unwrap_or_default();
-    (
-        usage["prompt_tokens"].as_u64(),
-        usage["completion_tokens"].as_u64(),
-    )
-}
-
-/// Settles a failed attempt, and parks the account's other buckets when the account is at fault.
-fn settle_in_background(
-    env: &Env,
-    ctx: &Context,
-    config: &Config,
-    bucket: &BucketRef,
-    lease: u64,
-    outcome: &Outcome,
-    bad_key: Option<String>,
-) {
-    let settle = match outcome {
-        Outcome::Success => SettleOutcome::Ok {
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost_micro_usd: 0,
-        },
-        Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
-            ms: *cooldown_ms,
-            kind: format!("{kind:?}").to_lowercase(),
-        },
-        Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
-            ms: *cooldown_ms,
-            kind: "unavailable".into(),
-        },
-        Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
-        Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
-            reason: reason.clone(),
-            for_ms: *for_ms,
-        },
-        Outcome::TooLarge => SettleOutcome::Released,
-        Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
-    };
-    let mut others = Vec::new();
-    if let Outcome::Park {
-        scope: ParkScope::Account,
-        reason,
-        for_ms,
-    } = outcome
-    {
-        let models = config
-            .accounts
-            .get(&bucket.account)
-            .map(|a| a.limits.keys());
-        for model in models.into_iter().flatten().filter(|m| **m != bucket.model) {
-            if let Some(other) = BucketRef::of(config, &bucket.account, model) {
-                others.push((other, reason.clone(), *for_ms));
-            }
-        }
-    }
-    let bucket = bucket.clone();
-    let env = env.clone();
-    ctx.wait_until(async move {
-        let _ = bucket::settle(&env, &bucket, lease, settle, bad_key).await;
-        for (other, reason, for_ms) in others {
-            let _ = bucket::park(&env, &other, &reason, for_ms).await;
-        }
-    });
-}
-
-/// Divides the waits an outcome carries by the config's time scale (1 in production).
-fn scaled(outcome: Outcome, scale: f64) -> Outcome {
-    let s = |ms: u64| ((ms as f64) / scale) as u64;
-    match outcome {
-        Outcome::Cooldown { kind, cooldown_ms } => Outcome::Cooldown {
-            kind,
-            cooldown_ms: s(cooldown_ms),
-        },
-        Outcome::Burst { backoff_ms } => Outcome::Burst {
-            backoff_ms: s(backoff_ms),
-        },
-        Outcome::Unavailable { cooldown_ms } => Outcome::Unavailable {
-            cooldown_ms: s(cooldown_ms),
-        },
-        Outcome::Park {
-            scope,
-            reason,
-            for_ms,
-        } => Outcome::Park {
-            scope,
-            reason,
-            for_ms: for_ms.map(s),
-        },
-        other => other,
-    }
-}
-
-/// Until when an outcome makes its bucket busy, for the isolate cache.
-fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
-    match outcome {
-        Outcome::Cooldown {
-            cooldown_ms: ms, ..
-        }
-        | Outcome::Unavailable { cooldown_ms: ms }
-        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms + ms)),
-        Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms + ms)),
-        _ => None,
     }
 }
 
 /// The `x-gateway-*` headers of an answer.
-fn gateway_headers(
+fn gateway_headers<C: Choice>(
     requested: &str,
     served: &Candidate,
-    planner: &Planner,
-) -> Result<Headers, ApiError> {
+    planner: &Planner<C>,
+) -> Headers {
     let headers = Headers::new();
     let attempts = (planner.attempts() + 1).to_string();
     for (name, value) in [
@@ -438,21 +473,12 @@ fn gateway_headers(
         ("x-gateway-upstream", served.upstream_id),
         ("x-gateway-attempts", attempts.as_str()),
     ] {
-        headers.set(name, value).map_err(respond::internal)?;
+        respond::set_header(&headers, name, value);
     }
     if let Some(reason) = planner.fallback_reason() {
-        headers
-            .set("x-gateway-fallback-reason", &reason)
-            .map_err(respond::internal)?;
+        respond::set_header(&headers, "x-gateway-fallback-reason", &reason);
     }
-    Ok(headers)
-}
-
-fn pick<'a>(
-    steps: &'a [(&'a str, Vec<(Candidate<'a>, BucketRef)>)],
-    target: Target,
-) -> Option<&'a (Candidate<'a>, BucketRef)> {
-    steps.get(target.step)?.1.get(target.candidate)
+    headers
 }
 
 fn random_u64() -> u64 {

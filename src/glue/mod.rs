@@ -1,8 +1,11 @@
 //! Workers runtime glue: the fetch entry point; everything here is thin over the pure modules.
 
+mod body;
 mod bucket;
 mod cache;
 mod chat;
+mod hold;
+mod log;
 mod respond;
 mod stream;
 mod upstream;
@@ -18,7 +21,7 @@ use worker::{event, Context, Env, Headers, Request, Response, Result};
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = respond::new_request_id();
     let path = req.path();
-    let resp = match handle(req, &env, &ctx).await {
+    let resp = match handle(req, &env, &ctx, &request_id).await {
         Ok(resp) => resp,
         Err((e, headers)) => {
             let mut resp = respond::error(&e, &path)?;
@@ -35,6 +38,7 @@ async fn handle(
     req: Request,
     env: &Env,
     ctx: &Context,
+    request_id: &str,
 ) -> std::result::Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
     let method = req.method().to_string();
@@ -50,7 +54,7 @@ async fn handle(
         Route::ChatCompletions => {
             respond::authorize_client(&req, env).map_err(plain)?;
             let config = load_config(env).map_err(plain)?;
-            chat::complete(req, env, ctx, &config).await
+            chat::complete(req, env, ctx, &config, request_id).await
         }
         Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
             respond::authorize_admin(&req, env).map_err(plain)?;

@@ -2,7 +2,12 @@
 
 use crate::openai::ApiError;
 use crate::routes;
+use futures_util::Stream;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use worker::{Env, Headers, Request, Response, Result};
+
+/// Bytes a header value cannot carry as is: controls and (by `utf8_percent_encode`) non-ASCII.
+const NOT_IN_HEADERS: &AsciiSet = &CONTROLS.add(b'%');
 
 /// A fresh id for `x-request-id`, from the platform's secure random source.
 pub fn new_request_id() -> String {
@@ -32,6 +37,38 @@ pub fn error(e: &ApiError, path: &str) -> Result<Response> {
         .with_headers(headers))
 }
 
+/// Sets a header, percent-encoding what a header value cannot carry, so an answer the
+/// upstream was already paid for never fails on a header.
+pub fn set_header(headers: &Headers, name: &str, value: &str) {
+    let safe = value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    let value = if safe {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(utf8_percent_encode(value, NOT_IN_HEADERS).to_string())
+    };
+    // Names are ours and values are now safe: this cannot fail in practice.
+    let _ = headers.set(name, &value);
+}
+
+/// An answer with a body the upstream sent, its status and our headers.
+pub fn bytes(
+    status: u16,
+    body: Vec<u8>,
+    headers: Headers,
+) -> std::result::Result<Response, ApiError> {
+    let resp = Response::from_bytes(body).map_err(internal)?;
+    Ok(resp.with_status(status).with_headers(headers))
+}
+
+/// A streamed answer with our headers.
+pub fn stream<S>(body: S, headers: Headers) -> std::result::Result<Response, ApiError>
+where
+    S: Stream<Item = Result<Vec<u8>>> + 'static,
+{
+    let resp = Response::from_stream(body).map_err(internal)?;
+    Ok(resp.with_headers(headers))
+}
+
 /// A JSON answer with the given status.
 pub fn json(status: u16, body: String) -> std::result::Result<Response, ApiError> {
     let headers = Headers::new();
@@ -52,6 +89,11 @@ pub fn with_request_id(mut resp: Response, request_id: &str) -> Result<Response>
 
 /// A runtime failure inside the gateway, reported without its details.
 pub fn internal(_: worker::Error) -> ApiError {
+    internal_error()
+}
+
+/// 500 for a failure of the runtime itself (no details: they could name internals).
+pub fn internal_error() -> ApiError {
     ApiError::new(
         500,
         "server_error",

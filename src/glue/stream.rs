@@ -2,29 +2,19 @@
 //! failure before it stays invisible and the planner can go elsewhere; then passed through
 //! event by event, ending cleanly with an OpenAI-style error event if the upstream breaks.
 
-use crate::classify::{self, LimitKind, Outcome};
+use crate::classify::{self, Outcome};
 use crate::config::Profile;
-use crate::openai::ApiError;
-use crate::sse::{self, Event, Frame, SseParser, TextCounter, Usage};
+use crate::openai::{ApiError, Usage};
+use crate::sse::{self, Event, Frame, SseParser, TextCounter};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::{Stream, StreamExt};
 use std::time::Duration;
-use worker::{AbortController, ByteStream, Delay, Response};
+use worker::web_sys::AbortController;
+use worker::{ByteStream, Delay, Response};
 
 /// Largest single event accepted from an upstream (a very long content chunk fits).
 const MAX_EVENT_BYTES: usize = 4 << 20;
-/// How long a bucket whose stream was too slow to start is avoided.
-const SLOW_START_COOLDOWN_MS: u64 = 5_000;
-
-/// How a committed stream ended, for settling its bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamEnd {
-    /// Input tokens, when the upstream reported usage.
-    pub prompt_tokens: Option<u64>,
-    /// Output tokens: reported, or counted from the streamed text.
-    pub completion_tokens: Option<u64>,
-}
 
 /// Timing and shape rules for one stream.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +23,8 @@ pub struct StreamRules {
     pub profile: Profile,
     /// Whether the client asked for the usage chunk itself.
     pub client_wants_usage: bool,
-    /// Longest wait for the first content token.
-    pub first_token_ms: u64,
+    /// When the first content token must have arrived (unix ms; counted from the send).
+    pub first_token_at_ms: u64,
     /// Longest silence between two upstream chunks once started.
     pub idle_ms: u64,
 }
@@ -43,8 +33,9 @@ pub struct StreamRules {
 pub struct Started {
     /// Bytes for the client.
     pub body: std::pin::Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>,
-    /// Resolves when the stream ends, however it ends (client gone included).
-    pub end: oneshot::Receiver<StreamEnd>,
+    /// Resolves when the stream ends, however it ends (client gone included), with the
+    /// usage: reported, or the output counted from the streamed text.
+    pub end: oneshot::Receiver<Usage>,
 }
 
 /// Reads the upstream until the first content token; `Err` is the outcome to plan with.
@@ -65,7 +56,8 @@ pub async fn open(
         done: false,
     };
     let mut held = Vec::new();
-    let mut timer = Delay::from(Duration::from_millis(rules.first_token_ms));
+    let first_token_in = rules.first_token_at_ms.saturating_sub(now_ms()).max(1);
+    let mut timer = Delay::from(Duration::from_millis(first_token_in));
     loop {
         let next = body.next();
         futures_util::pin_mut!(next);
@@ -73,10 +65,7 @@ pub async fn open(
             Either::Left((chunk, _)) => chunk,
             Either::Right(_) => {
                 controller.abort();
-                return Err(Outcome::Cooldown {
-                    kind: LimitKind::Throttle,
-                    cooldown_ms: SLOW_START_COOLDOWN_MS,
-                });
+                return Err(classify::timed_out(true));
             }
         };
         let Some(Ok(bytes)) = chunk else {
@@ -92,14 +81,12 @@ pub async fn open(
             match sse::frame(&event) {
                 Frame::Error { status, body } => {
                     controller.abort();
-                    let status = status.unwrap_or(500);
-                    return Err(
-                        match classify::classify(rules.profile, status, &[], &body, now_ms()) {
-                            // A 2xx-looking error frame is still a failure.
-                            Outcome::Success => Outcome::Retry { after_ms: None },
-                            outcome => outcome,
-                        },
-                    );
+                    return Err(classify::classify_stream_error(
+                        rules.profile,
+                        status,
+                        &body,
+                        now_ms(),
+                    ));
                 }
                 frame => {
                     started |= matches!(
@@ -166,15 +153,16 @@ impl Pass {
         event.raw.clone()
     }
 
-    fn end(&self) -> StreamEnd {
+    fn end(&self) -> Usage {
+        let counted = Some(self.text.tokens());
         match self.usage {
-            Some(u) => StreamEnd {
-                prompt_tokens: Some(u.prompt_tokens),
-                completion_tokens: Some(u.completion_tokens),
+            Some(u) => Usage {
+                completion_tokens: u.completion_tokens.or(counted),
+                ..u
             },
-            None => StreamEnd {
+            None => Usage {
                 prompt_tokens: None,
-                completion_tokens: Some(self.text.tokens()),
+                completion_tokens: counted,
             },
         }
     }
@@ -187,7 +175,7 @@ struct Flow {
     controller: Option<AbortController>,
     idle_ms: u64,
     first: Option<Vec<u8>>,
-    tx: Option<oneshot::Sender<StreamEnd>>,
+    tx: Option<oneshot::Sender<Usage>>,
 }
 
 impl Flow {

@@ -1,49 +1,69 @@
-//! Sends one request to an upstream account under a deadline and classifies the answer.
+//! Sends one request to an upstream account and reads its answer: the whole body, or a
+//! stream's headers; anything else classified as an `Outcome`.
 
 use crate::classify::{self, Outcome};
 use crate::config::Candidate;
-use crate::glue::respond;
 use crate::openai::ApiError;
 use futures_util::future::{select, Either};
 use std::time::Duration;
-use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::{AbortSignal, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response};
 
-/// A successful upstream answer: either the whole JSON body, or a stream to pass through.
-pub enum Success {
-    /// A non-streamed answer, read whole.
+/// How an upstream call went.
+pub enum Sent {
+    /// A non-streamed 2xx answer, read whole.
     Whole {
-        /// HTTP status (2xx).
+        /// HTTP status.
         status: u16,
         /// Body bytes.
         body: Vec<u8>,
     },
-    /// A streamed answer: headers arrived, the body is still flowing; the controller aborts it.
-    Stream(Response, AbortController),
+    /// A streamed 2xx answer: headers arrived, the body is still flowing.
+    Stream(Response),
+    /// Not served: what the answer means.
+    Failed(Outcome),
+    /// No answer (for a stream: no headers) within the time allowed; the caller aborts it.
+    TimedOut,
 }
 
-/// Sends `body` to `candidate` with the key in secret `key_name`; `Err` carries the outcome.
+/// One upstream call to make.
+pub struct Attempt<'a> {
+    /// Where it goes.
+    pub candidate: &'a Candidate<'a>,
+    /// The secret holding the key to use.
+    pub key_name: &'a str,
+    /// The request body for the upstream.
+    pub body: Vec<u8>,
+    /// Whether the answer is a stream (then only its headers are awaited).
+    pub stream: bool,
+    /// Longest wait for the answer (a stream's: for its headers).
+    pub wait_ms: u64,
+}
+
+/// Makes the call; `signal` aborts it.
 pub async fn send(
     env: &Env,
-    candidate: &Candidate<'_>,
-    key_name: &str,
-    body: Vec<u8>,
-    stream: bool,
-    timeout_ms: u64,
+    attempt: Attempt<'_>,
+    signal: &AbortSignal,
     now_ms: impl Fn() -> u64,
-) -> Result<Success, Outcome> {
-    let key = env.secret(key_name).map(|s| s.to_string()).map_err(|_| {
-        Outcome::Client(ApiError::config(format!(
+) -> Sent {
+    let Attempt {
+        candidate,
+        key_name,
+        body,
+        stream,
+        wait_ms,
+    } = attempt;
+    let Ok(key) = env.secret(key_name).map(|s| s.to_string()) else {
+        return Sent::Failed(Outcome::Client(ApiError::config(format!(
             "The secret {key_name} (accounts.{}.keys) is not set.",
             candidate.account
-        )))
-    })?;
-    let request = build(&candidate.upstream.base_url, &key, body)
-        .map_err(|e| Outcome::Client(respond::internal(e)))?;
-
-    let controller = AbortController::default();
-    let signal = controller.signal();
+        ))));
+    };
+    let Ok(request) = build(&candidate.upstream.base_url, &key, body) else {
+        return Sent::Failed(Outcome::Retry { after_ms: None });
+    };
     let exchange = async {
-        let mut resp = Fetch::Request(request).send_with_signal(&signal).await?;
+        let mut resp = Fetch::Request(request).send_with_signal(signal).await?;
         let status = resp.status_code();
         if (200..300).contains(&status) && stream {
             return Ok(Err(resp));
@@ -52,21 +72,16 @@ pub async fn send(
         let bytes = resp.bytes().await?;
         Ok::<_, worker::Error>(Ok((status, headers, bytes)))
     };
-    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    let timer = Delay::from(Duration::from_millis(wait_ms.max(1)));
     futures_util::pin_mut!(exchange);
     let answer = match select(exchange, timer).await {
         Either::Left((answer, _)) => answer,
-        Either::Right(_) => {
-            controller.abort();
-            return Err(Outcome::Retry { after_ms: None });
-        }
+        Either::Right(_) => return Sent::TimedOut,
     };
     match answer {
-        Ok(Err(streaming)) => Ok(Success::Stream(streaming, controller)),
-        Ok(Ok((status, _, body))) if (200..300).contains(&status) => {
-            Ok(Success::Whole { status, body })
-        }
-        Ok(Ok((status, headers, body))) => Err(classify::classify(
+        Ok(Err(streaming)) => Sent::Stream(streaming),
+        Ok(Ok((status, _, body))) if (200..300).contains(&status) => Sent::Whole { status, body },
+        Ok(Ok((status, headers, body))) => Sent::Failed(classify::classify(
             candidate.upstream.profile,
             status,
             &headers,
@@ -74,7 +89,7 @@ pub async fn send(
             now_ms(),
         )),
         // Connection refused, reset or cut: a network failure, retried like a 5xx.
-        Err(_) => Err(Outcome::Retry { after_ms: None }),
+        Err(_) => Sent::Failed(Outcome::Retry { after_ms: None }),
     }
 }
 

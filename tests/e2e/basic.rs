@@ -368,12 +368,17 @@ async fn models_and_health(ctx: Arc<Ctx>) {
     assert_eq!(
         ids,
         [
+            "abandon-test",
             "burst-test",
             "keys-test",
+            "keys4-test",
+            "long-stream",
             "qwen3-max",
+            "relay-test",
             "revoked",
             "rotate-test",
-            "stream-test"
+            "stream-test",
+            "write-test"
         ]
     );
     let health = ctx

@@ -1,4 +1,8 @@
 //! Runs the built Worker in workerd through `wrangler dev` on an ephemeral port, and stops it.
+//!
+//! The entry module is `faults.mjs`: the built bundle unchanged, plus a test-only route that
+//! makes a bucket's Durable Object slow, failing or unable to write. Compatibility settings,
+//! bindings and migrations come from the repository's `wrangler.toml`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -28,20 +32,18 @@ impl Gateway {
     /// Writes the config into `dir` and starts wrangler dev, persisting DO state under `dir/state`.
     pub async fn start(root: &Path, dir: &Path, spec: &GatewaySpec) -> Result<Gateway, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let main = root.join("build/index.js");
-        if !main.exists() {
+        let build = root.join("build");
+        if !build.join("index.js").exists() {
             return Err(format!(
-                "{} is missing: run `make build` first",
-                main.display()
+                "{}/index.js is missing: run `make build` first",
+                build.display()
             ));
         }
-        let toml = format!(
-            "name = \"edge-gateway-e2e\"\nmain = {main:?}\ncompatibility_date = \"2026-04-01\"\n\
-             [durable_objects]\nbindings = [{{ name = \"BUCKET\", class_name = \"BucketDo\" }}]\n\
-             [[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"BucketDo\"]\n[vars]\nGATEWAY = {:?}\n",
-            spec.config.to_string(),
-        );
+        let shim = include_str!("faults.mjs").replace("__BUILD__", &build.display().to_string());
+        let main = dir.join("faults.mjs");
+        std::fs::write(&main, shim).map_err(|e| format!("write shim: {e}"))?;
         let config_path = dir.join("wrangler.toml");
+        let toml = worker_config(root, &main, &spec.config)?;
         std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;
         // Secrets go where wrangler dev reads them, so it treats them as secrets (hidden in logs).
         let dev_vars: String = spec
@@ -171,6 +173,36 @@ impl Gateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("wrangler.log")).unwrap_or_default()
     }
+}
+
+/// The test worker's wrangler.toml: the repository's compatibility settings, bindings and
+/// migrations (so tests run what deploys), this entry module, and `GATEWAY` as a JSON var.
+fn worker_config(root: &Path, main: &Path, gateway: &serde_json::Value) -> Result<String, String> {
+    let text = std::fs::read_to_string(root.join("wrangler.toml"))
+        .map_err(|e| format!("read wrangler.toml: {e}"))?;
+    let deploy: toml::Table = toml::from_str(&text).map_err(|e| format!("wrangler.toml: {e}"))?;
+    let mut out = toml::Table::new();
+    out.insert("name".into(), "edge-gateway-e2e".into());
+    out.insert("main".into(), main.display().to_string().into());
+    for key in [
+        "compatibility_date",
+        "compatibility_flags",
+        "durable_objects",
+        "migrations",
+    ] {
+        if let Some(value) = deploy.get(key) {
+            out.insert(key.into(), value.clone());
+        }
+    }
+    let mut vars = toml::Table::new();
+    vars.insert("GATEWAY".into(), gateway.to_string().into());
+    out.insert("vars".into(), vars.into());
+    // For faults.mjs's leaving client: a binding to this same worker.
+    let mut own = toml::Table::new();
+    own.insert("binding".into(), "SELF".into());
+    own.insert("service".into(), "edge-gateway-e2e".into());
+    out.insert("services".into(), vec![toml::Value::Table(own)].into());
+    toml::to_string(&out).map_err(|e| format!("test wrangler.toml: {e}"))
 }
 
 impl Drop for Gateway {

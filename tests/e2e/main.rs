@@ -6,6 +6,7 @@
 
 mod basic;
 mod gateway;
+mod hardening;
 mod quota;
 mod streams;
 mod support;
@@ -24,6 +25,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(basic::scenarios());
     all.extend(quota::scenarios());
     all.extend(streams::scenarios());
+    all.extend(hardening::scenarios());
     all
 }
 

@@ -11,20 +11,22 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 6] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 8] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
     ("SIM_KEY_C1", "sk-c1"),
     ("SIM_KEY_BURST", "sk-burst"),
     ("SIM_KEY_REVOKED", "sk-revoked-0123456789"),
+    ("SIM_KEY_REVOKED2", "sk-revoked-2222222222"),
+    ("SIM_KEY_REVOKED3", "sk-revoked-3333333333"),
 ];
 /// Simulated time runs this much faster, in the simulator and the gateway alike: a minute is 3 s.
 pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
-/// The buckets of the test config, cleared between scenarios.
-const BUCKETS: [(&str, &str); 12] = [
+/// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
+const BUCKETS: [(&str, &str); 17] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -37,6 +39,11 @@ const BUCKETS: [(&str, &str); 12] = [
     ("acct-burst", "qwen-turbo"),
     ("acct-revoked", "qwen-turbo"),
     ("acct-keys", "qwen-turbo"),
+    ("acct-keys4", "qwen-plus"),
+    ("acct-slow", "qwen3-max"),
+    ("relay-a", "qwen-turbo"),
+    ("relay-b", "qwen-turbo"),
+    ("relay-a", "qwen/qwen3-max"),
 ];
 
 /// What every scenario gets.
@@ -87,7 +94,11 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
     let config = json!({
         "time_scale": TIME_SCALE,
         "window_margin_ms": 300,
-        "upstreams": {"sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"}},
+        "bucket_timeout_ms": 1000,
+        "upstreams": {
+            "sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"},
+            "relay": {"base_url": format!("{sim_url}/v1"), "profile": "openai-compatible"}
+        },
         "accounts": {
             // acct-a's weight makes it the first choice, so scenarios know where traffic starts.
             "acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1", "SIM_KEY_A2"], "limits": small_limits(), "weight": 1000},
@@ -96,7 +107,17 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "acct-burst": {"upstream": "sim", "keys": ["SIM_KEY_BURST"], "limits": {"qwen-turbo": {"rpm": 600}}},
             "acct-revoked": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED"], "limits": {"qwen-turbo": {}}},
             // One revoked key and one good one (acct-c's, upstream).
-            "acct-keys": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED", "SIM_KEY_C1"], "limits": {"qwen-turbo": {}}}
+            "acct-keys": {"upstream": "sim", "keys": ["SIM_KEY_REVOKED", "SIM_KEY_C1"], "limits": {"qwen-turbo": {}}},
+            // Three revoked keys, then a good one.
+            "acct-keys4": {"upstream": "sim",
+                           "keys": ["SIM_KEY_REVOKED", "SIM_KEY_REVOKED2", "SIM_KEY_REVOKED3", "SIM_KEY_C1"],
+                           "limits": {"qwen-plus": {}}},
+            // acct-c upstream, believed to allow 3 requests a minute.
+            "acct-slow": {"upstream": "sim", "keys": ["SIM_KEY_C1"], "limits": {"qwen3-max": {"rpm": 3}}},
+            // Two accounts of an OpenAI-compatible relay (the simulator's OpenAI dialect).
+            "relay-a": {"upstream": "relay", "keys": ["SIM_KEY_B1"], "weight": 1000,
+                        "limits": {"qwen-turbo": {}, "qwen/qwen3-max": {"rpm": 5}}},
+            "relay-b": {"upstream": "relay", "keys": ["SIM_KEY_C1"], "limits": {"qwen-turbo": {}}}
         },
         "prices": {"qwen3-max": {"tiers": [
             {"up_to": 32000, "input": 1.2, "output": 6.0},
@@ -104,7 +125,11 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
         ]}},
         "models": {
             "qwen3-max": {
-                "fallback": ["qwen3-max", "qwen-plus", {"model": "qwen-turbo", "accounts": abc}],
+                "fallback": [
+                    {"model": "qwen3-max", "accounts": abc},
+                    {"model": "qwen-plus", "accounts": abc},
+                    {"model": "qwen-turbo", "accounts": abc}
+                ],
                 "max_wait_ms": 100,
                 "deadline_ms": 20000
             },
@@ -116,7 +141,12 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
                 "fallback": [{"model": "qwen-turbo", "accounts": ["acct-a", "acct-b"]}],
                 "max_wait_ms": 50,
                 "first_token_timeout_ms": 500
-            }
+            },
+            "keys4-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-keys4"]}]},
+            "abandon-test": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-slow"]}], "max_wait_ms": 10000},
+            "relay-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-a", "relay-b"]}], "max_wait_ms": 50},
+            "long-stream": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-b"]}], "deadline_ms": 3000},
+            "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50}
         }
     });
     let mut secrets: Vec<(String, String)> = UPSTREAM_KEYS
@@ -167,6 +197,13 @@ impl Ctx {
     pub async fn reset(&self) {
         self.sim.reset();
         for (account, model) in BUCKETS {
+            self.bucket_fault(
+                account,
+                model,
+                json!({"delay_ms": 0, "error": false, "fail_writes": false}),
+            )
+            .await;
+            let model = model.replace('/', "%2F");
             let url = format!("{}/admin/buckets/{account}/{model}/clear", self.url());
             let cleared = self.http.post(url).bearer_auth(ADMIN_TOKEN).send().await;
             assert!(
@@ -175,6 +212,18 @@ impl Ctx {
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(MINUTE_MS + 200)).await;
+    }
+
+    /// Makes a bucket's Durable Object slow (`delay_ms`), failing (`error`) or unable to write
+    /// to its SQLite (`fail_writes`), through the test entry module (`faults.mjs`).
+    pub async fn bucket_fault(&self, account: &str, model: &str, fault: Value) {
+        let name = format!("{account}:{model}").replace('/', "%2F");
+        let url = format!("{}/__test/bucket-fault/{name}", self.url());
+        let set = self.http.post(url).json(&fault).send().await;
+        assert!(
+            set.is_ok_and(|r| r.status() == 200),
+            "fault on {account}/{model}"
+        );
     }
 
     /// Stops the gateway and starts it again on the same Durable Object state.

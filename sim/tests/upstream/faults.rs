@@ -221,3 +221,29 @@ async fn matchers_times_and_clearing() {
     assert_eq!(call(&sim, DS, "sk-a2", &hello("qwen-plus")).await.0, 200);
     assert!(sim.push_fault(json!({"kind": "nope"})).is_err());
 }
+
+#[tokio::test]
+async fn a_client_leaving_a_delayed_answer_is_counted() {
+    let sim = start(config(Limits::default(), 1.0)).await;
+    sim.push_fault(json!({"kind": "delay", "ms": 2_000}))
+        .unwrap();
+    let url = format!("{}{DS}/chat/completions", sim.url());
+    let gave_up = client()
+        .post(url)
+        .bearer_auth("sk-a1")
+        .json(&hello("qwen3-max"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sim.stats()["client_disconnects"] != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.stats()["client_disconnects"], 1, "{}", sim.stats());
+    assert_eq!(
+        model_stats(&sim, "acct-a", "qwen3-max")["ok"],
+        0,
+        "never answered"
+    );
+}

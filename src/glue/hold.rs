@@ -1,0 +1,161 @@
+//! What a request holds in a bucket while it waits for its slot or for the upstream, so a
+//! client who leaves never costs a send: a watchdog settles the hold the moment the client's
+//! connection closes (released if never sent; if sent, the upstream call is aborted and the
+//! lease settled as cancelled). It also settles any hold left when the request ends.
+
+use crate::bucket::SettleOutcome;
+use crate::glue::bucket::Bucket;
+use crate::glue::log;
+use crate::protocol::Op;
+use futures_channel::oneshot;
+use futures_util::future::select;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use worker::js_sys::Promise;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{AbortController, AbortSignal};
+use worker::{Context, Env, Request};
+
+/// The client's side of the connection (needs the `enable_request_signal` compatibility flag).
+#[derive(Clone)]
+pub struct Client {
+    signal: AbortSignal,
+    gone: Promise,
+}
+
+impl Client {
+    /// Watches the client of `req`.
+    pub fn of(req: &Request) -> Client {
+        let signal = req.inner().signal();
+        let gone = Promise::new(&mut |resolve, _reject| {
+            if signal.aborted() {
+                let _ = resolve.call0(&worker::wasm_bindgen::JsValue::UNDEFINED);
+            } else {
+                signal.set_onabort(Some(&resolve));
+            }
+        });
+        Client { signal, gone }
+    }
+
+    /// Whether the client has left.
+    pub fn is_gone(&self) -> bool {
+        self.signal.aborted()
+    }
+
+    /// Resolves when the client leaves (never, if it stays).
+    pub async fn gone(&self) {
+        let _ = JsFuture::from(self.gone.clone()).await;
+    }
+}
+
+/// A lease the request holds, with what it needs to be settled by someone else.
+pub struct Hold {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// The lease.
+    pub lease: u64,
+    /// Keys (secret names) the upstream refused while this lease was held.
+    pub refused_keys: Vec<String>,
+    /// Set once the request went upstream: aborts that call.
+    upstream: Option<AbortController>,
+}
+
+impl Hold {
+    /// The settle message for `outcome`, with the keys refused under this lease.
+    pub fn settle(self, outcome: SettleOutcome) -> (Bucket, Op) {
+        let op = Op::Settle {
+            lease: self.lease,
+            outcome,
+            refused_keys: self.refused_keys,
+        };
+        (self.bucket, op)
+    }
+}
+
+/// The request's current hold, shared between the request and its watchdog: whoever takes it
+/// settles it, so it is settled exactly once.
+#[derive(Clone, Default)]
+pub struct Held(Rc<RefCell<Option<Hold>>>);
+
+impl Held {
+    /// Holds a new lease; returns the previous hold if one was (wrongly) left, to settle it.
+    pub fn hold(&self, bucket: Bucket, lease: u64) -> Option<Hold> {
+        self.0.borrow_mut().replace(Hold {
+            bucket,
+            lease,
+            refused_keys: Vec::new(),
+            upstream: None,
+        })
+    }
+
+    /// The request goes upstream now: returns the controller that aborts the call (a fresh one
+    /// per call), also kept to abort it if the client leaves.
+    pub fn sending(&self) -> Option<AbortController> {
+        let controller = AbortController::new().ok()?;
+        if let Some(hold) = self.0.borrow_mut().as_mut() {
+            hold.upstream = Some(controller.clone());
+        }
+        Some(controller)
+    }
+
+    /// Notes a key the upstream refused under the current lease.
+    pub fn refused(&self, key: &str) {
+        if let Some(hold) = self.0.borrow_mut().as_mut() {
+            hold.refused_keys.push(key.to_string());
+        }
+    }
+
+    /// Takes the hold to settle it; None when someone else already did.
+    pub fn take(&self) -> Option<Hold> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// Starts the watchdog of one request. Dropping the returned sender (the request ended)
+/// stops it after settling whatever is still held.
+pub fn watch(
+    ctx: &Context,
+    env: &Env,
+    client: Client,
+    held: Held,
+    request_id: String,
+) -> oneshot::Sender<()> {
+    let (done, ended) = oneshot::channel::<()>();
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let gone = client.gone();
+        futures_util::pin_mut!(gone);
+        select(gone, ended).await;
+        let event = if client.is_gone() {
+            "client_left"
+        } else {
+            "hold_left_at_end"
+        };
+        if let Some(hold) = held.take() {
+            abandon(hold, &env, &request_id, event).await;
+        }
+    });
+    done
+}
+
+/// Settles a hold nobody will use: released if it never went upstream; otherwise the call is
+/// aborted and the lease settled as cancelled (it counted upstream).
+pub async fn abandon(hold: Hold, env: &Env, request_id: &str, why: &str) {
+    let sent = hold.upstream.is_some();
+    if let Some(c) = &hold.upstream {
+        c.abort();
+    }
+    let outcome = if sent {
+        SettleOutcome::Cancelled
+    } else {
+        SettleOutcome::Released
+    };
+    log::info(
+        why,
+        request_id,
+        json!({"bucket": hold.bucket.name, "lease": hold.lease, "sent": sent}),
+    );
+    let (bucket, op) = hold.settle(outcome);
+    bucket.tell(env, op, request_id).await;
+}

@@ -1,0 +1,262 @@
+//! The bucket Durable Object's protocol: one tagged call in, one tagged reply out, applied to
+//! the pure `BucketState`, so the Durable Object itself only loads, stores and answers.
+
+use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
+use crate::window::{Limits, WindowSpec};
+use serde::{Deserialize, Serialize};
+
+/// One call to a bucket: which limits to judge by (the caller's config), and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// The bucket's name (`account:model`), for logs.
+    pub bucket: String,
+    /// The account's limits for the model.
+    pub limits: Limits,
+    /// Window lengths (compressed in tests).
+    pub spec: WindowSpec,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What a call asks the bucket to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Op {
+    /// Admit, schedule or deny a request.
+    Acquire(AcquireRequest),
+    /// A stream started on this lease: keep it in flight until settled.
+    Commit {
+        /// The lease.
+        lease: u64,
+    },
+    /// How a lease ended, and the keys the upstream refused while it was held.
+    Settle {
+        /// The lease.
+        lease: u64,
+        /// How it ended.
+        outcome: SettleOutcome,
+        /// Secret names of keys refused during this lease.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused_keys: Vec<String>,
+    },
+    /// Park from outside: another bucket of the account learned the account is parked.
+    Park {
+        /// Why.
+        reason: String,
+        /// How long; None = until cleared.
+        for_ms: Option<u64>,
+    },
+    /// Operator action: lift a park, a cooldown and the refused keys.
+    Clear,
+    /// The live view.
+    Snapshot,
+}
+
+/// The bucket's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// To `Acquire`.
+    Admission {
+        /// The decision.
+        admission: Admission,
+        /// When denied: the earliest start of any request, a fact about the bucket that the
+        /// caller may cache (the denial itself may be about this request's size).
+        #[serde(default)]
+        bucket_free_at_ms: Option<u64>,
+        /// Secret names of the account's keys this bucket has seen refused.
+        #[serde(default)]
+        refused_keys: Vec<String>,
+    },
+    /// To `Clear` and `Snapshot`.
+    State {
+        /// The live view.
+        state: Snapshot,
+        /// Secret names of refused keys.
+        #[serde(default)]
+        refused_keys: Vec<String>,
+    },
+    /// To `Commit`, `Settle` and `Park`.
+    Done,
+}
+
+/// Applies one call at `now_ms`.
+pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
+    let policy = Policy {
+        limits: &call.limits,
+        spec: call.spec,
+    };
+    match &call.op {
+        Op::Acquire(ask) => {
+            let admission = state.acquire(now_ms, &policy, ask);
+            let bucket_free_at_ms = match admission {
+                Admission::Go { .. } => None,
+                Admission::Denied { .. } => state.free_at(now_ms, &policy),
+            };
+            Reply::Admission {
+                admission,
+                bucket_free_at_ms,
+                refused_keys: state.refused_keys(),
+            }
+        }
+        Op::Commit { lease } => {
+            state.commit(now_ms, *lease);
+            Reply::Done
+        }
+        Op::Settle {
+            lease,
+            outcome,
+            refused_keys,
+        } => {
+            state.refuse_keys(refused_keys);
+            state.settle(now_ms, &policy, *lease, outcome);
+            Reply::Done
+        }
+        Op::Park { reason, for_ms } => {
+            state.park(now_ms, reason, *for_ms);
+            Reply::Done
+        }
+        Op::Clear => {
+            state.clear(now_ms);
+            view(state, now_ms, &policy)
+        }
+        Op::Snapshot => view(state, now_ms, &policy),
+    }
+}
+
+fn view(state: &BucketState, now_ms: u64, policy: &Policy) -> Reply {
+    Reply::State {
+        state: state.snapshot(now_ms, policy),
+        refused_keys: state.refused_keys(),
+    }
+}
+
+/// The state as it is stored, when it differs from what was stored last (None: no write).
+pub fn changed(state: &BucketState, stored: &str) -> Option<String> {
+    serde_json::to_string(state)
+        .ok()
+        .filter(|json| json != stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::DenyReason;
+
+    fn call(op: Op) -> Call {
+        Call {
+            bucket: "acct-a:qwen3-max".into(),
+            limits: Limits {
+                rpm: Some(1),
+                tpm: Some(100),
+                ..Limits::default()
+            },
+            spec: WindowSpec::default(),
+            op,
+        }
+    }
+
+    fn acquire(tokens: u64) -> Call {
+        call(Op::Acquire(AcquireRequest {
+            est_tokens: tokens,
+            max_wait_ms: 0,
+            lease_ttl_ms: 60_000,
+        }))
+    }
+
+    #[test]
+    fn a_denial_carries_the_bucket_fact_not_the_request_fact() {
+        let mut state = BucketState::default();
+        let Reply::Admission {
+            admission,
+            bucket_free_at_ms,
+            ..
+        } = apply(&mut state, 0, &acquire(101))
+        else {
+            panic!("not an admission");
+        };
+        assert_eq!(
+            admission,
+            Admission::Denied {
+                until_ms: None,
+                reason: DenyReason::TooLarge
+            }
+        );
+        assert_eq!(bucket_free_at_ms, Some(0), "the bucket itself is free now");
+        let Reply::Admission {
+            admission: Admission::Go { .. },
+            bucket_free_at_ms: None,
+            ..
+        } = apply(&mut state, 0, &acquire(10))
+        else {
+            panic!("a small request goes");
+        };
+        let Reply::Admission {
+            bucket_free_at_ms, ..
+        } = apply(&mut state, 1, &acquire(10))
+        else {
+            panic!("not an admission");
+        };
+        assert_eq!(
+            bucket_free_at_ms,
+            Some(60_000),
+            "full for everyone until then"
+        );
+    }
+
+    #[test]
+    fn refused_keys_merge_and_clear() {
+        let mut state = BucketState::default();
+        let Reply::Admission { admission, .. } = apply(&mut state, 0, &acquire(1)) else {
+            panic!()
+        };
+        let Admission::Go { lease, .. } = admission else {
+            panic!()
+        };
+        let settle = Op::Settle {
+            lease,
+            outcome: SettleOutcome::Released,
+            refused_keys: vec!["K2".into(), "K1".into()],
+        };
+        assert_eq!(apply(&mut state, 1, &call(settle)), Reply::Done);
+        let Reply::Admission { refused_keys, .. } = apply(&mut state, 2, &acquire(1)) else {
+            panic!()
+        };
+        assert_eq!(refused_keys, ["K1", "K2"]);
+        let Reply::State { refused_keys, .. } = apply(&mut state, 3, &call(Op::Clear)) else {
+            panic!()
+        };
+        assert!(refused_keys.is_empty());
+    }
+
+    #[test]
+    fn writes_only_when_the_state_changed() {
+        let mut state = BucketState::default();
+        let first = changed(&state, "").unwrap();
+        assert_eq!(changed(&state, &first), None);
+        apply(&mut state, 0, &call(Op::Snapshot));
+        assert_eq!(changed(&state, &first), None, "a read changes nothing");
+        apply(&mut state, 0, &acquire(1));
+        assert!(changed(&state, &first).is_some());
+    }
+
+    #[test]
+    fn calls_and_replies_have_a_stable_wire_form() {
+        let json = serde_json::to_value(call(Op::Commit { lease: 4 })).unwrap();
+        assert_eq!(
+            json["op"],
+            serde_json::json!({"kind": "commit", "lease": 4})
+        );
+        let settle = call(Op::Settle {
+            lease: 1,
+            outcome: SettleOutcome::Cancelled,
+            refused_keys: vec![],
+        });
+        let text = serde_json::to_string(&settle).unwrap();
+        assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), settle);
+        assert_eq!(
+            serde_json::to_value(Reply::Done).unwrap(),
+            serde_json::json!({"reply": "done"})
+        );
+    }
+}
