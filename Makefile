@@ -22,6 +22,7 @@ lint:
 
 unit:
 	cargo test -p edge-gateway --lib --test config_files --locked
+	cargo test -p edge-gateway --test fuzz --locked -- --nocapture
 	cargo test -p upstream-sim --locked
 
 e2e:

@@ -1,6 +1,11 @@
 //! The configs we ship are valid: wrangler.toml's deploy and dev configs, and the README's example.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use edge_gateway::config::Config;
 use serde_json::Value;

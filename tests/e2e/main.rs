@@ -4,7 +4,12 @@
 //! scenario panics: simulator and gateway are started on ephemeral ports with a fresh
 //! Durable Object state directory, every scenario runs, then everything started is stopped.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod basic;
 mod gateway;
