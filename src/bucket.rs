@@ -3,11 +3,15 @@
 //! Pure: time comes in as `now_ms`. Every lease is settled at most once; a lease keeps its
 //! record until settled, so a late settle (a long stream) still lands its real usage.
 
-use crate::classify::{Outcome, ParkScope};
-use crate::openai::Usage;
 use crate::window::{scaled, Limits, Used, WindowSpec, Windows};
+use park::{Gate, Park};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+
+mod outcome;
+mod park;
+
+pub use outcome::busy_until;
 
 /// A burst 429 multiplies the current rate factor by this (per mille): halve it.
 pub const BURST_CUT_PERMILLE: u64 = 500;
@@ -201,80 +205,6 @@ impl Lease {
 struct Cooldown {
     until_ms: u64,
     kind: String,
-}
-
-/// A park after a hard failure: closed until `until_ms` (None: until an operator clears it),
-/// then open to exactly one probe at a time, whose outcome unparks or parks again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Park {
-    reason: String,
-    until_ms: Option<u64>,
-    /// The park length, to park again for as long when a probe fails.
-    for_ms: Option<u64>,
-    /// The lease of the probe out, if any.
-    #[serde(default)]
-    probe: Option<u64>,
-}
-
-/// What a park lets through now.
-enum Gate {
-    /// Nothing: closed until then (None: until cleared).
-    Closed(Option<u64>),
-    /// A probe is out; its lease is in flight until then.
-    ProbeOut(Option<u64>),
-    /// The next request is the probe.
-    Probe,
-}
-
-impl Park {
-    fn new(now_ms: u64, reason: &str, for_ms: Option<u64>) -> Park {
-        Park {
-            reason: reason.to_string(),
-            until_ms: for_ms.map(|d| now_ms.saturating_add(d)),
-            for_ms,
-            probe: None,
-        }
-    }
-
-    /// `self` replaced by `newer`: a manual park is never shortened by a timed one, and a timed
-    /// park only ever lengthens.
-    fn merged(self, newer: Park) -> Park {
-        match (self.until_ms, newer.until_ms) {
-            (None, Some(_)) => self,
-            (Some(a), Some(b)) => Park {
-                until_ms: Some(a.max(b)),
-                ..newer
-            },
-            _ => newer,
-        }
-    }
-
-    fn gate(&self, now_ms: u64, leases: &[Lease]) -> Gate {
-        match self.until_ms {
-            Some(until) if now_ms >= until => {
-                let probe = self.probe.and_then(|id| leases.iter().find(|l| l.id == id));
-                match probe.filter(|l| l.live(now_ms)) {
-                    Some(l) => Gate::ProbeOut(l.expires_ms),
-                    None => Gate::Probe,
-                }
-            }
-            until => Gate::Closed(until),
-        }
-    }
-
-    /// The probe's lease ended: true when it proved the upstream works again (unpark).
-    fn probe_ended(&mut self, now_ms: u64, outcome: &SettleOutcome) -> bool {
-        self.probe = None;
-        match outcome {
-            SettleOutcome::Ok { .. } => true,
-            // Never reached the upstream, or its answer went unread: the next request probes.
-            SettleOutcome::Released | SettleOutcome::Cancelled => false,
-            _ => {
-                self.until_ms = self.for_ms.map(|d| now_ms.saturating_add(d));
-                false
-            }
-        }
-    }
 }
 
 /// Rate factor `from_permille` until `start_ms`, then linear back to 1.0 over the ramp period.
@@ -576,69 +506,6 @@ impl BucketState {
             self.ramp = None;
         }
     }
-}
-
-impl SettleOutcome {
-    /// A served request with the usage the upstream reported and what it cost.
-    pub fn served(usage: Usage, cost_micro_usd: u64) -> SettleOutcome {
-        SettleOutcome::Ok {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost_micro_usd,
-        }
-    }
-
-    /// How an attempt that did not serve the client settles its lease.
-    pub fn of_failure(outcome: &Outcome) -> SettleOutcome {
-        match outcome {
-            Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
-                ms: *cooldown_ms,
-                kind: format!("{kind:?}").to_lowercase(),
-            },
-            Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
-                ms: *cooldown_ms,
-                kind: "unavailable".into(),
-            },
-            Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
-            Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
-                reason: reason.clone(),
-                for_ms: *for_ms,
-            },
-            // Neither counted upstream: a refused key or a request too large never ran.
-            Outcome::KeyRefused { .. } | Outcome::TooLarge => SettleOutcome::Released,
-            Outcome::Success | Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
-        }
-    }
-}
-
-/// What an outcome says about its bucket for every request, for the isolate cache: busy until
-/// then (inner None: parked with no end). None when it says nothing about the bucket (a
-/// refused key, one request too large, a server error, the client's own mistake).
-pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
-    match outcome {
-        Outcome::Cooldown {
-            cooldown_ms: ms, ..
-        }
-        | Outcome::Unavailable { cooldown_ms: ms }
-        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms.saturating_add(*ms))),
-        Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms.saturating_add(ms))),
-        Outcome::Success
-        | Outcome::KeyRefused { .. }
-        | Outcome::Retry { .. }
-        | Outcome::TooLarge
-        | Outcome::Client(_) => None,
-    }
-}
-
-/// Whether a park outcome takes every model of the account out, not just this bucket.
-pub fn parks_account(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Park {
-            scope: ParkScope::Account,
-            ..
-        }
-    )
 }
 
 fn bump(counter: &mut u64, by: u64) {

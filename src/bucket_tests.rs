@@ -1,6 +1,7 @@
 //! Bucket state machine, scenario by scenario: schedule, deny, cool, ramp, park, probe, expire, persist (compiled only under #[cfg(test)]).
 
 use super::*;
+use crate::classify::{Outcome, ParkScope};
 
 const SPEC: WindowSpec = WindowSpec {
     second_ms: 1_000,

@@ -1,7 +1,7 @@
 //! Reads an upstream's answer and decides what it means for the bucket that sent it and for
 //! the request (cooldown, park, retry, rotate, or fail to the client).
 //!
-//! Pure: the rules follow the classification table in `shared/reference/upstream-errors.md`;
+//! Pure: the rules follow the classification table in `docs/upstream-errors.md`;
 //! time comes in as `now_ms` (unix milliseconds).
 
 use crate::config::Profile;
@@ -290,6 +290,16 @@ pub fn timed_out(stream: bool) -> Outcome {
     }
 }
 
+/// An account whose every key the upstream refused cannot serve: its bucket parks until an
+/// operator clears it (after replacing the keys).
+pub fn every_key_refused(reason: &str) -> Outcome {
+    Outcome::Park {
+        scope: ParkScope::Bucket,
+        reason: format!("{reason} (every key refused)"),
+        for_ms: None,
+    }
+}
+
 /// Classifies an error frame that arrived inside a 200 stream, with the status it stands for
 /// (from `:HTTP_STATUS/NNN` or its code; unknown counts as a server error). Never `Success`.
 pub fn classify_stream_error(
@@ -305,7 +315,7 @@ pub fn classify_stream_error(
 }
 
 /// The HTTP status an upstream error code stands for, from the classification table of
-/// `shared/reference/upstream-errors.md` (case-insensitive; DashScope's dotted native codes
+/// `docs/upstream-errors.md` (case-insensitive; DashScope's dotted native codes
 /// by their head or tail); None for codes the table does not know.
 pub fn status_of_code(code: &str) -> Option<u16> {
     let c = code.to_ascii_lowercase();

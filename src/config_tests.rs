@@ -141,6 +141,30 @@ fn errors_name_the_field() {
         ),
         (|v| v["time_scale"] = json!(0.5), "time_scale"),
         (|v| v["colour"] = json!("blue"), "unknown field `colour`"),
+        (
+            |v| v["models"]["qwen3-max"]["deadline_ms"] = json!(u64::MAX),
+            "models.qwen3-max.deadline_ms: 18446744073709551615 ms is more than a day",
+        ),
+        (
+            |v| v["default_max_wait_ms"] = json!(90_000_000u64),
+            "default_max_wait_ms",
+        ),
+        (|v| v["max_body_bytes"] = json!(0), "max_body_bytes"),
+        (
+            |v| {
+                let a = v["accounts"]["acct-a"].clone();
+                v["accounts"]["acct:a"] = a;
+            },
+            "'acct:a': ids of upstreams and accounts",
+        ),
+        (
+            |v| v["accounts"]["acct-b"]["limits"]["qwen 3\n"] = json!({}),
+            "model 'qwen 3\\n': model names must be 1-256 visible ASCII",
+        ),
+        (
+            |v| v["models"]["qwen-max\r\nx-evil: 1"] = json!({"fallback": ["qwen3-max"]}),
+            "model names must be",
+        ),
     ];
     for (mutate, expected) in cases {
         let mut v = base();

@@ -5,15 +5,15 @@
 
 use crate::bucket::{self, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
-use crate::config::{Candidate, Config, Price};
+use crate::config::{Candidate, Config};
 use crate::glue::bucket::Bucket;
-use crate::glue::hold::{self, Client, Held, Hold};
-use crate::glue::stream::{self, Started, StreamRules};
+use crate::glue::hold::{self, Background, Client, Held};
+use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
+use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, log, respond};
-use crate::openai::{ApiError, ChatRequest, Usage};
+use crate::openai::{ApiError, ChatRequest};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
-use crate::pricing;
 use crate::protocol::{Op, Reply};
 use crate::sse;
 use crate::tokens;
@@ -21,6 +21,7 @@ use futures_util::future::{select, Either};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use worker::web_sys::AbortController;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
@@ -144,6 +145,14 @@ pub async fn complete(
         ctx,
         request_id,
     };
+    let job = Job {
+        env,
+        chat: &chat,
+        client_wants_usage,
+        deadline_at,
+        first_token_ms,
+        idle_ms: config.stream_idle_timeout_ms,
+    };
 
     loop {
         if client.is_gone() {
@@ -206,56 +215,16 @@ pub async fn complete(
                 }
                 let known = refused.entry(c.account).or_default();
                 let outcome = match c.settings.pick_key(known, lease) {
-                    None => Outcome::Park {
-                        scope: ParkScope::Bucket,
-                        reason: "invalid_api_key (every key refused)".into(),
-                        for_ms: None,
-                    },
+                    None => classify::every_key_refused("invalid_api_key"),
                     Some(key) => {
                         let Some(controller) = held.sending() else {
                             return Err(plain(respond::internal_error()));
                         };
-                        let signal = worker::AbortSignal::from(controller.signal());
-                        let sent_at = now_ms();
-                        // A stream's first-token timer starts now, at the send.
-                        let first_token_at =
-                            sent_at.saturating_add(first_token_ms).min(deadline_at);
-                        let until = if chat.stream {
-                            first_token_at
-                        } else {
-                            deadline_at
-                        };
-                        let attempt = Attempt {
-                            candidate: &c,
-                            key_name: key,
-                            body: chat.upstream_body(c.model),
-                            stream: chat.stream,
-                            wait_ms: until.saturating_sub(sent_at),
-                        };
-                        let sent = upstream::send(env, attempt, &signal, now_ms).await;
-                        let opened = match sent {
-                            Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
-                            Sent::Stream(response) => {
-                                let rules = StreamRules {
-                                    profile: c.upstream.profile,
-                                    client_wants_usage,
-                                    first_token_at_ms: first_token_at,
-                                    idle_ms: config.stream_idle_timeout_ms,
-                                };
-                                stream::open(response, controller, rules, now_ms)
-                                    .await
-                                    .map(Answer::Stream)
-                            }
-                            Sent::Failed(outcome) => Err(outcome),
-                            Sent::TimedOut => {
-                                controller.abort();
-                                Err(classify::timed_out(chat.stream))
-                            }
-                        };
+                        let opened = job.attempt(&c, key, controller).await;
                         if client.is_gone() {
                             return Err(plain(background.client_left(&held)));
                         }
-                        match opened {
+                        let outcome = match opened {
                             Ok(answer) => {
                                 let Some(hold) = held.take() else {
                                     return Err(plain(background.client_left(&held)));
@@ -268,26 +237,20 @@ pub async fn complete(
                                 return serve(&background, hold, bill, answer, headers)
                                     .map_err(plain);
                             }
-                            Err(outcome) => {
-                                let outcome = outcome.scaled(|ms| config.scale_ms(ms));
-                                match outcome {
-                                    Outcome::KeyRefused { reason } => {
-                                        known.insert(key.to_string());
-                                        held.refused(key);
-                                        // The lease stays held for the account's next key; with
-                                        // none left, the account cannot serve.
-                                        match c.settings.pick_key(known, lease) {
-                                            Some(_) => Outcome::KeyRefused { reason },
-                                            None => Outcome::Park {
-                                                scope: ParkScope::Bucket,
-                                                reason: format!("{reason} (every key refused)"),
-                                                for_ms: None,
-                                            },
-                                        }
-                                    }
-                                    other => other,
+                            Err(outcome) => outcome.scaled(|ms| config.scale_ms(ms)),
+                        };
+                        match outcome {
+                            // The lease stays held for the account's next key; with none
+                            // left, the account cannot serve.
+                            Outcome::KeyRefused { reason } => {
+                                known.insert(key.to_string());
+                                held.refused(key);
+                                match c.settings.pick_key(known, lease) {
+                                    Some(_) => Outcome::KeyRefused { reason },
+                                    None => classify::every_key_refused(&reason),
                                 }
                             }
+                            other => other,
                         }
                     }
                 };
@@ -328,6 +291,65 @@ pub async fn complete(
     }
 }
 
+/// What every upstream attempt of one request shares.
+struct Job<'a> {
+    env: &'a Env,
+    chat: &'a ChatRequest,
+    client_wants_usage: bool,
+    deadline_at: u64,
+    first_token_ms: u64,
+    idle_ms: u64,
+}
+
+impl Job<'_> {
+    /// Sends the request to `c` with the key in secret `key` and reads the answer: whole, or a
+    /// stream up to its first content token (whose timer starts now, at the send).
+    async fn attempt(
+        &self,
+        c: &Candidate<'_>,
+        key: &str,
+        controller: AbortController,
+    ) -> Result<Answer, Outcome> {
+        let stream = self.chat.stream;
+        let sent_at = now_ms();
+        let first_token_at = sent_at
+            .saturating_add(self.first_token_ms)
+            .min(self.deadline_at);
+        let until = if stream {
+            first_token_at
+        } else {
+            self.deadline_at
+        };
+        let attempt = Attempt {
+            candidate: c,
+            key_name: key,
+            body: self.chat.upstream_body(c.model),
+            stream,
+            wait_ms: until.saturating_sub(sent_at),
+        };
+        let signal = worker::AbortSignal::from(controller.signal());
+        match upstream::send(self.env, attempt, &signal, now_ms).await {
+            Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
+            Sent::Stream(response) => {
+                let rules = StreamRules {
+                    profile: c.upstream.profile,
+                    client_wants_usage: self.client_wants_usage,
+                    first_token_at_ms: first_token_at,
+                    idle_ms: self.idle_ms,
+                };
+                stream::open(response, controller, rules, now_ms)
+                    .await
+                    .map(Answer::Stream)
+            }
+            Sent::Failed(outcome) => Err(outcome),
+            Sent::TimedOut => {
+                controller.abort();
+                Err(classify::timed_out(stream))
+            }
+        }
+    }
+}
+
 /// Sleeps `ms`, unless the client leaves first: true when it left.
 async fn left_during(client: &Client, ms: u64) -> bool {
     let gone = client.gone();
@@ -357,128 +379,6 @@ fn account_park_targets(config: &Config, c: &Candidate, outcome: &Outcome) -> Ve
             (Bucket::of(&other, config), op)
         })
         .collect()
-}
-
-/// Work that runs after (or beside) the answer, with what it needs to log.
-struct Background<'a> {
-    env: &'a Env,
-    ctx: &'a Context,
-    request_id: &'a str,
-}
-
-impl Background<'_> {
-    /// Settles a hold, then sends the other calls (parks of the account's other buckets).
-    fn settle(&self, hold: Hold, outcome: SettleOutcome, then: &[(Bucket, Op)]) {
-        let (bucket, op) = hold.settle(outcome);
-        let then = then.to_vec();
-        let env = self.env.clone();
-        let request_id = self.request_id.to_string();
-        self.ctx.wait_until(async move {
-            bucket.tell(&env, op, &request_id).await;
-            for (other, op) in then {
-                other.tell(&env, op, &request_id).await;
-            }
-        });
-    }
-
-    /// The client left: settle what is held (if the watchdog has not) and stop.
-    fn client_left(&self, held: &Held) -> ApiError {
-        if let Some(hold) = held.take() {
-            let env = self.env.clone();
-            let request_id = self.request_id.to_string();
-            self.ctx.wait_until(async move {
-                hold::abandon(hold, &env, &request_id, "client_left").await;
-            });
-        }
-        ApiError::new(
-            499,
-            "invalid_request_error",
-            Some("client_closed_request"),
-            "The client closed the connection before the answer.".to_string(),
-        )
-    }
-}
-
-/// A successful answer, ready to go to the client.
-enum Answer {
-    /// A whole JSON body.
-    Whole { status: u16, body: Vec<u8> },
-    /// A stream that has passed its first content token.
-    Stream(Started),
-}
-
-/// How to price the served request.
-struct Bill {
-    price: Option<Price>,
-    prompt_estimate: u64,
-}
-
-impl Bill {
-    fn cost_usd(&self, usage: Usage) -> f64 {
-        pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
-    }
-}
-
-/// Returns the answer to the client and settles the lease with the real usage off the hot
-/// path; a stream first commits its lease (it lives until the stream ends, however long),
-/// then settles when it ends, however it ends.
-fn serve(
-    background: &Background,
-    hold: Hold,
-    bill: Bill,
-    answer: Answer,
-    headers: Headers,
-) -> Result<Response, ApiError> {
-    let env = background.env.clone();
-    let request_id = background.request_id.to_string();
-    match answer {
-        Answer::Whole { status, body } => {
-            respond::set_header(&headers, "content-type", "application/json");
-            let usage = Usage::of_body(&body).unwrap_or_default();
-            let cost = bill.cost_usd(usage);
-            if bill.price.is_some() {
-                respond::set_header(&headers, "x-gateway-cost-usd", &format!("{cost:.6}"));
-            }
-            let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
-            background.settle(hold, served, &[]);
-            respond::bytes(status, body, headers)
-        }
-        Answer::Stream(Started { body, end }) => {
-            respond::set_header(&headers, "content-type", "text/event-stream");
-            respond::set_header(&headers, "cache-control", "no-cache");
-            let commit = Op::Commit { lease: hold.lease };
-            background.ctx.wait_until(async move {
-                hold.bucket.tell(&env, commit, &request_id).await;
-                let usage = end.await.unwrap_or_default();
-                let served = SettleOutcome::served(usage, pricing::micro_usd(bill.cost_usd(usage)));
-                let (bucket, op) = hold.settle(served);
-                bucket.tell(&env, op, &request_id).await;
-            });
-            respond::stream(body, headers)
-        }
-    }
-}
-
-/// The `x-gateway-*` headers of an answer.
-fn gateway_headers<C: Choice>(
-    requested: &str,
-    served: &Candidate,
-    planner: &Planner<C>,
-) -> Headers {
-    let headers = Headers::new();
-    let attempts = (planner.attempts() + 1).to_string();
-    for (name, value) in [
-        ("x-gateway-requested-model", requested),
-        ("x-gateway-served-model", served.model),
-        ("x-gateway-upstream", served.upstream_id),
-        ("x-gateway-attempts", attempts.as_str()),
-    ] {
-        respond::set_header(&headers, name, value);
-    }
-    if let Some(reason) = planner.fallback_reason() {
-        respond::set_header(&headers, "x-gateway-fallback-reason", &reason);
-    }
-    headers
 }
 
 fn random_u64() -> u64 {

@@ -2,10 +2,12 @@
 //! client who leaves never costs a send: a watchdog settles the hold the moment the client's
 //! connection closes (released if never sent; if sent, the upstream call is aborted and the
 //! lease settled as cancelled). It also settles any hold left when the request ends.
+//! `Background` runs such settles (and any other bucket calls) off the hot path.
 
 use crate::bucket::SettleOutcome;
 use crate::glue::bucket::Bucket;
 use crate::glue::log;
+use crate::openai::ApiError;
 use crate::protocol::Op;
 use futures_channel::oneshot;
 use futures_util::future::select;
@@ -158,4 +160,47 @@ pub async fn abandon(hold: Hold, env: &Env, request_id: &str, why: &str) {
     );
     let (bucket, op) = hold.settle(outcome);
     bucket.tell(env, op, request_id).await;
+}
+
+/// Work that runs after (or beside) the answer, with what it needs to log.
+pub struct Background<'a> {
+    /// The runtime environment.
+    pub env: &'a Env,
+    /// Where background work is registered.
+    pub ctx: &'a Context,
+    /// The request, for logs.
+    pub request_id: &'a str,
+}
+
+impl Background<'_> {
+    /// Settles a hold, then sends the other calls (parks of the account's other buckets).
+    pub fn settle(&self, hold: Hold, outcome: SettleOutcome, then: &[(Bucket, Op)]) {
+        let (bucket, op) = hold.settle(outcome);
+        let then = then.to_vec();
+        let env = self.env.clone();
+        let request_id = self.request_id.to_string();
+        self.ctx.wait_until(async move {
+            bucket.tell(&env, op, &request_id).await;
+            for (other, op) in then {
+                other.tell(&env, op, &request_id).await;
+            }
+        });
+    }
+
+    /// The client left: settle what is held (if the watchdog has not) and stop.
+    pub fn client_left(&self, held: &Held) -> ApiError {
+        if let Some(hold) = held.take() {
+            let env = self.env.clone();
+            let request_id = self.request_id.to_string();
+            self.ctx.wait_until(async move {
+                abandon(hold, &env, &request_id, "client_left").await;
+            });
+        }
+        ApiError::new(
+            499,
+            "invalid_request_error",
+            Some("client_closed_request"),
+            "The client closed the connection before the answer.".to_string(),
+        )
+    }
 }

@@ -7,6 +7,7 @@ mod chat;
 mod hold;
 mod log;
 mod respond;
+mod serve;
 mod stream;
 mod upstream;
 

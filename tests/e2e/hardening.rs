@@ -1,7 +1,9 @@
 //! Failure paths that must end well: refused keys, oversized requests, slow or failing
-//! buckets, clients who leave, long streams, relays' own 4xx, huge bodies, odd model names, logs.
+//! buckets, clients who leave, relays' own 4xx, huge bodies, odd model names, logs.
 
-use crate::support::{chat_body, Ctx, Reply, ADMIN_TOKEN, CLIENT_KEY, MINUTE_MS};
+use crate::support::{
+    chat_body, counters, eventually, stat, Ctx, ADMIN_TOKEN, CLIENT_KEY, MINUTE_MS, UPSTREAM_KEYS,
+};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -31,9 +33,6 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("a_call_abandoned_upstream_is_cancelled_and_settled", |c| {
             Box::pin(abandoned_upstream(c))
         }),
-        ("a_stream_longer_than_its_lease_still_counts", |c| {
-            Box::pin(long_stream(c))
-        }),
         ("a_relays_own_4xx_parks_it_and_rotates", |c| {
             Box::pin(relay_4xx(c))
         }),
@@ -43,37 +42,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("admin_paths_reach_models_with_slashes", |c| {
             Box::pin(slash_models(c))
         }),
-        ("a_streams_first_token_timer_starts_at_the_send", |c| {
-            Box::pin(first_token_from_send(c))
-        }),
         ("failures_are_logged_as_json_without_secrets", |c| {
             Box::pin(failures_logged(c))
         }),
     ]
-}
-
-fn stat(v: &Value, path: &[&str]) -> u64 {
-    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
-}
-
-async fn counters(ctx: &Ctx, account: &str, model: &str) -> Value {
-    ctx.bucket(account, model).await["state"]["counters"].clone()
-}
-
-/// Polls until `check` holds or `secs` pass; returns whether it held.
-async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check().await
 }
 
 async fn three_refused_keys(ctx: Arc<Ctx>) {
@@ -264,9 +236,11 @@ async fn abandoned_while_waiting(ctx: Arc<Ctx>) {
         let reply = f.await.expect("fresh");
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
+    // The freed slots open at one window (3.3 s); without the release they would wait for
+    // the window after (6.6 s).
     let window = Duration::from_millis(MINUTE_MS + 300);
     assert!(
-        t0.elapsed() < window * 2,
+        t0.elapsed() < window * 3 / 2,
         "served in the second window: {:?}",
         t0.elapsed()
     );
@@ -304,31 +278,6 @@ async fn abandoned_upstream(ctx: Arc<Ctx>) {
     );
     let sim = ctx.sim_model("acct-c", "qwen-plus");
     assert_eq!(stat(&sim, &["ok"]), 0, "nothing was answered: {sim}");
-}
-
-async fn long_stream(ctx: Arc<Ctx>) {
-    // Issue 7.6: a 3 s deadline gives a lease of 3 s + 3 s grace; the stream lasts ~7 s.
-    ctx.sim
-        .push_fault(json!({"kind": "slow_stream", "ms": 600, "account": "acct-b"}))
-        .unwrap();
-    let before = counters(&ctx, "acct-b", "qwen-turbo").await;
-    let reply = ctx.chat(&chat_body("long-stream", true)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert!(reply.text.contains("[DONE]"), "{}", reply.text);
-    let want = stat(&before, &["ok"]) + 1;
-    let counted = eventually(5, || {
-        let ctx = ctx.clone();
-        async move { stat(&counters(&ctx, "acct-b", "qwen-turbo").await, &["ok"]) == want }
-    })
-    .await;
-    let after = counters(&ctx, "acct-b", "qwen-turbo").await;
-    assert!(counted, "the late settle counted: {before} -> {after}");
-    let sim = ctx.sim_model("acct-b", "qwen-turbo");
-    assert_eq!(
-        stat(&after, &["completion_tokens"]) - stat(&before, &["completion_tokens"]),
-        stat(&sim, &["completion_tokens"]),
-        "its real usage: {after} vs {sim}"
-    );
 }
 
 async fn relay_4xx(ctx: Arc<Ctx>) {
@@ -463,21 +412,6 @@ async fn slash_models(ctx: Arc<Ctx>) {
     }
 }
 
-async fn first_token_from_send(ctx: Arc<Ctx>) {
-    // Issue 7.11: acct-a's answer headers take 800 ms; the first token must come within 500 ms
-    // of the send, so the request goes to acct-b rather than waiting.
-    ctx.sim
-        .push_fault(json!({"kind": "delay", "ms": 800, "account": "acct-a"}))
-        .unwrap();
-    let reply: Reply = ctx.chat(&chat_body("stream-test", true)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    let a = ctx.sim_model("acct-a", "qwen-turbo");
-    let b = ctx.sim_model("acct-b", "qwen-turbo");
-    assert_eq!(stat(&b, &["ok"]), 1, "acct-b served: {b}");
-    assert!(stat(&a, &["ok"]) <= 1, "{a}");
-    assert_eq!(reply.header("x-gateway-attempts"), "2");
-}
-
 async fn failures_logged(ctx: Arc<Ctx>) {
     // Issue 7.10: a settle that fails is logged with the request id and the bucket.
     ctx.sim
@@ -504,6 +438,17 @@ async fn failures_logged(ctx: Arc<Ctx>) {
     })
     .await;
     assert!(logged, "no settle failure logged for {request_id}");
+    for line in json_lines(&ctx.gateway_log()) {
+        let text = line.to_string();
+        assert!(!text.contains("Say hello"), "prompt text logged: {text}");
+        for secret in UPSTREAM_KEYS
+            .iter()
+            .map(|(_, key)| *key)
+            .chain([CLIENT_KEY, ADMIN_TOKEN])
+        {
+            assert!(!text.contains(secret), "secret logged: {text}");
+        }
+    }
 }
 
 /// The gateway's own log lines (JSON objects with an `event`), wherever wrangler put them.

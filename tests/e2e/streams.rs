@@ -1,6 +1,6 @@
 //! Streaming scenarios: pass-through, usage accounting, failures before and after the first token.
 
-use crate::support::{Ctx, CLIENT_KEY};
+use crate::support::{chat_body, counters, eventually, stat, Ctx, CLIENT_KEY};
 use crate::Scenario;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -27,6 +27,12 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         }),
         ("stream_client_disconnect_closes_the_upstream", |c| {
             Box::pin(disconnect(c))
+        }),
+        ("a_stream_longer_than_its_lease_still_counts", |c| {
+            Box::pin(long_stream(c))
+        }),
+        ("a_streams_first_token_timer_starts_at_the_send", |c| {
+            Box::pin(first_token_from_send(c))
         }),
     ]
 }
@@ -270,4 +276,45 @@ async fn ok_count(ctx: &Ctx) -> u64 {
     ctx.bucket("acct-a", "qwen-turbo").await["state"]["counters"]["ok"]
         .as_u64()
         .unwrap_or(0)
+}
+
+async fn long_stream(ctx: Arc<Ctx>) {
+    // Issue 7.6: a 3 s deadline gives a lease of 3 s + 3 s grace (60 s compressed 20x); the
+    // stream lasts ~10 s, so it is settled well after its lease would have ended.
+    ctx.sim
+        .push_fault(json!({"kind": "slow_stream", "ms": 900, "account": "acct-b"}))
+        .unwrap();
+    let before = counters(&ctx, "acct-b", "qwen-turbo").await;
+    let reply = ctx.chat(&chat_body("long-stream", true)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply.text.contains("[DONE]"), "{}", reply.text);
+    let want = stat(&before, &["ok"]) + 1;
+    let counted = eventually(5, || {
+        let ctx = ctx.clone();
+        async move { stat(&counters(&ctx, "acct-b", "qwen-turbo").await, &["ok"]) == want }
+    })
+    .await;
+    let after = counters(&ctx, "acct-b", "qwen-turbo").await;
+    assert!(counted, "the late settle counted: {before} -> {after}");
+    let sim = ctx.sim_model("acct-b", "qwen-turbo");
+    assert_eq!(
+        stat(&after, &["completion_tokens"]) - stat(&before, &["completion_tokens"]),
+        stat(&sim, &["completion_tokens"]),
+        "its real usage: {after} vs {sim}"
+    );
+}
+
+async fn first_token_from_send(ctx: Arc<Ctx>) {
+    // Issue 7.11: acct-a's answer headers take 800 ms; the first token must come within 500 ms
+    // of the send, so the request goes to acct-b rather than waiting.
+    ctx.sim
+        .push_fault(json!({"kind": "delay", "ms": 800, "account": "acct-a"}))
+        .unwrap();
+    let reply = ctx.chat(&chat_body("stream-test", true)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let a = ctx.sim_model("acct-a", "qwen-turbo");
+    let b = ctx.sim_model("acct-b", "qwen-turbo");
+    assert_eq!(stat(&b, &["ok"]), 1, "acct-b served: {b}");
+    assert!(stat(&a, &["ok"]) <= 1, "{a}");
+    assert_eq!(reply.header("x-gateway-attempts"), "2");
 }

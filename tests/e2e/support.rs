@@ -4,6 +4,7 @@ use crate::gateway::{Gateway, GatewaySpec};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use upstream_sim::{SimConfig, Simulator};
 
 /// The client key the test gateway accepts.
@@ -211,7 +212,7 @@ impl Ctx {
                 "clear {account}/{model}"
             );
         }
-        tokio::time::sleep(std::time::Duration::from_millis(MINUTE_MS + 200)).await;
+        tokio::time::sleep(Duration::from_millis(MINUTE_MS + 200)).await;
     }
 
     /// Makes a bucket's Durable Object slow (`delay_ms`), failing (`error`) or unable to write
@@ -367,6 +368,32 @@ impl Reply {
         );
         error
     }
+}
+
+/// A number inside a JSON value (0 when absent).
+pub fn stat(v: &Value, path: &[&str]) -> u64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
+}
+
+/// A bucket's counters from its admin view.
+pub async fn counters(ctx: &Ctx, account: &str, model: &str) -> Value {
+    ctx.bucket(account, model).await["state"]["counters"].clone()
+}
+
+/// Polls until `check` holds or `secs` pass; returns whether it held.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check().await
 }
 
 /// A simple one-message chat body.

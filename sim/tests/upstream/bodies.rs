@@ -5,7 +5,7 @@ use upstream_sim::{AccountState, Burst, Limits, SimConfig};
 
 use crate::common::*;
 
-// Copied verbatim from shared/reference/upstream-errors.md.
+// Copied verbatim from docs/upstream-errors.md.
 const DOC_TOKEN_QUOTA: &str = r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota, please check your plan and billing details. For details, see: https://help.aliyun.com/zh/model-studio/error-code#token-limit","param":null,"type":"insufficient_quota"},"request_id":"57553be3-dea8-49f1-ba1e-7a820c152999"}"#;
 const DOC_LIMIT_REQUESTS: &str = r#"{"error":{"message":"You have exceeded your current request limit. For details, see: https://help.aliyun.com/zh/model-studio/error-code#rate-limit","type":"limit_requests","code":"limit_requests"}}"#;
 const DOC_BURST: &str = r#"{"error":{"message":"Request rate increased too quickly. To ensure system stability, please adjust your client logic to scale requests more smoothly over time.","type":"limit_burst_rate","param":"","code":"limit_burst_rate"}}"#;

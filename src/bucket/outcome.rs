@@ -1,0 +1,58 @@
+//! What an upstream outcome means for a bucket: how the lease settles, and whether it makes
+//! the bucket busy for everyone (the isolate cache keeps only such facts).
+
+use super::SettleOutcome;
+use crate::classify::Outcome;
+use crate::openai::Usage;
+
+impl SettleOutcome {
+    /// A served request with the usage the upstream reported and what it cost.
+    pub fn served(usage: Usage, cost_micro_usd: u64) -> SettleOutcome {
+        SettleOutcome::Ok {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_micro_usd,
+        }
+    }
+
+    /// How an attempt that did not serve the client settles its lease.
+    pub fn of_failure(outcome: &Outcome) -> SettleOutcome {
+        match outcome {
+            Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
+                ms: *cooldown_ms,
+                kind: format!("{kind:?}").to_lowercase(),
+            },
+            Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
+                ms: *cooldown_ms,
+                kind: "unavailable".into(),
+            },
+            Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
+            Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
+                reason: reason.clone(),
+                for_ms: *for_ms,
+            },
+            // Neither counted upstream: a refused key or a request too large never ran.
+            Outcome::KeyRefused { .. } | Outcome::TooLarge => SettleOutcome::Released,
+            Outcome::Success | Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
+        }
+    }
+}
+
+/// What an outcome says about its bucket for every request, for the isolate cache: busy until
+/// then (inner None: parked with no end). None when it says nothing about the bucket (a
+/// refused key, one request too large, a server error, the client's own mistake).
+pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
+    match outcome {
+        Outcome::Cooldown {
+            cooldown_ms: ms, ..
+        }
+        | Outcome::Unavailable { cooldown_ms: ms }
+        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms.saturating_add(*ms))),
+        Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms.saturating_add(ms))),
+        Outcome::Success
+        | Outcome::KeyRefused { .. }
+        | Outcome::Retry { .. }
+        | Outcome::TooLarge
+        | Outcome::Client(_) => None,
+    }
+}

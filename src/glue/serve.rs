@@ -1,0 +1,97 @@
+//! A served answer on its way to the client: the `x-gateway-*` headers, the cost, and the
+//! settle of its lease with the real usage off the hot path.
+
+use crate::bucket::SettleOutcome;
+use crate::config::{Candidate, Price};
+use crate::glue::hold::{Background, Hold};
+use crate::glue::respond;
+use crate::glue::stream::Started;
+use crate::openai::{ApiError, Usage};
+use crate::planner::{Choice, Planner};
+use crate::pricing;
+use crate::protocol::Op;
+use worker::{Headers, Response};
+
+/// A successful answer, ready to go to the client.
+pub enum Answer {
+    /// A whole JSON body.
+    Whole { status: u16, body: Vec<u8> },
+    /// A stream that has passed its first content token.
+    Stream(Started),
+}
+
+/// How to price the served request.
+pub struct Bill {
+    /// The served model's prices, if any.
+    pub price: Option<Price>,
+    /// The input estimate, for an upstream that reports no input tokens.
+    pub prompt_estimate: u64,
+}
+
+impl Bill {
+    fn cost_usd(&self, usage: Usage) -> f64 {
+        pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
+    }
+}
+
+/// Returns the answer to the client and settles the lease with the real usage off the hot
+/// path; a stream first commits its lease (it lives until the stream ends, however long),
+/// then settles when it ends, however it ends.
+pub fn serve(
+    background: &Background,
+    hold: Hold,
+    bill: Bill,
+    answer: Answer,
+    headers: Headers,
+) -> Result<Response, ApiError> {
+    let env = background.env.clone();
+    let request_id = background.request_id.to_string();
+    match answer {
+        Answer::Whole { status, body } => {
+            respond::set_header(&headers, "content-type", "application/json");
+            let usage = Usage::of_body(&body).unwrap_or_default();
+            let cost = bill.cost_usd(usage);
+            if bill.price.is_some() {
+                respond::set_header(&headers, "x-gateway-cost-usd", &format!("{cost:.6}"));
+            }
+            let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
+            background.settle(hold, served, &[]);
+            respond::bytes(status, body, headers)
+        }
+        Answer::Stream(Started { body, end }) => {
+            respond::set_header(&headers, "content-type", "text/event-stream");
+            respond::set_header(&headers, "cache-control", "no-cache");
+            let commit = Op::Commit { lease: hold.lease };
+            background.ctx.wait_until(async move {
+                hold.bucket.tell(&env, commit, &request_id).await;
+                let usage = end.await.unwrap_or_default();
+                let served = SettleOutcome::served(usage, pricing::micro_usd(bill.cost_usd(usage)));
+                let (bucket, op) = hold.settle(served);
+                bucket.tell(&env, op, &request_id).await;
+            });
+            respond::stream(body, headers)
+        }
+    }
+}
+
+/// The `x-gateway-*` headers of an answer.
+pub fn gateway_headers<C: Choice>(
+    requested: &str,
+    served: &Candidate,
+    planner: &Planner<C>,
+) -> Headers {
+    let headers = Headers::new();
+    let attempts = (planner.attempts() + 1).to_string();
+    for (name, value) in [
+        ("x-gateway-requested-model", requested),
+        ("x-gateway-served-model", served.model),
+        ("x-gateway-upstream", served.upstream_id),
+        ("x-gateway-attempts", attempts.as_str()),
+    ] {
+        respond::set_header(&headers, name, value);
+    }
+    if let Some(reason) = planner.fallback_reason() {
+        respond::set_header(&headers, "x-gateway-fallback-reason", &reason);
+    }
+    headers
+}
