@@ -51,7 +51,7 @@ pub struct AcquireRequest {
 
 /// The bucket's answer to an acquire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// Send at `at_ms` (== now: go now; > now: a scheduled slot within max_wait). The slot is reserved.
     Go {
@@ -89,7 +89,7 @@ pub enum DenyReason {
 
 /// How a leased request ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum SettleOutcome {
     /// Served: `prompt_tokens`/`completion_tokens` from the upstream's usage (None = unknown, keep the estimate).
     Ok {

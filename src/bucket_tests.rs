@@ -432,11 +432,11 @@ fn state_and_wire_types_round_trip_through_json() {
     );
     #[rustfmt::skip]
     let wire = [
-        (serde_json::to_value(go(3, 5)).unwrap(), r#"{"decision":"go","lease":3,"at_ms":5,"probe":false}"#),
-        (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"decision":"denied","until_ms":null,"reason":{"parked":"x"}}"#),
-        (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"decision":"denied","until_ms":1,"reason":"probe_in_flight"}"#),
-        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"result":"ok","prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}"#),
-        (serde_json::to_value(SettleOutcome::Burst { ms: 9 }).unwrap(), r#"{"result":"burst","ms":9}"#),
+        (serde_json::to_value(go(3, 5)).unwrap(), r#"{"go":{"lease":3,"at_ms":5,"probe":false}}"#),
+        (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"denied":{"until_ms":null,"reason":{"parked":"x"}}}"#),
+        (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"denied":{"until_ms":1,"reason":"probe_in_flight"}}"#),
+        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"ok":{"prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}}"#),
+        (serde_json::to_value(SettleOutcome::Burst { ms: 9 }).unwrap(), r#"{"burst":{"ms":9}}"#),
     ];
     for (got, want) in wire {
         assert_eq!(
