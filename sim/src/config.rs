@@ -71,7 +71,7 @@ impl AccountState {
 }
 
 /// Limits of one account for one model; every field absent means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Requests per simulated minute.
@@ -89,6 +89,23 @@ pub struct Limits {
     /// Surge protection: at most `requests` admitted within any `window_ms`.
     #[serde(default)]
     pub burst: Option<Burst>,
+    /// Surge protection by rate growth (`limit_burst_rate`, "Request rate increased too
+    /// quickly"): a rate may only grow so fast, second over second.
+    #[serde(default)]
+    pub surge: Option<Surge>,
+}
+
+/// Surge protection by rate growth: the requests admitted in any sliding simulated second
+/// may exceed `growth` times those admitted in the second before it by at most `floor`. A
+/// jump from quiet to a full rate is refused; a smooth ramp of less than `growth` a second
+/// passes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surge {
+    /// Requests per second allowed on top of `growth` times the second before (so also from quiet).
+    pub floor: u64,
+    /// Largest growth of the rate from one second to the next.
+    pub growth: f64,
 }
 
 /// Surge protection window (`limit_burst_rate`).
@@ -132,6 +149,7 @@ impl SimConfig {
             tpm: Some(tpm),
             tps: None,
             burst: None,
+            surge: None,
         };
         let per_model: BTreeMap<String, Limits> = [
             ("qwen3-max", limits(6, 2, 20_000)),
@@ -194,11 +212,17 @@ impl SimConfig {
 }
 
 impl Limits {
-    /// Rejects a burst window that could never admit anything or never end.
+    /// Rejects a burst window that could never admit anything or never end, and a surge rule
+    /// that could never let a rate grow.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(b) = self.burst {
             if b.window_ms == 0 {
                 return Err("burst.window_ms must be positive".into());
+            }
+        }
+        if let Some(s) = self.surge {
+            if s.floor == 0 || !(s.growth.is_finite() && s.growth >= 1.0) {
+                return Err("surge: floor must be at least 1 and growth a number >= 1".into());
             }
         }
         Ok(())

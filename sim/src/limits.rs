@@ -106,8 +106,25 @@ impl Window {
         Ok(())
     }
 
-    /// First full limit in the order burst, rps, rpm, tps, tpm.
+    /// First full limit in the order surge, burst, rps, rpm, tps, tpm.
     fn check(&self, limits: &Limits, now: u64, prompt: u64) -> Result<(), Refusal> {
+        if let Some(surge) = limits.surge {
+            let last = self.requests_in(now, SECOND_NS);
+            // The second before: (now - 2 s, now - 1 s], empty before time began.
+            let before = now
+                .checked_sub(SECOND_NS)
+                .map_or(0, |then| self.requests_in(then, SECOND_NS));
+            let allowed = surge.floor + (surge.growth * before as f64) as u64;
+            if last + 1 > allowed {
+                return Err(Refusal {
+                    kind: LimitKind::Burst,
+                    limit: allowed,
+                    used: last,
+                    requested: 1,
+                    wait_ns: self.wait_for_requests(now, SECOND_NS, allowed),
+                });
+            }
+        }
         let request_limits = [
             (
                 LimitKind::Burst,
@@ -179,9 +196,11 @@ impl Window {
         })
     }
 
-    /// Admitted entries still inside a window of `span` ending at `now`.
+    /// Admitted entries inside the window of `span` ending at `now`: (now - span, now].
     fn in_window(&self, now: u64, span: u64) -> impl Iterator<Item = &(u64, u64)> {
-        self.admitted.iter().filter(move |(t, _)| t + span > now)
+        self.admitted
+            .iter()
+            .filter(move |(t, _)| t + span > now && *t <= now)
     }
 
     fn requests_in(&self, now: u64, span: u64) -> u64 {
@@ -248,7 +267,7 @@ fn count_since(log: &VecDeque<u64>, now: u64, span: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Burst;
+    use crate::config::{Burst, Surge};
 
     const MS: u64 = 1_000_000;
 
@@ -259,6 +278,7 @@ mod tests {
             tpm: Some(100),
             tps: None,
             burst: None,
+            surge: None,
         }
     }
 
@@ -310,5 +330,31 @@ mod tests {
         let r = w.arrive(&l, 20 * MS, 1, 1).unwrap_err();
         assert_eq!((r.kind, r.wait_ns), (LimitKind::Burst, 80 * MS));
         w.arrive(&l, 100 * MS, 1, 1).unwrap();
+    }
+
+    #[test]
+    fn surge_refuses_a_jump_and_passes_a_ramp() {
+        let l = Limits {
+            surge: Some(Surge {
+                floor: 3,
+                growth: 2.0,
+            }),
+            ..Limits::default()
+        };
+        // From quiet, ten evenly spaced in one second: the fourth is refused.
+        let mut w = Window::default();
+        let refused = (0..10)
+            .filter(|i| w.arrive(&l, i * 100 * MS, 1, 1).is_err())
+            .count();
+        assert_eq!(refused, 7);
+        // A smooth ramp from 2/s growing 1.5x a second up to 10/s, then holding: never refused.
+        let mut w = Window::default();
+        let mut t = 0.0_f64;
+        while t < 8.0 {
+            let rate = (2.0 * 1.5_f64.powf(t)).min(10.0);
+            let at = (t * 1e9) as u64;
+            assert!(w.arrive(&l, at, 1, 1).is_ok(), "at {:.3} s", t);
+            t += 1.0 / rate;
+        }
     }
 }

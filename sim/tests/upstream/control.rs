@@ -62,7 +62,7 @@ async fn health_stats_reset_and_account_changes() {
     }
     assert_eq!(
         q["limits"],
-        json!({"rpm": 1, "rps": null, "tpm": null, "tps": null, "burst": null})
+        json!({"rpm": 1, "rps": null, "tpm": null, "tps": null, "burst": null, "surge": null})
     );
     assert_eq!(q["errors"]["limit_requests"], 1);
     assert_eq!(
