@@ -3,7 +3,8 @@
 //! Pure: time comes in as `now_ms`. Every lease is settled at most once; a lease keeps its
 //! record until settled, so a late settle (a long stream) still lands its real usage.
 
-use crate::window::{scaled, Limits, Used, WindowSpec, Windows};
+use crate::pace::{Pace, SlowStart};
+use crate::window::{Limits, Used, WindowSpec, Windows};
 use park::{Gate, Park};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -13,29 +14,21 @@ mod park;
 
 pub use outcome::busy_until;
 
-/// A burst 429 multiplies the current rate factor by this (per mille): halve it.
-pub const BURST_CUT_PERMILLE: u64 = 500;
-/// The rate factor never drops below this (per mille): 0.1.
-pub const MIN_FACTOR_PERMILLE: u64 = 100;
-/// The ramp back to full rate lasts `spec.minute_ms / RAMP_DIVISOR` (30 s normally).
-pub const RAMP_DIVISOR: u64 = 2;
-/// Cooldown kind recorded for a burst back-off.
-pub const BURST_KIND: &str = "burst";
-
-const FULL_PERMILLE: u64 = 1_000;
 /// How long an unsettled lease counts as in flight after its request's deadline.
 pub const LEASE_GRACE_MS: u64 = 60_000;
 /// A committed stream's lease lives until settled; after this long unsettled (its worker
 /// must have died) its record is dropped.
 pub const COMMITTED_LEASE_MS: u64 = 24 * 3_600_000;
 
-/// Limits and window lengths the bucket is judged by.
+/// Limits, window lengths and pacing the bucket is judged by.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy<'a> {
     /// The bucket's configured limits.
     pub limits: &'a Limits,
     /// Window lengths (compressed in tests).
     pub spec: WindowSpec,
+    /// How fast its send rate may grow (the upstream profile's), if at all.
+    pub slow_start: Option<SlowStart>,
 }
 
 /// What a caller asks of the bucket.
@@ -115,11 +108,9 @@ pub enum SettleOutcome {
         /// Which limit (for the record).
         kind: String,
     },
-    /// Upstream surge protection: release, back off `ms`, cut the rate factor and ramp back.
-    Burst {
-        /// Back-off length.
-        ms: u64,
-    },
+    /// Upstream surge protection: release; hold the rate at what was working, then ramp back
+    /// with a gentler growth (`pace`).
+    Burst,
     /// Hard failure: park with reason, `for_ms` None = until cleared by an operator.
     Park {
         /// Why (shown to operators and callers).
@@ -172,8 +163,12 @@ pub struct Snapshot {
     pub parked: Option<String>,
     /// Park end (then one probe); None with `parked` = until cleared.
     pub parked_until_ms: Option<u64>,
-    /// Current share of the request limits allowed (burst ramp), 1.0 normally.
+    /// Share of the full request rate allowed now (slow start, surge hold), 1.0 normally.
     pub rate_factor: f64,
+    /// The send rate's growth per second in force (learned from surges, else configured).
+    pub growth: Option<f64>,
+    /// How much the windows are widened by measured send lateness, in ms.
+    pub lag_margin_ms: u64,
     /// Leases not yet settled nor expired.
     pub in_flight: u64,
     /// Requests and tokens in the current minute window.
@@ -207,13 +202,6 @@ struct Cooldown {
     kind: String,
 }
 
-/// Rate factor `from_permille` until `start_ms`, then linear back to 1.0 over the ramp period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Ramp {
-    from_permille: u64,
-    start_ms: u64,
-}
-
 /// Everything one bucket remembers; persisted as JSON when it changes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BucketState {
@@ -225,8 +213,8 @@ pub struct BucketState {
     cooldown: Option<Cooldown>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     park: Option<Park>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ramp: Option<Ramp>,
+    #[serde(default)]
+    pace: Pace,
     #[serde(default)]
     counters: Counters,
     #[serde(default)]
@@ -242,6 +230,11 @@ impl BucketState {
         self.refused_keys.extend(keys.iter().cloned());
     }
 
+    /// Records how late a send reached the upstream relative to its slot (`pace::lag_ms`).
+    pub fn record_lag(&mut self, lag_ms: i64) {
+        self.pace.record_lag(lag_ms);
+    }
+
     /// The keys (secret names) refused so far.
     pub fn refused_keys(&self) -> Vec<String> {
         self.refused_keys.iter().cloned().collect()
@@ -249,7 +242,7 @@ impl BucketState {
 
     /// Admit now, schedule within `max_wait_ms`, or deny with the earliest possible start.
     pub fn acquire(&mut self, now_ms: u64, policy: &Policy, req: &AcquireRequest) -> Admission {
-        self.tidy(now_ms, policy.spec);
+        self.tidy(now_ms, policy.spec, policy.slow_start);
         let probe = match self
             .park
             .as_ref()
@@ -267,7 +260,7 @@ impl BucketState {
         };
         let cooling = self.cooling_until(now_ms);
         let from = cooling.unwrap_or(now_ms);
-        let Some(start) = self.earliest(now_ms, from, policy, req.est_tokens) else {
+        let Some(start) = self.earliest(from, policy, req.est_tokens) else {
             return self.deny(None, DenyReason::TooLarge);
         };
         if start.saturating_sub(now_ms) > req.max_wait_ms {
@@ -313,7 +306,7 @@ impl BucketState {
 
     /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
-        self.tidy(now_ms, policy.spec);
+        self.tidy(now_ms, policy.spec, policy.slow_start);
         let before = self.leases.len();
         self.leases.retain(|l| l.id != lease);
         if self.leases.len() == before {
@@ -368,16 +361,10 @@ impl BucketState {
                 self.cool(now_ms.saturating_add(*ms), kind);
                 bump(&mut self.counters.rate_limited, 1);
             }
-            SettleOutcome::Burst { ms } => {
+            SettleOutcome::Burst => {
                 self.windows.release(lease);
-                let until = now_ms.saturating_add(*ms);
-                self.cool(until, BURST_KIND);
-                let cut =
-                    self.factor_permille(now_ms, policy.spec) * BURST_CUT_PERMILLE / FULL_PERMILLE;
-                self.ramp = Some(Ramp {
-                    from_permille: cut.max(MIN_FACTOR_PERMILLE),
-                    start_ms: until,
-                });
+                self.pace
+                    .on_surge(now_ms, policy.spec, policy.slow_start, &self.windows);
                 bump(&mut self.counters.burst, 1);
             }
             SettleOutcome::Park { reason, for_ms } => {
@@ -387,13 +374,13 @@ impl BucketState {
         }
     }
 
-    /// Operator action: clear a park (and cooldown, ramp and refused keys); the next request
-    /// goes normally.
+    /// Operator action: clear a park (and cooldown, pacing lessons and refused keys); the next
+    /// request goes normally.
     pub fn clear(&mut self, now_ms: u64) {
         self.drop_old_leases(now_ms);
         self.park = None;
         self.cooldown = None;
-        self.ramp = None;
+        self.pace = Pace::default();
         self.refused_keys.clear();
     }
 
@@ -419,7 +406,7 @@ impl BucketState {
             Some(Gate::Probe) | None => now_ms,
         };
         let from = from.max(self.cooling_until(now_ms).unwrap_or(now_ms));
-        self.earliest(now_ms, from, policy, 1)
+        self.earliest(from, policy, 1)
     }
 
     /// The view callers cache and the dashboard shows.
@@ -429,7 +416,15 @@ impl BucketState {
             cooling_until_ms: self.cooling_until(now_ms),
             parked: self.park.as_ref().map(|p| p.reason.clone()),
             parked_until_ms: self.park.as_ref().and_then(|p| p.until_ms),
-            rate_factor: self.factor_permille(now_ms, policy.spec) as f64 / FULL_PERMILLE as f64,
+            rate_factor: self.pace.rate_factor(
+                now_ms,
+                &self.windows,
+                policy.limits,
+                policy.spec,
+                policy.slow_start,
+            ),
+            growth: self.pace.growth(policy.slow_start),
+            lag_margin_ms: self.pace.lag_spread_ms(),
             in_flight: self.leases.iter().filter(|l| l.live(now_ms)).count() as u64,
             used_minute: self.windows.usage(now_ms, policy.spec.minute_ms),
             used_second: self.windows.usage(now_ms, policy.spec.second_ms),
@@ -437,16 +432,16 @@ impl BucketState {
         }
     }
 
-    /// Earliest start >= `from` for `tokens` with the ramp's rate factor and spacing at `now_ms`.
-    fn earliest(&self, now_ms: u64, from: u64, policy: &Policy, tokens: u64) -> Option<u64> {
-        let factor = self.factor_permille(now_ms, policy.spec) as f64 / FULL_PERMILLE as f64;
-        let spacing = if factor < 1.0 {
-            spacing(policy, factor)
-        } else {
-            0
-        };
-        self.windows
-            .earliest_start(from, policy.limits, policy.spec, tokens, factor, spacing)
+    /// Earliest start >= `from` for `tokens` that keeps the windows and the pacing.
+    fn earliest(&self, from: u64, policy: &Policy, tokens: u64) -> Option<u64> {
+        self.pace.earliest_start(
+            &self.windows,
+            from,
+            policy.limits,
+            policy.spec,
+            policy.slow_start,
+            tokens,
+        )
     }
 
     fn deny(&mut self, until_ms: Option<u64>, reason: DenyReason) -> Admission {
@@ -470,17 +465,6 @@ impl BucketState {
             .filter(|&u| u > now_ms)
     }
 
-    fn factor_permille(&self, now_ms: u64, spec: WindowSpec) -> u64 {
-        let Some(r) = &self.ramp else {
-            return FULL_PERMILLE;
-        };
-        let period = (spec.minute_ms / RAMP_DIVISOR).max(1);
-        let elapsed = now_ms.saturating_sub(r.start_ms).min(period);
-        let from = r.from_permille.min(FULL_PERMILLE);
-        let regained = u128::from(FULL_PERMILLE - from) * u128::from(elapsed) / u128::from(period);
-        from + u64::try_from(regained).unwrap_or(FULL_PERMILLE - from)
-    }
-
     /// Drop the records of leases nobody will settle (their worker died); their window entries
     /// stay counted at the estimate.
     fn drop_old_leases(&mut self, now_ms: u64) {
@@ -495,34 +479,19 @@ impl BucketState {
     }
 
     /// Housekeeping before every change: drop dead leases, prune windows, end finished
-    /// cooldowns and ramps.
-    fn tidy(&mut self, now_ms: u64, spec: WindowSpec) {
+    /// cooldowns and surge holds.
+    fn tidy(&mut self, now_ms: u64, spec: WindowSpec, slow_start: Option<SlowStart>) {
         self.drop_old_leases(now_ms);
-        self.windows.prune(now_ms, spec);
+        self.windows.prune(now_ms, self.pace.widened(spec));
         if self.cooling_until(now_ms).is_none() {
             self.cooldown = None;
         }
-        if self.factor_permille(now_ms, spec) >= FULL_PERMILLE {
-            self.ramp = None;
-        }
+        self.pace.tidy(now_ms, spec, slow_start);
     }
 }
 
 fn bump(counter: &mut u64, by: u64) {
     *counter = counter.saturating_add(by);
-}
-
-/// Spacing between requests while ramping: the slower of second_ms / rps and minute_ms / rpm, scaled.
-fn spacing(policy: &Policy, factor: f64) -> u64 {
-    let per_second = policy
-        .limits
-        .rps
-        .map(|r| policy.spec.second_ms / scaled(r, factor));
-    let per_minute = policy
-        .limits
-        .rpm
-        .map(|r| policy.spec.minute_ms / scaled(r, factor));
-    per_second.into_iter().chain(per_minute).max().unwrap_or(0)
 }
 
 #[cfg(test)]

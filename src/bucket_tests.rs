@@ -18,7 +18,11 @@ fn lim(rpm: Option<u64>, rps: Option<u64>, tpm: Option<u64>, tps: Option<u64>) -
 }
 
 fn pol(limits: &Limits, spec: WindowSpec) -> Policy<'_> {
-    Policy { limits, spec }
+    Policy {
+        limits,
+        spec,
+        slow_start: None,
+    }
 }
 
 fn usage(requests: u64, tokens: u64) -> Used {
@@ -185,54 +189,55 @@ fn cooldown_releases_the_slot_and_delays_everything() {
 }
 
 #[test]
-fn burst_cuts_the_rate_then_ramps_back() {
-    let l = lim(Some(600), Some(10), None, None);
-    for (spec, k) in [(SPEC, 1), (FAST, 100)] {
-        let p = pol(&l, spec);
-        let mut b = BucketState::default();
-        let a = lease_of(&b.acquire(0, &p, &req(1, 0)));
-        b.settle(0, &p, a, &SettleOutcome::Burst { ms: 1_000 / k });
-        let snap = b.snapshot(0, &p);
-        assert_eq!(
-            (snap.rate_factor, snap.cooling_until_ms),
-            (0.5, Some(1_000 / k))
-        );
-        assert_eq!(b.counters.burst, 1);
-        assert_eq!(
-            at_of(&b.acquire(0, &p, &req(1, HOUR))),
-            1_000 / k,
-            "after the back-off"
-        );
-        assert_eq!(
-            at_of(&b.acquire(0, &p, &req(1, HOUR))),
-            1_200 / k,
-            "spaced by 1 s / (10 rps x 0.5)"
-        );
-        assert_eq!(
-            b.snapshot(16_000 / k, &p).rate_factor,
-            0.75,
-            "halfway up the 30 s ramp"
-        );
-        assert_eq!(b.snapshot(31_000 / k, &p).rate_factor, 1.0);
-        assert_eq!(b.acquire(40_000 / k, &p, &req(1, 0)), go(3, 40_000 / k));
-        assert_eq!(
-            b.acquire(40_000 / k, &p, &req(1, 0)),
-            go(4, 40_000 / k),
-            "no spacing after the ramp"
-        );
-    }
-}
-
-#[test]
-fn repeated_bursts_halve_down_to_the_floor() {
-    let l = lim(Some(60), None, None, None);
+fn a_surge_429_holds_the_working_rate_then_ramps_back_in_seconds() {
+    // 10 rps, no slow start: full rate at once; a surge 429 at 3 s.
+    let l = lim(None, Some(10), None, None);
     let p = pol(&l, SPEC);
     let mut b = BucketState::default();
-    for want in [0.5, 0.25, 0.125, 0.1, 0.1] {
-        let a = lease_of(&b.acquire(0, &p, &req(1, HOUR)));
-        b.settle(0, &p, a, &SettleOutcome::Burst { ms: 0 });
-        assert_eq!(b.snapshot(0, &p).rate_factor, want);
+    let mut now = 0;
+    let mut sends = Vec::new();
+    while now < 3_000 {
+        let a = b.acquire(now, &p, &req(1, HOUR));
+        sends.push(at_of(&a));
+        now = at_of(&a);
     }
+    let count = |sends: &[u64], from: u64| {
+        sends
+            .iter()
+            .filter(|&&t| t >= from && t < from + 1_000)
+            .count()
+    };
+    assert_eq!(count(&sends, 1_000), 10, "evenly spaced at the full rate");
+    let last = lease_of(&b.acquire(now, &p, &req(1, HOUR)));
+    b.settle(now, &p, last, &SettleOutcome::Burst);
+    assert_eq!(b.counters.burst, 1);
+    let snap = b.snapshot(now, &p);
+    assert!(
+        snap.growth.is_some(),
+        "a gentler growth is learned: {snap:?}"
+    );
+    // The next seconds: held at the working rate, then back to full in seconds.
+    let surge = now;
+    let mut sends = Vec::new();
+    while now < surge + 8_000 {
+        let a = b.acquire(now, &p, &req(1, HOUR));
+        sends.push(at_of(&a));
+        now = at_of(&a) + 1;
+    }
+    assert!(
+        count(&sends, surge) <= 10,
+        "never more than what was working"
+    );
+    assert!(
+        count(&sends, surge) >= 8,
+        "not idled: {}",
+        count(&sends, surge)
+    );
+    assert_eq!(
+        count(&sends, surge + 6_000),
+        10,
+        "full rate again within seconds"
+    );
 }
 
 #[test]
@@ -403,7 +408,7 @@ fn state_and_wire_types_round_trip_through_json() {
         .map(|i| lease_of(&b.acquire(i, &p, &req(50, HOUR))))
         .collect();
     b.settle(10, &p, leases[0], &ok(Some(3), Some(4)));
-    b.settle(10, &p, leases[1], &SettleOutcome::Burst { ms: 100 });
+    b.settle(10, &p, leases[1], &SettleOutcome::Burst);
     b.settle(10, &p, leases[2], &cooldown(2_000, "tpm"));
     b.park(10, "free quota", Some(10));
     assert!(matches!(
@@ -412,7 +417,7 @@ fn state_and_wire_types_round_trip_through_json() {
     ));
     let json = serde_json::to_string(&b).unwrap();
     for part in [
-        "windows", "leases", "cooldown", "park", "probe", "ramp", "counters",
+        "windows", "leases", "cooldown", "park", "probe", "pace", "counters",
     ] {
         assert!(json.contains(part), "busy state lacks {part}: {json}");
     }
@@ -436,7 +441,7 @@ fn state_and_wire_types_round_trip_through_json() {
         (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"denied":{"until_ms":null,"reason":{"parked":"x"}}}"#),
         (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"denied":{"until_ms":1,"reason":"probe_in_flight"}}"#),
         (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"ok":{"prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}}"#),
-        (serde_json::to_value(SettleOutcome::Burst { ms: 9 }).unwrap(), r#"{"burst":{"ms":9}}"#),
+        (serde_json::to_value(SettleOutcome::Burst).unwrap(), r#""burst""#),
     ];
     for (got, want) in wire {
         assert_eq!(

@@ -17,9 +17,10 @@ pub const TOKEN_LIMIT_COOLDOWN_MS: u64 = 60_000;
 pub const THROTTLE_COOLDOWN_MS: u64 = 45_000;
 /// A 429 no rule knows: assume the common one-minute window.
 pub const UNKNOWN_LIMIT_COOLDOWN_MS: u64 = 60_000;
-/// Surge protection (`limit_burst_rate`): the table suggests 5-15 s; 8 s lets the burst
-/// window pass without idling the bucket for long (jitter is added by the caller).
-pub const BURST_BACKOFF_MS: u64 = 8_000;
+/// Surge protection (`limit_burst_rate`): how long this request avoids the bucket. The bucket
+/// itself is not closed (the table's 5-15 s would idle it): it holds its rate at what was
+/// working and ramps back in seconds (`pace`).
+pub const BURST_BACKOFF_MS: u64 = 1_000;
 /// DashScope platform capacity (503 `ModelServingError`): the table suggests 10-30 s.
 pub const CAPACITY_COOLDOWN_MS: u64 = 20_000;
 /// Anthropic-style overload (529 `overloaded_error`): the table suggests 10-60 s.

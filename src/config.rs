@@ -1,5 +1,6 @@
 //! The gateway's configuration: raw JSON (wrangler `[vars]` table or JSON string) to a validated `Config`.
 
+use crate::pace::SlowStart;
 pub use crate::window::Limits;
 use crate::window::WindowSpec;
 use serde::Deserialize;
@@ -38,6 +39,31 @@ pub struct Upstream {
     /// Durable Object placement hint for this upstream's buckets (e.g. `apac`), near its region.
     #[serde(default)]
     pub location_hint: Option<String>,
+    /// How fast a bucket's send rate may grow: `false` for none, `{ floor, growth }` to tune
+    /// it; absent: the profile's default (DashScope: on, `SlowStart::DASHSCOPE`).
+    #[serde(default)]
+    pub slow_start: Option<SlowStartSetting>,
+}
+
+/// `slow_start` as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SlowStartSetting {
+    /// On (the DashScope defaults) or off.
+    Switch(bool),
+    /// On, with these numbers.
+    Tuned(SlowStart),
+}
+
+impl Upstream {
+    /// The slow start in force for this upstream's buckets, if any.
+    pub fn slow_start(&self) -> Option<SlowStart> {
+        match self.slow_start {
+            None => (self.profile == Profile::Dashscope).then_some(SlowStart::DASHSCOPE),
+            Some(SlowStartSetting::Switch(on)) => on.then_some(SlowStart::DASHSCOPE),
+            Some(SlowStartSetting::Tuned(s)) => Some(s),
+        }
+    }
 }
 
 /// One upstream account: its keys share its limits.
@@ -325,6 +351,14 @@ impl Config {
             }
             if !(up.weight.is_finite() && up.weight > 0.0) {
                 return Err(format!("upstreams.{id}.weight: must be a positive number"));
+            }
+            if let Some(SlowStartSetting::Tuned(s)) = up.slow_start {
+                let floor_ok = s.floor.is_finite() && s.floor > 0.0 && s.floor <= 1.0;
+                if !(floor_ok && s.growth.is_finite() && s.growth >= 1.0) {
+                    return Err(format!(
+                        "upstreams.{id}.slow_start: floor must be in (0, 1] and growth >= 1"
+                    ));
+                }
             }
         }
         for (id, acct) in &self.accounts {

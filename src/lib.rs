@@ -18,6 +18,7 @@ pub mod classify;
 pub mod config;
 pub mod hints;
 pub mod openai;
+pub mod pace;
 pub mod planner;
 pub mod pricing;
 pub mod protocol;

@@ -19,6 +19,9 @@ const MAX_RETRIES: u32 = 2;
 /// Upstream requests per client request, all buckets together (refused keys aside, which
 /// have their own budget: the account's keys): bounds every loop.
 const MAX_ATTEMPTS: u32 = 8;
+/// A first ask accepts a slot within this share of the wait: with paced sends the next slot is
+/// usually a little ahead, and taking it saves asking every account first.
+const PROBE_WAIT_DIVISOR: u64 = 4;
 /// Backoff base and cap for server-error retries (full jitter: uniform in [0, min(cap, base*2^n)]).
 const BACKOFF_BASE_MS: u64 = 250;
 const BACKOFF_CAP_MS: u64 = 4_000;
@@ -254,9 +257,9 @@ impl<C: Choice> Planner<C> {
         }
     }
 
-    /// The step's next question: each unasked candidate is asked for a slot now (wait 0); when
-    /// none is free, the one that frees earliest within the wait is asked again with the full
-    /// wait. The last unasked candidate with nobody else worth waiting for is asked with the
+    /// The step's next question: each unasked candidate is asked for a slot soon (within a
+    /// quarter of the wait); when none has one, the one that frees earliest within the wait is
+    /// asked again with the full wait. The last unasked candidate with nobody else worth waiting for is asked with the
     /// full wait at once (one round trip instead of two). So at most two asks per candidate.
     fn next_in_step(&mut self, now_ms: u64, max_wait: u64) -> Option<Action<C>> {
         let step = self.step;
@@ -287,7 +290,7 @@ impl<C: Choice> Planner<C> {
                 );
                 return self.acquire(slot, max_wait);
             }
-            return self.acquire(slot, 0);
+            return self.acquire(slot, max_wait / PROBE_WAIT_DIVISOR);
         }
         let (free_at, index) = order
             .iter()

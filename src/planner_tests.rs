@@ -130,8 +130,8 @@ fn common_case_is_one_round_trip_then_send() {
     let (slot, _, wait) = acquire(&mut p, 0);
     assert_eq!(
         (slot.step, wait),
-        (0, 0),
-        "first ask is for a free slot now"
+        (0, 500),
+        "first ask takes a slot within a quarter of the wait"
     );
     p.on_admission(slot, &go(1, 0));
     let (sent, _, lease, at) = send(&mut p, 0);

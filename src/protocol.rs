@@ -3,6 +3,7 @@
 //! the pure `BucketState`, so the Durable Object itself only loads, stores and answers.
 
 use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
+use crate::pace::SlowStart;
 use crate::window::{Limits, WindowSpec};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub struct Call {
     pub limits: Limits,
     /// Window lengths (compressed in tests).
     pub spec: WindowSpec,
+    /// How fast the send rate may grow (the upstream profile's), if at all.
+    #[serde(default)]
+    pub slow_start: Option<SlowStart>,
     /// What to do.
     pub op: Op,
 }
@@ -39,6 +43,9 @@ pub enum Op {
         /// Secret names of keys refused during this lease.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         refused_keys: Vec<String>,
+        /// How late the send reached the upstream relative to its slot (`pace::lag_ms`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lag_ms: Option<i64>,
     },
     /// Park from outside: another bucket of the account learned the account is parked.
     Park {
@@ -86,6 +93,7 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
     let policy = Policy {
         limits: &call.limits,
         spec: call.spec,
+        slow_start: call.slow_start,
     };
     match &call.op {
         Op::Acquire(ask) => {
@@ -108,8 +116,12 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
             lease,
             outcome,
             refused_keys,
+            lag_ms,
         } => {
             state.refuse_keys(refused_keys);
+            if let Some(lag) = lag_ms {
+                state.record_lag(*lag);
+            }
             state.settle(now_ms, &policy, *lease, outcome);
             Reply::Done
         }
@@ -153,6 +165,7 @@ mod tests {
                 ..Limits::default()
             },
             spec: WindowSpec::default(),
+            slow_start: None,
             op,
         }
     }
@@ -218,6 +231,7 @@ mod tests {
             lease,
             outcome: SettleOutcome::Released,
             refused_keys: vec!["K2".into(), "K1".into()],
+            lag_ms: Some(3),
         };
         assert_eq!(apply(&mut state, 1, &call(settle)), Reply::Done);
         let Reply::Admission { refused_keys, .. } = apply(&mut state, 2, &acquire(1)) else {
@@ -244,14 +258,12 @@ mod tests {
     #[test]
     fn calls_and_replies_have_a_stable_wire_form() {
         let json = serde_json::to_value(call(Op::Commit { lease: 4 })).unwrap();
-        assert_eq!(
-            json["op"],
-            serde_json::json!({"kind": "commit", "lease": 4})
-        );
+        assert_eq!(json["op"], serde_json::json!({"commit": {"lease": 4}}));
         let settle = call(Op::Settle {
             lease: 1,
             outcome: SettleOutcome::Cancelled,
             refused_keys: vec![],
+            lag_ms: None,
         });
         let text = serde_json::to_string(&settle).unwrap();
         assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), settle);

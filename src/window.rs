@@ -305,6 +305,19 @@ impl Windows {
             .retain(|e| e.at_ms.saturating_add(longest) > now_ms);
     }
 
+    /// Start times of the requests (not late tokens) in [from, to], in order.
+    pub fn request_times(&self, from: u64, to: u64) -> Vec<u64> {
+        let start = self.entries.partition_point(|e| e.at_ms < from);
+        let end = self.entries.partition_point(|e| e.at_ms <= to);
+        self.entries
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| !e.tokens_only)
+            .map(|e| e.at_ms)
+            .collect()
+    }
+
     /// Requests and tokens started in (now - window, now]; scheduled entries are not counted.
     pub fn usage(&self, now_ms: u64, window_ms: u64) -> Used {
         self.entries

@@ -26,7 +26,7 @@ impl SettleOutcome {
                 ms: *cooldown_ms,
                 kind: "unavailable".into(),
             },
-            Outcome::Burst { backoff_ms } => SettleOutcome::Burst { ms: *backoff_ms },
+            Outcome::Burst { .. } => SettleOutcome::Burst,
             Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
                 reason: reason.clone(),
                 for_ms: *for_ms,
@@ -46,10 +46,11 @@ pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
         Outcome::Cooldown {
             cooldown_ms: ms, ..
         }
-        | Outcome::Unavailable { cooldown_ms: ms }
-        | Outcome::Burst { backoff_ms: ms } => Some(Some(now_ms.saturating_add(*ms))),
+        | Outcome::Unavailable { cooldown_ms: ms } => Some(Some(now_ms.saturating_add(*ms))),
         Outcome::Park { for_ms, .. } => Some(for_ms.map(|ms| now_ms.saturating_add(ms))),
+        // A surge 429 slows the bucket (its pacing), it does not close it.
         Outcome::Success
+        | Outcome::Burst { .. }
         | Outcome::KeyRefused { .. }
         | Outcome::Retry { .. }
         | Outcome::TooLarge

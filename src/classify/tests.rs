@@ -42,8 +42,8 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     (DS, 429, r#"{"error":{"message":"You have exceeded your current request limit. For details, see: https://help.aliyun.com/zh/model-studio/error-code#rate-limit","type":"limit_requests","code":"limit_requests"}}"#, "cooldown Requests 60000"),
     (DS, 429, r#"{"request_id":"r","code":"Throttling.RateQuota","message":"Requests rate limit exceeded, please try again later."}"#, "cooldown Requests 60000"),
     // 429 burst.
-    (DS, 429, r#"{"error":{"message":"Request rate increased too quickly. To ensure system stability, please adjust your client logic to scale requests more smoothly over time.","type":"limit_burst_rate","param":"","code":"limit_burst_rate"}}"#, "burst 8000"),
-    (DS, 429, r#"{"request_id":"r","code":"Throttling.BurstRate","message":"Request rate increased too quickly."}"#, "burst 8000"),
+    (DS, 429, r#"{"error":{"message":"Request rate increased too quickly. To ensure system stability, please adjust your client logic to scale requests more smoothly over time.","type":"limit_burst_rate","param":"","code":"limit_burst_rate"}}"#, "burst 1000"),
+    (DS, 429, r#"{"request_id":"r","code":"Throttling.BurstRate","message":"Request rate increased too quickly."}"#, "burst 1000"),
     // 429 TPM / TPS.
     (DS, 429, r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota, please check your plan and billing details. For details, see: https://help.aliyun.com/zh/model-studio/error-code#token-limit","param":null,"type":"insufficient_quota"},"request_id":"57553be3-dea8-49f1-ba1e-7a820c152999"}"#, "cooldown Tokens 60000"),
     (DS, 429, r#"{"request_id":"70acdc21","code":"Throttling.AllocationQuota","message":"Allocated quota exceeded, please increase your quota limit."}"#, "cooldown Tokens 60000"),
@@ -110,7 +110,7 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     (RELAY, 429, r#"{"error":{"message":"Allocated quota exceeded, please increase your quota limit.","type":"insufficient_quota","code":"insufficient_quota"}}"#, "cooldown Tokens 60000"),
     (RELAY, 429, r#"{"error":{"message":"You have exceeded your current request limit.","type":"limit_requests","code":"limit_requests"}}"#, "cooldown Requests 60000"),
     (RELAY, 429, r#"{"error":{"message":"Rate limit exceeded","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#, "cooldown Requests 60000"),
-    (RELAY, 429, r#"{"error":{"message":"Request rate increased too quickly.","type":"limit_burst_rate","code":"limit_burst_rate"}}"#, "burst 8000"),
+    (RELAY, 429, r#"{"error":{"message":"Request rate increased too quickly.","type":"limit_burst_rate","code":"limit_burst_rate"}}"#, "burst 1000"),
     (RELAY, 429, GEMINI_MINUTE, "cooldown Requests 21000"),
     (RELAY, 429, GEMINI_DAY, "cooldown Daily 86400000"),
     (RELAY, 529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, "unavailable 30000"),

@@ -8,6 +8,7 @@ use crate::bucket::BucketState;
 use crate::config::{Candidate, Config, Limits};
 use crate::glue::log;
 use crate::openai::ApiError;
+use crate::pace::SlowStart;
 use crate::protocol::{self, Call, Op, Reply};
 use crate::window::WindowSpec;
 use futures_util::future::{select, Either};
@@ -30,6 +31,8 @@ pub struct Bucket {
     pub limits: Limits,
     /// Window lengths (compressed in tests).
     pub spec: WindowSpec,
+    /// How fast its send rate may grow (the upstream profile's).
+    pub slow_start: Option<SlowStart>,
     /// Placement hint for the object (near the upstream's region).
     pub location_hint: Option<String>,
     /// How long to wait for an answer.
@@ -43,6 +46,7 @@ impl Bucket {
             name: candidate.bucket(),
             limits: candidate.limits.clone(),
             spec: config.window_spec(),
+            slow_start: candidate.upstream.slow_start(),
             location_hint: candidate.upstream.location_hint.clone(),
             timeout_ms: config.bucket_timeout_ms,
         }
@@ -60,6 +64,7 @@ impl Bucket {
             bucket: self.name.clone(),
             limits: self.limits.clone(),
             spec: self.spec,
+            slow_start: self.slow_start,
             op,
         };
         let exchange = async {

@@ -13,6 +13,7 @@ use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, log, respond};
 use crate::openai::{ApiError, ChatRequest};
+use crate::pace;
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::protocol::{Op, Reply};
 use crate::sse;
@@ -220,7 +221,10 @@ pub async fn complete(
                         let Some(controller) = held.sending() else {
                             return Err(plain(respond::internal_error()));
                         };
-                        let opened = job.attempt(&c, key, controller).await;
+                        let (opened, lag) = job.attempt(&c, key, controller, at_ms).await;
+                        if let Some(lag) = lag {
+                            held.lag(lag);
+                        }
                         if client.is_gone() {
                             return Err(plain(background.client_left(&held)));
                         }
@@ -303,13 +307,15 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Sends the request to `c` with the key in secret `key` and reads the answer: whole, or a
-    /// stream up to its first content token (whose timer starts now, at the send).
+    /// stream up to its first content token (whose timer starts now, at the send). Also says
+    /// how late the send reached the upstream relative to its slot at `slot_ms`.
     async fn attempt(
         &self,
         c: &Candidate<'_>,
         key: &str,
         controller: AbortController,
-    ) -> Result<Answer, Outcome> {
+        slot_ms: u64,
+    ) -> (Result<Answer, Outcome>, Option<i64>) {
         let stream = self.chat.stream;
         let sent_at = now_ms();
         let first_token_at = sent_at
@@ -328,7 +334,9 @@ impl Job<'_> {
             wait_ms: until.saturating_sub(sent_at),
         };
         let signal = worker::AbortSignal::from(controller.signal());
-        match upstream::send(self.env, attempt, &signal, now_ms).await {
+        let (sent, reached) = upstream::send(self.env, attempt, &signal, now_ms).await;
+        let lag = reached.map(|r| pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms));
+        let opened = match sent {
             Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
             Sent::Stream(response) => {
                 let rules = StreamRules {
@@ -346,7 +354,8 @@ impl Job<'_> {
                 controller.abort();
                 Err(classify::timed_out(stream))
             }
-        }
+        };
+        (opened, lag)
     }
 }
 

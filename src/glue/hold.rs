@@ -59,6 +59,8 @@ pub struct Hold {
     pub lease: u64,
     /// Keys (secret names) the upstream refused while this lease was held.
     pub refused_keys: Vec<String>,
+    /// How late the send reached the upstream relative to its slot, once measured.
+    pub lag_ms: Option<i64>,
     /// Set once the request went upstream: aborts that call.
     upstream: Option<AbortController>,
 }
@@ -70,6 +72,7 @@ impl Hold {
             lease: self.lease,
             outcome,
             refused_keys: self.refused_keys,
+            lag_ms: self.lag_ms,
         };
         (self.bucket, op)
     }
@@ -87,6 +90,7 @@ impl Held {
             bucket,
             lease,
             refused_keys: Vec::new(),
+            lag_ms: None,
             upstream: None,
         })
     }
@@ -99,6 +103,14 @@ impl Held {
             hold.upstream = Some(controller.clone());
         }
         Some(controller)
+    }
+
+    /// Notes how late the lease's first send reached the upstream (a resend with another key
+    /// leaves later than its slot by the first call's time, which says nothing of jitter).
+    pub fn lag(&self, lag_ms: i64) {
+        if let Some(hold) = self.0.borrow_mut().as_mut() {
+            hold.lag_ms.get_or_insert(lag_ms);
+        }
     }
 
     /// Notes a key the upstream refused under the current lease.

@@ -25,6 +25,18 @@ pub enum Sent {
     TimedOut,
 }
 
+/// When an answer's headers arrived, and how long the upstream says it spent on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reached {
+    /// Unix ms at which the headers arrived.
+    pub headers_at_ms: u64,
+    /// The upstream's own processing time (`req-cost-time`, `openai-processing-ms`), if sent.
+    pub processing_ms: Option<u64>,
+}
+
+/// Headers in which upstreams report their processing time in ms.
+const PROCESSING_HEADERS: [&str; 2] = ["req-cost-time", "openai-processing-ms"];
+
 /// One upstream call to make.
 pub struct Attempt<'a> {
     /// Where it goes.
@@ -39,13 +51,13 @@ pub struct Attempt<'a> {
     pub wait_ms: u64,
 }
 
-/// Makes the call; `signal` aborts it.
+/// Makes the call; `signal` aborts it. Also says when the answer's headers arrived.
 pub async fn send(
     env: &Env,
     attempt: Attempt<'_>,
     signal: &AbortSignal,
     now_ms: impl Fn() -> u64,
-) -> Sent {
+) -> (Sent, Option<Reached>) {
     let Attempt {
         candidate,
         key_name,
@@ -54,42 +66,51 @@ pub async fn send(
         wait_ms,
     } = attempt;
     let Ok(key) = env.secret(key_name).map(|s| s.to_string()) else {
-        return Sent::Failed(Outcome::Client(ApiError::config(format!(
+        let missing = ApiError::config(format!(
             "The secret {key_name} (accounts.{}.keys) is not set.",
             candidate.account
-        ))));
+        ));
+        return (Sent::Failed(Outcome::Client(missing)), None);
     };
     let Ok(request) = build(&candidate.upstream.base_url, &key, body) else {
-        return Sent::Failed(Outcome::Retry { after_ms: None });
+        return (Sent::Failed(Outcome::Retry { after_ms: None }), None);
     };
     let exchange = async {
         let mut resp = Fetch::Request(request).send_with_signal(signal).await?;
+        let reached = Reached {
+            headers_at_ms: now_ms(),
+            processing_ms: PROCESSING_HEADERS.iter().find_map(|name| {
+                let value = resp.headers().get(name).ok().flatten()?;
+                value.trim().parse::<f64>().ok().map(|ms| ms as u64)
+            }),
+        };
         let status = resp.status_code();
         if (200..300).contains(&status) && stream {
-            return Ok(Err(resp));
+            return Ok((Sent::Stream(resp), reached));
         }
         let headers: Vec<(String, String)> = resp.headers().entries().collect();
-        let bytes = resp.bytes().await?;
-        Ok::<_, worker::Error>(Ok((status, headers, bytes)))
+        let body = resp.bytes().await?;
+        let sent = if (200..300).contains(&status) {
+            Sent::Whole { status, body }
+        } else {
+            let profile = candidate.upstream.profile;
+            Sent::Failed(classify::classify(
+                profile,
+                status,
+                &headers,
+                &body,
+                now_ms(),
+            ))
+        };
+        Ok::<_, worker::Error>((sent, reached))
     };
     let timer = Delay::from(Duration::from_millis(wait_ms.max(1)));
     futures_util::pin_mut!(exchange);
-    let answer = match select(exchange, timer).await {
-        Either::Left((answer, _)) => answer,
-        Either::Right(_) => return Sent::TimedOut,
-    };
-    match answer {
-        Ok(Err(streaming)) => Sent::Stream(streaming),
-        Ok(Ok((status, _, body))) if (200..300).contains(&status) => Sent::Whole { status, body },
-        Ok(Ok((status, headers, body))) => Sent::Failed(classify::classify(
-            candidate.upstream.profile,
-            status,
-            &headers,
-            &body,
-            now_ms(),
-        )),
+    match select(exchange, timer).await {
+        Either::Left((Ok((sent, reached)), _)) => (sent, Some(reached)),
         // Connection refused, reset or cut: a network failure, retried like a 5xx.
-        Err(_) => Sent::Failed(Outcome::Retry { after_ms: None }),
+        Either::Left((Err(_), _)) => (Sent::Failed(Outcome::Retry { after_ms: None }), None),
+        Either::Right(_) => (Sent::TimedOut, None),
     }
 }
 

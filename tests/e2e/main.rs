@@ -14,6 +14,7 @@
 mod basic;
 mod gateway;
 mod hardening;
+mod pacing;
 mod quota;
 mod streams;
 mod support;
@@ -22,18 +23,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::Ctx;
+use support::{Ctx, Setup};
 
 /// A scenario: panics (assert!) mean failure.
 type Scenario = fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-fn scenarios() -> Vec<(&'static str, Scenario)> {
-    let mut all = Vec::new();
-    all.extend(basic::scenarios());
-    all.extend(quota::scenarios());
-    all.extend(streams::scenarios());
-    all.extend(hardening::scenarios());
-    all
+/// Suites: a setup (simulator and gateway config) and the scenarios run against it.
+fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
+    let mut compressed = Vec::new();
+    compressed.extend(basic::scenarios());
+    compressed.extend(quota::scenarios());
+    compressed.extend(streams::scenarios());
+    compressed.extend(hardening::scenarios());
+    vec![
+        (&support::COMPRESSED, compressed),
+        (&pacing::REAL_TIME, pacing::scenarios()),
+    ]
 }
 
 fn main() {
@@ -53,15 +58,33 @@ fn main() {
 }
 
 async fn run(filter: &[String]) -> (usize, usize) {
-    let selected: Vec<_> = scenarios()
-        .into_iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
-        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (setup, scenarios) in suites() {
+        let selected: Vec<_> = scenarios
+            .into_iter()
+            .filter(|(name, _)| {
+                filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
+            })
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let (p, f) = run_suite(setup, selected).await;
+        passed += p;
+        failed += f;
+    }
+    (passed, failed)
+}
+
+async fn run_suite(
+    setup: &'static Setup,
+    selected: Vec<(&'static str, Scenario)>,
+) -> (usize, usize) {
     println!(
         "running {} end-to-end scenarios (workerd via wrangler dev + upstream simulator)",
         selected.len()
     );
-    let ctx = match Ctx::start().await {
+    let ctx = match Ctx::start(setup).await {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
             eprintln!("e2e setup failed: {e}");

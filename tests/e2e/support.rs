@@ -47,8 +47,30 @@ const BUCKETS: [(&str, &str); 17] = [
     ("relay-a", "qwen/qwen3-max"),
 ];
 
+/// What a suite runs against: the simulator's config, the gateway's, the buckets to clear
+/// between scenarios and how long to let windows drain then.
+pub struct Setup {
+    /// The simulator's config.
+    pub sim: fn() -> SimConfig,
+    /// The gateway's config and secrets, given the simulator's URL.
+    pub gateway: fn(&str) -> GatewaySpec,
+    /// Buckets cleared (and rid of injected faults) before each scenario.
+    pub buckets: &'static [(&'static str, &'static str)],
+    /// Pause after the reset, so no window carries over.
+    pub settle_ms: u64,
+}
+
+/// The main suite's setup: time compressed 20x, three accounts, many test models.
+pub const COMPRESSED: Setup = Setup {
+    sim: sim_config,
+    gateway: gateway_spec,
+    buckets: &BUCKETS,
+    settle_ms: MINUTE_MS + 200,
+};
+
 /// What every scenario gets.
 pub struct Ctx {
+    setup: &'static Setup,
     /// The upstream simulator, in process.
     pub sim: Simulator,
     gateway: Mutex<Option<Gateway>>,
@@ -90,6 +112,17 @@ fn sim_config() -> SimConfig {
     .expect("simulator config")
 }
 
+/// The secrets every test gateway holds: upstream keys, client keys, the admin token.
+pub fn test_secrets() -> Vec<(String, String)> {
+    let mut secrets: Vec<(String, String)> = UPSTREAM_KEYS
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    secrets.push(("GATEWAY_KEYS".into(), format!("other-key,{CLIENT_KEY}")));
+    secrets.push(("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    secrets
+}
+
 fn gateway_spec(sim_url: &str) -> GatewaySpec {
     let abc = json!(["acct-a", "acct-b", "acct-c"]);
     let config = json!({
@@ -97,7 +130,9 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
         "window_margin_ms": 300,
         "bucket_timeout_ms": 1000,
         "upstreams": {
-            "sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"},
+            // These scenarios prove windows, parks and failures at compressed time; slow start
+            // (on by default for DashScope) is proven on its own, at real time (pacing.rs).
+            "sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope", "slow_start": false},
             "relay": {"base_url": format!("{sim_url}/v1"), "profile": "openai-compatible"}
         },
         "accounts": {
@@ -150,28 +185,25 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50}
         }
     });
-    let mut secrets: Vec<(String, String)> = UPSTREAM_KEYS
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    secrets.push(("GATEWAY_KEYS".into(), format!("other-key,{CLIENT_KEY}")));
-    secrets.push(("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
-    GatewaySpec { config, secrets }
+    GatewaySpec {
+        config,
+        secrets: test_secrets(),
+    }
 }
 
 impl Ctx {
-    /// Starts the simulator and the gateway, each on an ephemeral loopback port.
-    pub async fn start() -> Result<Ctx, String> {
+    /// Starts the simulator and the gateway of `setup`, each on an ephemeral loopback port.
+    pub async fn start(setup: &'static Setup) -> Result<Ctx, String> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let dir = root.join(format!("target/e2e/run-{}-{stamp}", std::process::id()));
-        let sim = Simulator::start(sim_config(), 0)
+        let sim = Simulator::start((setup.sim)(), 0)
             .await
             .map_err(|e| format!("simulator: {e}"))?;
-        let gateway = Gateway::start(&root, &dir, &gateway_spec(&sim.url())).await?;
+        let gateway = Gateway::start(&root, &dir, &(setup.gateway)(&sim.url())).await?;
         println!(
             "simulator at {}, gateway at {} (state in {})",
             sim.url(),
@@ -179,6 +211,7 @@ impl Ctx {
             dir.display()
         );
         Ok(Ctx {
+            setup,
             url: Mutex::new(gateway.url.clone()),
             sim,
             gateway: Mutex::new(Some(gateway)),
@@ -193,11 +226,11 @@ impl Ctx {
         self.url.lock().map(|u| u.clone()).unwrap_or_default()
     }
 
-    /// Clears the simulator and every bucket's park, then lets one compressed minute pass so
-    /// no window carries over between scenarios.
+    /// Clears the simulator and every bucket's park, then lets the windows drain so none
+    /// carries over between scenarios.
     pub async fn reset(&self) {
         self.sim.reset();
-        for (account, model) in BUCKETS {
+        for &(account, model) in self.setup.buckets {
             self.bucket_fault(
                 account,
                 model,
@@ -212,7 +245,7 @@ impl Ctx {
                 "clear {account}/{model}"
             );
         }
-        tokio::time::sleep(Duration::from_millis(MINUTE_MS + 200)).await;
+        tokio::time::sleep(Duration::from_millis(self.setup.settle_ms)).await;
     }
 
     /// Makes a bucket's Durable Object slow (`delay_ms`), failing (`error`) or unable to write
@@ -233,7 +266,7 @@ impl Ctx {
         if let Some(mut gw) = old {
             gw.stop();
         }
-        let spec = gateway_spec(&self.sim.url());
+        let spec = (self.setup.gateway)(&self.sim.url());
         let gateway = Gateway::start(&self.root, &self.dir, &spec)
             .await
             .expect("gateway restarts");

@@ -1,0 +1,140 @@
+//! Pacing at real speed (no time compression: compression hides exactly these effects), with
+//! the simulator's surge protection on: a burst at an idle bucket ramps up smoothly, and the
+//! same burst without slow start trips the protection (so the test can fail).
+
+use crate::gateway::GatewaySpec;
+use crate::support::{stat, test_secrets, Ctx, Setup};
+use crate::Scenario;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use upstream_sim::SimConfig;
+
+/// DashScope's published qwen3-max limits per account, with surge protection: a second may
+/// hold at most twice the second before, plus three.
+fn qwen3_max_limits(surge: bool) -> Value {
+    let mut limits = json!({"rpm": 600, "rps": 10, "tpm": 1_000_000});
+    if surge {
+        limits["surge"] = json!({"floor": 3, "growth": 2.0});
+    }
+    limits
+}
+
+fn sim_config() -> SimConfig {
+    serde_json::from_value(json!({
+        "time_scale": 1.0,
+        "accounts": {
+            "acct-a": {"keys": ["sk-a1"], "state": "ok", "limits": {"qwen3-max": qwen3_max_limits(true)}},
+            "acct-b": {"keys": ["sk-b1"], "state": "ok", "limits": {"qwen3-max": qwen3_max_limits(true)}}
+        },
+        "models": ["qwen3-max"],
+        "completion_tokens": 8,
+        "stream_chunk_delay_ms": 0
+    }))
+    .expect("simulator config")
+}
+
+fn gateway_spec(sim_url: &str) -> GatewaySpec {
+    let base_url = format!("{sim_url}/compatible-mode/v1");
+    let limits = json!({"qwen3-max": {"rpm": 600, "rps": 10, "tpm": 1_000_000}});
+    let config = json!({
+        "upstreams": {
+            // DashScope's profile: slow start on by default.
+            "dashscope": {"base_url": base_url, "profile": "dashscope"},
+            "dashscope-raw": {"base_url": base_url, "profile": "dashscope", "slow_start": false}
+        },
+        "accounts": {
+            "acct-a": {"upstream": "dashscope", "keys": ["SIM_KEY_A1"], "limits": limits},
+            "acct-b": {"upstream": "dashscope-raw", "keys": ["SIM_KEY_B1"], "limits": limits}
+        },
+        "models": {
+            "paced": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a"]}],
+                      "max_wait_ms": 30_000, "deadline_ms": 60_000},
+            "unpaced": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-b"]}],
+                        "max_wait_ms": 30_000, "deadline_ms": 60_000}
+        }
+    });
+    GatewaySpec {
+        config,
+        secrets: test_secrets(),
+    }
+}
+
+/// Real time: two accounts at DashScope's limits, one slow-started and one not.
+pub const REAL_TIME: Setup = Setup {
+    sim: sim_config,
+    gateway: gateway_spec,
+    buckets: &[("acct-a", "qwen3-max"), ("acct-b", "qwen3-max")],
+    settle_ms: 2_500,
+};
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "a_burst_of_100_at_an_idle_bucket_trips_no_surge_protection",
+            |c| Box::pin(burst_at_idle(c)),
+        ),
+        ("without_slow_start_the_same_burst_trips_it", |c| {
+            Box::pin(burst_unpaced(c))
+        }),
+    ]
+}
+
+/// Fires `n` chat requests for `model` at once; returns (statuses, seconds taken).
+async fn burst(ctx: &Arc<Ctx>, model: &str, n: usize) -> (Vec<u16>, f64) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let ctx = ctx.clone();
+            let body =
+                json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]});
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(90), ctx.chat(&body))
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(n);
+    for t in tasks {
+        statuses.push(t.await.unwrap_or(0));
+    }
+    (statuses, started.elapsed().as_secs_f64())
+}
+
+async fn burst_at_idle(ctx: Arc<Ctx>) {
+    let (statuses, took) = burst(&ctx, "paced", 100).await;
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let sim = ctx.sim_model("acct-a", "qwen3-max");
+    assert_eq!(ok, 100, "every request answered: {statuses:?}");
+    assert_eq!(
+        stat(&sim, &["errors", "limit_burst_rate"]),
+        0,
+        "no surge 429: {sim}"
+    );
+    assert_eq!(
+        stat(&sim, &["over_limit"]),
+        0,
+        "no window over its limit: {sim}"
+    );
+    assert!(stat(&sim, &["peak", "rps"]) <= 10, "{sim}");
+    // From quiet it ramps (2 a second, then x1.5 a second) to the full 10 a second: ~12 s.
+    assert!(took < 20.0, "took {took:.1} s");
+    println!(
+        "  100 requests at an idle bucket: {took:.1} s, peak {} rps",
+        stat(&sim, &["peak", "rps"])
+    );
+}
+
+async fn burst_unpaced(ctx: Arc<Ctx>) {
+    let (statuses, _) = burst(&ctx, "unpaced", 100).await;
+    let sim = ctx.sim_model("acct-b", "qwen3-max");
+    assert!(
+        stat(&sim, &["errors", "limit_burst_rate"]) > 0,
+        "evenly spaced at the full rate from quiet is a surge: {sim}"
+    );
+    // The gateway still answers everyone: each surge 429 holds the rate and ramps back.
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(ok, 100, "{statuses:?}");
+}
