@@ -212,8 +212,8 @@ pub struct Config {
     /// Windows run this many times faster (tests and demos only; 1 in production).
     #[serde(default = "one")]
     pub time_scale: f64,
-    /// Real milliseconds added to every window: our clock and the upstream's see a request
-    /// at slightly different times, and a window boundary must not be crossed by jitter.
+    /// Real milliseconds added to every window for jitter nobody measures (the buckets widen
+    /// their windows by the measured spread of send lateness on top of this).
     #[serde(default = "default_window_margin_ms")]
     pub window_margin_ms: u64,
     /// Largest request body accepted; larger ones get 413 before being read.
@@ -246,7 +246,7 @@ fn default_output_tokens() -> u64 {
     256
 }
 fn default_window_margin_ms() -> u64 {
-    50
+    10
 }
 fn default_max_body_bytes() -> u64 {
     4 << 20

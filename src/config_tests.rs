@@ -1,6 +1,7 @@
 //! Config parsing and validation, compiled only under #[cfg(test)]: every error names its field.
 
 use super::*;
+use crate::pace::SlowStart;
 use serde_json::json;
 
 fn base() -> Value {
@@ -69,6 +70,29 @@ fn keys_take_turns_and_bad_ones_are_skipped() {
         a.pick_key(&set(&[]), u64::MAX),
         Some("KEY_A2"),
         "no overflow"
+    );
+}
+
+#[test]
+fn slow_start_defaults_by_profile_and_can_be_tuned_or_switched_off() {
+    let config = Config::from_value(&base()).unwrap();
+    assert_eq!(
+        config.upstreams["sim"].slow_start(),
+        Some(SlowStart::DASHSCOPE),
+        "DashScope: on by default"
+    );
+    assert_eq!(config.upstreams["relay"].slow_start(), None, "others: off");
+    let mut v = base();
+    v["upstreams"]["sim"]["slow_start"] = json!(false);
+    v["upstreams"]["relay"]["slow_start"] = json!({"floor": 0.5, "growth": 2.0});
+    let config = Config::from_value(&v).unwrap();
+    assert_eq!(config.upstreams["sim"].slow_start(), None);
+    assert_eq!(
+        config.upstreams["relay"].slow_start(),
+        Some(SlowStart {
+            floor: 0.5,
+            growth: 2.0
+        })
     );
 }
 
@@ -150,6 +174,10 @@ fn errors_name_the_field() {
             "default_max_wait_ms",
         ),
         (|v| v["max_body_bytes"] = json!(0), "max_body_bytes"),
+        (
+            |v| v["upstreams"]["sim"]["slow_start"] = json!({"floor": 0, "growth": 1.5}),
+            "upstreams.sim.slow_start: floor must be in (0, 1]",
+        ),
         (
             |v| {
                 let a = v["accounts"]["acct-a"].clone();

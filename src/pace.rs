@@ -155,7 +155,7 @@ impl Pace {
                 }
                 None => full,
             };
-            let t = windows.earliest_start(at, limits, spec, tokens, 1.0, spacing)?;
+            let t = windows.earliest_start(at, limits, spec, tokens, spacing)?;
             let Some(rule) = rule else {
                 return Some(t);
             };

@@ -94,29 +94,18 @@ struct Cap {
     tokens: Option<u64>,
 }
 
-/// A request limit scaled by the rate factor in (0, 1]: floored, at least 1.
-pub fn scaled(limit: u64, rate_factor: f64) -> u64 {
-    let f = if rate_factor.is_finite() {
-        rate_factor.clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
-    ((limit as f64 * f).floor() as u64).max(1)
-}
-
 /// Caps per window: second = (rps, tps), minute = (rpm, tpm). The effective minute limit
 /// min(RPM, RPS x 60) needs no cap of its own: the sliding second windows tile every minute.
-fn caps(limits: &Limits, spec: WindowSpec, rate_factor: f64) -> [Cap; 2] {
-    let requests = |r: Option<u64>| r.map(|r| scaled(r, rate_factor));
+fn caps(limits: &Limits, spec: WindowSpec) -> [Cap; 2] {
     [
         Cap {
             window_ms: spec.second_ms.max(1),
-            requests: requests(limits.rps),
+            requests: limits.rps,
             tokens: limits.tps,
         },
         Cap {
             window_ms: spec.minute_ms.max(1),
-            requests: requests(limits.rpm),
+            requests: limits.rpm,
             tokens: limits.tpm,
         },
     ]
@@ -152,10 +141,9 @@ impl Windows {
         limits: &Limits,
         spec: WindowSpec,
         tokens: u64,
-        rate_factor: f64,
         min_spacing_ms: u64,
     ) -> Option<u64> {
-        let caps = caps(limits, spec, rate_factor);
+        let caps = caps(limits, spec);
         if caps.iter().any(|c| c.tokens.is_some_and(|k| tokens > k)) {
             return None;
         }

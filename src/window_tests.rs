@@ -36,19 +36,11 @@ impl Lcg {
 }
 
 /// Naive check, every window end ms by ms: does (t, tokens) fit next to `w`?
-fn naive_fits(
-    w: &Windows,
-    t: u64,
-    tokens: u64,
-    l: &Limits,
-    spec: WindowSpec,
-    f: f64,
-    gap: u64,
-) -> bool {
+fn naive_fits(w: &Windows, t: u64, tokens: u64, l: &Limits, spec: WindowSpec, gap: u64) -> bool {
     if w.entries.iter().any(|e| e.at_ms.abs_diff(t) < gap) {
         return false;
     }
-    caps(l, spec, f).iter().all(|c| {
+    caps(l, spec).iter().all(|c| {
         (t..t + c.window_ms).all(|s| {
             let inside: Vec<&Entry> = w
                 .entries
@@ -63,9 +55,9 @@ fn naive_fits(
 }
 
 /// Brute force over every window: no window ever holds more than its caps.
-fn assert_never_over(w: &Windows, l: &Limits, spec: WindowSpec, f: f64) {
+fn assert_never_over(w: &Windows, l: &Limits, spec: WindowSpec) {
     let last = w.entries.last().map_or(0, |e| e.at_ms);
-    for c in caps(l, spec, f) {
+    for c in caps(l, spec) {
         for s in 0..=last + c.window_ms {
             let inside = w
                 .entries
@@ -90,7 +82,6 @@ type Case<'a> = (
     &'a [(u64, u64)],
     u64,
     u64,
-    f64,
     u64,
     Option<u64>,
 );
@@ -100,44 +91,37 @@ fn earliest_start_table() {
     let rpm1 = lim(Some(1), None, None, None);
     let rps1 = lim(None, Some(1), None, None);
     let every_second: Vec<(u64, u64)> = (0..60).map(|i| (i * 1_000, 10)).collect();
-    // (name, limits, entries (at, tokens), now, tokens, rate factor, spacing, expected start)
+    // (name, limits, entries (at, tokens), now, tokens, spacing, expected start)
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
-        ("empty: go now", rpm1.clone(), &[], 5, 1, 1.0, 0, Some(5)),
-        ("entry exactly W old no longer counts", rpm1.clone(), &[(0, 1)], 60_000, 1, 1.0, 0, Some(60_000)),
-        ("one ms younger still counts", rpm1.clone(), &[(1, 1)], 60_000, 1, 1.0, 0, Some(60_001)),
-        ("rps: 999 ms old counts", rps1.clone(), &[(0, 1)], 999, 1, 1.0, 0, Some(1_000)),
-        ("rps: 1000 ms old is out", rps1.clone(), &[(0, 1)], 1_000, 1, 1.0, 0, Some(1_000)),
-        ("rps*60 caps the minute below rpm", lim(Some(600), Some(1), None, None), &every_second, 59_500, 1, 1.0, 0, Some(60_000)),
-        ("rpm caps below rps*60", lim(Some(2), Some(10), None, None), &[(0, 1), (10, 1)], 20, 1, 1.0, 0, Some(60_000)),
-        ("rps caps a burst below rpm", lim(Some(600), Some(2), None, None), &[(0, 1), (10, 1)], 20, 1, 1.0, 0, Some(1_000)),
-        ("tps", lim(None, None, None, Some(100)), &[(0, 60)], 0, 50, 1.0, 0, Some(1_000)),
-        ("tps: room left", lim(None, None, None, Some(100)), &[(0, 60)], 0, 40, 1.0, 0, Some(0)),
-        ("tpm waits for enough tokens to leave", lim(None, None, Some(100), None), &[(0, 60), (30_000, 30)], 40_000, 20, 1.0, 0, Some(60_000)),
-        ("tps*60 caps tpm", lim(None, None, Some(1_000_000), Some(10)), &every_second, 59_500, 10, 1.0, 0, Some(60_000)),
-        ("too large for tps", lim(None, None, Some(1_000), Some(10)), &[], 0, 11, 1.0, 0, None),
-        ("too large for tpm", lim(None, None, Some(10), None), &[], 0, 11, 1.0, 0, None),
-        ("exactly tpm fits", lim(None, None, Some(10), None), &[], 0, 10, 1.0, 0, Some(0)),
-        ("no limits", Limits::default(), &[(0, 1), (0, 1)], 7, 1_000_000, 1.0, 0, Some(7)),
-        ("a scheduled entry blocks earlier slots", rpm1.clone(), &[(30_000, 1)], 0, 1, 1.0, 0, Some(90_000)),
-        ("exactly W before a scheduled entry fits", rpm1.clone(), &[(60_000, 1)], 0, 1, 1.0, 0, Some(0)),
-        ("one ms later does not", rpm1.clone(), &[(60_000, 1)], 1, 1, 1.0, 0, Some(120_000)),
-        ("exactly the spacing before an entry fits", Limits::default(), &[(1_000, 1)], 500, 1, 1.0, 500, Some(500)),
-        ("a slot before a scheduled entry", lim(Some(2), None, None, None), &[(0, 1), (90_000, 1)], 10, 1, 1.0, 0, Some(10)),
-        ("rate factor halves rps", lim(None, Some(4), None, None), &[(0, 1), (0, 1)], 0, 1, 0.5, 0, Some(1_000)),
-        ("rate factor floors but keeps one", rps1.clone(), &[], 0, 1, 0.1, 0, Some(0)),
-        ("rate factor scales rpm", lim(Some(10), None, None, None), &[(0, 1), (1, 1), (2, 1)], 3, 1, 0.3, 0, Some(60_000)),
-        ("spacing after an entry", Limits::default(), &[(0, 1)], 100, 1, 1.0, 500, Some(500)),
-        ("spacing before a scheduled entry", Limits::default(), &[(1_000, 1)], 600, 1, 1.0, 500, Some(1_500)),
-        ("spacing fits between entries", Limits::default(), &[(0, 1), (2_000, 1)], 100, 1, 1.0, 500, Some(500)),
+        ("empty: go now", rpm1.clone(), &[], 5, 1, 0, Some(5)),
+        ("entry exactly W old no longer counts", rpm1.clone(), &[(0, 1)], 60_000, 1, 0, Some(60_000)),
+        ("one ms younger still counts", rpm1.clone(), &[(1, 1)], 60_000, 1, 0, Some(60_001)),
+        ("rps: 999 ms old counts", rps1.clone(), &[(0, 1)], 999, 1, 0, Some(1_000)),
+        ("rps: 1000 ms old is out", rps1.clone(), &[(0, 1)], 1_000, 1, 0, Some(1_000)),
+        ("rps*60 caps the minute below rpm", lim(Some(600), Some(1), None, None), &every_second, 59_500, 1, 0, Some(60_000)),
+        ("rpm caps below rps*60", lim(Some(2), Some(10), None, None), &[(0, 1), (10, 1)], 20, 1, 0, Some(60_000)),
+        ("rps caps a burst below rpm", lim(Some(600), Some(2), None, None), &[(0, 1), (10, 1)], 20, 1, 0, Some(1_000)),
+        ("tps", lim(None, None, None, Some(100)), &[(0, 60)], 0, 50, 0, Some(1_000)),
+        ("tps: room left", lim(None, None, None, Some(100)), &[(0, 60)], 0, 40, 0, Some(0)),
+        ("tpm waits for enough tokens to leave", lim(None, None, Some(100), None), &[(0, 60), (30_000, 30)], 40_000, 20, 0, Some(60_000)),
+        ("tps*60 caps tpm", lim(None, None, Some(1_000_000), Some(10)), &every_second, 59_500, 10, 0, Some(60_000)),
+        ("too large for tps", lim(None, None, Some(1_000), Some(10)), &[], 0, 11, 0, None),
+        ("too large for tpm", lim(None, None, Some(10), None), &[], 0, 11, 0, None),
+        ("exactly tpm fits", lim(None, None, Some(10), None), &[], 0, 10, 0, Some(0)),
+        ("no limits", Limits::default(), &[(0, 1), (0, 1)], 7, 1_000_000, 0, Some(7)),
+        ("a scheduled entry blocks earlier slots", rpm1.clone(), &[(30_000, 1)], 0, 1, 0, Some(90_000)),
+        ("exactly W before a scheduled entry fits", rpm1.clone(), &[(60_000, 1)], 0, 1, 0, Some(0)),
+        ("one ms later does not", rpm1.clone(), &[(60_000, 1)], 1, 1, 0, Some(120_000)),
+        ("exactly the spacing before an entry fits", Limits::default(), &[(1_000, 1)], 500, 1, 500, Some(500)),
+        ("a slot before a scheduled entry", lim(Some(2), None, None, None), &[(0, 1), (90_000, 1)], 10, 1, 0, Some(10)),
+        ("spacing after an entry", Limits::default(), &[(0, 1)], 100, 1, 500, Some(500)),
+        ("spacing before a scheduled entry", Limits::default(), &[(1_000, 1)], 600, 1, 500, Some(1_500)),
+        ("spacing fits between entries", Limits::default(), &[(0, 1), (2_000, 1)], 100, 1, 500, Some(500)),
     ];
-    for (name, l, entries, now, tokens, f, gap, want) in cases {
+    for (name, l, entries, now, tokens, gap, want) in cases {
         let w = log(entries);
-        assert_eq!(
-            w.earliest_start(now, &l, SPEC, tokens, f, gap),
-            want,
-            "{name}"
-        );
+        assert_eq!(w.earliest_start(now, &l, SPEC, tokens, gap), want, "{name}");
     }
 }
 
@@ -148,14 +132,11 @@ fn effective_minute_limit_is_min_of_rpm_and_rps_times_60() {
     for (rpm, rps, want) in cases {
         let l = lim(rpm, rps, None, None);
         let mut w = Windows::default();
-        while let Some(at) = w
-            .earliest_start(0, &l, SPEC, 1, 1.0, 0)
-            .filter(|&t| t < 60_000)
-        {
+        while let Some(at) = w.earliest_start(0, &l, SPEC, 1, 0).filter(|&t| t < 60_000) {
             w.reserve(at, 1, None);
         }
         assert_eq!(w.len(), want, "rpm {rpm:?} rps {rps:?}");
-        assert_never_over(&w, &l, SPEC, 1.0);
+        assert_never_over(&w, &l, SPEC);
     }
 }
 
@@ -165,13 +146,13 @@ fn reconcile_down_and_up_moves_the_token_window() {
     let mut w = Windows::default();
     w.reserve(0, 80, Some(1));
     assert_eq!(
-        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        w.earliest_start(10, &l, SPEC, 30, 0),
         Some(60_000),
         "estimate counts"
     );
     assert!(w.reconcile(1, 20));
     assert_eq!(
-        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        w.earliest_start(10, &l, SPEC, 30, 0),
         Some(10),
         "actual usage was lower"
     );
@@ -184,11 +165,11 @@ fn reconcile_down_and_up_moves_the_token_window() {
     );
     assert!(w.reconcile(1, 95));
     assert_eq!(
-        w.earliest_start(10, &l, SPEC, 30, 1.0, 0),
+        w.earliest_start(10, &l, SPEC, 30, 0),
         Some(60_000),
         "actual usage was higher"
     );
-    assert_eq!(w.earliest_start(10, &l, SPEC, 5, 1.0, 0), Some(10));
+    assert_eq!(w.earliest_start(10, &l, SPEC, 5, 0), Some(10));
     assert!(!w.reconcile(2, 1), "unknown lease");
 }
 
@@ -239,7 +220,7 @@ fn schedule(spec: WindowSpec, scale: u64, l: &Limits, n: u64, w: &mut Windows) -
         .map(|i| {
             let now = i * 500 / scale;
             let tokens = 1 + rng.below(30);
-            let at = w.earliest_start(now, l, spec, tokens, 1.0, 0);
+            let at = w.earliest_start(now, l, spec, tokens, 0);
             if let Some(at) = at {
                 w.reserve(at, tokens, Some(i));
             }
@@ -258,7 +239,7 @@ fn scheduled_slots_are_never_double_booked() {
         starts.iter().flatten().any(|&t| t >= 120_000),
         "far enough to schedule ahead"
     );
-    assert_never_over(&w, &l, SPEC, 1.0);
+    assert_never_over(&w, &l, SPEC);
     // Compressed time gives the same schedule, scaled.
     let mut fast = Windows::default();
     let scaled: Vec<Option<u64>> = schedule(FAST, 100, &l, 20, &mut fast)
@@ -266,7 +247,7 @@ fn scheduled_slots_are_never_double_booked() {
         .map(|t| t.map(|t| t * 100))
         .collect();
     assert_eq!(scaled, starts);
-    assert_never_over(&fast, &l, FAST, 1.0);
+    assert_never_over(&fast, &l, FAST);
 }
 
 #[test]
@@ -290,12 +271,11 @@ fn earliest_start_is_the_first_fitting_ms() {
         }
         let now = rng.below(150);
         let tokens = rng.below(12);
-        let f = [1.0, 0.5, 0.25][rng.below(3) as usize];
         let gap = [0, 0, 3, 7][rng.below(4) as usize];
-        let got = w.earliest_start(now, &l, spec, tokens, f, gap);
-        let fits = |t| naive_fits(&w, t, tokens, &l, spec, f, gap);
+        let got = w.earliest_start(now, &l, spec, tokens, gap);
+        let fits = |t| naive_fits(&w, t, tokens, &l, spec, gap);
         match got {
-            None => assert!(caps(&l, spec, f)
+            None => assert!(caps(&l, spec)
                 .iter()
                 .any(|c| c.tokens.is_some_and(|k| tokens > k))),
             Some(t) => {

@@ -126,7 +126,7 @@ const ANSWERS: &[&str] = &[
 ];
 
 const CONFIGS: &[&str] = &[
-    r#"{"upstreams":{"sim":{"base_url":"http://127.0.0.1:9/v1","profile":"dashscope","location_hint":"apac"},"relay":{"base_url":"https://r.example/v1","profile":"openai-compatible","priority":1,"weight":2.0}},"accounts":{"acct-a":{"upstream":"sim","keys":["K1","K2"],"weight":2.0,"limits":{"qwen3-max":{"rpm":600,"rps":10,"tpm":1000000},"qwen-plus":{}}},"relay-1":{"upstream":"relay","keys":["R"],"limits":{"qwen/qwen3-max":{"rpm":300}}}},"models":{"qwen3-max":{"fallback":["qwen3-max",{"model":"qwen-plus","accounts":["acct-a"]},{"model":"qwen/qwen3-max","upstreams":["relay"]}],"max_wait_ms":1500,"deadline_ms":30000}},"prices":{"qwen3-max":{"tiers":[{"up_to":32000,"input":1.2,"output":6.0},{"input":3.0,"output":15.0}]}},"time_scale":20,"window_margin_ms":300,"max_body_bytes":1000,"bucket_timeout_ms":500}"#,
+    r#"{"upstreams":{"sim":{"base_url":"http://127.0.0.1:9/v1","profile":"dashscope","location_hint":"apac"},"relay":{"base_url":"https://r.example/v1","profile":"openai-compatible","priority":1,"weight":2.0,"slow_start":{"floor":0.2,"growth":1.5}}},"accounts":{"acct-a":{"upstream":"sim","keys":["K1","K2"],"weight":2.0,"limits":{"qwen3-max":{"rpm":600,"rps":10,"tpm":1000000},"qwen-plus":{}}},"relay-1":{"upstream":"relay","keys":["R"],"limits":{"qwen/qwen3-max":{"rpm":300}}}},"models":{"qwen3-max":{"fallback":["qwen3-max",{"model":"qwen-plus","accounts":["acct-a"]},{"model":"qwen/qwen3-max","upstreams":["relay"]}],"max_wait_ms":1500,"deadline_ms":30000}},"prices":{"qwen3-max":{"tiers":[{"up_to":32000,"input":1.2,"output":6.0},{"input":3.0,"output":15.0}]}},"time_scale":20,"window_margin_ms":300,"max_body_bytes":1000,"bucket_timeout_ms":500}"#,
 ];
 
 #[test]
