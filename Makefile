@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-ttfb
+.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb
 
 dev: bootstrap
 	bash scripts/dev.sh
@@ -30,6 +30,9 @@ e2e:
 
 bench: bootstrap build
 	bash bench/storm.sh
+
+bench-realtime: bootstrap build
+	bash bench/storm.sh --scenario realtime
 
 bench-ttfb: bootstrap
 	bash bench/ttfb/run.sh

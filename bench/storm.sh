@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-#! The storm benchmark (issue 3): gateway vs direct OpenAI SDK at 90% and 150% of qwen3-max's
-#! capacity on the upstream simulator. Run from anywhere after `make build`; options go to
-#! bench/storm/ (`bench/storm.sh --help`). Writes BENCHMARKS.md unless --no-write.
+#! The storm benchmark: gateway vs direct OpenAI SDK at 90% and 150% of qwen3-max's capacity on
+#! the upstream simulator, time-compressed (issue 3, the default) or `--scenario realtime` at
+#! DashScope's limits and real speed (issue 8). Run from anywhere after `make build`; options go
+#! to bench/storm/ (`bench/storm.sh --help`). Writes BENCHMARKS.md unless --no-write.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -84,6 +84,16 @@ fn at_of(a: &Admission) -> u64 {
     }
 }
 
+/// A bucket whose sends were measured to land on time (no lateness spread), so the window
+/// math is exact; a new bucket assumes a 100 ms spread until 8 sends are measured.
+fn measured() -> BucketState {
+    let mut b = BucketState::default();
+    for _ in 0..8 {
+        b.record_lag(0);
+    }
+    b
+}
+
 fn ok(prompt: Option<u64>, completion: Option<u64>) -> SettleOutcome {
     SettleOutcome::Ok {
         prompt_tokens: prompt,
@@ -97,7 +107,7 @@ fn rpm6_schedules_the_seventh_at_the_window_end_in_any_time_scale() {
     let l = lim(Some(6), None, None, None);
     for (spec, scale) in [(SPEC, 1), (FAST, 100)] {
         let p = pol(&l, spec);
-        let mut b = BucketState::default();
+        let mut b = measured();
         for i in 0..6 {
             assert_eq!(b.acquire(0, &p, &req(1, 0)), go(i, 0));
         }
@@ -123,7 +133,7 @@ fn rpm6_schedules_the_seventh_at_the_window_end_in_any_time_scale() {
 fn twenty_scheduled_requests_never_overfill_any_window() {
     let l = lim(Some(6), Some(2), None, None);
     let p = pol(&l, FAST);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let starts: Vec<u64> = (0..20)
         .map(|i| at_of(&b.acquire(i * 10, &p, &req(1, 10_000))))
         .collect();
@@ -150,7 +160,7 @@ fn too_large_requests_never_fit() {
         lim(None, None, Some(100), None),
     ] {
         let p = pol(&l, SPEC);
-        let mut b = BucketState::default();
+        let mut b = measured();
         assert_eq!(
             b.acquire(0, &p, &req(101, HOUR)),
             denied(None, DenyReason::TooLarge)
@@ -163,7 +173,7 @@ fn too_large_requests_never_fit() {
 fn cooldown_releases_the_slot_and_delays_everything() {
     let l = lim(Some(1), None, None, None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let a = lease_of(&b.acquire(0, &p, &req(1, 0)));
     b.settle(100, &p, a, &cooldown(5_000, "rpm"));
     let snap = b.snapshot(100, &p);
@@ -193,7 +203,7 @@ fn a_surge_429_holds_the_working_rate_then_ramps_back_in_seconds() {
     // 10 rps, no slow start: full rate at once; a surge 429 at 3 s.
     let l = lim(None, Some(10), None, None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let mut now = 0;
     let mut sends = Vec::new();
     while now < 3_000 {
@@ -244,7 +254,7 @@ fn a_surge_429_holds_the_working_rate_then_ramps_back_in_seconds() {
 fn manual_park_holds_until_cleared() {
     let l = Limits::default();
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     b.park(0, "arrears", None);
     b.park(5, "timed", Some(10));
     let parked = denied(None, DenyReason::Parked("arrears".into()));
@@ -263,7 +273,7 @@ fn manual_park_holds_until_cleared() {
 fn timed_park_lets_one_probe_through() {
     let l = Limits::default();
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let other = lease_of(&b.acquire(0, &p, &req(1, 0)));
     b.settle(
         0,
@@ -303,7 +313,7 @@ fn timed_park_lets_one_probe_through() {
 fn an_expired_probe_frees_the_probe_slot() {
     let l = Limits::default();
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     b.park(0, "free quota", Some(1_000));
     let short = ask(1, 0, 500);
     assert_eq!(probe_lease(&b.acquire(1_000, &p, &short)), Some(0));
@@ -316,7 +326,7 @@ fn an_expired_probe_frees_the_probe_slot() {
 fn expired_leases_leave_in_flight_but_stay_counted() {
     let l = lim(Some(1), None, None, None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let ask = ask(1, 0, 1_000);
     let a = lease_of(&b.acquire(0, &p, &ask));
     assert_eq!(b.snapshot(1_000, &p).in_flight, 1);
@@ -338,7 +348,7 @@ fn expired_leases_leave_in_flight_but_stay_counted() {
 fn release_frees_the_slot_and_failed_keeps_it() {
     let l = lim(Some(2), None, Some(100), None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let a = lease_of(&b.acquire(0, &p, &req(90, 0)));
     b.settle(0, &p, a, &SettleOutcome::Released);
     let a = lease_of(&b.acquire(0, &p, &req(90, 0)));
@@ -360,7 +370,7 @@ fn release_frees_the_slot_and_failed_keeps_it() {
 fn settle_reconciles_tokens_and_is_idempotent() {
     let l = lim(None, None, Some(100), None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let a = lease_of(&b.acquire(0, &p, &req(80, 0)));
     b.settle(1, &p, a, &ok(Some(10), Some(10)));
     b.settle(1, &p, a, &ok(Some(10), Some(10)));
@@ -403,7 +413,7 @@ fn settle_reconciles_tokens_and_is_idempotent() {
 fn state_and_wire_types_round_trip_through_json() {
     let l = lim(Some(6), Some(2), Some(1_000), None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let leases: Vec<u64> = (0..8)
         .map(|i| lease_of(&b.acquire(i, &p, &req(50, HOUR))))
         .collect();
@@ -455,7 +465,7 @@ fn state_and_wire_types_round_trip_through_json() {
 fn state_stays_small_over_hours_of_traffic() {
     let l = lim(Some(60), Some(5), Some(100_000), None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let ask = ask(500, 2_000, 30_000);
     let mut largest = 0;
     for i in 0..40_000u64 {
@@ -494,7 +504,7 @@ fn state_stays_small_over_hours_of_traffic() {
 fn cost_adds_up_once_per_lease() {
     let l = lim(None, None, None, None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let paid = |prompt, completion, cost| SettleOutcome::Ok {
         prompt_tokens: Some(prompt),
         completion_tokens: Some(completion),
@@ -516,7 +526,7 @@ fn cost_adds_up_once_per_lease() {
 fn a_committed_stream_lives_until_settled_and_its_late_usage_lands() {
     let l = lim(Some(10), None, Some(10_000), None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let short_ttl = ask(100, 0, 1_000);
     let stream = lease_of(&b.acquire(0, &p, &short_ttl));
     let plain = lease_of(&b.acquire(0, &p, &short_ttl));
@@ -556,7 +566,7 @@ fn a_committed_stream_lives_until_settled_and_its_late_usage_lands() {
 fn a_cancelled_request_keeps_its_slot_and_a_released_one_does_not() {
     let l = lim(Some(2), None, None, None);
     let p = pol(&l, SPEC);
-    let mut b = BucketState::default();
+    let mut b = measured();
     let sent = lease_of(&b.acquire(0, &p, &req(10, 0)));
     b.settle(1, &p, sent, &SettleOutcome::Cancelled);
     let waiting = lease_of(&b.acquire(1, &p, &req(10, 0)));

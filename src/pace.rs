@@ -11,8 +11,8 @@
 //!   that was working) for two seconds, then the ramp resumes with a gentler growth that the
 //!   bucket remembers (and relaxes back after a quiet minute);
 //! - **margins**: the short and long windows are widened by the spread of how late recent
-//!   sends left relative to their slots, so jitter between admission and arrival can never
-//!   put more into an upstream window than its limit.
+//!   sends left relative to their slots (100 ms until 8 samples are in), so jitter between
+//!   admission and arrival can never put more into an upstream window than its limit.
 //!
 //! Pure: time comes in as `now_ms`; state is a few numbers and 32 lag samples.
 
@@ -45,6 +45,11 @@ impl SlowStart {
 const MIN_FLOOR: f64 = 2.0;
 /// Lag samples kept, the newest.
 const LAG_SAMPLES: usize = 32;
+/// Until this many samples are in, the spread is taken to be at least...
+const MIN_LAG_SAMPLES: usize = 8;
+/// ...this much (a burst at a new bucket was seen to land up to ~40 ms apart under
+/// `wrangler dev`), so the first sends are safe before anything is measured.
+const UNMEASURED_SPREAD_MS: u64 = 100;
 /// A surge 429 holds the rate at what was working for this many short windows.
 const SURGE_HOLD_WINDOWS: u64 = 2;
 /// Each surge 429 cuts the learned growth's excess over 1 by this factor...
@@ -103,13 +108,19 @@ impl Pace {
         }
     }
 
-    /// The spread of recent send lateness (max - min of the samples), 0 without samples.
+    /// The spread of recent send lateness (max - min of the samples); at least
+    /// `UNMEASURED_SPREAD_MS` until enough samples are in.
     pub fn lag_spread_ms(&self) -> u64 {
         let max = self.lags.iter().max();
         let min = self.lags.iter().min();
-        match (max, min) {
+        let measured = match (max, min) {
             (Some(max), Some(min)) => u64::try_from(max.saturating_sub(*min)).unwrap_or(0),
             _ => 0,
+        };
+        if self.lags.len() < MIN_LAG_SAMPLES {
+            measured.max(UNMEASURED_SPREAD_MS)
+        } else {
+            measured
         }
     }
 

@@ -64,6 +64,15 @@ fn peak(arrivals: &[(u64, u64)], window_ms: u64) -> (u64, u64) {
 }
 
 /// Requests arriving in each second [from + k s, from + (k+1) s).
+/// A bucket whose sends were measured to land on time (no lateness spread).
+fn measured() -> BucketState {
+    let mut b = BucketState::default();
+    for _ in 0..8 {
+        b.record_lag(0);
+    }
+    b
+}
+
 fn per_second(slots: &[u64], from: u64, seconds: u64) -> Vec<usize> {
     (0..seconds)
         .map(|k| {
@@ -91,8 +100,8 @@ proptest! {
         let p = policy(&limits, slow.then_some(SlowStart::DASHSCOPE));
         let mut b = BucketState::default();
         // The bucket has measured sends landing between on time and `jitter_ms` late.
-        for lag in [0, jitter_ms as i64, (jitter_ms / 2) as i64] {
-            b.record_lag(lag);
+        for i in 0..8 {
+            b.record_lag((jitter_ms * i / 7) as i64);
         }
         let mut now = 10_000;
         let asks: Vec<(u64, u64)> = gaps
@@ -129,8 +138,8 @@ proptest! {
         let limits = qwen3_max();
         let p = policy(&limits, Some(SlowStart::DASHSCOPE));
         let mut b = BucketState::default();
-        for lag in [0, jitter_ms as i64] {
-            b.record_lag(lag);
+        for i in 0..8 {
+            b.record_lag((jitter_ms * i / 7) as i64);
         }
         let mut now = 5_000;
         let asks: Vec<(u64, u64)> = gaps.iter().map(|g| { now += g; (now, 100) }).collect();
@@ -156,7 +165,7 @@ proptest! {
 fn from_quiet_a_backlog_ramps_up_along_the_documented_curve() {
     let limits = qwen3_max();
     let p = policy(&limits, Some(SlowStart::DASHSCOPE));
-    let mut b = BucketState::default();
+    let mut b = measured();
     // 100 requests at once at an idle bucket, willing to wait.
     let asks = vec![(1_000, 100); 100];
     let slots: Vec<u64> = admit(&mut b, &p, &asks, 60_000)
@@ -194,7 +203,7 @@ fn a_surge_holds_the_working_rate_and_recovers_with_a_remembered_gentler_growth(
     let limits = qwen3_max();
     let slow = Some(SlowStart::DASHSCOPE);
     let p = policy(&limits, slow);
-    let mut b = BucketState::default();
+    let mut b = measured();
     // Busy at the full rate for 10 s.
     let asks: Vec<(u64, u64)> = (0..100).map(|i| (i * 100, 100)).collect();
     let first = admit(&mut b, &p, &asks, 60_000);
@@ -242,7 +251,7 @@ fn rps_limits_are_evenly_spaced_and_rpm_only_limits_may_burst() {
         rps: Some(10),
         ..Limits::default()
     };
-    let mut b = BucketState::default();
+    let mut b = measured();
     let slots = admit(&mut b, &policy(&rps, None), &[(0, 1); 5], 60_000);
     assert_eq!(
         slots.iter().map(|s| s.0).collect::<Vec<_>>(),
@@ -267,7 +276,12 @@ fn lag_is_how_late_a_send_left_plus_half_the_transit() {
         "early on another clock"
     );
     let mut pace = Pace::default();
-    for lag in 0..40 {
+    assert_eq!(pace.lag_spread_ms(), 100, "unmeasured: assume 100 ms");
+    for lag in 0..7 {
+        pace.record_lag(lag);
+    }
+    assert_eq!(pace.lag_spread_ms(), 100, "7 samples are not enough");
+    for lag in 7..40 {
         pace.record_lag(lag);
     }
     assert_eq!(pace.lag_spread_ms(), 31, "the newest 32 samples");

@@ -20,23 +20,34 @@ import openai
 from bench.common import ROOT, BenchError, notes
 from bench.common.procs import stop_all, stop_on
 from bench.storm.load import offer_load, summarize
-from bench.storm.report import pct, report
-from bench.storm.scenario import (
-    CLIENT_KEY, DIRECT_KEYS, MINUTE_S, Gateway, primary_capacity_per_s, sim_call, start_simulator,
-)
+from bench.storm.report import pct, peaks_above, report
+from bench.storm.scenario import CLIENT_KEY, SCENARIOS, Gateway, sim_call, start_simulator
 
 
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(
         prog="bench/storm.sh",
-        description="Storm benchmark: gateway vs direct OpenAI SDK on the upstream simulator.",
+        description="Storm benchmark: gateway vs direct OpenAI SDK on the upstream simulator. "
+                    "Scenario compressed (issue 3): three accounts at 6/12/30 rpm, time compressed "
+                    "20x, gateway and direct. Scenario realtime (issue 8): DashScope's qwen3-max "
+                    "limits (600 rpm, 10 rps, surge protection) at real speed, acct-c's free quota "
+                    "exhausted, 30% of requests streamed, gateway only.",
     )
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="compressed",
+                   help="which storm (compressed); each writes its own section of BENCHMARKS.md")
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
-    p.add_argument("--minutes", type=float, default=15,
-                   help="compressed minutes of offered load per cell, 3 s each (15)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float,
+                        help="minutes of offered load per cell in the scenario's time: compressed "
+                             "minutes of 3 s (default 15), or real minutes for realtime (1.5)")
+    length.add_argument("--seconds", type=float,
+                        help="real seconds of offered load per cell (compressed 45, realtime 90)")
     p.add_argument("--levels", default="0.9,1.5",
-                   help="offered loads as fractions of qwen3-max capacity (0.9,1.5)")
-    p.add_argument("--clients", default="gateway,direct", help="which clients (gateway,direct)")
+                   help="offered loads as fractions of qwen3-max capacity (0.9,1.5): compressed "
+                        "6 req/s, realtime 20 req/s")
+    p.add_argument("--clients",
+                   help="which clients, gateway and/or direct (compressed: gateway,direct; "
+                        "realtime: gateway)")
     p.add_argument("--attempt-timeout", type=float, default=60, help="SDK timeout per HTTP attempt, s")
     p.add_argument("--request-cap", type=float, default=90,
                    help="hard cap per client request including retries, s (counted as failed)")
@@ -45,12 +56,18 @@ def parse_args(argv: list[str]):
     p.add_argument("--render", metavar="JSON",
                    help="run nothing: print (and write) the report of a saved bench/.runs/storm-*.json")
     args = p.parse_args(argv)
+    sc = SCENARIOS[args.scenario]
+    if args.minutes is not None:
+        args.seconds = args.minutes * sc.minute_s
+    args.seconds = sc.seconds if args.seconds is None else args.seconds
+    args.minutes = args.seconds / sc.minute_s
     args.levels = [float(x) for x in args.levels.split(",") if x.strip()]
-    args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    args.clients = [c.strip() for c in (args.clients or ",".join(sc.clients)).split(",")
+                    if c.strip()]
     if not set(args.clients) <= {"gateway", "direct"} or not args.clients:
         p.error("--clients: gateway and/or direct")
-    if args.runs < 1 or args.minutes <= 0 or not args.levels or min(args.levels) <= 0:
-        p.error("--runs >= 1, --minutes > 0, levels > 0")
+    if args.runs < 1 or args.seconds <= 0 or not args.levels or min(args.levels) <= 0:
+        p.error("--runs >= 1, --minutes or --seconds > 0, levels > 0")
     return args
 
 
@@ -77,29 +94,30 @@ def run_notes() -> dict:
 
 
 async def run_cell(kind: str, level: float, args, sim_url: str, build: Path, cell_dir: Path):
-    rate = level * primary_capacity_per_s()
-    n = int(round(rate * args.minutes * MINUTE_S))
+    sc = SCENARIOS[args.scenario]
+    rate = level * sc.capacity_per_s()
+    n = int(round(rate * args.seconds))
     gateway = None
     try:
         if kind == "gateway":
-            gateway = Gateway(build, cell_dir, sim_url)
+            gateway = Gateway(sc, build, cell_dir, sim_url)
             base_url, keys = f"{gateway.url}/v1", [CLIENT_KEY]
         else:
-            base_url, keys = f"{sim_url}/compatible-mode/v1", DIRECT_KEYS
+            base_url, keys = f"{sim_url}/compatible-mode/v1", sc.direct_keys()
         sim_call("POST", f"{sim_url}/_sim/reset")
-        raw = await offer_load(base_url, keys, rate, n, args)
+        raw = await offer_load(base_url, keys, rate, n, args, sc.stream_tenths)
         stats = sim_call("GET", f"{sim_url}/_sim/stats")
     finally:
         if gateway is not None:
             gateway.proc.stop()
-    row = summarize(kind, level, n, raw, stats)
+    row = summarize(sc, kind, level, n, raw, stats)
     if gateway is not None:
         row["gateway_startup_s"] = gateway.startup_s
     return row
 
 
 async def main_async(args, run_dir: Path, build: Path) -> list[list[dict]]:
-    sim_url = start_simulator(run_dir)
+    sim_url = start_simulator(SCENARIOS[args.scenario], run_dir)
     print(f"storm: simulator at {sim_url}; run directory {run_dir}", file=sys.stderr)
     runs: list[list[dict]] = []
     for run in range(args.runs):
@@ -119,7 +137,11 @@ async def main_async(args, run_dir: Path, build: Path) -> list[list[dict]]:
                     f"answered {pct(row['answered'])}, qwen3-max {pct(row['primary_share'])}, "
                     f"upstream 429 {row['upstream_429']}/{row['upstream_calls']}, "
                     f"capacity used {pct(row['primary_used'])}, p50 {row['p50_ms']:.0f} ms, "
-                    f"p99 {row['p99_ms']:.0f} ms, max send lag {row['max_send_lag_ms']:.0f} ms "
+                    f"p99 {row['p99_ms']:.0f} ms, max send lag {row['max_send_lag_ms']:.0f} ms, "
+                    f"all upstream errors {row['upstream_errors']} "
+                    f"({', '.join(f'{k} {v}' for k, v in row['errors'].items() if v) or 'none'}), "
+                    f"over limit {row['over_limit']}, "
+                    f"peaks above limit: {'; '.join(peaks_above(row)) or 'none'} "
                     f"({time.monotonic() - t:.0f} s)",
                     file=sys.stderr,
                 )
@@ -139,10 +161,10 @@ def main(argv: list[str]) -> int:
     run_dir = ROOT / "bench" / ".runs" / f"storm-{stamp}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     cells = args.runs * len(args.levels) * len(args.clients)
+    estimate_min = cells * (args.seconds + 4) / 60
     print(
-        f"storm: {args.runs} run(s) x {len(args.levels)} level(s) x {len(args.clients)} client(s), "
-        f"{args.minutes:g} compressed min ({args.minutes * MINUTE_S:.0f} s) each: "
-        f"about {cells * (args.minutes * MINUTE_S + 4) / 60:.0f} min",
+        f"storm: scenario {args.scenario}: {args.runs} run(s) x {len(args.levels)} level(s) x "
+        f"{len(args.clients)} client(s), {args.seconds:g} s each: about {estimate_min:.0f} min",
         file=sys.stderr,
     )
     extra = " ".join(a for a in argv if a not in ("--no-write", "--keep"))
@@ -150,7 +172,10 @@ def main(argv: list[str]) -> int:
         "started": notes.utc(),
         **run_notes(),
         "command": f"bench/storm.sh {extra}".strip(),
+        "scenario": args.scenario,
         "minutes": args.minutes,
+        "seconds": args.seconds,
+        "estimate_min": estimate_min,
         "levels": args.levels,
         "one_run_reason": "--runs 1 was asked for",
     }

@@ -1,34 +1,53 @@
 //! Reads a client's request body with a size cap: a body over the cap is refused (413) from
-//! its `Content-Length` before any of it is read, or as soon as the streamed bytes pass the cap.
+//! its `Content-Length` before any of it is buffered, or as soon as the streamed bytes pass
+//! the cap. What the client is still sending is then read and dropped in the background, so
+//! it gets the 413 rather than a connection reset mid-upload.
 
 use crate::openai::ApiError;
 use futures_util::StreamExt;
-use worker::Request;
+use worker::{ByteStream, Context, Request};
+
+/// Most bytes of a refused body drained in the background (beyond it the connection may reset).
+const DRAIN_LIMIT_BYTES: u64 = 64 << 20;
 
 /// The whole body, at most `limit` bytes.
-pub async fn read(req: &mut Request, limit: u64) -> Result<Vec<u8>, ApiError> {
+pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get("content-length")
         .ok()
         .flatten()
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::payload_too_large(limit));
-    }
     // No body at all reads as empty, which the JSON parser then refuses with a clear 400.
     let Ok(mut stream) = req.stream() else {
         return Ok(Vec::new());
     };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(refuse(ctx, stream, limit));
+    }
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
     let mut body = Vec::with_capacity(capacity);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|_| ApiError::invalid_request("The request body could not be read.", None))?;
         if (body.len() as u64).saturating_add(chunk.len() as u64) > limit {
-            return Err(ApiError::payload_too_large(limit));
+            return Err(refuse(ctx, stream, limit));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The 413, with the rest of the body drained (and dropped) off the hot path.
+fn refuse(ctx: &Context, mut rest: ByteStream, limit: u64) -> ApiError {
+    ctx.wait_until(async move {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = rest.next().await {
+            drained = drained.saturating_add(chunk.len() as u64);
+            if drained > DRAIN_LIMIT_BYTES {
+                break;
+            }
+        }
+    });
+    ApiError::payload_too_large(limit)
 }

@@ -73,7 +73,7 @@ pub async fn complete(
     request_id: &str,
 ) -> Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
-    let bytes = body::read(&mut req, config.max_body_bytes)
+    let bytes = body::read(&mut req, ctx, config.max_body_bytes)
         .await
         .map_err(plain)?;
     let mut chat = ChatRequest::parse(&bytes, config.max_messages).map_err(plain)?;

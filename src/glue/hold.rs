@@ -49,6 +49,11 @@ impl Client {
     pub async fn gone(&self) {
         let _ = JsFuture::from(self.gone.clone()).await;
     }
+
+    /// Stops listening: the request is over, its signal must not call back into it.
+    fn forget(&self) {
+        self.signal.set_onabort(None);
+    }
 }
 
 /// A lease the request holds, with what it needs to be settled by someone else.
@@ -144,6 +149,7 @@ pub fn watch(
         let event = if client.is_gone() {
             "client_left"
         } else {
+            client.forget();
             "hold_left_at_end"
         };
         if let Some(hold) = held.take() {

@@ -7,8 +7,9 @@
 // ANY /__test/client-leaves/<ms>/<path>
 //   calls the gateway's <path> as a client that leaves after <ms>. Locally workerd learns that
 //   a client left only from its caller (it never reads a finished request's socket), so the
-//   call goes through a service binding to this same worker and is aborted by the caller, as
-//   Cloudflare's edge does in production. Answers {"left": true} or {"left": false, "status"}.
+//   call goes through this worker's own loopback binding (ctx.exports) and is aborted by the
+//   caller, as Cloudflare's edge does in production. Answers {"left": true} or {"left": false,
+//   "status"}.
 import Gateway, { BucketDo as RealBucketDo } from "__BUILD__/index.js";
 
 const FAULT_PATH = "/__test/bucket-fault/";
@@ -31,7 +32,7 @@ export default class extends Gateway {
         signal: AbortSignal.timeout(Number(ms)),
       });
       try {
-        const answer = await this.env.SELF.fetch(call);
+        const answer = await this.ctx.exports.default.fetch(call);
         await answer.arrayBuffer();
         return Response.json({ left: false, status: answer.status });
       } catch (e) {

@@ -70,6 +70,9 @@ impl Gateway {
             .env("CI", "1")
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            // A private dev registry: another local wrangler dev coming or going must not make
+            // this one reload (which fails its requests in flight).
+            .env("WRANGLER_REGISTRY_PATH", dir.join("registry"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,14 +197,13 @@ fn worker_config(root: &Path, main: &Path, gateway: &serde_json::Value) -> Resul
             out.insert(key.into(), value.clone());
         }
     }
+    // No service bindings: faults.mjs's leaving client calls this worker through its own
+    // loopback (ctx.exports); a binding to itself would tie it to wrangler's dev registry,
+    // which reloads it (failing requests in flight) whenever another local wrangler dev
+    // comes or goes.
     let mut vars = toml::Table::new();
     vars.insert("GATEWAY".into(), gateway.to_string().into());
     out.insert("vars".into(), vars.into());
-    // For faults.mjs's leaving client: a binding to this same worker.
-    let mut own = toml::Table::new();
-    own.insert("binding".into(), "SELF".into());
-    own.insert("service".into(), "edge-gateway-e2e".into());
-    out.insert("services".into(), vec![toml::Value::Table(own)].into());
     toml::to_string(&out).map_err(|e| format!("test wrangler.toml: {e}"))
 }
 

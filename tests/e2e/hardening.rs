@@ -296,7 +296,7 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
             r#"{"error":{"message":"Model not allowed for this key","type":"permission_denied","code":"model_not_allowed"}}"#,
         ),
     ] {
-        ctx.reset().await;
+        ctx.reset(false).await;
         ctx.sim
             .push_fault(json!({"kind": "status", "status": status, "body": body, "key": "sk-b1", "times": 0}))
             .unwrap();
@@ -345,43 +345,31 @@ async fn huge_body(ctx: Arc<Ctx>) {
         })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let numbers = format!("[{}]", vec!["1"; 10_000_000].join(","));
-    let body = format!(
-        r#"{{"model":"qwen3-max","messages":[{{"role":"user","content":"hi"}}],"junk":{numbers}}}"#
-    );
+    // A 20 MB body of small numbers is refused from its Content-Length alone: here the client
+    // waits for the answer before sending any of it (as with `Expect: 100-continue`).
+    let head =
+        "{\"model\":\"qwen3-max\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"junk\":[";
+    let mut body = format!("{head}{}1]}}", "1,".repeat(10_000_000)).into_bytes();
+    let declared = format!("Content-Length: {}", body.len());
     let started = Instant::now();
-    let reply = ctx
-        .send(
-            ctx.http
-                .post(format!("{}/v1/chat/completions", ctx.url()))
-                .bearer_auth(CLIENT_KEY)
-                .header("content-type", "application/json")
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.assert_error(413)["code"], "request_too_large");
+    let (status, text, _) = raw_post(&ctx, &declared, Vec::new()).await;
+    assert_eq!(status, 413, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON error body");
+    assert_eq!(error["error"]["code"], "request_too_large", "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
-    // Without a Content-Length the cap holds too (the body is streamed, chunked).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
-        .into_bytes()
+    // Without a Content-Length the cap holds too: the streamed body is cut at 4 MiB.
+    body.truncate(6 << 20);
+    let parts: Vec<Vec<u8>> = body
         .chunks(1 << 20)
-        .map(|c| Ok(c.to_vec()))
+        .map(|c| [format!("{:x}\r\n", c.len()).as_bytes(), c, b"\r\n"].concat())
+        .chain([b"0\r\n\r\n".to_vec()])
         .collect();
-    let reply = ctx
-        .send(
-            ctx.http
-                .post(format!("{}/v1/chat/completions", ctx.url()))
-                .bearer_auth(CLIENT_KEY)
-                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                    chunks,
-                ))),
-        )
-        .await;
-    reply.assert_error(413);
+    let (status, text, _) = raw_post(&ctx, "Transfer-Encoding: chunked", parts).await;
+    assert_eq!(status, 413, "{text}");
     let gap = stream.await.expect("stream task");
     assert!(
         gap < Duration::from_secs(1),
@@ -449,6 +437,74 @@ async fn failures_logged(ctx: Arc<Ctx>) {
             assert!(!text.contains(secret), "secret logged: {text}");
         }
     }
+}
+
+/// POSTs a chat request by hand: the headers, then the body parts from another task while
+/// the answer is read. Returns (status, body, whether the answer came before every part was
+/// sent).
+async fn raw_post(ctx: &Ctx, framing: &str, parts: Vec<Vec<u8>>) -> (u16, String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = ctx.url().trim_start_matches("http://").to_string();
+    let socket = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("gateway reachable");
+    let (mut reader, mut writer) = socket.into_split();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    );
+    let sent_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = {
+        let sent_all = sent_all.clone();
+        tokio::spawn(async move {
+            writer.write_all(head.as_bytes()).await.ok()?;
+            for part in parts {
+                writer.write_all(&part).await.ok()?;
+            }
+            sent_all.store(true, std::sync::atomic::Ordering::SeqCst);
+            Some(writer)
+        })
+    };
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let read = async {
+        loop {
+            let n = reader.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length = head.lines().find_map(|l| {
+                let l = l.to_ascii_lowercase();
+                l.strip_prefix("content-length:")?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            });
+            if length.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer");
+    let early = !sent_all.load(std::sync::atomic::Ordering::SeqCst);
+    sending.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body, early)
 }
 
 /// The gateway's own log lines (JSON objects with an `event`), wherever wrangler put them.

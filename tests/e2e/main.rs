@@ -92,8 +92,8 @@ async fn run_suite(
         }
     };
     let (mut passed, mut failed) = (0, 0);
-    for (name, scenario) in selected {
-        ctx.reset().await;
+    for (i, (name, scenario)) in selected.into_iter().enumerate() {
+        ctx.reset(i == 0).await;
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             Duration::from_secs(120),

@@ -3,7 +3,7 @@
 //! same burst without slow start trips the protection (so the test can fail).
 
 use crate::gateway::GatewaySpec;
-use crate::support::{stat, test_secrets, Ctx, Setup};
+use crate::support::{stat, test_secrets, Ctx, Setup, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -66,6 +66,7 @@ pub const REAL_TIME: Setup = Setup {
     gateway: gateway_spec,
     buckets: &[("acct-a", "qwen3-max"), ("acct-b", "qwen3-max")],
     settle_ms: 2_500,
+    fresh_gateway: true,
 };
 
 pub fn scenarios() -> Vec<(&'static str, Scenario)> {
@@ -83,16 +84,21 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
 /// Fires `n` chat requests for `model` at once; returns (statuses, seconds taken).
 async fn burst(ctx: &Arc<Ctx>, model: &str, n: usize) -> (Vec<u16>, f64) {
     let started = Instant::now();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let url = format!("{}/v1/chat/completions", ctx.url());
     let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let ctx = ctx.clone();
             let body =
                 json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]});
+            let send = http.post(&url).bearer_auth(CLIENT_KEY).json(&body).send();
             tokio::spawn(async move {
-                tokio::time::timeout(Duration::from_secs(90), ctx.chat(&body))
-                    .await
-                    .map(|r| r.status)
-                    .unwrap_or(0)
+                match tokio::time::timeout(Duration::from_secs(90), send).await {
+                    Ok(Ok(resp)) => resp.status().as_u16(),
+                    _ => 0,
+                }
             })
         })
         .collect();

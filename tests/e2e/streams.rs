@@ -150,7 +150,7 @@ async fn error_first(ctx: Arc<Ctx>) {
         json!({"kind": "stream_error", "shape": "compat", "after_chunks": 0, "account": "acct-a",
                "code": "limit_requests", "message": "You have exceeded your current request limit."}),
     ] {
-        ctx.reset().await;
+        ctx.reset(false).await;
         ctx.sim.push_fault(fault.clone()).unwrap();
         let reply = ctx.chat(&body(None)).await;
         assert_eq!(reply.status, 200, "{fault}: {}", reply.text);

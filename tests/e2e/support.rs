@@ -58,6 +58,10 @@ pub struct Setup {
     pub buckets: &'static [(&'static str, &'static str)],
     /// Pause after the reset, so no window carries over.
     pub settle_ms: u64,
+    /// Start a fresh gateway for each scenario: after a burst of long requests, wrangler dev's
+    /// proxy reuses connections its worker has closed meanwhile, and answers one request of
+    /// the next burst with its own 503 ("Your worker restarted mid-request").
+    pub fresh_gateway: bool,
 }
 
 /// The main suite's setup: time compressed 20x, three accounts, many test models.
@@ -66,6 +70,7 @@ pub const COMPRESSED: Setup = Setup {
     gateway: gateway_spec,
     buckets: &BUCKETS,
     settle_ms: MINUTE_MS + 200,
+    fresh_gateway: false,
 };
 
 /// What every scenario gets.
@@ -227,8 +232,11 @@ impl Ctx {
     }
 
     /// Clears the simulator and every bucket's park, then lets the windows drain so none
-    /// carries over between scenarios.
-    pub async fn reset(&self) {
+    /// carries over between scenarios (on a fresh gateway, when the setup asks for one).
+    pub async fn reset(&self, first: bool) {
+        if self.setup.fresh_gateway && !first {
+            self.restart_gateway().await;
+        }
         self.sim.reset();
         for &(account, model) in self.setup.buckets {
             self.bucket_fault(
