@@ -54,6 +54,10 @@ pub enum Admission {
         at_ms: u64,
         /// This request is the one half-open probe of an expired park.
         probe: bool,
+        /// How late the send may leave and still fit the windows (their widening, in ms): a
+        /// send later than that gives its slot back and asks again.
+        #[serde(default)]
+        late_ms: u64,
     },
     /// Not within max_wait. `until_ms`: earliest time a request of this size could start (None = parked until an operator clears it, or never fits).
     Denied {
@@ -105,8 +109,13 @@ pub enum SettleOutcome {
     Cooldown {
         /// Cooldown length.
         ms: u64,
-        /// Which limit (for the record).
+        /// Which limit (`requests` and `tokens` are window limits; for the record otherwise).
         kind: String,
+        /// The upstream said how long; otherwise `ms` is a whole window, which the bucket
+        /// shortens to its short window for the first such 429 in a minute (jitter, not an
+        /// exhausted minute), widening its windows as it learns.
+        #[serde(default)]
+        hinted: bool,
     },
     /// Upstream surge protection: release; hold the rate at what was working, then ramp back
     /// with a gentler growth (`pace`).
@@ -167,7 +176,7 @@ pub struct Snapshot {
     pub rate_factor: f64,
     /// The send rate's growth per second in force (learned from surges, else configured).
     pub growth: Option<f64>,
-    /// How much the windows are widened by measured send lateness, in ms.
+    /// How much the windows are widened (measured lateness spread plus learned margin), in ms.
     pub lag_margin_ms: u64,
     /// Leases not yet settled nor expired.
     pub in_flight: u64,
@@ -292,6 +301,11 @@ impl BucketState {
             lease,
             at_ms: start,
             probe,
+            late_ms: self
+                .pace
+                .widened(policy.spec)
+                .second_ms
+                .saturating_sub(policy.spec.second_ms),
         }
     }
 
@@ -356,9 +370,15 @@ impl BucketState {
                 self.windows.forget(lease);
                 bump(&mut self.counters.failed, 1);
             }
-            SettleOutcome::Cooldown { ms, kind } => {
+            SettleOutcome::Cooldown { ms, kind, hinted } => {
                 self.windows.release(lease);
-                self.cool(now_ms.saturating_add(*ms), kind);
+                let window_limit = matches!(kind.as_str(), "requests" | "tokens");
+                let ms = if !hinted && window_limit && !self.pace.on_surprise(now_ms, policy.spec) {
+                    (*ms).min(self.pace.widened(policy.spec).second_ms)
+                } else {
+                    *ms
+                };
+                self.cool(now_ms.saturating_add(ms), kind);
                 bump(&mut self.counters.rate_limited, 1);
             }
             SettleOutcome::Burst => {
@@ -380,7 +400,7 @@ impl BucketState {
         self.drop_old_leases(now_ms);
         self.park = None;
         self.cooldown = None;
-        self.pace = Pace::default();
+        self.pace.forget_lessons();
         self.refused_keys.clear();
     }
 
@@ -424,7 +444,11 @@ impl BucketState {
                 policy.slow_start,
             ),
             growth: self.pace.growth(policy.slow_start),
-            lag_margin_ms: self.pace.lag_spread_ms(),
+            lag_margin_ms: self
+                .pace
+                .widened(policy.spec)
+                .second_ms
+                .saturating_sub(policy.spec.second_ms),
             in_flight: self.leases.iter().filter(|l| l.live(now_ms)).count() as u64,
             used_minute: self.windows.usage(now_ms, policy.spec.minute_ms),
             used_second: self.windows.usage(now_ms, policy.spec.second_ms),

@@ -41,10 +41,12 @@ fn ask(est_tokens: u64, max_wait_ms: u64, lease_ttl_ms: u64) -> AcquireRequest {
     }
 }
 
+/// A cooldown the upstream asked for (`hinted`: kept as is).
 fn cooldown(ms: u64, kind: &str) -> SettleOutcome {
     SettleOutcome::Cooldown {
         ms,
         kind: kind.into(),
+        hinted: true,
     }
 }
 
@@ -63,6 +65,7 @@ fn go(lease: u64, at_ms: u64) -> Admission {
         lease,
         at_ms,
         probe: false,
+        late_ms: 0,
     }
 }
 
@@ -447,7 +450,7 @@ fn state_and_wire_types_round_trip_through_json() {
     );
     #[rustfmt::skip]
     let wire = [
-        (serde_json::to_value(go(3, 5)).unwrap(), r#"{"go":{"lease":3,"at_ms":5,"probe":false}}"#),
+        (serde_json::to_value(go(3, 5)).unwrap(), r#"{"go":{"lease":3,"at_ms":5,"probe":false,"late_ms":0}}"#),
         (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"denied":{"until_ms":null,"reason":{"parked":"x"}}}"#),
         (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"denied":{"until_ms":1,"reason":"probe_in_flight"}}"#),
         (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"ok":{"prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}}"#),
@@ -597,6 +600,7 @@ fn failures_settle_by_what_reached_the_upstream() {
             Outcome::Cooldown {
                 kind: LimitKind::Tokens,
                 cooldown_ms: 5,
+                hinted: true,
             },
             cooldown(5, "tokens"),
         ),
@@ -612,8 +616,19 @@ fn only_facts_about_the_bucket_make_it_busy() {
     let cooling = Outcome::Cooldown {
         kind: LimitKind::Requests,
         cooldown_ms: 100,
+        hinted: true,
     };
     assert_eq!(busy_until(&cooling, 5), Some(Some(105)));
+    let unhinted = Outcome::Cooldown {
+        kind: LimitKind::Requests,
+        cooldown_ms: 100,
+        hinted: false,
+    };
+    assert_eq!(
+        busy_until(&unhinted, 5),
+        None,
+        "the bucket decides how long"
+    );
     let park = Outcome::Park {
         scope: ParkScope::Bucket,
         reason: "r".into(),
@@ -627,4 +642,41 @@ fn only_facts_about_the_bucket_make_it_busy() {
     ] {
         assert_eq!(busy_until(&about_one_request, 5), None);
     }
+}
+
+#[test]
+fn a_first_window_limit_429_in_a_minute_is_jitter_a_second_is_real() {
+    let l = lim(Some(600), Some(10), None, None);
+    let p = pol(&l, SPEC);
+    let mut b = measured();
+    let unhinted = SettleOutcome::Cooldown {
+        ms: 60_000,
+        kind: "requests".into(),
+        hinted: false,
+    };
+    let a = lease_of(&b.acquire(0, &p, &req(1, 0)));
+    b.settle(100, &p, a, &unhinted);
+    let snap = b.snapshot(100, &p);
+    assert_eq!(
+        snap.cooling_until_ms,
+        Some(100 + 1_100),
+        "one short window (now widened), not a minute"
+    );
+    assert_eq!(
+        snap.lag_margin_ms, 100,
+        "the windows widen by a tenth of a second"
+    );
+    // Another within the minute: the limit is real (someone else uses the account).
+    let a = lease_of(&b.acquire(5_000, &p, &req(1, 0)));
+    b.settle(5_100, &p, a, &unhinted);
+    assert_eq!(b.snapshot(5_100, &p).cooling_until_ms, Some(65_100));
+    // The learned margin halves after each quiet minute.
+    let later = 5_100 + 3 * 60_000;
+    assert_eq!(
+        b.snapshot(later, &p).lag_margin_ms,
+        200,
+        "two steps, not yet relaxed"
+    );
+    b.acquire(later, &p, &req(1, 0));
+    assert_eq!(b.snapshot(later, &p).lag_margin_ms, 25);
 }

@@ -43,8 +43,15 @@ pub const DAILY_COOLDOWN_MS: u64 = crate::hints::DAILY_MS;
 pub enum Outcome {
     /// 2xx: serve it.
     Success,
-    /// A transient limit of this bucket (account x model): cool it for `cooldown_ms`, try elsewhere now.
-    Cooldown { kind: LimitKind, cooldown_ms: u64 },
+    /// A transient limit of this bucket (account x model): cool it for `cooldown_ms`, try elsewhere
+    /// now. `hinted`: the upstream said how long; otherwise `cooldown_ms` is the table's default
+    /// (a whole window), which the bucket may shorten when its own windows show the 429 came
+    /// from jitter across a short window.
+    Cooldown {
+        kind: LimitKind,
+        cooldown_ms: u64,
+        hinted: bool,
+    },
     /// Surge protection: back off `backoff_ms` (before jitter) and cut the bucket's rate, then ramp up.
     Burst { backoff_ms: u64 },
     /// Hard failure: park `scope` with `reason` (the upstream code) until an operator clears it,
@@ -97,9 +104,14 @@ impl Outcome {
     /// time: divided by the config's `time_scale`, 1 in production).
     pub fn scaled(self, scale: impl Fn(u64) -> u64) -> Outcome {
         match self {
-            Outcome::Cooldown { kind, cooldown_ms } => Outcome::Cooldown {
+            Outcome::Cooldown {
+                kind,
+                cooldown_ms,
+                hinted,
+            } => Outcome::Cooldown {
                 kind,
                 cooldown_ms: scale(cooldown_ms),
+                hinted,
             },
             Outcome::Burst { backoff_ms } => Outcome::Burst {
                 backoff_ms: scale(backoff_ms),
@@ -285,6 +297,7 @@ pub fn timed_out(stream: bool) -> Outcome {
         Outcome::Cooldown {
             kind: LimitKind::Throttle,
             cooldown_ms: SLOW_START_COOLDOWN_MS,
+            hinted: true,
         }
     } else {
         Outcome::Retry { after_ms: None }
@@ -353,7 +366,11 @@ pub fn status_of_code(code: &str) -> Option<u16> {
 
 fn cooldown(kind: LimitKind, hint: Option<u64>, default_ms: u64) -> Outcome {
     let cooldown_ms = hint.unwrap_or(default_ms);
-    Outcome::Cooldown { kind, cooldown_ms }
+    Outcome::Cooldown {
+        kind,
+        cooldown_ms,
+        hinted: hint.is_some(),
+    }
 }
 
 fn burst(hint: Option<u64>) -> Outcome {

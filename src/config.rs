@@ -246,7 +246,7 @@ fn default_output_tokens() -> u64 {
     256
 }
 fn default_window_margin_ms() -> u64 {
-    10
+    5
 }
 fn default_max_body_bytes() -> u64 {
     4 << 20

@@ -11,7 +11,7 @@
 //!   that was working) for two seconds, then the ramp resumes with a gentler growth that the
 //!   bucket remembers (and relaxes back after a quiet minute);
 //! - **margins**: the short and long windows are widened by the spread of how late recent
-//!   sends left relative to their slots (100 ms until 8 samples are in), so jitter between
+//!   sends left relative to their slots (the last 64; 100 ms until 8 are in), so jitter between
 //!   admission and arrival can never put more into an upstream window than its limit.
 //!
 //! Pure: time comes in as `now_ms`; state is a few numbers and 32 lag samples.
@@ -44,7 +44,7 @@ impl SlowStart {
 /// Sends per short window always allowed under slow start, whatever the floor fraction.
 const MIN_FLOOR: f64 = 2.0;
 /// Lag samples kept, the newest.
-const LAG_SAMPLES: usize = 32;
+const LAG_SAMPLES: usize = 64;
 /// Until this many samples are in, the spread is taken to be at least...
 const MIN_LAG_SAMPLES: usize = 8;
 /// ...this much (a burst at a new bucket was seen to land up to ~40 ms apart under
@@ -57,8 +57,13 @@ const SURGE_GROWTH_CUT: f64 = 0.5;
 /// ...but never below this growth.
 const MIN_GROWTH: f64 = 1.1;
 /// A learned growth relaxes halfway back toward the configured one after each quiet period
-/// this long (in short windows: a minute).
+/// this long (in short windows: a minute); so does a learned margin.
 const RELAX_WINDOWS: u64 = 60;
+/// A window-limit 429 the windows did not expect widens them by this share of the short
+/// window (a tenth: 100 ms)...
+const SURPRISE_MARGIN_DIVISOR: u64 = 10;
+/// ...up to this many such steps.
+const MAX_SURPRISE_STEPS: u64 = 5;
 
 /// What a bucket learned about pacing; persisted with its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +78,17 @@ pub struct Pace {
     /// the sender's clock runs behind the bucket's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     lags: Vec<i64>,
+    /// Margin learned from window-limit 429s the windows did not expect: jitter beyond what
+    /// the lag samples caught. Halves after each quiet minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    surprise: Option<Surprise>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Surprise {
+    extra_ms: u64,
+    at_ms: u64,
+    relaxed_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,9 +115,11 @@ struct Rule {
 
 impl Pace {
     /// The window lengths to judge by: the configured ones widened by the spread of recent
-    /// send lateness (an arrival is its slot plus a lateness within that spread).
+    /// send lateness (an arrival is its slot plus a lateness within that spread), and by what
+    /// surprises taught.
     pub fn widened(&self, spec: WindowSpec) -> WindowSpec {
-        let spread = self.lag_spread_ms();
+        let learned = self.surprise.as_ref().map_or(0, |s| s.extra_ms);
+        let spread = self.lag_spread_ms().saturating_add(learned);
         WindowSpec {
             second_ms: spec.second_ms.saturating_add(spread),
             minute_ms: spec.minute_ms.saturating_add(spread),
@@ -122,6 +140,13 @@ impl Pace {
         } else {
             measured
         }
+    }
+
+    /// Forgets what surges and surprises taught (an operator's clear); keeps the measurements.
+    pub fn forget_lessons(&mut self) {
+        self.learned = None;
+        self.hold = None;
+        self.surprise = None;
     }
 
     /// Records how late one send left (ms; negative: early on the bucket's clock).
@@ -186,6 +211,26 @@ impl Pace {
         None
     }
 
+    /// A window-limit 429 (RPS, RPM, TPS, TPM) arrived while the bucket's own windows had room:
+    /// sends bunched more than the samples showed. Widens the windows by a tenth of the short
+    /// window (up to half of it). Returns true when another came within the last minute: then
+    /// the limit is real (someone else uses the account, or the minute is full) and the
+    /// caller cools for the whole window.
+    pub fn on_surprise(&mut self, now_ms: u64, spec: WindowSpec) -> bool {
+        let step = (spec.second_ms / SURPRISE_MARGIN_DIVISOR).max(1);
+        let recent = self
+            .surprise
+            .as_ref()
+            .is_some_and(|s| now_ms.saturating_sub(s.at_ms) < spec.minute_ms);
+        let extra = self.surprise.as_ref().map_or(0, |s| s.extra_ms);
+        self.surprise = Some(Surprise {
+            extra_ms: extra.saturating_add(step).min(step * MAX_SURPRISE_STEPS),
+            at_ms: now_ms,
+            relaxed_at_ms: now_ms,
+        });
+        recent
+    }
+
     /// A surge 429 at `now_ms`: hold at the rate of the second before, and learn a gentler
     /// growth (remembered).
     pub fn on_surge(
@@ -218,12 +263,22 @@ impl Pace {
         });
     }
 
-    /// Housekeeping: an ended hold goes; a learned growth relaxes back after quiet periods.
+    /// Housekeeping: an ended hold goes; a learned growth and margin relax back after quiet
+    /// periods.
     pub fn tidy(&mut self, now_ms: u64, spec: WindowSpec, slow_start: Option<SlowStart>) {
         if self.hold.as_ref().is_some_and(|h| h.until_ms <= now_ms) {
             self.hold = None;
         }
         let period = spec.second_ms.max(1).saturating_mul(RELAX_WINDOWS);
+        if let Some(s) = self.surprise.as_mut() {
+            while s.extra_ms > 0 && now_ms.saturating_sub(s.relaxed_at_ms) >= period {
+                s.extra_ms /= 2;
+                s.relaxed_at_ms = s.relaxed_at_ms.saturating_add(period);
+            }
+            if s.extra_ms == 0 && now_ms.saturating_sub(s.at_ms) >= spec.minute_ms {
+                self.surprise = None;
+            }
+        }
         if let Some(l) = self.learned.as_mut() {
             if now_ms.saturating_sub(l.since_ms) >= period {
                 let target = slow_start.map_or(SlowStart::LEARNED.growth, |s| s.growth);

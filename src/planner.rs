@@ -19,6 +19,8 @@ const MAX_RETRIES: u32 = 2;
 /// Upstream requests per client request, all buckets together (refused keys aside, which
 /// have their own budget: the account's keys): bounds every loop.
 const MAX_ATTEMPTS: u32 = 8;
+/// Slots a request may miss (its send left too late) before it rotates away from the bucket.
+const MAX_MISSES: u32 = 3;
 /// A first ask accepts a slot within this share of the wait: with paced sends the next slot is
 /// usually a little ahead, and taking it saves asking every account first.
 const PROBE_WAIT_DIVISOR: u64 = 4;
@@ -153,6 +155,7 @@ pub struct Planner<C> {
     sending: Option<(Slot, u64)>,
     attempts: u32,
     keys_refused: u32,
+    misses: u32,
     reasons: Vec<(String, &'static str)>,
     server_error: bool,
     unreachable: bool,
@@ -199,6 +202,7 @@ impl<C: Choice> Planner<C> {
             sending: None,
             attempts: 0,
             keys_refused: 0,
+            misses: 0,
             reasons: Vec::new(),
             server_error: false,
             unreachable: false,
@@ -376,6 +380,19 @@ impl<C: Choice> Planner<C> {
                     },
                 );
             }
+        }
+    }
+
+    /// The send could not leave in time for its slot (a stalled isolate): the slot was given
+    /// back; ask the same bucket again (a few times, then rotate away from it).
+    pub fn on_missed(&mut self, slot: Slot) {
+        self.sending = None;
+        self.misses += 1;
+        if self.misses > MAX_MISSES {
+            self.retry = None;
+            self.set(slot, parked());
+        } else {
+            self.retry = Some((slot, 0));
         }
     }
 

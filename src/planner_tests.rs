@@ -82,6 +82,7 @@ fn go(lease: u64, at_ms: u64) -> Admission {
         lease,
         at_ms,
         probe: false,
+        late_ms: 0,
     }
 }
 
@@ -231,6 +232,7 @@ fn rate_limit_429_rotates_without_retrying_the_same_account() {
     let limited = Outcome::Cooldown {
         kind: LimitKind::Requests,
         cooldown_ms: 60_000,
+        hinted: false,
     };
     p.on_outcome(slot, &limited, 10);
     let (_, b, _) = acquire(&mut p, 10);
@@ -254,6 +256,7 @@ fn short_cooldown_hint_is_waited_for() {
     let hinted = Outcome::Cooldown {
         kind: LimitKind::Requests,
         cooldown_ms: 644,
+        hinted: false,
     };
     p.on_outcome(slot, &hinted, 0);
     let (again, _, wait) = acquire(&mut p, 0);
@@ -393,6 +396,7 @@ fn deadline_and_attempt_cap_end_the_loop() {
                 let limited = Outcome::Cooldown {
                     kind: LimitKind::Requests,
                     cooldown_ms: 10,
+                    hinted: false,
                 };
                 p.on_outcome(slot, &limited, 0);
             }
@@ -520,6 +524,24 @@ fn a_too_large_denial_rules_out_only_that_bucket() {
     );
     let (_, b, _) = acquire(&mut p, 0);
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_missed_slot_is_asked_for_again_then_the_bucket_is_left() {
+    let mut p = P::new("qwen3-max", chain(), settings());
+    let (slot, a, _) = acquire(&mut p, 0);
+    for round in 0..=MAX_MISSES {
+        p.on_admission(slot, &go(u64::from(round), 0));
+        let _ = send(&mut p, 0);
+        p.on_missed(slot);
+        let (next, account, _) = acquire(&mut p, 0);
+        if round < MAX_MISSES {
+            assert_eq!((next, account.as_str()), (slot, a.as_str()), "asked again");
+        } else {
+            assert_ne!(account, a, "after {MAX_MISSES} misses, another account");
+        }
+    }
+    assert_eq!(p.attempts(), 0, "nothing was sent");
 }
 
 #[test]

@@ -138,7 +138,11 @@ def summarize(sc: Scenario, kind: str, level: float, n: int, raw: dict, stats: d
     calls, errors = up["calls"], sum(up["errors"].values())
     elapsed_s = raw["t_end"] - raw["t0"]
     rate = level * sc.capacity_per_s()
-    capacity = (min(rate, sc.capacity_per_s()) if sc.of_offered else sc.capacity_per_s()) * elapsed_s
+    if sc.of_offered:
+        # What the load allows: the primary's rate, or the offered one if lower, while it is offered.
+        capacity = min(rate, sc.capacity_per_s()) * (n / rate)
+    else:
+        capacity = sc.capacity_per_s() * elapsed_s
     latencies = sorted(o.latency_s for o in outcomes)
     lags = sorted(o.lag_s for o in outcomes)
     return {

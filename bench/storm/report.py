@@ -395,8 +395,8 @@ findings and in the last column of every run.
 - *served by qwen3-max*: client requests answered by the primary model (the
   `x-gateway-served-model` header, or the answer's `model`), count and share of those sent.
 - *qwen3-max capacity used*: qwen3-max requests the simulator served (`ok`, summed over
-  accounts), over what the load allows: min(offered rate, {sc.capacity_per_s():.0f}/s) x the cell's elapsed time
-  (first send to last answer).
+  accounts), over what the load allows: min(offered rate, {sc.capacity_per_s():.0f}/s) x the time the load
+  is offered (requests sent / offered rate).
 - *upstream 429s / calls*: every error the simulator counted over all chat calls it received
   (`/_sim/stats`); *by kind*: `limit_requests` / `limit_burst_rate` (surge protection) /
   `insufficient_quota` / `free_quota` / others (`free_tier_only`, `arrearage`, `overdue`,

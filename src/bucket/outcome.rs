@@ -2,7 +2,7 @@
 //! the bucket busy for everyone (the isolate cache keeps only such facts).
 
 use super::SettleOutcome;
-use crate::classify::Outcome;
+use crate::classify::{LimitKind, Outcome};
 use crate::openai::Usage;
 
 impl SettleOutcome {
@@ -18,13 +18,19 @@ impl SettleOutcome {
     /// How an attempt that did not serve the client settles its lease.
     pub fn of_failure(outcome: &Outcome) -> SettleOutcome {
         match outcome {
-            Outcome::Cooldown { kind, cooldown_ms } => SettleOutcome::Cooldown {
+            Outcome::Cooldown {
+                kind,
+                cooldown_ms,
+                hinted,
+            } => SettleOutcome::Cooldown {
                 ms: *cooldown_ms,
                 kind: format!("{kind:?}").to_lowercase(),
+                hinted: *hinted,
             },
             Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
                 ms: *cooldown_ms,
                 kind: "unavailable".into(),
+                hinted: true,
             },
             Outcome::Burst { .. } => SettleOutcome::Burst,
             Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
@@ -43,6 +49,13 @@ impl SettleOutcome {
 /// refused key, one request too large, a server error, the client's own mistake).
 pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
     match outcome {
+        // The bucket decides how long a window limit with no hint lasts (a first one in a
+        // minute is taken for jitter); its next answer says.
+        Outcome::Cooldown {
+            hinted: false,
+            kind: LimitKind::Requests | LimitKind::Tokens,
+            ..
+        } => None,
         Outcome::Cooldown {
             cooldown_ms: ms, ..
         }

@@ -17,7 +17,9 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn show(o: &Outcome) -> String {
     match o {
         Outcome::Success => "success".into(),
-        Outcome::Cooldown { kind, cooldown_ms } => format!("cooldown {kind:?} {cooldown_ms}"),
+        Outcome::Cooldown {
+            kind, cooldown_ms, ..
+        } => format!("cooldown {kind:?} {cooldown_ms}"),
         Outcome::Burst { backoff_ms } => format!("burst {backoff_ms}"),
         Outcome::Park {
             scope,
@@ -223,6 +225,7 @@ fn scaling_divides_every_wait_and_nothing_else() {
     let cool = Outcome::Cooldown {
         kind: LimitKind::Requests,
         cooldown_ms: 60_000,
+        hinted: false,
     };
     assert_eq!(show(&cool.scaled(half)), "cooldown Requests 30000");
     assert_eq!(

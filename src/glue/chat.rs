@@ -177,9 +177,10 @@ pub async fn complete(
                         let known = refused.entry(candidate.c.account).or_default();
                         known.extend(refused_keys);
                         match &admission {
-                            Admission::Go { lease, .. } => {
+                            Admission::Go { lease, late_ms, .. } => {
                                 cache::free(&bucket.name);
-                                if let Some(stale) = held.hold(bucket, *lease) {
+                                let late = late_ms.saturating_add(config.window_margin_ms);
+                                if let Some(stale) = held.hold(bucket, *lease, late) {
                                     background.settle(stale, SettleOutcome::Released, &[]);
                                 }
                             }
@@ -213,6 +214,22 @@ pub async fn complete(
                 let wait = at_ms.saturating_sub(now_ms());
                 if wait > 0 && left_during(&client, wait).await {
                     return Err(plain(background.client_left(&held)));
+                }
+                // A send that would leave later than its slot allows could crowd an upstream
+                // window: it gives the slot back (its lateness is measured) and asks again.
+                let late = now_ms().saturating_sub(at_ms);
+                if held.late_ms().is_some_and(|allowed| late > allowed) {
+                    if let Some(mut hold) = held.take() {
+                        hold.lag_ms = i64::try_from(late).ok();
+                        log::info(
+                            "slot_missed",
+                            request_id,
+                            json!({"bucket": hold.bucket.name, "late_ms": late}),
+                        );
+                        background.settle(hold, SettleOutcome::Released, &[]);
+                    }
+                    planner.on_missed(slot);
+                    continue;
                 }
                 let known = refused.entry(c.account).or_default();
                 let outcome = match c.settings.pick_key(known, lease) {

@@ -66,6 +66,8 @@ pub struct Hold {
     pub refused_keys: Vec<String>,
     /// How late the send reached the upstream relative to its slot, once measured.
     pub lag_ms: Option<i64>,
+    /// How late the send may leave and still fit the bucket's windows.
+    pub late_ms: u64,
     /// Set once the request went upstream: aborts that call.
     upstream: Option<AbortController>,
 }
@@ -89,15 +91,22 @@ impl Hold {
 pub struct Held(Rc<RefCell<Option<Hold>>>);
 
 impl Held {
-    /// Holds a new lease; returns the previous hold if one was (wrongly) left, to settle it.
-    pub fn hold(&self, bucket: Bucket, lease: u64) -> Option<Hold> {
+    /// Holds a new lease whose send may leave up to `late_ms` after its slot; returns the
+    /// previous hold if one was (wrongly) left, to settle it.
+    pub fn hold(&self, bucket: Bucket, lease: u64, late_ms: u64) -> Option<Hold> {
         self.0.borrow_mut().replace(Hold {
             bucket,
             lease,
             refused_keys: Vec::new(),
             lag_ms: None,
+            late_ms,
             upstream: None,
         })
+    }
+
+    /// How late the held lease's send may leave.
+    pub fn late_ms(&self) -> Option<u64> {
+        self.0.borrow().as_ref().map(|h| h.late_ms)
     }
 
     /// The request goes upstream now: returns the controller that aborts the call (a fresh one
