@@ -112,8 +112,8 @@ pub enum SettleOutcome {
         /// Which limit (`requests` and `tokens` are window limits; for the record otherwise).
         kind: String,
         /// The upstream said how long; otherwise `ms` is a whole window, which the bucket
-        /// shortens to its short window for the first such 429 in a minute (jitter, not an
-        /// exhausted minute), widening its windows as it learns.
+        /// skips for the first such 429 in a minute (jitter, not an exhausted minute),
+        /// widening its windows instead.
         #[serde(default)]
         hinted: bool,
     },
@@ -372,13 +372,12 @@ impl BucketState {
             }
             SettleOutcome::Cooldown { ms, kind, hinted } => {
                 self.windows.release(lease);
+                // The first window-limit 429 in a minute with no wait given is jitter: the
+                // windows widen and the bucket goes on; a second one means the limit is real.
                 let window_limit = matches!(kind.as_str(), "requests" | "tokens");
-                let ms = if !hinted && window_limit && !self.pace.on_surprise(now_ms, policy.spec) {
-                    (*ms).min(self.pace.widened(policy.spec).second_ms)
-                } else {
-                    *ms
-                };
-                self.cool(now_ms.saturating_add(ms), kind);
+                if *hinted || !window_limit || self.pace.on_surprise(now_ms, policy.spec) {
+                    self.cool(now_ms.saturating_add(*ms), kind);
+                }
                 bump(&mut self.counters.rate_limited, 1);
             }
             SettleOutcome::Burst => {

@@ -533,7 +533,9 @@ fn client(status: u16, up: &UpstreamError) -> ApiError {
     e
 }
 
-/// Replaces every key-like token (`sk-` followed by key characters, at a word start) with `[redacted]`.
+/// Replaces every key-like token with `[redacted]`: `sk-` followed by key characters, at a word
+/// start, or anywhere when they hold a digit or are long (a key glued to a word still leaks);
+/// words like "task-force" stay.
 fn redact_keys(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -546,7 +548,9 @@ fn redact_keys(text: &str) -> String {
             .chars()
             .next_back()
             .is_some_and(|c| c.is_alphanumeric() || matches!(c, '-' | '_'));
-        if len > 0 && word_start {
+        let run = after.get(..len).unwrap_or("");
+        let key_like = run.len() >= 16 || run.contains(|c: char| c.is_ascii_digit());
+        if len > 0 && (word_start || key_like) {
             out.push_str("[redacted]");
             rest = after.get(len..).unwrap_or("");
         } else {

@@ -11,8 +11,9 @@
 //!   that was working) for two seconds, then the ramp resumes with a gentler growth that the
 //!   bucket remembers (and relaxes back after a quiet minute);
 //! - **margins**: the short and long windows are widened by the spread of how late recent
-//!   sends left relative to their slots (the last 64; 100 ms until 8 are in), so jitter between
-//!   admission and arrival can never put more into an upstream window than its limit.
+//!   sends reached the upstream relative to their slots (the last 64; 100 ms until 8 are in),
+//!   so jitter between admission and arrival can never put more into an upstream window than
+//!   its limit; a window-limit 429 the windows did not expect widens them a little more.
 //!
 //! Pure: time comes in as `now_ms`; state is a few numbers and 32 lag samples.
 
@@ -60,10 +61,10 @@ const MIN_GROWTH: f64 = 1.1;
 /// this long (in short windows: a minute); so does a learned margin.
 const RELAX_WINDOWS: u64 = 60;
 /// A window-limit 429 the windows did not expect widens them by this share of the short
-/// window (a tenth: 100 ms)...
-const SURPRISE_MARGIN_DIVISOR: u64 = 10;
+/// window (a fiftieth: 20 ms)...
+const SURPRISE_MARGIN_DIVISOR: u64 = 50;
 /// ...up to this many such steps.
-const MAX_SURPRISE_STEPS: u64 = 5;
+const MAX_SURPRISE_STEPS: u64 = 10;
 
 /// What a bucket learned about pacing; persisted with its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,6 +112,9 @@ struct Rule {
     floor: f64,
     growth: f64,
     hold: Option<(u64, u64)>,
+    /// How much later than its slot a send may land (the widening): the second before is
+    /// counted only where its sends surely land in the upstream's second before.
+    spread_ms: u64,
 }
 
 impl Pace {
@@ -118,12 +122,17 @@ impl Pace {
     /// send lateness (an arrival is its slot plus a lateness within that spread), and by what
     /// surprises taught.
     pub fn widened(&self, spec: WindowSpec) -> WindowSpec {
-        let learned = self.surprise.as_ref().map_or(0, |s| s.extra_ms);
-        let spread = self.lag_spread_ms().saturating_add(learned);
+        let spread = self.widening_ms();
         WindowSpec {
             second_ms: spec.second_ms.saturating_add(spread),
             minute_ms: spec.minute_ms.saturating_add(spread),
         }
+    }
+
+    /// How much the windows are widened: the lateness spread plus what surprises taught.
+    fn widening_ms(&self) -> u64 {
+        let learned = self.surprise.as_ref().map_or(0, |s| s.extra_ms);
+        self.lag_spread_ms().saturating_add(learned)
     }
 
     /// The spread of recent send lateness (max - min of the samples); at least
@@ -168,6 +177,7 @@ impl Pace {
         slow_start: Option<SlowStart>,
         tokens: u64,
     ) -> Option<u64> {
+        let base_second_ms = spec.second_ms.max(1);
         let spec = self.widened(spec);
         let full = full_spacing(limits, spec);
         let per_window = full_per_window(limits, spec);
@@ -186,7 +196,7 @@ impl Pace {
             let end = windows.entries().last().map_or(at, |e| e.at_ms.max(at));
             let spacing = match rule {
                 Some(rule) => {
-                    let allowed = rule.allowed(end, windows, w, per_window);
+                    let allowed = rule.allowed(end, windows, base_second_ms, per_window);
                     full.max(w.div_ceil(allowed.max(1)))
                 }
                 None => full,
@@ -196,7 +206,7 @@ impl Pace {
                 return Some(t);
             };
             // The rule itself, exactly, for the short window ending at t.
-            let allowed = rule.allowed(t, windows, w, per_window);
+            let allowed = rule.allowed(t, windows, base_second_ms, per_window);
             let inside = windows.request_times(t.saturating_add(1).saturating_sub(w), t);
             let over = (inside.len() as u64 + 1).saturating_sub(allowed);
             if over == 0 {
@@ -212,10 +222,10 @@ impl Pace {
     }
 
     /// A window-limit 429 (RPS, RPM, TPS, TPM) arrived while the bucket's own windows had room:
-    /// sends bunched more than the samples showed. Widens the windows by a tenth of the short
-    /// window (up to half of it). Returns true when another came within the last minute: then
-    /// the limit is real (someone else uses the account, or the minute is full) and the
-    /// caller cools for the whole window.
+    /// sends bunched more than the samples showed. Widens the windows by a fiftieth of the
+    /// short window (up to a fifth of it). Returns true when another came within the last
+    /// minute: then the limit is real (someone else uses the account, or the minute is full)
+    /// and the caller cools for the whole window.
     pub fn on_surprise(&mut self, now_ms: u64, spec: WindowSpec) -> bool {
         let step = (spec.second_ms / SURPRISE_MARGIN_DIVISOR).max(1);
         let recent = self
@@ -301,13 +311,13 @@ impl Pace {
         spec: WindowSpec,
         slow_start: Option<SlowStart>,
     ) -> f64 {
-        let spec = self.widened(spec);
-        let per_window = full_per_window(limits, spec);
+        let base_second_ms = spec.second_ms.max(1);
+        let per_window = full_per_window(limits, self.widened(spec));
         let (Some(rule), Some(full)) = (self.rule(slow_start), per_window) else {
             return 1.0;
         };
-        let w = spec.second_ms.max(1);
-        (rule.allowed(now_ms, windows, w, per_window) as f64 / full as f64).min(1.0)
+        let allowed = rule.allowed(now_ms, windows, base_second_ms, per_window);
+        (allowed as f64 / full as f64).min(1.0)
     }
 
     /// The growth in force (learned, else configured), if any.
@@ -327,18 +337,30 @@ impl Pace {
             floor,
             growth,
             hold,
+            spread_ms: self.widening_ms(),
         })
     }
 }
 
 impl Rule {
-    /// Sends allowed in the short window `w` ending at `at` (a new one included): `growth`
-    /// times the window before plus the floor, at most the full rate, at most the hold.
-    fn allowed(&self, at: u64, windows: &Windows, w: u64, full_per_window: Option<u64>) -> u64 {
+    /// Sends allowed in the (widened) short window ending at `at`, a new one included: `growth`
+    /// times the second before plus the floor, at most the full rate, at most the hold. The
+    /// upstream counts the second before its arrival, `second_ms` long; with every send landing
+    /// up to `spread_ms` late, only slots in (at - 2 x second + spread, at - second - spread]
+    /// surely land there, so only those count.
+    fn allowed(
+        &self,
+        at: u64,
+        windows: &Windows,
+        second_ms: u64,
+        full_per_window: Option<u64>,
+    ) -> u64 {
         let full = full_per_window.unwrap_or(u64::MAX);
+        let surely = second_ms.saturating_sub(self.spread_ms.saturating_mul(2));
         let before = at
-            .checked_sub(w)
-            .map_or(0, |then| windows.usage(then, w).requests);
+            .checked_sub(second_ms.saturating_add(self.spread_ms))
+            .filter(|_| surely > 0)
+            .map_or(0, |then| windows.usage(then, surely).requests);
         let floor = full_per_window.map_or(MIN_FLOOR, |f| (self.floor * f as f64).max(MIN_FLOOR));
         let grown = floor + self.growth * before as f64;
         let mut allowed = if grown.is_finite() {
@@ -376,13 +398,15 @@ fn full_per_window(limits: &Limits, spec: WindowSpec) -> Option<u64> {
     }
 }
 
-/// How late a send reached the upstream relative to its slot: how late it left, plus half the
-/// round trip the upstream did not spend processing (when it says how long it spent).
+/// How late a send reached the upstream relative to its slot, as far as the sender can tell:
+/// how late it left, plus the round trip the upstream did not spend processing (when it says
+/// how long it spent). The whole round trip, not half: queueing on the way out cannot be
+/// told from queueing on the way back, and only the spread counts, so err wide.
 pub fn lag_ms(slot_ms: u64, sent_ms: u64, headers_ms: u64, processing_ms: Option<u64>) -> i64 {
     let left = i64::try_from(sent_ms).unwrap_or(i64::MAX) - i64::try_from(slot_ms).unwrap_or(0);
     let transit = processing_ms.map_or(0, |p| {
         let round_trip = headers_ms.saturating_sub(sent_ms);
-        i64::try_from(round_trip.saturating_sub(p) / 2).unwrap_or(0)
+        i64::try_from(round_trip.saturating_sub(p)).unwrap_or(0)
     });
     left.saturating_add(transit)
 }

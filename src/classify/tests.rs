@@ -166,7 +166,7 @@ fn a_hint_overrides_the_default_wait() {
 
 #[test]
 fn client_errors_keep_the_upstream_fields_and_hide_keys() {
-    let body = r#"{"error":{"message":"Incorrect API key provided: sk-abc123XYZ_*. Also 'sk-ant-api03-QQ' but not task-force or sk- alone.","type":"invalid_request_error","param":"messages","code":"invalid_value"}}"#;
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-abc123XYZ_*. Also 'sk-ant-api03-QQ', prsk-abc123 but not task-force or sk- alone.","type":"invalid_request_error","param":"messages","code":"invalid_value"}}"#;
     let Outcome::Client(e) = classify(RELAY, 422, &[], body.as_bytes(), 0) else {
         panic!("expected a client error");
     };
@@ -180,7 +180,7 @@ fn client_errors_keep_the_upstream_fields_and_hide_keys() {
     );
     assert_eq!(
         e.message,
-        "Incorrect API key provided: [redacted]. Also '[redacted]' but not task-force or sk- alone."
+        "Incorrect API key provided: [redacted]. Also '[redacted]', pr[redacted] but not task-force or sk- alone."
     );
     let Outcome::Client(bare) = classify(DS, 400, &[], b"", 0) else {
         panic!("expected a client error");

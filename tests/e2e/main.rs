@@ -93,7 +93,15 @@ async fn run_suite(
     };
     let (mut passed, mut failed) = (0, 0);
     for (i, (name, scenario)) in selected.into_iter().enumerate() {
-        ctx.reset(i == 0).await;
+        let resetting = ctx.clone();
+        if let Err(panic) = tokio::spawn(async move { resetting.reset(i == 0).await }).await {
+            failed += 1;
+            println!(
+                "test {name} ... FAILED: the reset before it failed: {}",
+                support::panic_message(panic)
+            );
+            continue;
+        }
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             Duration::from_secs(120),

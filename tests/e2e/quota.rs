@@ -58,8 +58,8 @@ async fn rotates_on_request_limit(ctx: Arc<Ctx>) {
     assert_eq!(ok(&a), 1, "acct-a served its one request: {a}");
     assert_eq!(
         errors(&a, "limit_requests"),
-        1,
-        "one 429 taught the gateway; then acct-a cooled: {a}"
+        2,
+        "the first 429 is taken for jitter, the second teaches the gateway; then acct-a cooled: {a}"
     );
     assert_eq!(ok(&b), 5, "the rest moved to acct-b: {b}");
 }
@@ -75,8 +75,8 @@ async fn no_key_hopping(ctx: Arc<Ctx>) {
     let a_calls =
         keys["sk-a1"]["calls"].as_u64().unwrap() + keys["sk-a2"]["calls"].as_u64().unwrap();
     assert_eq!(
-        a_calls, 2,
-        "after acct-a's 429 neither of its keys was tried again: {keys}"
+        a_calls, 3,
+        "after acct-a's second 429 (the first is taken for jitter) neither of its keys was tried again: {keys}"
     );
 }
 

@@ -69,7 +69,8 @@ pub const COMPRESSED: Setup = Setup {
     sim: sim_config,
     gateway: gateway_spec,
     buckets: &BUCKETS,
-    settle_ms: MINUTE_MS + 200,
+    // A minute and a second: measured lateness widens the compressed windows a little.
+    settle_ms: MINUTE_MS + 1_000,
     fresh_gateway: false,
 };
 
@@ -247,11 +248,10 @@ impl Ctx {
             .await;
             let model = model.replace('/', "%2F");
             let url = format!("{}/admin/buckets/{account}/{model}/clear", self.url());
-            let cleared = self.http.post(url).bearer_auth(ADMIN_TOKEN).send().await;
-            assert!(
-                cleared.is_ok_and(|r| r.status() == 200),
-                "clear {account}/{model}"
-            );
+            let status = self
+                .post_idempotent(|| self.http.post(&url).bearer_auth(ADMIN_TOKEN))
+                .await;
+            assert_eq!(status, Some(200), "clear {account}/{model}");
         }
         tokio::time::sleep(Duration::from_millis(self.setup.settle_ms)).await;
     }
@@ -261,11 +261,25 @@ impl Ctx {
     pub async fn bucket_fault(&self, account: &str, model: &str, fault: Value) {
         let name = format!("{account}:{model}").replace('/', "%2F");
         let url = format!("{}/__test/bucket-fault/{name}", self.url());
-        let set = self.http.post(url).json(&fault).send().await;
-        assert!(
-            set.is_ok_and(|r| r.status() == 200),
-            "fault on {account}/{model}"
-        );
+        let status = self
+            .post_idempotent(|| self.http.post(&url).json(&fault))
+            .await;
+        assert_eq!(status, Some(200), "fault on {account}/{model}");
+    }
+
+    /// Sends an idempotent set-up request, again when wrangler dev's proxy answers its own 503
+    /// ("Your worker restarted mid-request"): after an idle spell it can hand the request to a
+    /// pooled connection its worker has closed meanwhile. Scenarios themselves never retry.
+    async fn post_idempotent(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Option<u16> {
+        let mut status = None;
+        for _ in 0..3 {
+            status = request().send().await.ok().map(|r| r.status().as_u16());
+            if !matches!(status, None | Some(503)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        status
     }
 
     /// Stops the gateway and starts it again on the same Durable Object state.
