@@ -5,9 +5,12 @@
 //! time comes in as `now_ms` (unix milliseconds).
 
 use crate::config::Profile;
-use crate::hints::{parse_go_duration_ms, retry_hint_ms, MAX_HINT_MS};
+use crate::hints::retry_hint_ms;
 use crate::openai::ApiError;
-use serde_json::{Map, Value};
+pub use body::UpstreamError;
+use body::{redact_keys, Parsed};
+
+mod body;
 
 /// RPM / RPS windows (DashScope, OpenAI) are one minute: a request-limit 429 clears within it.
 pub const REQUEST_LIMIT_COOLDOWN_MS: u64 = 60_000;
@@ -133,128 +136,7 @@ impl Outcome {
     }
 }
 
-/// The fields of an upstream error body, in either DashScope shape.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamError {
-    /// `error.code` (compatible mode) or `code` (native).
-    pub code: Option<String>,
-    /// `error.type`, when present.
-    pub kind: Option<String>,
-    /// `error.message` or `message`.
-    pub message: Option<String>,
-    /// `error.param`, when a string.
-    pub param: Option<String>,
-}
-
-impl UpstreamError {
-    /// Parses `{"error":{...}}` (also wrapped in a one-element array, as Gemini's compatible
-    /// endpoint sends it), `{"error":"text"}`, or the native flat `{"code","message"}`;
-    /// anything else is empty.
-    pub fn parse(body: &[u8]) -> UpstreamError {
-        Self::from_fields(&error_fields(body))
-    }
-
-    fn from_fields(fields: &Map<String, Value>) -> UpstreamError {
-        let text = |k: &str| match fields.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        };
-        UpstreamError {
-            code: text("code"),
-            kind: text("type"),
-            message: text("message"),
-            param: text("param"),
-        }
-    }
-}
-
-/// The object holding an error's fields, or an empty map.
-fn error_fields(body: &[u8]) -> Map<String, Value> {
-    let root = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => items.into_iter().next(),
-        Ok(v) => Some(v),
-        Err(_) => None,
-    };
-    let Some(Value::Object(mut root)) = root else {
-        return Map::new();
-    };
-    match root.remove("error") {
-        Some(Value::Object(e)) => e,
-        Some(Value::String(m)) => Map::from_iter([("message".to_string(), Value::String(m))]),
-        Some(other) => {
-            root.insert("error".to_string(), other);
-            root
-        }
-        None => root,
-    }
-}
-
-/// An error body as `classify` reads it.
-struct Parsed {
-    up: UpstreamError,
-    /// Lowercased message, for text rules.
-    text: String,
-    /// Google's `error.status`, e.g. `RESOURCE_EXHAUSTED`.
-    status: Option<String>,
-    /// Google's `RetryInfo.retryDelay`.
-    retry_delay_ms: Option<u64>,
-    /// Google's `QuotaFailure.violations[].quotaId`.
-    quota_ids: Vec<String>,
-}
-
 impl Parsed {
-    fn parse(body: &[u8]) -> Parsed {
-        let fields = error_fields(body);
-        let up = UpstreamError::from_fields(&fields);
-        let (mut retry_delay_ms, mut quota_ids) = (None, Vec::new());
-        for detail in fields
-            .get("details")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(delay) = detail.get("retryDelay").and_then(Value::as_str) {
-                retry_delay_ms = retry_delay_ms.or(parse_go_duration_ms(delay));
-            }
-            let violations = detail.get("violations").and_then(Value::as_array);
-            for v in violations.into_iter().flatten() {
-                if let Some(id) = v.get("quotaId").and_then(Value::as_str) {
-                    quota_ids.push(id.to_string());
-                }
-            }
-        }
-        Parsed {
-            text: up.message.as_deref().unwrap_or("").to_ascii_lowercase(),
-            status: fields
-                .get("status")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            retry_delay_ms: retry_delay_ms.map(|ms| ms.min(MAX_HINT_MS)),
-            quota_ids,
-            up,
-        }
-    }
-
-    /// Whether `code` or `type` is one of `names`.
-    fn is(&self, names: &[&str]) -> bool {
-        let field = |f: &Option<String>| {
-            f.as_deref()
-                .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
-        };
-        field(&self.up.code) || field(&self.up.kind)
-    }
-
-    /// Whether the message contains one of `needles` (lowercase), ignoring case.
-    fn says(&self, needles: &[&str]) -> bool {
-        needles.iter().any(|n| self.text.contains(n))
-    }
-
-    /// The upstream's code (or type) naming what happened, else the status.
-    fn reason(&self, status: u16) -> String {
-        let reason = self.up.code.as_ref().or(self.up.kind.as_ref());
-        reason.cloned().unwrap_or_else(|| format!("http_{status}"))
-    }
-
     fn park(&self, scope: ParkScope, status: u16, for_ms: Option<u64>) -> Outcome {
         Outcome::Park {
             scope,
@@ -531,35 +413,6 @@ fn client(status: u16, up: &UpstreamError) -> ApiError {
     e.param = up.param.clone();
     e.should_retry = Some(false);
     e
-}
-
-/// Replaces every key-like token with `[redacted]`: `sk-` followed by key characters, at a word
-/// start, or anywhere when they hold a digit or are long (a key glued to a word still leaks);
-/// words like "task-force" stay.
-fn redact_keys(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some((before, after)) = rest.split_once("sk-") {
-        out.push_str(before);
-        let len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*')))
-            .unwrap_or(after.len());
-        let word_start = !out
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || matches!(c, '-' | '_'));
-        let run = after.get(..len).unwrap_or("");
-        let key_like = run.len() >= 16 || run.contains(|c: char| c.is_ascii_digit());
-        if len > 0 && (word_start || key_like) {
-            out.push_str("[redacted]");
-            rest = after.get(len..).unwrap_or("");
-        } else {
-            out.push_str("sk-");
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+mod validate;
+
 /// The longest any configured time may be: a day (a deadline beyond it is a typo).
 pub const MAX_CONFIG_MS: u64 = 24 * 3_600_000;
 
@@ -302,152 +304,6 @@ impl Config {
         Ok(parsed)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if !(self.time_scale.is_finite() && self.time_scale >= 1.0) {
-            return Err("time_scale: must be a number >= 1".into());
-        }
-        for (field, ms) in [
-            ("default_max_wait_ms", Some(self.default_max_wait_ms)),
-            ("default_deadline_ms", Some(self.default_deadline_ms)),
-            (
-                "default_first_token_timeout_ms",
-                Some(self.default_first_token_timeout_ms),
-            ),
-            ("stream_idle_timeout_ms", Some(self.stream_idle_timeout_ms)),
-            ("window_margin_ms", Some(self.window_margin_ms)),
-            ("bucket_timeout_ms", Some(self.bucket_timeout_ms)),
-        ] {
-            check_ms(field, ms)?;
-        }
-        if self.max_body_bytes == 0 || self.max_messages == 0 {
-            return Err("max_body_bytes, max_messages: must be at least 1".into());
-        }
-        for id in self.upstreams.keys().chain(self.accounts.keys()) {
-            check_id(id)?;
-        }
-        let models = self.accounts.values().flat_map(|a| a.limits.keys());
-        let models = models.chain(self.models.keys()).chain(self.prices.keys());
-        let steps = self.models.values().flat_map(|r| r.fallback.iter());
-        for model in models.map(String::as_str).chain(steps.map(StepSpec::model)) {
-            check_model_name(model)?;
-        }
-        for (name, route) in &self.models {
-            let at = |field: &str| format!("models.{name}.{field}");
-            check_ms(&at("max_wait_ms"), route.max_wait_ms)?;
-            check_ms(&at("deadline_ms"), route.deadline_ms)?;
-            check_ms(&at("first_token_timeout_ms"), route.first_token_timeout_ms)?;
-        }
-        for (id, up) in &self.upstreams {
-            let url = up.base_url.as_str();
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!(
-                    "upstreams.{id}.base_url: must start with https:// or http://"
-                ));
-            }
-            if url.ends_with('/') {
-                return Err(format!(
-                    "upstreams.{id}.base_url: must not end with '/' (paths such as /chat/completions are appended)"
-                ));
-            }
-            if !(up.weight.is_finite() && up.weight > 0.0) {
-                return Err(format!("upstreams.{id}.weight: must be a positive number"));
-            }
-            if let Some(SlowStartSetting::Tuned(s)) = up.slow_start {
-                let floor_ok = s.floor.is_finite() && s.floor > 0.0 && s.floor <= 1.0;
-                if !(floor_ok && s.growth.is_finite() && s.growth >= 1.0) {
-                    return Err(format!(
-                        "upstreams.{id}.slow_start: floor must be in (0, 1] and growth >= 1"
-                    ));
-                }
-            }
-        }
-        for (id, acct) in &self.accounts {
-            if !self.upstreams.contains_key(&acct.upstream) {
-                return Err(format!(
-                    "accounts.{id}.upstream: no upstream named '{}'",
-                    acct.upstream
-                ));
-            }
-            if acct.keys.is_empty() {
-                return Err(format!(
-                    "accounts.{id}.keys: needs at least one secret name"
-                ));
-            }
-            if let Some(k) = acct.keys.iter().find(|k| k.trim().is_empty()) {
-                return Err(format!("accounts.{id}.keys: empty secret name '{k}'"));
-            }
-            if !(acct.weight.is_finite() && acct.weight > 0.0) {
-                return Err(format!("accounts.{id}.weight: must be a positive number"));
-            }
-            for (model, l) in &acct.limits {
-                let zero = [l.rpm, l.rps, l.tpm, l.tps].contains(&Some(0));
-                if zero {
-                    return Err(format!(
-                        "accounts.{id}.limits.{model}: a limit of 0 admits nothing; remove the model instead"
-                    ));
-                }
-            }
-        }
-        for (name, route) in &self.models {
-            if route.fallback.is_empty() {
-                return Err(format!("models.{name}.fallback: needs at least one model"));
-            }
-            for (i, step) in route.fallback.iter().enumerate() {
-                let at = format!("models.{name}.fallback[{i}]");
-                if let StepSpec::Detailed {
-                    accounts,
-                    upstreams,
-                    ..
-                } = step
-                {
-                    if let Some(a) = accounts
-                        .iter()
-                        .flatten()
-                        .find(|a| !self.accounts.contains_key(*a))
-                    {
-                        return Err(format!("{at}.accounts: no account named '{a}'"));
-                    }
-                    if let Some(u) = upstreams
-                        .iter()
-                        .flatten()
-                        .find(|u| !self.upstreams.contains_key(*u))
-                    {
-                        return Err(format!("{at}.upstreams: no upstream named '{u}'"));
-                    }
-                }
-                if self.candidates(step).next().is_none() {
-                    return Err(format!(
-                        "{at}: no allowed account lists '{}' under its limits",
-                        step.model()
-                    ));
-                }
-            }
-        }
-        for (model, price) in &self.prices {
-            let mut last: Option<u64> = None;
-            for (i, tier) in price.tiers.iter().enumerate() {
-                let at = format!("prices.{model}.tiers[{i}]");
-                if !(tier.input >= 0.0 && tier.output >= 0.0) {
-                    return Err(format!("{at}: prices must be >= 0"));
-                }
-                match (last, tier.up_to) {
-                    (Some(prev), Some(up)) if up <= prev => {
-                        return Err(format!("{at}.up_to: tiers must ascend"))
-                    }
-                    (_, None) if i + 1 != price.tiers.len() => {
-                        return Err(format!("{at}.up_to: only the last tier may omit it"))
-                    }
-                    _ => {}
-                }
-                last = tier.up_to;
-            }
-            if price.tiers.is_empty() {
-                return Err(format!("prices.{model}.tiers: needs at least one tier"));
-            }
-        }
-        Ok(())
-    }
-
     /// Window lengths the buckets enforce: scaled by `time_scale`, widened by the margin.
     pub fn window_spec(&self) -> WindowSpec {
         let widened = |ms: u64| self.scale_ms(ms).saturating_add(self.window_margin_ms);
@@ -496,45 +352,6 @@ impl Config {
                 limits,
             })
         })
-    }
-}
-
-fn check_ms(field: &str, ms: Option<u64>) -> Result<(), String> {
-    match ms {
-        Some(ms) if ms > MAX_CONFIG_MS => Err(format!(
-            "{field}: {ms} ms is more than a day ({MAX_CONFIG_MS} ms)"
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Upstream and account ids: letters, digits, `.`, `_`, `-` (they name buckets and URLs).
-fn check_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{}': ids of upstreams and accounts take letters, digits, '.', '_' and '-' (at most 64)",
-            id.escape_debug()
-        ))
-    }
-}
-
-/// Model names go into response headers: visible ASCII only, no spaces.
-fn check_model_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "model '{}': model names must be 1-256 visible ASCII characters (they are sent as header values)",
-            name.escape_debug()
-        ))
     }
 }
 
