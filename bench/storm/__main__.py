@@ -20,8 +20,9 @@ import openai
 from bench.common import ROOT, BenchError, notes
 from bench.common.procs import stop_all, stop_on
 from bench.storm.load import offer_load, summarize
-from bench.storm.report import pct, peaks_above, report
-from bench.storm.scenario import CLIENT_KEY, SCENARIOS, Gateway, sim_call, start_simulator
+from bench.storm.report import pct, peaks_above, report, widened_text
+from bench.storm.scenario import (CLIENT_KEY, SCENARIOS, Gateway, sim_call, start_simulator,
+                                  widenings)
 
 
 def parse_args(argv: list[str]):
@@ -107,12 +108,14 @@ async def run_cell(kind: str, level: float, args, sim_url: str, build: Path, cel
         sim_call("POST", f"{sim_url}/_sim/reset")
         raw = await offer_load(base_url, keys, rate, n, args, sc.stream_tenths)
         stats = sim_call("GET", f"{sim_url}/_sim/stats")
+        widened = widenings(gateway.url, sc) if gateway is not None else {}
     finally:
         if gateway is not None:
             gateway.proc.stop()
     row = summarize(sc, kind, level, n, raw, stats)
     if gateway is not None:
         row["gateway_startup_s"] = gateway.startup_s
+        row["widened_ms"] = widened
     return row
 
 
@@ -141,6 +144,7 @@ async def main_async(args, run_dir: Path, build: Path) -> list[list[dict]]:
                     f"all upstream errors {row['upstream_errors']} "
                     f"({', '.join(f'{k} {v}' for k, v in row['errors'].items() if v) or 'none'}), "
                     f"over limit {row['over_limit']}, "
+                    f"windows widened {widened_text(row)}, "
                     f"peaks above limit: {'; '.join(peaks_above(row)) or 'none'} "
                     f"({time.monotonic() - t:.0f} s)",
                     file=sys.stderr,

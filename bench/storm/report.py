@@ -190,7 +190,10 @@ The simulator is reset before every cell. {runs_note(meta, runs)}
 The gateway's latency above capacity is its admission wait: a request waits for a qwen3-max
 slot up to `max_wait_ms` ({MAX_WAIT_MS} ms) before the next model in the chain takes it, so a smaller
 `max_wait_ms` trades primary share for latency. The direct client's tail is the SDK's retry
-backoff, after which the request fails with the upstream's 429.
+backoff, after which the request fails with the upstream's 429. Below capacity the
+gateway's tail is the same wait, shorter: each account's compressed minute is widened by
+`window_margin_ms` plus the measured spread of send lateness, so at 90% a few requests find
+their account's window full and wait for its next slot.
 
 **Columns.**
 - *answered (2xx)*: client requests that finally got a 2xx (SDK retries included), of those sent.
@@ -297,19 +300,25 @@ def peaks_table(rows: list[dict]) -> str:
                      "peak rps / limit", "peak rpm / limit", "over limit"], lines)
 
 
+def widened_text(r: dict) -> str:
+    """The primary buckets' window widening at the end of a gateway cell, e.g. "acct-a 41 ms"."""
+    w = r.get("widened_ms") or {}
+    return ", ".join(f"{a} {ms} ms" if ms >= 0 else f"{a} ?" for a, ms in w.items()) or "-"
+
+
 def realtime_per_run(runs: list[list[dict]]) -> str:
     lines = [
         [str(i), f"{100 * r['level']:.0f}%", r["client"], pct(r["answered"]),
          pct(r["primary_share"]), pct(r["primary_used"]),
          f"{r['upstream_errors']}/{r['upstream_calls']}", kinds_text(r), str(r["over_limit"]),
          "; ".join(peaks_above(r)) or "-", f"{r['p50_ms']:.0f} ms", f"{r['p99_ms']:.0f} ms",
-         f"{r['max_send_lag_ms']:.0f} ms", failures_text(r),
+         f"{r['max_send_lag_ms']:.0f} ms", widened_text(r), failures_text(r),
          failures_text(r, "client_http_by_status")]
         for i, cells in enumerate(runs, 1) for r in cells
     ]
     return md_table(["run", "offered load", "client", "answered", "by qwen3-max",
                      "capacity used", "upstream 429s / calls", "by kind", "over limit",
-                     "peaks above limit", "p50", "p99", "max send lag",
+                     "peaks above limit", "p50", "p99", "max send lag", "windows widened",
                      "failures (final status: count)", "non-2xx HTTP answers, retries included"],
                     lines)
 
@@ -406,7 +415,10 @@ findings and in the last column of every run.
   (arrivals in a sliding second or minute, refused ones included) passed its limit.
 - *p50 / p99*: send to final answer (a stream's last event) of every client request, failures
   included; raw, not corrected for coordinated omission. *max send lag*: how late the load
-  generator sent its latest request.
+  generator sent its latest request. *windows widened* (every run): how much each primary
+  bucket widened its windows at the cell's end (the admin view's `lag_margin_ms`: the
+  measured spread of send lateness plus any learned margin); at 10 RPS a widening of w ms
+  caps the rate at 10 x 1000 / (1000 + 5 + w) a second (5 ms: the default `window_margin_ms`).
 
 {run_block(meta)}
 

@@ -152,6 +152,22 @@ def sim_call(method: str, url: str) -> dict:
     return json.loads(body) if body else {}
 
 
+def widenings(gateway_url: str, sc: Scenario) -> dict[str, int]:
+    """How much each good account's primary bucket widens its windows now (ms; the admin view's
+    `lag_margin_ms`: measured lateness spread plus learned margin), -1 where it cannot be read."""
+    out = {}
+    for account in sc.good_accounts():
+        req = urllib.request.Request(f"{gateway_url}/admin/buckets/{account}/{PRIMARY}",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                state = json.loads(resp.read()).get("state") or {}
+                out[account] = int(state.get("lag_margin_ms", -1))
+        except Exception:
+            out[account] = -1
+    return out
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
