@@ -3,7 +3,7 @@
 //! Pure: time comes in as `now_ms`. Every lease is settled at most once; a lease keeps its
 //! record until settled, so a late settle (a long stream) still lands its real usage.
 
-use crate::pace::{Pace, SlowStart};
+use crate::pace::{self, Pace, SlowStart};
 use crate::window::{Limits, Used, WindowSpec, Windows};
 use park::{Gate, Park};
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,11 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
     id: u64,
+    /// Its slot and the tokens it holds in the windows (the estimate until settled).
+    #[serde(default)]
+    at_ms: u64,
+    #[serde(default)]
+    tokens: u64,
     /// In flight until then; a committed stream has no end (None) until settled.
     expires_ms: Option<u64>,
     /// When the record is dropped if never settled.
@@ -283,10 +288,12 @@ impl BucketState {
         }
         let lease = self.next_lease;
         self.next_lease = self.next_lease.saturating_add(1);
-        self.windows.reserve(start, req.est_tokens, Some(lease));
+        self.windows.reserve(start, req.est_tokens);
         let expires_ms = start.saturating_add(req.lease_ttl_ms);
         self.leases.push(Lease {
             id: lease,
+            at_ms: start,
+            tokens: req.est_tokens,
             expires_ms: Some(expires_ms),
             dropped_ms: expires_ms,
         });
@@ -321,11 +328,10 @@ impl BucketState {
     /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         self.tidy(now_ms, policy.spec, policy.slow_start);
-        let before = self.leases.len();
-        self.leases.retain(|l| l.id != lease);
-        if self.leases.len() == before {
+        let Some(i) = self.leases.iter().position(|l| l.id == lease) else {
             return;
-        }
+        };
+        let Lease { at_ms, tokens, .. } = self.leases.remove(i);
         let probe = self.park.as_mut().filter(|p| p.probe == Some(lease));
         if probe.is_some_and(|p| p.probe_ended(now_ms, outcome)) {
             self.park = None;
@@ -342,13 +348,13 @@ impl BucketState {
                 let actual = match (prompt_tokens, completion_tokens) {
                     (None, None) => None,
                     (Some(_), Some(_)) => Some(known),
-                    _ => Some(self.windows.tokens_of(lease).unwrap_or(0).max(known)),
+                    _ => Some(tokens.max(known)),
                 };
                 // A long stream's entry may have left the windows: its tokens land now.
-                if let Some(actual) = actual.filter(|&t| !self.windows.reconcile(lease, t)) {
+                let reconciled = |t: &u64| !self.windows.reconcile(at_ms, tokens, *t);
+                if let Some(actual) = actual.filter(reconciled) {
                     self.windows.add_tokens(now_ms, actual);
                 }
-                self.windows.forget(lease);
                 bump(&mut self.counters.ok, 1);
                 bump(&mut self.counters.prompt_tokens, prompt_tokens.unwrap_or(0));
                 bump(
@@ -358,20 +364,18 @@ impl BucketState {
                 bump(&mut self.counters.cost_micro_usd, *cost_micro_usd);
             }
             SettleOutcome::Released => {
-                self.windows.release(lease);
+                self.windows.release(at_ms, tokens);
                 bump(&mut self.counters.released, 1);
             }
             SettleOutcome::Cancelled => {
-                self.windows.forget(lease);
                 bump(&mut self.counters.cancelled, 1);
             }
             SettleOutcome::Failed => {
-                self.windows.reconcile(lease, 0);
-                self.windows.forget(lease);
+                self.windows.reconcile(at_ms, tokens, 0);
                 bump(&mut self.counters.failed, 1);
             }
             SettleOutcome::Cooldown { ms, kind, hinted } => {
-                self.windows.release(lease);
+                self.windows.release(at_ms, tokens);
                 // The first window-limit 429 in a minute with no wait given is jitter: the
                 // windows widen and the bucket goes on; a second one means the limit is real.
                 let window_limit = matches!(kind.as_str(), "requests" | "tokens");
@@ -381,13 +385,13 @@ impl BucketState {
                 bump(&mut self.counters.rate_limited, 1);
             }
             SettleOutcome::Burst => {
-                self.windows.release(lease);
+                self.windows.release(at_ms, tokens);
                 self.pace
                     .on_surge(now_ms, policy.spec, policy.slow_start, &self.windows);
                 bump(&mut self.counters.burst, 1);
             }
             SettleOutcome::Park { reason, for_ms } => {
-                self.windows.release(lease);
+                self.windows.release(at_ms, tokens);
                 self.park(now_ms, reason, *for_ms);
             }
         }
@@ -491,21 +495,17 @@ impl BucketState {
     /// Drop the records of leases nobody will settle (their worker died); their window entries
     /// stay counted at the estimate.
     fn drop_old_leases(&mut self, now_ms: u64) {
-        let windows = &mut self.windows;
-        self.leases.retain(|l| {
-            let keep = l.dropped_ms >= now_ms;
-            if !keep {
-                windows.forget(l.id);
-            }
-            keep
-        });
+        self.leases.retain(|l| l.dropped_ms >= now_ms);
     }
 
-    /// Housekeeping before every change: drop dead leases, prune windows, end finished
-    /// cooldowns and surge holds.
+    /// Housekeeping before every change: drop dead leases, prune and compact the windows, end
+    /// finished cooldowns and surge holds.
     fn tidy(&mut self, now_ms: u64, spec: WindowSpec, slow_start: Option<SlowStart>) {
         self.drop_old_leases(now_ms);
-        self.windows.prune(now_ms, self.pace.widened(spec));
+        let widened = self.pace.widened(spec);
+        self.windows.prune(now_ms, widened);
+        self.windows
+            .compact(now_ms, spec, pace::LOOK_BACK_WINDOWS * widened.second_ms);
         if self.cooling_until(now_ms).is_none() {
             self.cooldown = None;
         }

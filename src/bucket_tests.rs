@@ -679,3 +679,38 @@ fn a_first_window_limit_429_in_a_minute_is_jitter_a_second_is_real() {
     b.acquire(later, &p, &req(1, 0));
     assert_eq!(b.snapshot(later, &p).lag_margin_ms, 5);
 }
+
+#[test]
+fn a_busy_bucket_stores_a_few_kb() {
+    // DashScope's qwen3-max limits, slow start on, every slot taken for three minutes; each
+    // request settled with its real usage half a second after its send.
+    let limits = lim(Some(600), Some(10), Some(1_000_000), None);
+    let policy = Policy {
+        slow_start: Some(SlowStart::DASHSCOPE),
+        ..pol(&limits, SPEC)
+    };
+    let mut b = BucketState::default();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let (mut served, mut largest) = (0, 0);
+    for now in (0..180_000).step_by(10) {
+        if let Admission::Go { lease, at_ms, .. } = b.acquire(now, &policy, &req(1_500, 0)) {
+            out.push((lease, at_ms + 500));
+            b.record_lag(3);
+        }
+        while let Some(&(lease, _)) = out.first().filter(|&&(_, end)| end <= now) {
+            out.remove(0);
+            let used = SettleOutcome::Ok {
+                prompt_tokens: Some(300),
+                completion_tokens: Some(700),
+                cost_micro_usd: 1,
+            };
+            b.settle(now, &policy, lease, &used);
+            served += 1;
+        }
+        if now % 1_000 == 0 {
+            largest = largest.max(serde_json::to_string(&b).map_or(0, |s| s.len()));
+        }
+    }
+    assert!(served > 1_700, "{served} served");
+    assert!(largest < 4_000, "{largest} bytes");
+}

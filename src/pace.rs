@@ -15,7 +15,7 @@
 //!   so jitter between admission and arrival can never put more into an upstream window than
 //!   its limit; a window-limit 429 the windows did not expect widens them a little more.
 //!
-//! Pure: time comes in as `now_ms`; state is a few numbers and 32 lag samples.
+//! Pure: time comes in as `now_ms`; state is a few numbers and 64 lag samples.
 
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,9 @@ impl SlowStart {
     pub const LEARNED: SlowStart = SlowStart::DASHSCOPE;
 }
 
+/// How far back pacing reads the windows, in (widened) short windows: the growth rule and a
+/// surge look at the second before the current one. Entries older than that may be merged.
+pub const LOOK_BACK_WINDOWS: u64 = 2;
 /// Sends per short window always allowed under slow start, whatever the floor fraction.
 const MIN_FLOOR: f64 = 2.0;
 /// Lag samples kept, the newest.

@@ -56,34 +56,106 @@ pub struct Used {
     pub tokens: u64,
 }
 
-/// One admitted request: when it starts (maybe in the future) and its tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Requests counted at one time: one admitted request (maybe scheduled in the future), tokens
+/// that landed late (no request), or a granule of past ones merged by `compact`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Start time (unix ms); later than now for a scheduled slot.
+    /// When they count: a request's start (unix ms), or the last ms of a merged granule.
     pub at_ms: u64,
-    /// Estimated tokens until reconciled with real usage.
+    /// Tokens reserved or used (estimates until reconciled with real usage).
     pub tokens: u64,
-    /// Lease that may still reconcile or release this entry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<u64>,
-    /// Tokens that landed late (a long stream settled after its request left the window):
-    /// they count against token limits only, the request was counted when it started.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tokens_only: bool,
+    /// Requests counted: 1 for one request, 0 for late tokens (a long stream settled after its
+    /// request left the windows), n for a granule.
+    pub requests: u64,
+    /// The first ms the entry stands for: `at_ms` unless merged.
+    pub from_ms: u64,
 }
 
 impl Entry {
-    /// Requests this entry counts for: 1, or 0 for late tokens.
-    fn requests(&self) -> u64 {
-        u64::from(!self.tokens_only)
+    fn one(at_ms: u64, tokens: u64, requests: u64) -> Entry {
+        Entry {
+            at_ms,
+            tokens,
+            requests,
+            from_ms: at_ms,
+        }
+    }
+
+    fn merged(&self) -> bool {
+        self.from_ms != self.at_ms
     }
 }
 
-/// The log of admitted requests, sorted by `at_ms`.
+/// The counted requests, sorted by `at_ms`: exact for the recent past and the future, merged
+/// into granules further back (`compact`), so its size does not grow with the request rate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(from = "Packed", into = "Packed")]
 pub struct Windows {
     entries: Vec<Entry>,
+}
+
+/// Minute granules: a request merged into one counts up to a 120th of the minute late (the
+/// capacity this costs: at most 1/120 of RPM and TPM, 0.8 %).
+const GRANULES_PER_MINUTE: u64 = 120;
+/// Each minute granule holds this many fine ones (20 ms with real windows): the recent past
+/// is merged into those only above `MAX_EXACT` requests, costing then at most 2 % of RPS/TPS.
+const FINE_PER_GRANULE: u64 = 25;
+/// Past requests within the pacing horizon kept one by one.
+const MAX_EXACT: usize = 64;
+
+/// Granule lengths (fine, minute) under `spec`; the minute one a multiple of the fine one, both
+/// aligned to 0, so a fine granule always lies within one minute granule.
+fn granules(spec: WindowSpec) -> (u64, u64) {
+    let fine = (spec.minute_ms / (GRANULES_PER_MINUTE * FINE_PER_GRANULE)).max(1);
+    (fine, fine.saturating_mul(FINE_PER_GRANULE))
+}
+
+/// The stored form: times relative to `base`, an entry as `[at, tokens]` or, when it is not
+/// one request, `[at, tokens, requests, at - from]` (a bucket's state stays a few KB).
+#[derive(Serialize, Deserialize)]
+struct Packed {
+    base: u64,
+    e: Vec<Vec<u64>>,
+}
+
+impl From<Windows> for Packed {
+    fn from(w: Windows) -> Packed {
+        let base = w.entries.first().map_or(0, |e| e.from_ms);
+        let e = w
+            .entries
+            .iter()
+            .map(|e| {
+                let at = e.at_ms.saturating_sub(base);
+                if e.requests == 1 && !e.merged() {
+                    vec![at, e.tokens]
+                } else {
+                    vec![at, e.tokens, e.requests, e.at_ms.saturating_sub(e.from_ms)]
+                }
+            })
+            .collect();
+        Packed { base, e }
+    }
+}
+
+impl From<Packed> for Windows {
+    fn from(p: Packed) -> Windows {
+        let entries =
+            p.e.iter()
+                .filter_map(|v| {
+                    let at = p.base.saturating_add(*v.first()?);
+                    let tokens = *v.get(1)?;
+                    let requests = v.get(2).copied().unwrap_or(1);
+                    let span = v.get(3).copied().unwrap_or(0);
+                    Some(Entry {
+                        at_ms: at,
+                        tokens,
+                        requests,
+                        from_ms: at.saturating_sub(span),
+                    })
+                })
+                .collect();
+        Windows { entries }
+    }
 }
 
 /// One window length with its caps (None = unlimited).
@@ -157,7 +229,7 @@ impl Windows {
                 let from = e.at_ms.saturating_add(1).saturating_sub(min_spacing_ms);
                 (from, e.at_ms.saturating_add(min_spacing_ms))
             };
-            let requests = self.entries.iter().filter(|e| !e.tokens_only);
+            let requests = self.entries.iter().filter(|e| e.requests > 0);
             lists.push(requests.map(near).collect());
         }
         // Each list holds half-open [from, to) intervals with both ends non-decreasing.
@@ -191,7 +263,7 @@ impl Windows {
         let mut left = entries.partition_point(|e| e.at_ms.saturating_add(w) <= now_ms);
         let mut arrived = entries.partition_point(|e| e.at_ms <= now_ms);
         let inside = entries.get(left..arrived).unwrap_or(&[]);
-        let mut count = inside.iter().map(Entry::requests).sum::<u64>();
+        let mut count = inside.iter().map(|e: &Entry| e.requests).sum::<u64>();
         let mut sum = inside.iter().fold(0u64, |s, e| s.saturating_add(e.tokens));
         let mut out = Vec::new();
         let mut bad_since = full(count, sum).then_some(now_ms);
@@ -203,12 +275,12 @@ impl Windows {
             };
             let x = arrival.map_or(departure, |a| a.min(departure));
             while let Some(e) = entries.get(left).filter(|e| e.at_ms.saturating_add(w) <= x) {
-                count = count.saturating_sub(e.requests());
+                count = count.saturating_sub(e.requests);
                 sum = sum.saturating_sub(e.tokens);
                 left += 1;
             }
             while let Some(e) = entries.get(arrived).filter(|e| e.at_ms <= x) {
-                count = count.saturating_add(e.requests());
+                count = count.saturating_add(e.requests);
                 sum = sum.saturating_add(e.tokens);
                 arrived += 1;
             }
@@ -229,23 +301,13 @@ impl Windows {
     }
 
     /// Record an admitted request starting at `at_ms`.
-    pub fn reserve(&mut self, at_ms: u64, tokens: u64, lease: Option<u64>) {
-        self.insert(Entry {
-            at_ms,
-            tokens,
-            lease,
-            tokens_only: false,
-        });
+    pub fn reserve(&mut self, at_ms: u64, tokens: u64) {
+        self.insert(Entry::one(at_ms, tokens, 1));
     }
 
     /// Record tokens used at `at_ms` by a request already counted (late usage of a long stream).
     pub fn add_tokens(&mut self, at_ms: u64, tokens: u64) {
-        self.insert(Entry {
-            at_ms,
-            tokens,
-            lease: None,
-            tokens_only: true,
-        });
+        self.insert(Entry::one(at_ms, tokens, 0));
     }
 
     fn insert(&mut self, entry: Entry) {
@@ -253,37 +315,92 @@ impl Windows {
         self.entries.insert(i, entry);
     }
 
-    /// Tokens currently counted for the lease's entry.
-    pub fn tokens_of(&self, lease: u64) -> Option<u64> {
-        self.entries
-            .iter()
-            .find(|e| e.lease == Some(lease))
-            .map(|e| e.tokens)
+    /// The entry holding the request reserved at `at_ms` with `tokens`: itself, or the granule
+    /// it was merged into. Requests with the same start and tokens are interchangeable.
+    fn holding(&mut self, at_ms: u64, tokens: u64) -> Option<&mut Entry> {
+        let i = self.entries.iter().position(|e| {
+            if e.merged() {
+                (e.from_ms..=e.at_ms).contains(&at_ms) && e.requests > 0 && e.tokens >= tokens
+            } else {
+                e.at_ms == at_ms && e.requests == 1 && e.tokens == tokens
+            }
+        })?;
+        self.entries.get_mut(i)
     }
 
-    /// Set the lease's entry to the tokens actually used; false if no entry has that lease.
-    pub fn reconcile(&mut self, lease: u64, actual_tokens: u64) -> bool {
-        match self.entries.iter_mut().find(|e| e.lease == Some(lease)) {
+    /// Set the tokens of the request reserved at `at_ms` with `tokens` to the tokens actually
+    /// used; false if it is no longer counted (it left the windows).
+    pub fn reconcile(&mut self, at_ms: u64, tokens: u64, actual_tokens: u64) -> bool {
+        match self.holding(at_ms, tokens) {
             Some(e) => {
-                e.tokens = actual_tokens;
+                e.tokens = e
+                    .tokens
+                    .saturating_sub(tokens)
+                    .saturating_add(actual_tokens);
                 true
             }
             None => false,
         }
     }
 
-    /// Remove the lease's entry (the request never counted upstream); false if absent.
-    pub fn release(&mut self, lease: u64) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.lease != Some(lease));
-        self.entries.len() != before
+    /// Take back the request reserved at `at_ms` with `tokens` (it never counted upstream);
+    /// false if it is no longer counted.
+    pub fn release(&mut self, at_ms: u64, tokens: u64) -> bool {
+        let Some(e) = self.holding(at_ms, tokens) else {
+            return false;
+        };
+        e.requests = e.requests.saturating_sub(1);
+        e.tokens = e.tokens.saturating_sub(tokens);
+        self.entries.retain(|e| e.requests > 0 || e.tokens > 0);
+        true
     }
 
-    /// Detach a lease from its entry: the entry stays counted but can no longer change.
-    pub fn forget(&mut self, lease: u64) {
-        for e in self.entries.iter_mut().filter(|e| e.lease == Some(lease)) {
-            e.lease = None;
+    /// Merge the past into granules where exactness is no longer needed: requests older than
+    /// `exact_ms` (the pacing's look-back) into minute granules, and, when more than
+    /// `MAX_EXACT` past requests are still single, the rest of the past into fine granules.
+    /// A merged request counts at its granule's last ms, which is still in the past: every
+    /// window ending now or later holds at least what it held exactly, so the merged windows
+    /// never admit what the exact log would refuse.
+    pub fn compact(&mut self, now_ms: u64, spec: WindowSpec, exact_ms: u64) {
+        let (fine, minute) = granules(spec);
+        let last_ms = |at: u64, g: u64| (at / g).saturating_mul(g).saturating_add(g - 1);
+        let exact_before = now_ms.saturating_sub(exact_ms);
+        let singles = self
+            .entries
+            .iter()
+            .filter(|e| e.at_ms < now_ms && !e.merged())
+            .count();
+        let fine_too = singles > MAX_EXACT;
+        let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            let granule = if last_ms(e.at_ms, minute) < exact_before {
+                Some(minute)
+            } else if fine_too && last_ms(e.at_ms, fine) < now_ms {
+                Some(fine)
+            } else {
+                None
+            };
+            let Some(g) = granule else {
+                out.push(e);
+                continue;
+            };
+            let (from_ms, at_ms) = ((e.at_ms / g).saturating_mul(g), last_ms(e.at_ms, g));
+            match out
+                .last_mut()
+                .filter(|l| l.at_ms == at_ms && l.from_ms == from_ms)
+            {
+                Some(l) => {
+                    l.requests = l.requests.saturating_add(e.requests);
+                    l.tokens = l.tokens.saturating_add(e.tokens);
+                }
+                None => out.push(Entry {
+                    at_ms,
+                    from_ms,
+                    ..e
+                }),
+            }
         }
+        self.entries = out;
     }
 
     /// Drop entries that no window ending at or after `now_ms` can hold.
@@ -293,7 +410,8 @@ impl Windows {
             .retain(|e| e.at_ms.saturating_add(longest) > now_ms);
     }
 
-    /// Start times of the requests (not late tokens) in [from, to], in order.
+    /// Start times of the requests (not late tokens) in [from, to], in order (a granule's
+    /// requests at its last ms).
     pub fn request_times(&self, from: u64, to: u64) -> Vec<u64> {
         let start = self.entries.partition_point(|e| e.at_ms < from);
         let end = self.entries.partition_point(|e| e.at_ms <= to);
@@ -301,8 +419,7 @@ impl Windows {
             .get(start..end)
             .unwrap_or_default()
             .iter()
-            .filter(|e| !e.tokens_only)
-            .map(|e| e.at_ms)
+            .flat_map(|e| (0..e.requests).map(move |_| e.at_ms))
             .collect()
     }
 
@@ -312,7 +429,7 @@ impl Windows {
             .iter()
             .filter(|e| e.at_ms <= now_ms && e.at_ms.saturating_add(window_ms) > now_ms)
             .fold(Used::default(), |u, e| Used {
-                requests: u.requests.saturating_add(e.requests()),
+                requests: u.requests.saturating_add(e.requests),
                 tokens: u.tokens.saturating_add(e.tokens),
             })
     }

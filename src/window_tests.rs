@@ -17,8 +17,8 @@ fn lim(rpm: Option<u64>, rps: Option<u64>, tpm: Option<u64>, tps: Option<u64>) -
 
 fn log(entries: &[(u64, u64)]) -> Windows {
     let mut w = Windows::default();
-    for (i, &(at, tokens)) in entries.iter().enumerate() {
-        w.reserve(at, tokens, Some(i as u64));
+    for &(at, tokens) in entries {
+        w.reserve(at, tokens);
     }
     w
 }
@@ -48,8 +48,8 @@ fn naive_fits(w: &Windows, t: u64, tokens: u64, l: &Limits, spec: WindowSpec, ga
                 .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s)
                 .collect();
             let sum: u64 = inside.iter().map(|e| e.tokens).sum();
-            c.requests.is_none_or(|r| (inside.len() as u64) < r)
-                && c.tokens.is_none_or(|k| sum + tokens <= k)
+            let n: u64 = inside.iter().map(|e| e.requests).sum();
+            c.requests.is_none_or(|r| n < r) && c.tokens.is_none_or(|k| sum + tokens <= k)
         })
     })
 }
@@ -63,7 +63,7 @@ fn assert_never_over(w: &Windows, l: &Limits, spec: WindowSpec) {
                 .entries
                 .iter()
                 .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s);
-            let (n, sum) = inside.fold((0u64, 0u64), |(n, k), e| (n + 1, k + e.tokens));
+            let (n, sum) = inside.fold((0u64, 0u64), |(n, k), e| (n + e.requests, k + e.tokens));
             assert!(
                 c.requests.is_none_or(|r| n <= r),
                 "{n} requests in window ending {s}"
@@ -133,7 +133,7 @@ fn effective_minute_limit_is_min_of_rpm_and_rps_times_60() {
         let l = lim(rpm, rps, None, None);
         let mut w = Windows::default();
         while let Some(at) = w.earliest_start(0, &l, SPEC, 1, 0).filter(|&t| t < 60_000) {
-            w.reserve(at, 1, None);
+            w.reserve(at, 1);
         }
         assert_eq!(w.len(), want, "rpm {rpm:?} rps {rps:?}");
         assert_never_over(&w, &l, SPEC);
@@ -144,13 +144,13 @@ fn effective_minute_limit_is_min_of_rpm_and_rps_times_60() {
 fn reconcile_down_and_up_moves_the_token_window() {
     let l = lim(None, None, Some(100), None);
     let mut w = Windows::default();
-    w.reserve(0, 80, Some(1));
+    w.reserve(0, 80);
     assert_eq!(
         w.earliest_start(10, &l, SPEC, 30, 0),
         Some(60_000),
         "estimate counts"
     );
-    assert!(w.reconcile(1, 20));
+    assert!(w.reconcile(0, 80, 20));
     assert_eq!(
         w.earliest_start(10, &l, SPEC, 30, 0),
         Some(10),
@@ -163,18 +163,19 @@ fn reconcile_down_and_up_moves_the_token_window() {
             tokens: 20
         }
     );
-    assert!(w.reconcile(1, 95));
+    assert!(w.reconcile(0, 20, 95));
     assert_eq!(
         w.earliest_start(10, &l, SPEC, 30, 0),
         Some(60_000),
         "actual usage was higher"
     );
     assert_eq!(w.earliest_start(10, &l, SPEC, 5, 0), Some(10));
-    assert!(!w.reconcile(2, 1), "unknown lease");
+    assert!(!w.reconcile(5, 95, 1), "no request at that time");
+    assert!(!w.reconcile(0, 80, 1), "nor with those tokens");
 }
 
 #[test]
-fn release_forget_prune_and_usage() {
+fn release_prune_and_usage() {
     let mut w = log(&[(0, 10), (500, 20), (1_000, 30), (90_000, 40)]);
     assert_eq!(
         w.usage(1_000, 1_000),
@@ -190,19 +191,14 @@ fn release_forget_prune_and_usage() {
             tokens: 60
         }
     );
-    assert!(w.release(1));
-    assert!(!w.release(1), "released twice");
+    assert!(w.release(500, 20));
+    assert!(!w.release(500, 20), "released twice");
     assert_eq!(
         w.usage(1_000, 60_000),
         Used {
             requests: 2,
             tokens: 40
         }
-    );
-    w.forget(2);
-    assert!(
-        !w.reconcile(2, 0),
-        "a forgotten lease cannot change its entry"
     );
     w.prune(60_000, SPEC);
     assert_eq!(
@@ -222,7 +218,7 @@ fn schedule(spec: WindowSpec, scale: u64, l: &Limits, n: u64, w: &mut Windows) -
             let tokens = 1 + rng.below(30);
             let at = w.earliest_start(now, l, spec, tokens, 0);
             if let Some(at) = at {
-                w.reserve(at, tokens, Some(i));
+                w.reserve(at, tokens);
             }
             at
         })
@@ -266,8 +262,8 @@ fn earliest_start_is_the_first_fitting_ms() {
             pick(&mut rng, 30),
         );
         let mut w = Windows::default();
-        for i in 0..rng.below(14) {
-            w.reserve(rng.below(200), rng.below(10), Some(i));
+        for _ in 0..rng.below(14) {
+            w.reserve(rng.below(200), rng.below(10));
         }
         let now = rng.below(150);
         let tokens = rng.below(12);
@@ -287,4 +283,142 @@ fn earliest_start_is_the_first_fitting_ms() {
             }
         }
     }
+}
+
+/// Random reservations, releases, reconciles and late tokens, applied alike to an exact log
+/// and to one compacted after every step: the compacted answer always fits the exact log.
+#[test]
+fn compacted_windows_never_admit_what_the_exact_log_refuses() {
+    let spec = WindowSpec {
+        second_ms: 100,
+        minute_ms: 6_000,
+    };
+    let mut rng = Lcg(11);
+    for case in 0..60 {
+        let pick = |rng: &mut Lcg, n: u64| (rng.below(3) > 0).then(|| 1 + rng.below(n));
+        let l = lim(
+            pick(&mut rng, 400),
+            pick(&mut rng, 12),
+            pick(&mut rng, 4_000),
+            pick(&mut rng, 300),
+        );
+        let (mut exact, mut compacted) = (Windows::default(), Windows::default());
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut now = 0;
+        for step in 0..400 {
+            now += rng.below(40);
+            let tokens = rng.below(40);
+            let gap = [0, 0, 5][rng.below(3) as usize];
+            let got = compacted.earliest_start(now, &l, spec, tokens, gap);
+            let want = exact.earliest_start(now, &l, spec, tokens, gap);
+            if let Some(t) = got {
+                assert_eq!(
+                    exact.earliest_start(t, &l, spec, tokens, gap),
+                    Some(t),
+                    "case {case} step {step}: {t} does not fit the exact log"
+                );
+                assert!(want.is_some_and(|w| w <= t), "case {case} step {step}");
+                if t - now < 300 {
+                    exact.reserve(t, tokens);
+                    compacted.reserve(t, tokens);
+                    live.push((t, tokens));
+                }
+            }
+            match rng.below(6) {
+                0 if !live.is_empty() => {
+                    let (at, k) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    assert_eq!(exact.release(at, k), compacted.release(at, k), "{case}");
+                }
+                1 if !live.is_empty() => {
+                    let (at, k) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    let actual = rng.below(80);
+                    assert_eq!(
+                        exact.reconcile(at, k, actual),
+                        compacted.reconcile(at, k, actual),
+                        "{case}"
+                    );
+                }
+                2 => {
+                    let k = rng.below(30);
+                    exact.add_tokens(now, k);
+                    compacted.add_tokens(now, k);
+                }
+                _ => {}
+            }
+            let widened = WindowSpec {
+                second_ms: spec.second_ms + rng.below(20),
+                minute_ms: spec.minute_ms + rng.below(20),
+            };
+            exact.prune(now, widened);
+            compacted.prune(now, widened);
+            compacted.compact(now, spec, 2 * widened.second_ms);
+            live.retain(|&(at, _)| at + widened.minute_ms > now);
+        }
+    }
+}
+
+/// 1-token requests offered every `every_ms` for `for_ms`, admitted only at once: how many were
+/// admitted, and the largest stored form seen (sampled every 100 offers).
+fn admitted_at_steady_rate(l: &Limits, every_ms: u64, for_ms: u64, compact: bool) -> (u64, usize) {
+    let mut w = Windows::default();
+    let (mut admitted, mut largest) = (0, 0);
+    let mut now = 0;
+    while now < for_ms {
+        if w.earliest_start(now, l, SPEC, 1, 0) == Some(now) {
+            w.reserve(now, 1);
+            admitted += 1;
+        }
+        w.prune(now, SPEC);
+        if compact {
+            w.compact(now, SPEC, 2 * SPEC.second_ms);
+        }
+        if (now / every_ms).is_multiple_of(100) {
+            largest = largest.max(serde_json::to_string(&w).map_or(0, |s| s.len()));
+        }
+        now += every_ms;
+    }
+    (admitted, largest)
+}
+
+#[test]
+fn compaction_costs_at_most_a_granule_of_the_minute() {
+    // Offered exactly the limit for five minutes: the exact log admits every one.
+    let l = lim(Some(600), None, None, None);
+    let (exact, _) = admitted_at_steady_rate(&l, 100, 300_000, false);
+    let (compacted, _) = admitted_at_steady_rate(&l, 100, 300_000, true);
+    assert_eq!(exact, 3_000);
+    let floor = exact - exact / GRANULES_PER_MINUTE - 1;
+    assert!(
+        (floor..=exact).contains(&compacted),
+        "compacted {compacted}, exact {exact}"
+    );
+}
+
+#[test]
+fn stored_windows_stay_a_few_kb_at_any_rate() {
+    // DashScope's qwen3-max limits at full rate: today's log would be 600 entries.
+    let dashscope = lim(Some(600), Some(10), Some(1_000_000), None);
+    let (_, size) = admitted_at_steady_rate(&dashscope, 100, 180_000, true);
+    assert!(size < 4_000, "{size} bytes at 600 RPM");
+    // No limits at all, 1,000 requests a second (the exact log would hold 60,000).
+    let (admitted, size) = admitted_at_steady_rate(&Limits::default(), 1, 150_000, true);
+    assert_eq!(admitted, 150_000);
+    assert!(size < 8_000, "{size} bytes at 60,000 RPM");
+}
+
+#[test]
+fn the_stored_form_round_trips() {
+    let mut w = log(&[(1_000, 5), (1_200, 7), (70_000, 9), (70_005, 0)]);
+    w.add_tokens(70_001, 3);
+    w.compact(70_003, SPEC, 2_000);
+    assert!(w.entries().iter().any(Entry::merged), "{w:?}");
+    let json = serde_json::to_string(&w).unwrap_or_default();
+    let back: Windows = serde_json::from_str(&json).unwrap_or_default();
+    assert_eq!(back, w, "{json}");
+    let mut back = back;
+    assert!(
+        back.release(1_200, 7),
+        "a merged request can still be released"
+    );
+    assert_eq!(back.usage(70_003, SPEC.minute_ms).requests, 1);
 }
