@@ -5,10 +5,12 @@
 
 use crate::pace::{self, Pace, SlowStart};
 use crate::window::{Limits, Used, WindowSpec, Windows};
+use credit::Credit;
 use park::{Gate, Park};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+pub mod credit;
 mod outcome;
 mod park;
 
@@ -29,6 +31,8 @@ pub struct Policy<'a> {
     pub spec: WindowSpec,
     /// How fast its send rate may grow (the upstream profile's), if at all.
     pub slow_start: Option<SlowStart>,
+    /// Most admissions one credit may carry (0: none, every admission is asked for).
+    pub credit_max: u64,
 }
 
 /// What a caller asks of the bucket.
@@ -40,6 +44,9 @@ pub struct AcquireRequest {
     pub max_wait_ms: u64,
     /// Drop the lease from in-flight when unsettled this long after its start.
     pub lease_ttl_ms: u64,
+    /// The asker holds no credit of this bucket and would take one.
+    #[serde(default)]
+    pub credit: bool,
 }
 
 /// The bucket's answer to an acquire.
@@ -58,6 +65,9 @@ pub enum Admission {
         /// send later than that gives its slot back and asks again.
         #[serde(default)]
         late_ms: u64,
+        /// Further admissions handed out ahead, while the bucket has ample room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<Credit>,
     },
     /// Not within max_wait. `until_ms`: earliest time a request of this size could start (None = parked until an operator clears it, or never fits).
     Denied {
@@ -159,6 +169,8 @@ pub struct Counters {
     pub completion_tokens: u64,
     /// Cost of the served requests, in millionths of a USD.
     pub cost_micro_usd: u64,
+    /// Of the admitted, those handed out ahead in credits (spent without asking, or given back).
+    pub credited: u64,
 }
 
 /// Small, serializable view for callers to cache and for the dashboard.
@@ -197,6 +209,9 @@ struct Lease {
     at_ms: u64,
     #[serde(default)]
     tokens: u64,
+    /// The credit it was handed out in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credit: Option<u64>,
     /// In flight until then; a committed stream has no end (None) until settled.
     expires_ms: Option<u64>,
     /// When the record is dropped if never settled.
@@ -286,33 +301,96 @@ impl BucketState {
             };
             return self.deny(Some(start), reason);
         }
-        let lease = self.next_lease;
-        self.next_lease = self.next_lease.saturating_add(1);
-        self.windows.reserve(start, req.est_tokens);
-        let expires_ms = start.saturating_add(req.lease_ttl_ms);
-        self.leases.push(Lease {
-            id: lease,
-            at_ms: start,
-            tokens: req.est_tokens,
-            expires_ms: Some(expires_ms),
-            dropped_ms: expires_ms,
-        });
+        let widened = self.pace.widened(policy.spec);
+        let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
+        let rule = self.pace.growth(policy.slow_start).is_some();
+        let credit_size = match (req.credit && start == now_ms, probe, &self.park, rule) {
+            (true, false, None, false) => credit::size(
+                &self.windows,
+                now_ms,
+                policy.limits,
+                widened,
+                req.est_tokens,
+                policy.credit_max,
+            ),
+            _ => 0,
+        };
+        let lease = self.lease(start, req, None);
         if let (true, Some(p)) = (probe, self.park.as_mut()) {
             p.probe = Some(lease);
         }
+        self.windows.reserve(start, req.est_tokens);
         bump(&mut self.counters.admitted, 1);
         if start > now_ms {
             bump(&mut self.counters.scheduled, 1);
         }
+        let credit =
+            (credit_size > 0).then(|| self.grant(now_ms, policy, req, credit_size, late_ms));
         Admission::Go {
             lease,
             at_ms: start,
             probe,
-            late_ms: self
-                .pace
-                .widened(policy.spec)
-                .second_ms
-                .saturating_sub(policy.spec.second_ms),
+            late_ms,
+            credit,
+        }
+    }
+
+    /// Records a new lease on a slot at `at_ms` (or spent from `credit`).
+    fn lease(&mut self, at_ms: u64, req: &AcquireRequest, credit: Option<u64>) -> u64 {
+        let id = self.next_lease;
+        self.next_lease = self.next_lease.saturating_add(1);
+        let expires_ms = at_ms.saturating_add(req.lease_ttl_ms);
+        self.leases.push(Lease {
+            id,
+            at_ms,
+            tokens: req.est_tokens,
+            credit,
+            expires_ms: Some(expires_ms),
+            dropped_ms: expires_ms,
+        });
+        id
+    }
+
+    /// Hands out `count` admissions of the request's size ahead, counted from now to the
+    /// credit's end.
+    fn grant(
+        &mut self,
+        now_ms: u64,
+        policy: &Policy,
+        req: &AcquireRequest,
+        count: u64,
+        late_ms: u64,
+    ) -> Credit {
+        let until_ms = now_ms.saturating_add(credit::life_ms(policy.spec));
+        let first_lease = self.next_lease;
+        let spendable = AcquireRequest {
+            lease_ttl_ms: req
+                .lease_ttl_ms
+                .saturating_add(credit::life_ms(policy.spec)),
+            ..*req
+        };
+        for _ in 0..count {
+            self.lease(now_ms, &spendable, Some(first_lease));
+        }
+        let tokens = req.est_tokens.saturating_mul(count);
+        self.windows
+            .reserve_credit(first_lease, (now_ms, until_ms), count, tokens);
+        bump(&mut self.counters.admitted, count);
+        bump(&mut self.counters.credited, count);
+        Credit {
+            first_lease,
+            count,
+            tokens: req.est_tokens,
+            until_ms,
+            late_ms,
+            spent: 0,
+        }
+    }
+
+    /// Gives back admissions never spent (of an expired or dropped credit).
+    pub fn give_back(&mut self, now_ms: u64, policy: &Policy, leases: &[u64]) {
+        for &lease in leases {
+            self.settle(now_ms, policy, lease, &SettleOutcome::Released);
         }
     }
 
@@ -331,7 +409,12 @@ impl BucketState {
         let Some(i) = self.leases.iter().position(|l| l.id == lease) else {
             return;
         };
-        let Lease { at_ms, tokens, .. } = self.leases.remove(i);
+        let Lease {
+            at_ms,
+            tokens,
+            credit,
+            ..
+        } = self.leases.remove(i);
         let probe = self.park.as_mut().filter(|p| p.probe == Some(lease));
         if probe.is_some_and(|p| p.probe_ended(now_ms, outcome)) {
             self.park = None;
@@ -351,7 +434,7 @@ impl BucketState {
                     _ => Some(tokens.max(known)),
                 };
                 // A long stream's entry may have left the windows: its tokens land now.
-                let reconciled = |t: &u64| !self.windows.reconcile(at_ms, tokens, *t);
+                let reconciled = |t: &u64| !self.windows.reconcile(at_ms, tokens, credit, *t);
                 if let Some(actual) = actual.filter(reconciled) {
                     self.windows.add_tokens(now_ms, actual);
                 }
@@ -364,18 +447,18 @@ impl BucketState {
                 bump(&mut self.counters.cost_micro_usd, *cost_micro_usd);
             }
             SettleOutcome::Released => {
-                self.windows.release(at_ms, tokens);
+                self.windows.release(at_ms, tokens, credit);
                 bump(&mut self.counters.released, 1);
             }
             SettleOutcome::Cancelled => {
                 bump(&mut self.counters.cancelled, 1);
             }
             SettleOutcome::Failed => {
-                self.windows.reconcile(at_ms, tokens, 0);
+                self.windows.reconcile(at_ms, tokens, credit, 0);
                 bump(&mut self.counters.failed, 1);
             }
             SettleOutcome::Cooldown { ms, kind, hinted } => {
-                self.windows.release(at_ms, tokens);
+                self.windows.release(at_ms, tokens, credit);
                 // The first window-limit 429 in a minute with no wait given is jitter: the
                 // windows widen and the bucket goes on; a second one means the limit is real.
                 let window_limit = matches!(kind.as_str(), "requests" | "tokens");
@@ -385,13 +468,13 @@ impl BucketState {
                 bump(&mut self.counters.rate_limited, 1);
             }
             SettleOutcome::Burst => {
-                self.windows.release(at_ms, tokens);
+                self.windows.release(at_ms, tokens, credit);
                 self.pace
                     .on_surge(now_ms, policy.spec, policy.slow_start, &self.windows);
                 bump(&mut self.counters.burst, 1);
             }
             SettleOutcome::Park { reason, for_ms } => {
-                self.windows.release(at_ms, tokens);
+                self.windows.release(at_ms, tokens, credit);
                 self.park(now_ms, reason, *for_ms);
             }
         }
@@ -417,6 +500,27 @@ impl BucketState {
             Some(old) => old.merged(newer),
             None => newer,
         });
+    }
+
+    /// The share of room left in its windows now, the tightest of its limits (1.0 with none;
+    /// scheduled slots and outstanding credits count as used): what rotation spreads load by.
+    pub fn headroom(&self, now_ms: u64, policy: &Policy) -> f64 {
+        let spec = self.pace.widened(policy.spec);
+        let l = policy.limits;
+        let caps = [
+            (spec.second_ms, l.rps, l.tps),
+            (spec.minute_ms, l.rpm, l.tpm),
+        ];
+        let share = |used: u64, limit: Option<u64>| {
+            limit.map_or(1.0, |k| 1.0 - used as f64 / k.max(1) as f64)
+        };
+        caps.iter()
+            .map(|&(window_ms, requests, tokens)| {
+                let used = self.windows.counted_from(now_ms, window_ms);
+                share(used.requests, requests).min(share(used.tokens, tokens))
+            })
+            .fold(1.0, f64::min)
+            .clamp(0.0, 1.0)
     }
 
     /// Earliest start of a 1-token request: a fact about the bucket, not about one request
@@ -504,8 +608,9 @@ impl BucketState {
         self.drop_old_leases(now_ms);
         let widened = self.pace.widened(spec);
         self.windows.prune(now_ms, widened);
-        self.windows
-            .compact(now_ms, spec, pace::LOOK_BACK_WINDOWS * widened.second_ms);
+        let open_credits: Vec<u64> = self.leases.iter().filter_map(|l| l.credit).collect();
+        let look_back = pace::LOOK_BACK_WINDOWS.saturating_mul(widened.second_ms);
+        self.windows.compact(now_ms, spec, look_back, &open_credits);
         if self.cooling_until(now_ms).is_none() {
             self.cooldown = None;
         }

@@ -22,6 +22,7 @@ fn pol(limits: &Limits, spec: WindowSpec) -> Policy<'_> {
         limits,
         spec,
         slow_start: None,
+        credit_max: 0,
     }
 }
 
@@ -38,6 +39,7 @@ fn ask(est_tokens: u64, max_wait_ms: u64, lease_ttl_ms: u64) -> AcquireRequest {
         est_tokens,
         max_wait_ms,
         lease_ttl_ms,
+        credit: false,
     }
 }
 
@@ -66,6 +68,7 @@ fn go(lease: u64, at_ms: u64) -> Admission {
         at_ms,
         probe: false,
         late_ms: 0,
+        credit: None,
     }
 }
 
@@ -713,4 +716,29 @@ fn a_busy_bucket_stores_a_few_kb() {
     }
     assert!(served > 1_700, "{served} served");
     assert!(largest < 4_000, "{largest} bytes");
+}
+
+#[test]
+fn headroom_is_the_tightest_share_of_room_left() {
+    let limits = lim(Some(60), None, Some(10_000), None);
+    let policy = pol(&limits, SPEC);
+    let mut b = BucketState::default();
+    assert_eq!(b.headroom(0, &policy), 1.0, "idle");
+    for i in 0..15 {
+        assert!(matches!(
+            b.acquire(i, &policy, &req(100, 0)),
+            Admission::Go { .. }
+        ));
+    }
+    // 15 of 60 requests, 1,500 of 10,000 tokens: the requests are the tighter.
+    assert!((b.headroom(20, &policy) - 0.75).abs() < 1e-9);
+    let heavy = req(5_000, 0);
+    assert!(matches!(
+        b.acquire(20, &policy, &heavy),
+        Admission::Go { .. }
+    ));
+    assert!((b.headroom(20, &policy) - 0.35).abs() < 1e-9, "tokens now");
+    assert_eq!(b.headroom(61_000, &policy), 1.0, "the minute passed");
+    let none = Limits::default();
+    assert_eq!(b.headroom(20, &pol(&none, SPEC)), 1.0, "no limits");
 }

@@ -66,6 +66,15 @@ impl Upstream {
             Some(SlowStartSetting::Tuned(s)) => Some(s),
         }
     }
+
+    /// Most admissions one credit of its buckets may carry: none for DashScope, whose surge
+    /// protection punishes the bursts a credit allows (its buckets pace every send).
+    pub fn credit_max(&self, configured: u64) -> u64 {
+        match self.profile {
+            Profile::Dashscope => 0,
+            _ => configured,
+        }
+    }
 }
 
 /// One upstream account: its keys share its limits.
@@ -227,6 +236,10 @@ pub struct Config {
     /// Longest wait for a bucket Durable Object's answer before rotating away from it.
     #[serde(default = "default_bucket_timeout_ms")]
     pub bucket_timeout_ms: u64,
+    /// Most admissions a bucket hands an isolate ahead while it has ample room, spent with no
+    /// round trip (0: every admission asks the bucket).
+    #[serde(default = "default_admission_credits")]
+    pub admission_credits: u64,
 }
 
 fn one() -> f64 {
@@ -258,6 +271,10 @@ fn default_max_messages() -> usize {
 }
 fn default_bucket_timeout_ms() -> u64 {
     3_000
+}
+
+fn default_admission_credits() -> u64 {
+    8
 }
 
 /// One place the request can go: an account serving an upstream model.

@@ -26,6 +26,7 @@ fn policy(limits: &Limits, slow_start: Option<SlowStart>) -> Policy<'_> {
         limits,
         spec: SPEC,
         slow_start,
+        credit_max: 0,
     }
 }
 
@@ -34,6 +35,7 @@ fn ask(tokens: u64, max_wait_ms: u64) -> AcquireRequest {
         est_tokens: tokens,
         max_wait_ms,
         lease_ttl_ms: 3_600_000,
+        credit: false,
     }
 }
 

@@ -38,6 +38,10 @@ pub trait Choice: Clone {
     fn priority(&self) -> u32;
     /// Share of traffic among equal priorities.
     fn weight(&self) -> f64;
+    /// Share of its windows' room the bucket last said it had left (None: not heard lately).
+    fn headroom(&self) -> Option<f64> {
+        None
+    }
     /// Most tokens one request may hold here (None: no token limit).
     fn token_cap(&self) -> Option<u64>;
     /// How many API keys the account has: the budget of refused keys.
@@ -174,7 +178,7 @@ impl<C: Choice> Planner<C> {
                 let keys: Vec<(u32, f64)> = s
                     .candidates
                     .iter()
-                    .map(|c| (c.priority(), c.weight()))
+                    .map(|c| (c.priority(), order::by_headroom(c.weight(), c.headroom())))
                     .collect();
                 order::weighted(&keys, &mut rng)
             })

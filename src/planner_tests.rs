@@ -83,6 +83,7 @@ fn go(lease: u64, at_ms: u64) -> Admission {
         at_ms,
         probe: false,
         late_ms: 0,
+        credit: None,
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Call {
     /// How fast the send rate may grow (the upstream profile's), if at all.
     #[serde(default)]
     pub slow_start: Option<SlowStart>,
+    /// Most admissions one credit may carry (config `admission_credits`).
+    #[serde(default)]
+    pub credit_max: u64,
     /// What to do.
     pub op: Op,
 }
@@ -46,6 +49,11 @@ pub enum Op {
         /// How late the send reached the upstream relative to its slot (`pace::lag_ms`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lag_ms: Option<i64>,
+    },
+    /// Admissions of a credit never spent, given back.
+    Return {
+        /// Their leases.
+        leases: Vec<u64>,
     },
     /// Park from outside: another bucket of the account learned the account is parked.
     Park {
@@ -75,6 +83,9 @@ pub enum Reply {
         /// Secret names of the account's keys this bucket has seen refused.
         #[serde(default)]
         refused_keys: Vec<String>,
+        /// Share of room left in its windows after this admission (`BucketState::headroom`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        headroom: Option<f64>,
     },
     /// To `Clear` and `Snapshot`.
     State {
@@ -94,6 +105,7 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
         limits: &call.limits,
         spec: call.spec,
         slow_start: call.slow_start,
+        credit_max: call.credit_max,
     };
     match &call.op {
         Op::Acquire(ask) => {
@@ -106,6 +118,7 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
                 admission,
                 bucket_free_at_ms,
                 refused_keys: state.refused_keys(),
+                headroom: Some(state.headroom(now_ms, &policy)),
             }
         }
         Op::Commit { lease } => {
@@ -123,6 +136,10 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
                 state.record_lag(*lag);
             }
             state.settle(now_ms, &policy, *lease, outcome);
+            Reply::Done
+        }
+        Op::Return { leases } => {
+            state.give_back(now_ms, &policy, leases);
             Reply::Done
         }
         Op::Park { reason, for_ms } => {
@@ -165,6 +182,7 @@ mod tests {
                 ..Limits::default()
             },
             spec: WindowSpec::default(),
+            credit_max: 0,
             slow_start: None,
             op,
         }
@@ -175,6 +193,7 @@ mod tests {
             est_tokens: tokens,
             max_wait_ms: 0,
             lease_ttl_ms: 60_000,
+            credit: false,
         }))
     }
 

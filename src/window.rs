@@ -56,19 +56,24 @@ pub struct Used {
     pub tokens: u64,
 }
 
-/// Requests counted at one time: one admitted request (maybe scheduled in the future), tokens
-/// that landed late (no request), or a granule of past ones merged by `compact`.
+/// Requests counted over a span of time: one admitted request (maybe scheduled in the future),
+/// tokens that landed late (no request), a granule of past ones merged by `compact`, or a credit
+/// (admissions handed out ahead, to be spent any time in its span).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// When they count: a request's start (unix ms), or the last ms of a merged granule.
+    /// The last ms they may count from: a request's start (unix ms), a granule's last ms, a
+    /// credit's end.
     pub at_ms: u64,
     /// Tokens reserved or used (estimates until reconciled with real usage).
     pub tokens: u64,
     /// Requests counted: 1 for one request, 0 for late tokens (a long stream settled after its
-    /// request left the windows), n for a granule.
+    /// request left the windows), n for a granule or a credit.
     pub requests: u64,
-    /// The first ms the entry stands for: `at_ms` unless merged.
+    /// The first ms they may count from: `at_ms` for one request. An entry counts in every
+    /// window its span meets.
     pub from_ms: u64,
+    /// A credit's id (its first lease), while any of its admissions may still change it.
+    pub credit: Option<u64>,
 }
 
 impl Entry {
@@ -78,11 +83,17 @@ impl Entry {
             tokens,
             requests,
             from_ms: at_ms,
+            credit: None,
         }
     }
 
     fn merged(&self) -> bool {
         self.from_ms != self.at_ms
+    }
+
+    /// True when the entry counts in the window (end - window_ms, end].
+    fn counts_in(&self, end_ms: u64, window_ms: u64) -> bool {
+        self.from_ms <= end_ms && self.at_ms.saturating_add(window_ms) > end_ms
     }
 }
 
@@ -111,7 +122,8 @@ fn granules(spec: WindowSpec) -> (u64, u64) {
 }
 
 /// The stored form: times relative to `base`, an entry as `[at, tokens]` or, when it is not
-/// one request, `[at, tokens, requests, at - from]` (a bucket's state stays a few KB).
+/// one request, `[at, tokens, requests, at - from]`, a credit with its id last (a bucket's
+/// state stays a few KB).
 #[derive(Serialize, Deserialize)]
 struct Packed {
     base: u64,
@@ -126,10 +138,11 @@ impl From<Windows> for Packed {
             .iter()
             .map(|e| {
                 let at = e.at_ms.saturating_sub(base);
-                if e.requests == 1 && !e.merged() {
-                    vec![at, e.tokens]
-                } else {
-                    vec![at, e.tokens, e.requests, e.at_ms.saturating_sub(e.from_ms)]
+                let span = e.at_ms.saturating_sub(e.from_ms);
+                match e.credit {
+                    Some(id) => vec![at, e.tokens, e.requests, span, id],
+                    None if e.requests == 1 && span == 0 => vec![at, e.tokens],
+                    None => vec![at, e.tokens, e.requests, span],
                 }
             })
             .collect();
@@ -151,6 +164,7 @@ impl From<Packed> for Windows {
                         tokens,
                         requests,
                         from_ms: at.saturating_sub(span),
+                        credit: v.get(4).copied(),
                     })
                 })
                 .collect();
@@ -229,8 +243,13 @@ impl Windows {
                 let from = e.at_ms.saturating_add(1).saturating_sub(min_spacing_ms);
                 (from, e.at_ms.saturating_add(min_spacing_ms))
             };
-            let requests = self.entries.iter().filter(|e| e.requests > 0);
-            lists.push(requests.map(near).collect());
+            // A credit's sends may go any time in its span: only slots are spaced (credits are
+            // handed out only while a bucket has ample room).
+            let slots = self
+                .entries
+                .iter()
+                .filter(|e| e.requests > 0 && (!e.merged() || e.at_ms <= now_ms));
+            lists.push(slots.map(near).collect());
         }
         // Each list holds half-open [from, to) intervals with both ends non-decreasing.
         let mut next = vec![0usize; lists.len()];
@@ -259,12 +278,15 @@ impl Windows {
             c.requests.is_some_and(|r| count.saturating_add(1) > r)
                 || c.tokens.is_some_and(|k| sum.saturating_add(tokens) > k)
         };
-        // The window ending at now holds entries left..arrived; sweep on from there.
+        // The window ending at now holds what has not left and began by now: entries before
+        // `arrived`, and credits that began by now and end later. Sweep on from there.
         let mut left = entries.partition_point(|e| e.at_ms.saturating_add(w) <= now_ms);
         let mut arrived = entries.partition_point(|e| e.at_ms <= now_ms);
-        let inside = entries.get(left..arrived).unwrap_or(&[]);
-        let mut count = inside.iter().map(|e: &Entry| e.requests).sum::<u64>();
-        let mut sum = inside.iter().fold(0u64, |s, e| s.saturating_add(e.tokens));
+        let inside = entries.get(left..).unwrap_or(&[]);
+        let inside = inside.iter().filter(|e| e.from_ms <= now_ms);
+        let (mut count, mut sum) = inside.fold((0u64, 0u64), |(n, k), e| {
+            (n.saturating_add(e.requests), k.saturating_add(e.tokens))
+        });
         let mut out = Vec::new();
         let mut bad_since = full(count, sum).then_some(now_ms);
         // Between consecutive boundaries the window (s - W, s] holds the same entries.
@@ -280,8 +302,10 @@ impl Windows {
                 left += 1;
             }
             while let Some(e) = entries.get(arrived).filter(|e| e.at_ms <= x) {
-                count = count.saturating_add(e.requests);
-                sum = sum.saturating_add(e.tokens);
+                if e.from_ms > now_ms {
+                    count = count.saturating_add(e.requests);
+                    sum = sum.saturating_add(e.tokens);
+                }
                 arrived += 1;
             }
             match (full(count, sum), bad_since) {
@@ -305,6 +329,19 @@ impl Windows {
         self.insert(Entry::one(at_ms, tokens, 1));
     }
 
+    /// Record credit `id`: `requests` admissions and their `tokens`, to be spent any time in
+    /// [from_ms, at_ms].
+    pub fn reserve_credit(&mut self, id: u64, span: (u64, u64), requests: u64, tokens: u64) {
+        let (from_ms, at_ms) = span;
+        self.insert(Entry {
+            at_ms: at_ms.max(from_ms),
+            tokens,
+            requests,
+            from_ms,
+            credit: Some(id),
+        });
+    }
+
     /// Record tokens used at `at_ms` by a request already counted (late usage of a long stream).
     pub fn add_tokens(&mut self, at_ms: u64, tokens: u64) {
         self.insert(Entry::one(at_ms, tokens, 0));
@@ -315,23 +352,30 @@ impl Windows {
         self.entries.insert(i, entry);
     }
 
-    /// The entry holding the request reserved at `at_ms` with `tokens`: itself, or the granule
-    /// it was merged into. Requests with the same start and tokens are interchangeable.
-    fn holding(&mut self, at_ms: u64, tokens: u64) -> Option<&mut Entry> {
-        let i = self.entries.iter().position(|e| {
-            if e.merged() {
+    /// The entry holding a request: its credit's, or the one reserved at `at_ms` with `tokens`
+    /// (itself, or the granule it was merged into: granules are aligned and disjoint, and
+    /// requests with the same start and tokens are interchangeable).
+    fn holding(&mut self, at_ms: u64, tokens: u64, credit: Option<u64>) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| match (credit, e.credit) {
+            (Some(id), Some(of)) => id == of && e.requests > 0 && e.tokens >= tokens,
+            (Some(_), None) | (None, Some(_)) => false,
+            (None, None) if e.merged() || e.requests != 1 => {
                 (e.from_ms..=e.at_ms).contains(&at_ms) && e.requests > 0 && e.tokens >= tokens
-            } else {
-                e.at_ms == at_ms && e.requests == 1 && e.tokens == tokens
             }
-        })?;
-        self.entries.get_mut(i)
+            (None, None) => e.at_ms == at_ms && e.tokens == tokens,
+        })
     }
 
-    /// Set the tokens of the request reserved at `at_ms` with `tokens` to the tokens actually
-    /// used; false if it is no longer counted (it left the windows).
-    pub fn reconcile(&mut self, at_ms: u64, tokens: u64, actual_tokens: u64) -> bool {
-        match self.holding(at_ms, tokens) {
+    /// Set the tokens of a request (reserved at `at_ms` with `tokens`, or spent from `credit`)
+    /// to the tokens actually used; false if it is no longer counted (it left the windows).
+    pub fn reconcile(
+        &mut self,
+        at_ms: u64,
+        tokens: u64,
+        credit: Option<u64>,
+        actual_tokens: u64,
+    ) -> bool {
+        match self.holding(at_ms, tokens, credit) {
             Some(e) => {
                 e.tokens = e
                     .tokens
@@ -343,10 +387,10 @@ impl Windows {
         }
     }
 
-    /// Take back the request reserved at `at_ms` with `tokens` (it never counted upstream);
-    /// false if it is no longer counted.
-    pub fn release(&mut self, at_ms: u64, tokens: u64) -> bool {
-        let Some(e) = self.holding(at_ms, tokens) else {
+    /// Take back a request (reserved at `at_ms` with `tokens`, or spent from `credit`): it
+    /// never counted upstream. False if it is no longer counted.
+    pub fn release(&mut self, at_ms: u64, tokens: u64, credit: Option<u64>) -> bool {
+        let Some(e) = self.holding(at_ms, tokens, credit) else {
             return false;
         };
         e.requests = e.requests.saturating_sub(1);
@@ -357,11 +401,12 @@ impl Windows {
 
     /// Merge the past into granules where exactness is no longer needed: requests older than
     /// `exact_ms` (the pacing's look-back) into minute granules, and, when more than
-    /// `MAX_EXACT` past requests are still single, the rest of the past into fine granules.
-    /// A merged request counts at its granule's last ms, which is still in the past: every
-    /// window ending now or later holds at least what it held exactly, so the merged windows
-    /// never admit what the exact log would refuse.
-    pub fn compact(&mut self, now_ms: u64, spec: WindowSpec, exact_ms: u64) {
+    /// `MAX_EXACT` past requests are still single, the rest of the past into fine granules;
+    /// credits whose admissions may still change them (`open_credits`) stay whole. A merged
+    /// request counts at its granule's last ms, which is still in the past: every window ending
+    /// now or later holds at least what it held exactly, so the merged windows never admit what
+    /// the exact log would refuse.
+    pub fn compact(&mut self, now_ms: u64, spec: WindowSpec, exact_ms: u64, open_credits: &[u64]) {
         let (fine, minute) = granules(spec);
         let last_ms = |at: u64, g: u64| (at / g).saturating_mul(g).saturating_add(g - 1);
         let exact_before = now_ms.saturating_sub(exact_ms);
@@ -373,7 +418,10 @@ impl Windows {
         let fine_too = singles > MAX_EXACT;
         let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
-            let granule = if last_ms(e.at_ms, minute) < exact_before {
+            let open = e.credit.is_some_and(|id| open_credits.contains(&id));
+            let granule = if open {
+                None
+            } else if last_ms(e.at_ms, minute) < exact_before {
                 Some(minute)
             } else if fine_too && last_ms(e.at_ms, fine) < now_ms {
                 Some(fine)
@@ -384,11 +432,12 @@ impl Windows {
                 out.push(e);
                 continue;
             };
-            let (from_ms, at_ms) = ((e.at_ms / g).saturating_mul(g), last_ms(e.at_ms, g));
-            match out
-                .last_mut()
-                .filter(|l| l.at_ms == at_ms && l.from_ms == from_ms)
-            {
+            // Aligned and disjoint; the span's start no longer matters once it is past.
+            let from_ms = (e.at_ms / g).saturating_mul(g);
+            let at_ms = last_ms(e.at_ms, g);
+            let same =
+                |l: &&mut Entry| l.at_ms == at_ms && l.from_ms == from_ms && l.credit.is_none();
+            match out.last_mut().filter(same) {
                 Some(l) => {
                     l.requests = l.requests.saturating_add(e.requests);
                     l.tokens = l.tokens.saturating_add(e.tokens);
@@ -396,10 +445,13 @@ impl Windows {
                 None => out.push(Entry {
                     at_ms,
                     from_ms,
+                    credit: None,
                     ..e
                 }),
             }
         }
+        // An open credit kept whole can sit between a granule's pieces: keep the order.
+        out.sort_by_key(|e| e.at_ms);
         self.entries = out;
     }
 
@@ -423,11 +475,24 @@ impl Windows {
             .collect()
     }
 
-    /// Requests and tokens started in (now - window, now]; scheduled entries are not counted.
+    /// Requests and tokens that count in some window of `window_ms` ending at or after now (the
+    /// recent past, credits, and scheduled slots).
+    pub fn counted_from(&self, now_ms: u64, window_ms: u64) -> Used {
+        self.entries
+            .iter()
+            .filter(|e| e.at_ms.saturating_add(window_ms) > now_ms)
+            .fold(Used::default(), |u, e| Used {
+                requests: u.requests.saturating_add(e.requests),
+                tokens: u.tokens.saturating_add(e.tokens),
+            })
+    }
+
+    /// Requests and tokens counted in (now - window, now]: scheduled slots are not, credits
+    /// handed out by now are.
     pub fn usage(&self, now_ms: u64, window_ms: u64) -> Used {
         self.entries
             .iter()
-            .filter(|e| e.at_ms <= now_ms && e.at_ms.saturating_add(window_ms) > now_ms)
+            .filter(|e| e.counts_in(now_ms, window_ms))
             .fold(Used::default(), |u, e| Used {
                 requests: u.requests.saturating_add(e.requests),
                 tokens: u.tokens.saturating_add(e.tokens),

@@ -36,8 +36,22 @@ impl Lcg {
 }
 
 /// Naive check, every window end ms by ms: does (t, tokens) fit next to `w`?
-fn naive_fits(w: &Windows, t: u64, tokens: u64, l: &Limits, spec: WindowSpec, gap: u64) -> bool {
-    if w.entries.iter().any(|e| e.at_ms.abs_diff(t) < gap) {
+/// Credits (spans ending after `now`) are not spaced.
+fn naive_fits(
+    w: &Windows,
+    now: u64,
+    t: u64,
+    tokens: u64,
+    l: &Limits,
+    spec: WindowSpec,
+    gap: u64,
+) -> bool {
+    let spaced = |e: &&Entry| e.requests > 0 && (!e.merged() || e.at_ms <= now);
+    if w.entries
+        .iter()
+        .filter(spaced)
+        .any(|e| e.at_ms.abs_diff(t) < gap)
+    {
         return false;
     }
     caps(l, spec).iter().all(|c| {
@@ -45,7 +59,7 @@ fn naive_fits(w: &Windows, t: u64, tokens: u64, l: &Limits, spec: WindowSpec, ga
             let inside: Vec<&Entry> = w
                 .entries
                 .iter()
-                .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s)
+                .filter(|e| e.counts_in(s, c.window_ms))
                 .collect();
             let sum: u64 = inside.iter().map(|e| e.tokens).sum();
             let n: u64 = inside.iter().map(|e| e.requests).sum();
@@ -59,10 +73,7 @@ fn assert_never_over(w: &Windows, l: &Limits, spec: WindowSpec) {
     let last = w.entries.last().map_or(0, |e| e.at_ms);
     for c in caps(l, spec) {
         for s in 0..=last + c.window_ms {
-            let inside = w
-                .entries
-                .iter()
-                .filter(|e| e.at_ms <= s && e.at_ms + c.window_ms > s);
+            let inside = w.entries.iter().filter(|e| e.counts_in(s, c.window_ms));
             let (n, sum) = inside.fold((0u64, 0u64), |(n, k), e| (n + e.requests, k + e.tokens));
             assert!(
                 c.requests.is_none_or(|r| n <= r),
@@ -150,7 +161,7 @@ fn reconcile_down_and_up_moves_the_token_window() {
         Some(60_000),
         "estimate counts"
     );
-    assert!(w.reconcile(0, 80, 20));
+    assert!(w.reconcile(0, 80, None, 20));
     assert_eq!(
         w.earliest_start(10, &l, SPEC, 30, 0),
         Some(10),
@@ -163,15 +174,15 @@ fn reconcile_down_and_up_moves_the_token_window() {
             tokens: 20
         }
     );
-    assert!(w.reconcile(0, 20, 95));
+    assert!(w.reconcile(0, 20, None, 95));
     assert_eq!(
         w.earliest_start(10, &l, SPEC, 30, 0),
         Some(60_000),
         "actual usage was higher"
     );
     assert_eq!(w.earliest_start(10, &l, SPEC, 5, 0), Some(10));
-    assert!(!w.reconcile(5, 95, 1), "no request at that time");
-    assert!(!w.reconcile(0, 80, 1), "nor with those tokens");
+    assert!(!w.reconcile(5, 95, None, 1), "no request at that time");
+    assert!(!w.reconcile(0, 80, None, 1), "nor with those tokens");
 }
 
 #[test]
@@ -191,8 +202,8 @@ fn release_prune_and_usage() {
             tokens: 60
         }
     );
-    assert!(w.release(500, 20));
-    assert!(!w.release(500, 20), "released twice");
+    assert!(w.release(500, 20, None));
+    assert!(!w.release(500, 20, None), "released twice");
     assert_eq!(
         w.usage(1_000, 60_000),
         Used {
@@ -266,10 +277,15 @@ fn earliest_start_is_the_first_fitting_ms() {
             w.reserve(rng.below(200), rng.below(10));
         }
         let now = rng.below(150);
+        for _ in 0..rng.below(3) {
+            let from = rng.below(now + 1);
+            let n = rng.below(4);
+            w.reserve_credit(from, (from, from + rng.below(40)), n, n * rng.below(10));
+        }
         let tokens = rng.below(12);
         let gap = [0, 0, 3, 7][rng.below(4) as usize];
         let got = w.earliest_start(now, &l, spec, tokens, gap);
-        let fits = |t| naive_fits(&w, t, tokens, &l, spec, gap);
+        let fits = |t| naive_fits(&w, now, t, tokens, &l, spec, gap);
         match got {
             None => assert!(caps(&l, spec)
                 .iter()
@@ -285,8 +301,10 @@ fn earliest_start_is_the_first_fitting_ms() {
     }
 }
 
-/// Random reservations, releases, reconciles and late tokens, applied alike to an exact log
-/// and to one compacted after every step: the compacted answer always fits the exact log.
+/// Random reservations, credits, releases, reconciles and late tokens, applied to the truth
+/// (every request with its identity) and alike to two windows that find requests by slot and
+/// tokens (or credit), one of them compacted after every step: both always answer within the
+/// truth.
 #[test]
 fn compacted_windows_never_admit_what_the_exact_log_refuses() {
     let spec = WindowSpec {
@@ -302,46 +320,83 @@ fn compacted_windows_never_admit_what_the_exact_log_refuses() {
             pick(&mut rng, 4_000),
             pick(&mut rng, 300),
         );
-        let (mut exact, mut compacted) = (Windows::default(), Windows::default());
-        let mut live: Vec<(u64, u64)> = Vec::new();
+        let (mut plain, mut compacted) = (Windows::default(), Windows::default());
+        // The truth: entries by identity; live requests as (entry index, slot, tokens, credit).
+        let mut truth: Vec<Entry> = Vec::new();
+        let mut live: Vec<(usize, u64, u64, Option<u64>)> = Vec::new();
         let mut now = 0;
         for step in 0..400 {
             now += rng.below(40);
+            let mut sorted = truth.clone();
+            sorted.sort_by_key(|e| e.at_ms);
+            let exact = Windows { entries: sorted };
             let tokens = rng.below(40);
             let gap = [0, 0, 5][rng.below(3) as usize];
-            let got = compacted.earliest_start(now, &l, spec, tokens, gap);
             let want = exact.earliest_start(now, &l, spec, tokens, gap);
-            if let Some(t) = got {
+            for (name, w) in [("plain", &plain), ("compacted", &compacted)] {
+                let Some(t) = w.earliest_start(now, &l, spec, tokens, gap) else {
+                    continue;
+                };
+                // The limits, judged from t (spacing depends on what is past when asked).
                 assert_eq!(
-                    exact.earliest_start(t, &l, spec, tokens, gap),
+                    exact.earliest_start(t, &l, spec, tokens, 0),
                     Some(t),
-                    "case {case} step {step}: {t} does not fit the exact log"
+                    "case {case} step {step}: {name} {t} does not fit the truth"
                 );
                 assert!(want.is_some_and(|w| w <= t), "case {case} step {step}");
-                if t - now < 300 {
-                    exact.reserve(t, tokens);
-                    compacted.reserve(t, tokens);
-                    live.push((t, tokens));
-                }
             }
-            match rng.below(6) {
+            let reserve = compacted.earliest_start(now, &l, spec, tokens, gap);
+            if let Some(t) = reserve.filter(|t| t - now < 300) {
+                plain.reserve(t, tokens);
+                compacted.reserve(t, tokens);
+                truth.push(Entry::one(t, tokens, 1));
+                live.push((truth.len() - 1, t, tokens, None));
+            }
+            match rng.below(7) {
                 0 if !live.is_empty() => {
-                    let (at, k) = live.swap_remove(rng.below(live.len() as u64) as usize);
-                    assert_eq!(exact.release(at, k), compacted.release(at, k), "{case}");
+                    let pick = rng.below(live.len() as u64) as usize;
+                    let (i, at, k, credit) = live.swap_remove(pick);
+                    if let Some(e) = truth.get_mut(i) {
+                        e.requests -= 1;
+                        e.tokens -= k;
+                    }
+                    plain.release(at, k, credit);
+                    compacted.release(at, k, credit);
                 }
                 1 if !live.is_empty() => {
-                    let (at, k) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    let pick = rng.below(live.len() as u64) as usize;
+                    let (i, at, k, credit) = live.swap_remove(pick);
                     let actual = rng.below(80);
-                    assert_eq!(
-                        exact.reconcile(at, k, actual),
-                        compacted.reconcile(at, k, actual),
-                        "{case}"
-                    );
+                    if let Some(e) = truth.get_mut(i) {
+                        e.tokens = e.tokens - k + actual;
+                    }
+                    for w in [&mut plain, &mut compacted] {
+                        if !w.reconcile(at, k, credit, actual) {
+                            w.add_tokens(now, actual);
+                        }
+                    }
                 }
                 2 => {
                     let k = rng.below(30);
-                    exact.add_tokens(now, k);
+                    plain.add_tokens(now, k);
                     compacted.add_tokens(now, k);
+                    truth.push(Entry::one(now, k, 0));
+                }
+                3 => {
+                    // A credit of n admissions of k tokens, spent (or given back) later.
+                    let (n, k) = (1 + rng.below(4), rng.below(30));
+                    let until = now + rng.below(60);
+                    let id = step;
+                    plain.reserve_credit(id, (now, until), n, n * k);
+                    compacted.reserve_credit(id, (now, until), n, n * k);
+                    truth.push(Entry {
+                        at_ms: until,
+                        tokens: n * k,
+                        requests: n,
+                        from_ms: now,
+                        credit: Some(id),
+                    });
+                    live.extend((0..n).map(|_| (truth.len() - 1, now, k, Some(id))));
                 }
                 _ => {}
             }
@@ -349,10 +404,12 @@ fn compacted_windows_never_admit_what_the_exact_log_refuses() {
                 second_ms: spec.second_ms + rng.below(20),
                 minute_ms: spec.minute_ms + rng.below(20),
             };
-            exact.prune(now, widened);
+            plain.prune(now, widened);
             compacted.prune(now, widened);
-            compacted.compact(now, spec, 2 * widened.second_ms);
-            live.retain(|&(at, _)| at + widened.minute_ms > now);
+            // Some credits' admissions are all settled: those may merge.
+            let open: Vec<u64> = live.iter().filter_map(|l| l.3).collect();
+            compacted.compact(now, spec, 2 * widened.second_ms, &open);
+            live.retain(|&(_, at, _, _)| at + spec.minute_ms > now);
         }
     }
 }
@@ -370,7 +427,7 @@ fn admitted_at_steady_rate(l: &Limits, every_ms: u64, for_ms: u64, compact: bool
         }
         w.prune(now, SPEC);
         if compact {
-            w.compact(now, SPEC, 2 * SPEC.second_ms);
+            w.compact(now, SPEC, 2 * SPEC.second_ms, &[]);
         }
         if (now / every_ms).is_multiple_of(100) {
             largest = largest.max(serde_json::to_string(&w).map_or(0, |s| s.len()));
@@ -410,14 +467,14 @@ fn stored_windows_stay_a_few_kb_at_any_rate() {
 fn the_stored_form_round_trips() {
     let mut w = log(&[(1_000, 5), (1_200, 7), (70_000, 9), (70_005, 0)]);
     w.add_tokens(70_001, 3);
-    w.compact(70_003, SPEC, 2_000);
+    w.compact(70_003, SPEC, 2_000, &[]);
     assert!(w.entries().iter().any(Entry::merged), "{w:?}");
     let json = serde_json::to_string(&w).unwrap_or_default();
     let back: Windows = serde_json::from_str(&json).unwrap_or_default();
     assert_eq!(back, w, "{json}");
     let mut back = back;
     assert!(
-        back.release(1_200, 7),
+        back.release(1_200, 7, None),
         "a merged request can still be released"
     );
     assert_eq!(back.usage(70_003, SPEC.minute_ms).requests, 1);

@@ -33,6 +33,8 @@ pub struct Bucket {
     pub spec: WindowSpec,
     /// How fast its send rate may grow (the upstream profile's).
     pub slow_start: Option<SlowStart>,
+    /// Most admissions one credit may carry.
+    pub credit_max: u64,
     /// Placement hint for the object (near the upstream's region).
     pub location_hint: Option<String>,
     /// How long to wait for an answer.
@@ -47,6 +49,7 @@ impl Bucket {
             limits: candidate.limits.clone(),
             spec: config.window_spec(),
             slow_start: candidate.upstream.slow_start(),
+            credit_max: candidate.upstream.credit_max(config.admission_credits),
             location_hint: candidate.upstream.location_hint.clone(),
             timeout_ms: config.bucket_timeout_ms,
         }
@@ -65,6 +68,7 @@ impl Bucket {
             limits: self.limits.clone(),
             spec: self.spec,
             slow_start: self.slow_start,
+            credit_max: self.credit_max,
             op,
         };
         let exchange = async {
@@ -117,6 +121,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Acquire(_) => "acquire",
         Op::Commit { .. } => "commit",
         Op::Settle { .. } => "settle",
+        Op::Return { .. } => "return",
         Op::Park { .. } => "park",
         Op::Clear => "clear",
         Op::Snapshot => "snapshot",

@@ -11,6 +11,29 @@ const HORIZON_MS: u64 = 5_000;
 
 thread_local! {
     static FREE_AT: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// (share of room left, when heard) per bucket.
+    static HEADROOM: RefCell<HashMap<String, (f64, u64)>> = RefCell::new(HashMap::new());
+}
+
+/// The room the bucket last said it had left, if heard within the horizon.
+pub fn headroom(bucket: &str, now_ms: u64) -> Option<f64> {
+    HEADROOM.with(|m| {
+        m.borrow()
+            .get(bucket)
+            .filter(|(_, at)| now_ms.saturating_sub(*at) < HORIZON_MS)
+            .map(|(h, _)| *h)
+    })
+}
+
+/// Records the room the bucket said it had left.
+pub fn heard_headroom(bucket: &str, headroom: f64, now_ms: u64) {
+    HEADROOM.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() > 10_000 {
+            m.retain(|_, (_, at)| now_ms.saturating_sub(*at) < HORIZON_MS);
+        }
+        m.insert(bucket.to_string(), (headroom, now_ms));
+    });
 }
 
 /// When the bucket is believed to be free again (None: unknown or free now).

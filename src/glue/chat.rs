@@ -11,7 +11,7 @@ use crate::glue::hold::{self, Background, Client, Held};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
-use crate::glue::{body, cache, log, respond};
+use crate::glue::{body, cache, credits, log, respond};
 use crate::openai::{ApiError, ChatRequest};
 use crate::pace;
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
@@ -38,6 +38,7 @@ fn now_ms() -> u64 {
 struct Cand<'a> {
     c: Candidate<'a>,
     known_free_at_ms: Option<u64>,
+    headroom: Option<f64>,
 }
 
 impl Choice for Cand<'_> {
@@ -52,6 +53,9 @@ impl Choice for Cand<'_> {
     }
     fn weight(&self) -> f64 {
         self.c.weight()
+    }
+    fn headroom(&self) -> Option<f64> {
+        self.headroom
     }
     fn token_cap(&self) -> Option<u64> {
         self.c.limits.token_cap()
@@ -114,6 +118,7 @@ pub async fn complete(
                 .candidates(s)
                 .map(|c| Cand {
                     known_free_at_ms: cache::free_at(&c.bucket(), started),
+                    headroom: cache::headroom(&c.bucket(), started),
                     c,
                 })
                 .collect(),
@@ -135,6 +140,7 @@ pub async fn complete(
         est_tokens,
         max_wait_ms: 0,
         lease_ttl_ms: deadline_ms.saturating_add(config.scale_ms(LEASE_GRACE_MS)),
+        credit: false,
     };
     // Keys (secret names) refused so far, per account: what the buckets said, and what we saw.
     let mut refused: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -166,19 +172,65 @@ pub async fn complete(
                 max_wait_ms,
             } => {
                 let bucket = Bucket::of(&candidate.c, config);
-                let op = Op::Acquire(AcquireRequest { max_wait_ms, ..ask });
                 let left = deadline_at.saturating_sub(now_ms());
-                match bucket.call(env, op, left).await {
+                let now = now_ms();
+                let spend = credits::spend(&bucket.name, now, est_tokens);
+                background.give_back(&bucket, spend.unspent);
+                let credit = spend.spent.is_none() && credits::claim(&bucket.name);
+                let op = Op::Acquire(AcquireRequest {
+                    max_wait_ms,
+                    credit,
+                    ..ask
+                });
+                let reply = match spend.spent {
+                    Some((lease, late_ms)) => Ok(Reply::Admission {
+                        admission: Admission::Go {
+                            lease,
+                            at_ms: now,
+                            probe: false,
+                            late_ms,
+                            credit: None,
+                        },
+                        bucket_free_at_ms: None,
+                        refused_keys: spend.refused_keys,
+                        headroom: None,
+                    }),
+                    None => {
+                        let reply = bucket.call(env, op, left).await;
+                        if credit {
+                            credits::answered(&bucket.name);
+                        }
+                        reply
+                    }
+                };
+                match reply {
                     Ok(Reply::Admission {
                         admission,
                         bucket_free_at_ms,
                         refused_keys,
+                        headroom,
                     }) => {
+                        if let Some(headroom) = headroom {
+                            cache::heard_headroom(&bucket.name, headroom, now_ms());
+                        }
                         let known = refused.entry(candidate.c.account).or_default();
-                        known.extend(refused_keys);
+                        known.extend(refused_keys.iter().cloned());
                         match &admission {
-                            Admission::Go { lease, late_ms, .. } => {
+                            Admission::Go {
+                                lease,
+                                late_ms,
+                                credit,
+                                ..
+                            } => {
                                 cache::free(&bucket.name);
+                                if let Some(credit) = credit {
+                                    let replaced = credits::keep(
+                                        &bucket.name,
+                                        credit.clone(),
+                                        refused_keys.clone(),
+                                    );
+                                    background.give_back(&bucket, replaced);
+                                }
                                 let late = late_ms.saturating_add(config.window_margin_ms);
                                 if let Some(stale) = held.hold(bucket, *lease, late) {
                                     background.settle(stale, SettleOutcome::Released, &[]);
@@ -266,6 +318,7 @@ pub async fn complete(
                             Outcome::KeyRefused { reason } => {
                                 known.insert(key.to_string());
                                 held.refused(key);
+                                credits::refuse(&c.bucket(), key);
                                 match c.settings.pick_key(known, lease) {
                                     Some(_) => Outcome::KeyRefused { reason },
                                     None => classify::every_key_refused(&reason),
@@ -277,6 +330,13 @@ pub async fn complete(
                 };
                 if let Some(until) = bucket::busy_until(&outcome, now_ms()) {
                     cache::busy(&c.bucket(), until, now_ms());
+                }
+                // Any push back from the upstream ends this isolate's credit there: the bucket
+                // decides again, one admission at a time.
+                if !matches!(outcome, Outcome::KeyRefused { .. }) {
+                    let pushed_back = Bucket::of(&c, config);
+                    let unspent = credits::drop(&pushed_back.name);
+                    background.give_back(&pushed_back, unspent);
                 }
                 if !matches!(outcome, Outcome::KeyRefused { .. }) {
                     if let Some(hold) = held.take() {

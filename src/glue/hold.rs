@@ -214,6 +214,22 @@ impl Background<'_> {
         });
     }
 
+    /// Sends one call to a bucket in the background.
+    pub fn tell(&self, bucket: Bucket, op: Op) {
+        let env = self.env.clone();
+        let request_id = self.request_id.to_string();
+        self.ctx.wait_until(async move {
+            bucket.tell(&env, op, &request_id).await;
+        });
+    }
+
+    /// Gives a credit's unspent admissions back to their bucket, if any.
+    pub fn give_back(&self, bucket: &Bucket, leases: Vec<u64>) {
+        if !leases.is_empty() {
+            self.tell(bucket.clone(), Op::Return { leases });
+        }
+    }
+
     /// The client left: settle what is held (if the watchdog has not) and stop.
     pub fn client_left(&self, held: &Held) -> ApiError {
         if let Some(hold) = held.take() {

@@ -4,6 +4,7 @@ mod body;
 mod bucket;
 mod cache;
 mod chat;
+mod credits;
 mod hold;
 mod log;
 mod respond;

@@ -1,5 +1,16 @@
 //! The order in which a step's accounts are tried: by priority, then a weighted shuffle, so
-//! load spreads by weight across requests and isolates.
+//! load spreads by weight (and by the room each has left) across requests and isolates.
+
+/// However full a bucket said it was, it keeps this share of its weight: the answer may be
+/// stale, and a bucket with no room denies at once.
+const MIN_HEADROOM: f64 = 0.05;
+
+/// An account's weight scaled by the room its bucket last said it had left, so among equal
+/// priorities load goes where there is room before any account fills (unknown: full room).
+pub fn by_headroom(weight: f64, headroom: Option<f64>) -> f64 {
+    let share = headroom.filter(|h| h.is_finite()).unwrap_or(1.0);
+    weight * share.clamp(MIN_HEADROOM, 1.0)
+}
 
 /// Indices of `choices` ((priority, weight) each) in the order to try them: lower priority
 /// first; within a priority, a weighted random order (Efraimidis-Spirakis: the smallest
@@ -53,6 +64,25 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(weighted(&[(1, 100.0), (0, 0.01)], &mut rng), [1, 0]);
         }
+    }
+
+    #[test]
+    fn the_emptier_account_comes_first_in_proportion() {
+        let mut rng = Rng::new(9);
+        let choices = [
+            (0, by_headroom(1.0, Some(0.25))),
+            (0, by_headroom(1.0, Some(1.0))),
+        ];
+        let firsts_full_room = (0..4_000)
+            .filter(|_| weighted(&choices, &mut rng)[0] == 1)
+            .count();
+        assert!(
+            (3_050..3_350).contains(&firsts_full_room),
+            "{firsts_full_room}"
+        );
+        assert_eq!(by_headroom(2.0, None), 2.0, "not heard: full room");
+        assert_eq!(by_headroom(2.0, Some(0.0)), 0.1, "never to nothing");
+        assert_eq!(by_headroom(2.0, Some(f64::NAN)), 2.0);
     }
 
     #[test]

@@ -376,6 +376,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "qwen3-max",
             "relay-test",
             "revoked",
+            "room-test",
             "rotate-test",
             "stream-test",
             "write-test"

@@ -12,7 +12,7 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 8] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 9] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
@@ -21,13 +21,14 @@ pub const UPSTREAM_KEYS: [(&str, &str); 8] = [
     ("SIM_KEY_REVOKED", "sk-revoked-0123456789"),
     ("SIM_KEY_REVOKED2", "sk-revoked-2222222222"),
     ("SIM_KEY_REVOKED3", "sk-revoked-3333333333"),
+    ("SIM_KEY_ROOM", "sk-room-4242"),
 ];
 /// Simulated time runs this much faster, in the simulator and the gateway alike: a minute is 3 s.
 pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
-const BUCKETS: [(&str, &str); 17] = [
+const BUCKETS: [(&str, &str); 18] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -45,6 +46,7 @@ const BUCKETS: [(&str, &str); 17] = [
     ("relay-a", "qwen-turbo"),
     ("relay-b", "qwen-turbo"),
     ("relay-a", "qwen/qwen3-max"),
+    ("relay-room", "qwen-turbo"),
 ];
 
 /// What a suite runs against: the simulator's config, the gateway's, the buckets to clear
@@ -108,6 +110,7 @@ fn sim_config() -> SimConfig {
             "acct-a": {"keys": ["sk-a1", "sk-a2"], "state": "ok", "limits": small_limits()},
             "acct-b": {"keys": ["sk-b1"], "state": "ok", "limits": small_limits()},
             "acct-c": {"keys": ["sk-c1"], "state": "ok", "limits": small_limits()},
+            "acct-room": {"keys": ["sk-room-4242"], "state": "ok", "limits": {"qwen-turbo": {"rpm": 120}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
@@ -159,7 +162,10 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             // Two accounts of an OpenAI-compatible relay (the simulator's OpenAI dialect).
             "relay-a": {"upstream": "relay", "keys": ["SIM_KEY_B1"], "weight": 1000,
                         "limits": {"qwen-turbo": {}, "qwen/qwen3-max": {"rpm": 5}}},
-            "relay-b": {"upstream": "relay", "keys": ["SIM_KEY_C1"], "limits": {"qwen-turbo": {}}}
+            "relay-b": {"upstream": "relay", "keys": ["SIM_KEY_C1"], "limits": {"qwen-turbo": {}}},
+            // Room for admission credits at low load, a limit crossed under a burst (credits
+            // serve relays; DashScope's buckets pace every send).
+            "relay-room": {"upstream": "relay", "keys": ["SIM_KEY_ROOM"], "limits": {"qwen-turbo": {"rpm": 120}}}
         },
         "prices": {"qwen3-max": {"tiers": [
             {"up_to": 32000, "input": 1.2, "output": 6.0},
@@ -177,6 +183,7 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             },
             "rotate-test": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a", "acct-b"]}], "max_wait_ms": 50},
             "burst-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-burst"]}], "max_wait_ms": 5000},
+            "room-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-room"]}], "max_wait_ms": 0},
             "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]},
             "keys-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-keys"]}]},
             "stream-test": {
@@ -221,7 +228,12 @@ impl Ctx {
             url: Mutex::new(gateway.url.clone()),
             sim,
             gateway: Mutex::new(Some(gateway)),
-            http: reqwest::Client::new(),
+            // Idle connections go before the settle between scenarios: wrangler dev's proxy
+            // closes idle ones meanwhile, and a burst reusing them would meet resets.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_millis(500))
+                .build()
+                .map_err(|e| format!("http client: {e}"))?,
             root,
             dir,
         })

@@ -1,0 +1,99 @@
+//! Admission credits: admissions a bucket hands an isolate ahead, spent with no round trip while the bucket has ample room.
+//!
+//! A credit of n admissions of up to `tokens` each is counted in the bucket's windows from the
+//! moment it is granted, over its whole life (an admission may be spent any time in it), so the
+//! limits hold whatever the isolate does with it. A bucket grants one only beside a request
+//! that goes now with no pacing rule in force (slow start, a surge hold), no park and no
+//! cooldown, and sizes it to at most a quarter of the room left under every limit, counting
+//! everything that could share a window with it: each grant leaves three quarters of the room,
+//! so however many isolates ask, credits shrink to none as a limit nears and every admission is
+//! asked for one by one (the exact path).
+
+use crate::window::{Limits, WindowSpec, Windows};
+use serde::{Deserialize, Serialize};
+
+/// One credit may take at most this fraction of the room left (1/4).
+const ROOM_SHARE: u64 = 4;
+
+/// Admissions handed out ahead, and (isolate side) how many are spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// Lease of the first admission; the others follow it.
+    pub first_lease: u64,
+    /// Admissions in the credit.
+    pub count: u64,
+    /// Tokens each admission reserves: a request estimated above it asks the bucket.
+    pub tokens: u64,
+    /// Spendable until then (the end of its life).
+    pub until_ms: u64,
+    /// How late a send may still leave after `until_ms` (the windows' widening).
+    pub late_ms: u64,
+    /// Admissions spent so far.
+    #[serde(default)]
+    pub spent: u64,
+}
+
+impl Credit {
+    /// Spends one admission for a request of `tokens` at `now_ms`: its lease, and how late
+    /// its send may leave.
+    pub fn spend(&mut self, now_ms: u64, tokens: u64) -> Option<(u64, u64)> {
+        if self.done(now_ms) || tokens > self.tokens {
+            return None;
+        }
+        let lease = self.first_lease.checked_add(self.spent)?;
+        self.spent = self.spent.saturating_add(1);
+        let late = self.until_ms.saturating_sub(now_ms);
+        Some((lease, late.saturating_add(self.late_ms)))
+    }
+
+    /// True when nothing more can be spent.
+    pub fn done(&self, now_ms: u64) -> bool {
+        now_ms > self.until_ms || self.spent >= self.count
+    }
+
+    /// The leases not spent, to give back.
+    pub fn unspent(&self) -> Vec<u64> {
+        (self.spent..self.count)
+            .filter_map(|i| self.first_lease.checked_add(i))
+            .collect()
+    }
+}
+
+/// How long a credit may be spent: half the short window (500 ms).
+pub fn life_ms(spec: WindowSpec) -> u64 {
+    spec.second_ms / 2
+}
+
+/// Admissions to hand out beside a request of `tokens` admitted now: at most `max`, and at
+/// most a quarter of the room every limit has left once that request is counted, judged by
+/// everything counted in any window that ends from now on (an upper bound of every window the
+/// credit can share). 0 when a limit is near.
+pub fn size(
+    windows: &Windows,
+    now_ms: u64,
+    limits: &Limits,
+    spec: WindowSpec,
+    tokens: u64,
+    max: u64,
+) -> u64 {
+    let caps = [
+        (spec.second_ms, limits.rps, limits.tps),
+        (spec.minute_ms, limits.rpm, limits.tpm),
+    ];
+    caps.iter()
+        .fold(max, |n, &(window_ms, requests, token_limit)| {
+            let used = windows.counted_from(now_ms, window_ms);
+            let by_requests = requests.map_or(u64::MAX, |r| {
+                r.saturating_sub(used.requests.saturating_add(1)) / ROOM_SHARE
+            });
+            let by_tokens = token_limit.map_or(u64::MAX, |k| {
+                let room = k.saturating_sub(used.tokens.saturating_add(tokens));
+                room / ROOM_SHARE.saturating_mul(tokens.max(1))
+            });
+            n.min(by_requests).min(by_tokens)
+        })
+}
+
+#[cfg(test)]
+#[path = "credit_tests.rs"]
+mod tests;

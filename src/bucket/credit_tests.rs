@@ -1,0 +1,195 @@
+//! Credits against the truth: random asks, spends, returns and expiries never put more into any window than its limit (compiled only under #[cfg(test)]).
+
+use super::*;
+use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome};
+
+const SPEC: WindowSpec = WindowSpec {
+    second_ms: 100,
+    minute_ms: 6_000,
+};
+
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// Every window of `window_ms` ending at any ms holds at most `limit` of the sends' weights.
+fn assert_within(sends: &[(u64, u64)], window_ms: u64, limit: Option<u64>, what: &str) {
+    let Some(limit) = limit else { return };
+    let mut sorted = sends.to_vec();
+    sorted.sort();
+    let mut sum = 0;
+    let mut left = 0;
+    for (i, &(at, weight)) in sorted.iter().enumerate() {
+        sum += weight;
+        while sorted.get(left).is_some_and(|&(a, _)| a + window_ms <= at) {
+            sum -= sorted.get(left).map_or(0, |&(_, w)| w);
+            left += 1;
+        }
+        assert!(
+            sum <= limit,
+            "{what}: {sum} > {limit} in the window ending {at} (send {i})"
+        );
+    }
+}
+
+#[test]
+fn credits_never_let_a_window_exceed_its_limit() {
+    let mut rng = Lcg(5);
+    let mut granted = 0;
+    for case in 0..80 {
+        let pick = |rng: &mut Lcg, n: u64| (rng.below(4) > 0).then(|| 2 + rng.below(n));
+        let limits = Limits {
+            rpm: pick(&mut rng, 600),
+            rps: pick(&mut rng, 40),
+            tpm: pick(&mut rng, 60_000),
+            tps: pick(&mut rng, 3_000),
+        };
+        let policy = Policy {
+            limits: &limits,
+            spec: SPEC,
+            slow_start: None,
+            credit_max: 8,
+        };
+        let mut b = BucketState::default();
+        // Credits held by four isolates; requests sent: (at, tokens) per lease.
+        let mut held: Vec<Option<Credit>> = vec![None; 4];
+        let mut sent: Vec<(u64, u64, u64)> = Vec::new();
+        let mut now = 0;
+        let busy = 1 + rng.below(20);
+        for _ in 0..1_500 {
+            now += rng.below(busy);
+            let tokens = 1 + rng.below(60);
+            let isolate = rng.below(4) as usize;
+            let Some(slot) = held.get_mut(isolate) else {
+                continue;
+            };
+            let spent = slot.as_mut().and_then(|c| c.spend(now, tokens));
+            if let Some(credit) = slot.as_ref().filter(|c| c.done(now)) {
+                b.give_back(now, &policy, &credit.unspent());
+                *slot = None;
+            }
+            let lease = match spent {
+                Some((lease, _)) => Some((lease, now)),
+                None => {
+                    let ask = AcquireRequest {
+                        est_tokens: tokens,
+                        max_wait_ms: rng.below(300),
+                        lease_ttl_ms: 60_000,
+                        credit: slot.is_none(),
+                    };
+                    match b.acquire(now, &policy, &ask) {
+                        Admission::Go {
+                            lease,
+                            at_ms,
+                            credit,
+                            ..
+                        } => {
+                            if let Some(c) = credit {
+                                granted += c.count;
+                                if let Some(old) = slot.replace(c) {
+                                    b.give_back(now, &policy, &old.unspent());
+                                }
+                            }
+                            Some((lease, at_ms))
+                        }
+                        Admission::Denied { .. } => None,
+                    }
+                }
+            };
+            let Some((lease, at)) = lease else { continue };
+            // Settled at once at the bucket (its time is `now`): the send itself is at `at`.
+            let outcome = match rng.below(5) {
+                0 => SettleOutcome::Released,
+                1 => SettleOutcome::Failed,
+                _ => {
+                    // Real usage never exceeds the estimate (its output is capped by max_tokens).
+                    let used = rng.below(tokens + 1);
+                    SettleOutcome::Ok {
+                        prompt_tokens: Some(used / 2),
+                        completion_tokens: Some(used - used / 2),
+                        cost_micro_usd: 0,
+                    }
+                }
+            };
+            let counted = match &outcome {
+                SettleOutcome::Released => None,
+                SettleOutcome::Failed => Some(0),
+                SettleOutcome::Ok {
+                    prompt_tokens,
+                    completion_tokens,
+                    ..
+                } => Some(prompt_tokens.unwrap_or(0) + completion_tokens.unwrap_or(0)),
+                _ => None,
+            };
+            if let Some(used) = counted {
+                sent.push((lease, at, used));
+            }
+            b.settle(now, &policy, lease, &outcome);
+        }
+        let requests: Vec<(u64, u64)> = sent.iter().map(|&(_, at, _)| (at, 1)).collect();
+        let tokens: Vec<(u64, u64)> = sent.iter().map(|&(_, at, k)| (at, k)).collect();
+        let what = |w: &str| format!("case {case} {limits:?}: {w}");
+        assert_within(&requests, SPEC.second_ms, limits.rps, &what("rps"));
+        assert_within(&requests, SPEC.minute_ms, limits.rpm, &what("rpm"));
+        assert_within(&tokens, SPEC.second_ms, limits.tps, &what("tps"));
+        assert_within(&tokens, SPEC.minute_ms, limits.tpm, &what("tpm"));
+    }
+    assert!(granted > 1_000, "credits were handed out: {granted}");
+}
+
+#[test]
+fn credits_shrink_to_none_near_a_limit() {
+    let limits = Limits {
+        rpm: Some(100),
+        ..Limits::default()
+    };
+    let w = Windows::default();
+    assert_eq!(size(&w, 0, &limits, SPEC, 10, 8), 8, "idle: the most");
+    let mut w = Windows::default();
+    for at in 0..60 {
+        w.reserve(at, 10);
+    }
+    // 100 - 60 - 1 = 39 left: a quarter is 9, capped at 8.
+    assert_eq!(size(&w, 60, &limits, SPEC, 10, 8), 8);
+    for at in 60..90 {
+        w.reserve(at, 10);
+    }
+    assert_eq!(size(&w, 90, &limits, SPEC, 10, 8), 2, "9 left");
+    for at in 90..96 {
+        w.reserve(at, 10);
+    }
+    assert_eq!(
+        size(&w, 96, &limits, SPEC, 10, 8),
+        0,
+        "3 left: asked one by one"
+    );
+    assert_eq!(size(&Windows::default(), 0, &limits, SPEC, 10, 0), 0, "off");
+}
+
+#[test]
+fn a_credit_is_spent_once_per_admission_within_its_life() {
+    let mut c = Credit {
+        first_lease: 10,
+        count: 3,
+        tokens: 50,
+        until_ms: 1_000,
+        late_ms: 5,
+        spent: 0,
+    };
+    assert_eq!(c.spend(900, 51), None, "larger than each admission");
+    assert_eq!(c.spend(900, 50), Some((10, 105)));
+    assert_eq!(c.unspent(), vec![11, 12]);
+    assert_eq!(c.spend(1_001, 1), None, "expired");
+    assert!(c.done(1_001));
+    assert_eq!(c.spend(1_000, 1), Some((11, 5)));
+    assert_eq!(c.spend(1_000, 1), Some((12, 5)));
+    assert!(c.done(0), "all spent");
+    assert!(c.unspent().is_empty());
+}
