@@ -131,7 +131,7 @@ impl Parsed {
 /// start, or anywhere when they hold a digit or are long (a key glued to a word still leaks);
 /// words like "task-force" stay. Words are ASCII (letters, digits, `-`, `_`): after any other
 /// character, `sk-` starts a token (the Unicode tables of `char::is_alphanumeric` cost the
-/// bundle 2 KB gzip, and redacting more is the safe side).
+/// bundle over 1 KB gzip, and redacting more is the safe side).
 pub(super) fn redact_keys(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
