@@ -15,8 +15,10 @@ mod upstream;
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
+use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
+use wasm_bindgen::JsValue;
 use worker::{event, Context, Env, Headers, Request, Response, Result};
 
 #[event(fetch)]
@@ -81,13 +83,20 @@ fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
     if let Some(config) = CONFIG.with(|c| c.borrow().clone()) {
         return Ok(config);
     }
-    let raw: serde_json::Value = match env.var("GATEWAY") {
-        Ok(text) => serde_json::Value::String(text.to_string()),
-        Err(_) => env.object_var("GATEWAY").map_err(|_| {
-            ApiError::config("The GATEWAY variable is missing: see README, Configuration.")
-        })?,
+    // A `[vars]` table arrives as a JS object: it is read as JSON text, like a string var, so
+    // one deserialiser reads the config (through serde_wasm_bindgen would be a second copy).
+    let text = match env.var("GATEWAY") {
+        Ok(text) => Some(text.to_string()),
+        Err(_) => js_sys::Reflect::get(env, &"GATEWAY".into())
+            .ok()
+            .filter(JsValue::is_object)
+            .and_then(|table| js_sys::JSON::stringify(&table).ok())
+            .and_then(|json| json.as_string()),
     };
-    let config = Rc::new(Config::from_value(&raw).map_err(ApiError::config)?);
+    let text = text.ok_or_else(|| {
+        ApiError::config("The GATEWAY variable is missing: see README, Configuration.")
+    })?;
+    let config = Rc::new(Config::from_value(&Value::String(text)).map_err(ApiError::config)?);
     CONFIG.with(|c| *c.borrow_mut() = Some(config.clone()));
     Ok(config)
 }

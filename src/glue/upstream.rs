@@ -80,8 +80,7 @@ pub async fn send(
         let reached = Reached {
             headers_at_ms: now_ms(),
             processing_ms: PROCESSING_HEADERS.iter().find_map(|name| {
-                let value = resp.headers().get(name).ok().flatten()?;
-                value.trim().parse::<f64>().ok().map(|ms| ms as u64)
+                crate::hints::decimal_ms(&resp.headers().get(name).ok().flatten()?)
             }),
         };
         let status = resp.status_code();
