@@ -24,7 +24,8 @@ impl SettleOutcome {
                 hinted,
             } => SettleOutcome::Cooldown {
                 ms: *cooldown_ms,
-                kind: format!("{kind:?}").to_lowercase(),
+                // ASCII names: `to_lowercase` would pull in the Unicode case tables (10 KB gzip).
+                kind: format!("{kind:?}").to_ascii_lowercase(),
                 hinted: *hinted,
             },
             Outcome::Unavailable { cooldown_ms } => SettleOutcome::Cooldown {
