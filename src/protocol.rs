@@ -62,6 +62,8 @@ pub enum Op {
         /// How long; None = until cleared.
         for_ms: Option<u64>,
     },
+    /// Several calls nothing waits for (settles, commits, returns), applied in order.
+    Batch(Vec<Op>),
     /// Operator action: lift a park, a cooldown and the refused keys.
     Clear,
     /// The live view.
@@ -140,6 +142,16 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
         }
         Op::Return { leases } => {
             state.give_back(now_ms, &policy, leases);
+            Reply::Done
+        }
+        Op::Batch(calls) => {
+            for op in calls {
+                let one = Call {
+                    op: op.clone(),
+                    ..call.clone()
+                };
+                apply(state, now_ms, &one);
+            }
             Reply::Done
         }
         Op::Park { reason, for_ms } => {
@@ -291,5 +303,32 @@ mod tests {
             serde_json::to_value(Reply::Done).unwrap(),
             serde_json::json!("done")
         );
+    }
+
+    #[test]
+    fn a_batch_applies_its_calls_in_order() {
+        let go = |state: &mut BucketState, at: u64| match apply(state, at, &acquire(10)) {
+            Reply::Admission {
+                admission: Admission::Go { lease, .. },
+                ..
+            } => lease,
+            other => panic!("{other:?}"),
+        };
+        let (mut one_by_one, mut batched) = (BucketState::default(), BucketState::default());
+        let leases = [go(&mut one_by_one, 0), go(&mut batched, 0)];
+        let settle = |lease| Op::Settle {
+            lease,
+            outcome: SettleOutcome::Released,
+            refused_keys: vec!["K1".into()],
+            lag_ms: Some(2),
+        };
+        apply(&mut one_by_one, 5, &call(Op::Commit { lease: leases[0] }));
+        apply(&mut one_by_one, 5, &call(settle(leases[0])));
+        let batch = Op::Batch(vec![Op::Commit { lease: leases[1] }, settle(leases[1])]);
+        let json = serde_json::to_string(&call(batch)).unwrap_or_default();
+        let back: Call = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(apply(&mut batched, 5, &back), Reply::Done);
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched.refused_keys(), ["K1"]);
     }
 }

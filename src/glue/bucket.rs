@@ -122,6 +122,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Commit { .. } => "commit",
         Op::Settle { .. } => "settle",
         Op::Return { .. } => "return",
+        Op::Batch(_) => "batch",
         Op::Park { .. } => "park",
         Op::Clear => "clear",
         Op::Snapshot => "snapshot",

@@ -6,7 +6,7 @@
 
 use crate::bucket::SettleOutcome;
 use crate::glue::bucket::Bucket;
-use crate::glue::log;
+use crate::glue::{log, settles};
 use crate::openai::ApiError;
 use crate::protocol::Op;
 use futures_channel::oneshot;
@@ -186,7 +186,7 @@ pub async fn abandon(hold: Hold, env: &Env, request_id: &str, why: &str) {
         json!({"bucket": hold.bucket.name, "lease": hold.lease, "sent": sent}),
     );
     let (bucket, op) = hold.settle(outcome);
-    bucket.tell(env, op, request_id).await;
+    settles::send(env, &bucket, op, request_id).await;
 }
 
 /// Work that runs after (or beside) the answer, with what it needs to log.
@@ -207,7 +207,7 @@ impl Background<'_> {
         let env = self.env.clone();
         let request_id = self.request_id.to_string();
         self.ctx.wait_until(async move {
-            bucket.tell(&env, op, &request_id).await;
+            settles::send(&env, &bucket, op, &request_id).await;
             for (other, op) in then {
                 other.tell(&env, op, &request_id).await;
             }
@@ -219,7 +219,7 @@ impl Background<'_> {
         let env = self.env.clone();
         let request_id = self.request_id.to_string();
         self.ctx.wait_until(async move {
-            bucket.tell(&env, op, &request_id).await;
+            settles::send(&env, &bucket, op, &request_id).await;
         });
     }
 

@@ -9,6 +9,7 @@ mod hold;
 mod log;
 mod respond;
 mod serve;
+mod settles;
 mod stream;
 mod upstream;
 
@@ -20,6 +21,19 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env, Headers, Request, Response, Result};
+
+/// A panic aborts the instance: say where first, as a log line (never a value: the message
+/// names the place, not the data).
+#[event(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::warn("panic", "", serde_json::json!({ "at": place }));
+    }));
+}
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {

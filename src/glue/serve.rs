@@ -4,8 +4,8 @@
 use crate::bucket::SettleOutcome;
 use crate::config::{Candidate, Price};
 use crate::glue::hold::{Background, Hold};
-use crate::glue::respond;
 use crate::glue::stream::Started;
+use crate::glue::{respond, settles};
 use crate::openai::{ApiError, Usage};
 use crate::planner::{Choice, Planner};
 use crate::pricing;
@@ -63,11 +63,11 @@ pub fn serve(
             respond::set_header(&headers, "cache-control", "no-cache");
             let commit = Op::Commit { lease: hold.lease };
             background.ctx.wait_until(async move {
-                hold.bucket.tell(&env, commit, &request_id).await;
+                settles::send(&env, &hold.bucket, commit, &request_id).await;
                 let usage = end.await.unwrap_or_default();
                 let served = SettleOutcome::served(usage, pricing::micro_usd(bill.cost_usd(usage)));
                 let (bucket, op) = hold.settle(served);
-                bucket.tell(&env, op, &request_id).await;
+                settles::send(&env, &bucket, op, &request_id).await;
             });
             respond::stream(body, headers)
         }
