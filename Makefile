@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb
+.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb bench-overhead
 
 dev: bootstrap
 	bash scripts/dev.sh
@@ -36,6 +36,9 @@ bench-realtime: bootstrap build
 
 bench-ttfb: bootstrap
 	bash bench/ttfb/run.sh
+
+bench-overhead: bootstrap
+	bash bench/overhead/run.sh
 
 deploy-dry-run: bootstrap
 	$(ENV) wrangler deploy --dry-run --outdir dist

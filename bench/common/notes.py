@@ -65,3 +65,8 @@ def utc(timestamp: float | None = None) -> str:
     t = dt.datetime.now(dt.timezone.utc) if timestamp is None else \
         dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def load() -> float:
+    """The 1-minute load average."""
+    return os.getloadavg()[0]

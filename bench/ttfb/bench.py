@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from pathlib import Path
 import httpx
 
 from bench.common import ROOT, notes
-from bench.common.procs import Proc, Stopped, stop_all, stop_on
+from bench.common.procs import Stopped, stop_all, stop_on
 from bench.common.sim import SIM_BIN, start_sim
-from bench.common.worker import compat
+from bench.common.stats import med, pct
+from bench.common.workerd import find_workerd, sim_gateway, start_workerd, write_config
 
 HERE = Path(__file__).resolve().parent
 CONTENT = re.compile(rb'"content":"[^"]')
@@ -62,72 +62,6 @@ def sim_config(chunk_delay_ms: int, tokens: int) -> dict:
         "completion_tokens": tokens,
         "stream_chunk_delay_ms": chunk_delay_ms,
     }
-
-
-def write_capnp(work: Path, bundle: Path, sim_url: str) -> Path:
-    if (work / "bundle").resolve() != bundle.resolve():
-        raise RuntimeError("the bundle must be WORK/bundle (config.capnp embeds bundle/...)")
-    wasm = sorted(p.name for p in bundle.glob("*.wasm"))
-    if len(wasm) != 1:
-        raise RuntimeError(f"expected one .wasm in {bundle}, found {wasm}")
-    imports = re.findall(r'from\s+"\./([^"]+\.wasm)"', (bundle / "index.js").read_text())
-    if imports != wasm:
-        raise RuntimeError(f"index.js imports {imports}, the bundle has {wasm}")
-    date, flags = compat()
-    gateway = {
-        "upstreams": {"sim": {"base_url": f"{sim_url}/compatible-mode/v1",
-                              "profile": "dashscope"}},
-        "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
-                                "limits": {"qwen-turbo": {}}}},
-        "models": {"qwen-turbo": {"fallback": ["qwen-turbo"]}},
-    }
-    do_dir = work / "do"
-    do_dir.mkdir(exist_ok=True)
-    (work / "passthrough.js").write_text((HERE / "passthrough.js").read_text())
-    text = (HERE / "config.capnp.in").read_text()
-    for key, value in {
-        "@WASM_NAME@": wasm[0],
-        "@COMPAT_DATE@": date,
-        "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags),
-        # A capnp text literal takes JSON's string escapes.
-        "@GATEWAY_JSON@": json.dumps(json.dumps(gateway)),
-        "@UPSTREAM@": sim_url,
-        "@DO_DIR@": str(do_dir),
-    }.items():
-        text = text.replace(key, value)
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise RuntimeError(f"config.capnp.in has unfilled fields {left}")
-    path = work / "config.capnp"
-    path.write_text(text)
-    return path
-
-
-def start_workerd(workerd: Path, work: Path, capnp: Path):
-    control = work / "workerd.control"
-    fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        proc = Proc(
-            "workerd",
-            [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
-             "--socket-addr=gateway=127.0.0.1:0", "--socket-addr=passthrough=127.0.0.1:0"],
-            work, work / "workerd.log", pass_fds=(fd,),
-        )
-    finally:
-        os.close(fd)
-
-    def ports():
-        found = {}
-        for line in control.read_text().splitlines():
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if msg.get("event") == "listen":
-                found[msg["socket"]] = int(msg["port"])
-        return found if {"gateway", "passthrough"} <= found.keys() else None
-
-    return proc, proc.wait_ready(ports, 20)
 
 
 # ---------------------------------------------------------------- load client
@@ -221,15 +155,6 @@ async def load(t: Target, n: int, conc: int, stream: bool, timeout_s: float,
 
 # ---------------------------------------------------------------- statistics
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of raw samples (no interpolation, no correction)."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, -(-q * len(s) // 100) - 1))
-    return s[int(k)]
-
-
 METRICS = ("ttfb", "ttft", "ttlb")
 METRIC_LABEL = {"ttfb": "TTFB", "ttft": "first token", "ttlb": "last byte"}
 
@@ -240,11 +165,6 @@ def summarize(ld: Load) -> dict:
         vals = [getattr(x, m) for x in ld.samples]
         s[m] = {"p50": pct(vals, 50), "p99": pct(vals, 99)}
     return s
-
-
-def med(xs: list[float]) -> float:
-    xs = [x for x in xs if x == x]
-    return statistics.median(xs) if xs else float("nan")
 
 
 # ---------------------------------------------------------------- report
@@ -283,7 +203,7 @@ def report(scenarios, rounds: list[dict], meta: dict) -> str:
         f"chunks, the finish chunk, the usage chunk and `[DONE]`, {meta['delay']} ms apart. "
         f"Streamed requests {usage}.")
     add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
-        "(`bench/ttfb/passthrough.js`) and the gateway, both in one bare `workerd serve` (not "
+        "(`bench/common/passthrough.js`) and the gateway, both in one bare `workerd serve` (not "
         "`wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk.")
     add("- Client: closed-loop Python asyncio + httpx on keep-alive connections, on the same 2 cores "
         "as the servers (its own overhead is in every figure, equally). TTFB = first body byte; "
@@ -374,12 +294,7 @@ def main() -> int:
     if not (1 <= args.rounds <= 20 and 1 <= args.requests <= 20000 and 0 <= args.requests_c8 <= 20000):
         ap.error("rounds 1..20, requests 1..20000")
 
-    workerd = args.workerd
-    if workerd is None:
-        for cand in ("node_modules/@cloudflare/workerd-linux-64/bin/workerd", "node_modules/workerd/bin/workerd"):
-            if (ROOT / cand).is_file():
-                workerd = ROOT / cand
-                break
+    workerd = args.workerd or find_workerd()
     if workerd is None or not workerd.is_file():
         ap.error("workerd not found in node_modules: run `make bootstrap`")
     if not args.sim_bin.is_file():
@@ -391,7 +306,7 @@ def main() -> int:
     try:
         sim, sim_url = start_sim(sim_config(args.chunk_delay_ms, args.tokens), work, binary=args.sim_bin)
         log(f"upstream-sim pid {sim.pid} on {sim_url.removeprefix('http://')}")
-        capnp = write_capnp(work, args.bundle.resolve(), sim_url)
+        capnp = write_config(work, args.bundle.resolve(), sim_url, sim_gateway(sim_url))
         wd, ports = start_workerd(workerd, work, capnp)
         log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, JS pass-through 127.0.0.1:{ports['passthrough']}")
         path = "/compatible-mode/v1/chat/completions"

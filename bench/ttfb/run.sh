@@ -9,10 +9,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
+# shellcheck source=../common/run-lib.sh
+source bench/common/run-lib.sh
 
 # --- the project's venv (official SDK for the tests, httpx for this client), idempotent
-bash "$root/scripts/python-env.sh"
-venv="$root/.venv"
+bench_venv
 
 for arg in "$@"; do
   if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
@@ -22,44 +23,9 @@ for arg in "$@"; do
   fi
 done
 
-if [[ ! -x node_modules/.bin/wrangler ]] ||
-   [[ ! -x node_modules/@cloudflare/workerd-linux-64/bin/workerd && ! -x node_modules/workerd/bin/workerd ]]; then
-  echo "bench/ttfb: wrangler/workerd missing from node_modules: run \`make bootstrap\` first." >&2
-  exit 1
-fi
+# --- builds (sets $work, $upload)
+bench_build ttfb
 
-# --- builds
-echo "bench/ttfb: cargo build -p upstream-sim --release" >&2
-cargo build -q -p upstream-sim --release
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/bench-ttfb.XXXXXX")"
-child=""
-cleanup() {
-  if [[ -n "$child" ]] && kill -0 "$child" 2>/dev/null; then
-    kill -TERM "$child" 2>/dev/null || true
-    wait "$child" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "bench/ttfb: wrangler deploy --dry-run --outdir (runs the Worker build)" >&2
-# shellcheck source=../../scripts/env.sh
-source scripts/env.sh
-if ! CI=1 wrangler deploy --dry-run --outdir "$work/bundle" >"$work/deploy.log" 2>&1; then
-  tail -n 40 "$work/deploy.log" >&2
-  echo "bench/ttfb: the bundle failed to build (log above)" >&2
-  exit 1
-fi
-upload="$(grep -o 'Total Upload: .*' "$work/deploy.log" | sed 's/Total Upload: //' | tail -n 1)"
-
-# --- the run (in the background so a signal reaches it and the servers are stopped)
-"$venv/bin/python" -m bench.ttfb.bench --bundle "$work/bundle" --work "$work" \
-  --upload "${upload:-?}" --command "bash bench/ttfb/run.sh${*:+ $*}" "$@" &
-child=$!
-trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
-rc=0
-wait "$child" || rc=$?
-if kill -0 "$child" 2>/dev/null; then wait "$child" || rc=$?; fi
-child=""
-exit "$rc"
+# --- the run
+bench_run "$venv/bin/python" -m bench.ttfb.bench --bundle "$work/bundle" --work "$work" \
+  --upload "$upload" --command "bash bench/ttfb/run.sh${*:+ $*}" "$@"

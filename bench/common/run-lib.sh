@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+#! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead): the project venv,
+#! the simulator and gateway bundle builds into a temp dir, and the Python driver run so that a
+#! signal reaches it (it then stops every server it started).
+# Sourced after `set -euo pipefail`, with $root set and the repository root as the cwd.
+
+bench_child=""
+work=""
+
+# bench_venv: the project's venv (scripts/python-env.sh, idempotent); sets $venv.
+bench_venv() {
+  bash "$root/scripts/python-env.sh"
+  venv="$root/.venv"
+}
+
+# bench_build NAME: builds the simulator and the gateway bundle (`wrangler deploy --dry-run
+# --outdir`, which runs the Worker build) into $work/bundle, $work being a new temp dir removed on
+# exit; sets $work and $upload (wrangler's `Total Upload` figure, "?" if absent).
+bench_build() {
+  local name="$1"
+  if [[ ! -x node_modules/.bin/wrangler ]] ||
+     [[ ! -x node_modules/@cloudflare/workerd-linux-64/bin/workerd && ! -x node_modules/workerd/bin/workerd ]]; then
+    echo "bench/$name: wrangler/workerd missing from node_modules: run \`make bootstrap\` first." >&2
+    exit 1
+  fi
+  echo "bench/$name: cargo build -p upstream-sim --release" >&2
+  cargo build -q -p upstream-sim --release
+
+  work="$(mktemp -d "${TMPDIR:-/tmp}/bench-$name.XXXXXX")"
+  trap bench_cleanup EXIT
+
+  echo "bench/$name: wrangler deploy --dry-run --outdir (runs the Worker build)" >&2
+  # shellcheck source=../../scripts/env.sh
+  source scripts/env.sh
+  if ! CI=1 wrangler deploy --dry-run --outdir "$work/bundle" >"$work/deploy.log" 2>&1; then
+    tail -n 40 "$work/deploy.log" >&2
+    echo "bench/$name: the bundle failed to build (log above)" >&2
+    exit 1
+  fi
+  upload="$(grep -o 'Total Upload: .*' "$work/deploy.log" | sed 's/Total Upload: //' | tail -n 1)"
+  upload="${upload:-?}"
+}
+
+bench_cleanup() {
+  if [[ -n "$bench_child" ]] && kill -0 "$bench_child" 2>/dev/null; then
+    kill -TERM "$bench_child" 2>/dev/null || true
+    wait "$bench_child" 2>/dev/null || true
+  fi
+  if [[ -n "$work" ]]; then rm -rf "$work"; fi
+}
+
+# bench_run COMMAND...: runs the driver in the background (so INT/TERM reach it and it stops its
+# servers) and exits with its status.
+bench_run() {
+  "$@" &
+  bench_child=$!
+  trap 'kill -TERM "$bench_child" 2>/dev/null || true' INT TERM
+  local rc=0
+  wait "$bench_child" || rc=$?
+  if kill -0 "$bench_child" 2>/dev/null; then wait "$bench_child" || rc=$?; fi
+  bench_child=""
+  exit "$rc"
+}

@@ -1,0 +1,112 @@
+"""Bare `workerd serve` for the benchmarks: the gateway bundle and the JS pass-through floor in one
+process (workerd.capnp.in), on 127.0.0.1 ephemeral ports read back through --control-fd."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from bench.common import ROOT, BenchError
+from bench.common.procs import Proc
+from bench.common.worker import compat
+
+HERE = Path(__file__).resolve().parent
+SOCKETS = ("gateway", "passthrough")
+
+
+def find_workerd() -> Path | None:
+    """The workerd binary npm installed (node_modules), or None."""
+    for cand in ("node_modules/@cloudflare/workerd-linux-64/bin/workerd", "node_modules/workerd/bin/workerd"):
+        if (ROOT / cand).is_file():
+            return ROOT / cand
+    return None
+
+
+def sim_gateway(sim_url: str, limits: dict | None = None, slow_start: bool | None = None) -> dict:
+    """A GATEWAY config with one upstream (the simulator, DashScope compatible mode), one account
+    (key SIM_KEY_A1 = sk-a1) and one model, qwen-turbo, with these limits (none by default)."""
+    upstream: dict = {"base_url": f"{sim_url}/compatible-mode/v1", "profile": "dashscope"}
+    if slow_start is not None:
+        upstream["slow_start"] = slow_start
+    return {
+        "upstreams": {"sim": upstream},
+        "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
+                                "limits": {"qwen-turbo": limits or {}}}},
+        "models": {"qwen-turbo": {"fallback": ["qwen-turbo"]}},
+    }
+
+
+def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
+                 name: str = "config.capnp", do_dir: Path | None = None) -> Path:
+    """WORK/NAME: the template filled in. The bundle must be WORK/bundle (the config embeds
+    bundle/...); the pass-through forwards to upstream_url; Durable Objects live in do_dir
+    (WORK/do by default; a new dir starts with no state)."""
+    if (work / "bundle").resolve() != bundle.resolve():
+        raise BenchError("the bundle must be WORK/bundle (the workerd config embeds bundle/...)")
+    wasm = sorted(p.name for p in bundle.glob("*.wasm"))
+    if len(wasm) != 1:
+        raise BenchError(f"expected one .wasm in {bundle}, found {wasm}")
+    imports = re.findall(r'from\s+"\./([^"]+\.wasm)"', (bundle / "index.js").read_text())
+    if imports != wasm:
+        raise BenchError(f"index.js imports {imports}, the bundle has {wasm}")
+    date, flags = compat()
+    do_dir = do_dir or work / "do"
+    do_dir.mkdir(exist_ok=True)
+    (work / "passthrough.js").write_text((HERE / "passthrough.js").read_text())
+    text = (HERE / "workerd.capnp.in").read_text()
+    for key, value in {
+        "@WASM_NAME@": wasm[0],
+        "@COMPAT_DATE@": date,
+        "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags),
+        # A capnp text literal takes JSON's string escapes.
+        "@GATEWAY_JSON@": json.dumps(json.dumps(gateway)),
+        "@UPSTREAM@": upstream_url,
+        "@DO_DIR@": str(do_dir),
+    }.items():
+        text = text.replace(key, value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise BenchError(f"workerd.capnp.in has unfilled fields {left}")
+    path = work / name
+    path.write_text(text)
+    return path
+
+
+def launch_workerd(workerd: Path, work: Path, capnp: Path,
+                   tag: str = "workerd") -> tuple[Proc, Callable[[], dict | None]]:
+    """Starts `workerd serve CAPNP` (log WORK/TAG.log); returns it and a function giving
+    {socket: port} once both sockets listen (None before)."""
+    control = work / f"{tag}.control"
+    fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        proc = Proc(
+            tag,
+            [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
+             *(f"--socket-addr={s}=127.0.0.1:0" for s in SOCKETS)],
+            work, work / f"{tag}.log", pass_fds=(fd,),
+        )
+    finally:
+        os.close(fd)
+
+    def ports() -> dict | None:
+        found = {}
+        for line in control.read_text().splitlines():
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("event") == "listen":
+                found[msg["socket"]] = int(msg["port"])
+        return found if set(SOCKETS) <= found.keys() else None
+
+    return proc, ports
+
+
+def start_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
+                  timeout_s: float = 20) -> tuple[Proc, dict]:
+    """launch_workerd, then waits until both sockets listen; returns it and {socket: port}."""
+    proc, ports = launch_workerd(workerd, work, capnp, tag)
+    return proc, proc.wait_ready(ports, timeout_s)

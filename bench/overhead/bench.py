@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Issue 9's benchmark: what the gateway costs per request against a minimal JS pass-through
+Worker (the floor) and the upstream called directly, and whether that cost grows with traffic.
+
+Started by bench/overhead/run.sh, which installs `hey` if missing, builds the simulator and the
+gateway bundle (`wrangler deploy --dry-run --outdir`) and passes --bundle. This script starts the
+simulator (no latency) and one bare `workerd serve` holding the gateway and the floor
+(bench/common/workerd.py, on 127.0.0.1 ephemeral ports), then measures with `hey` (raw
+latencies from its CSV; bench/overhead/hey.py):
+
+1. cold starts: new workerd processes, launch to the first 200 answer (gateway, and floor);
+2. rounds "before", target order alternating: c=1 (p50/p99) and c=16 (req/s) for the
+   simulator direct, the floor and the gateway;
+3. a push of 50,000 gateway requests at c=16 into the same bucket;
+4. the same rounds again, "after";
+5. one more round once the bucket's minute window has emptied ("drained": idle about a minute).
+
+It prints a markdown report (bench/overhead/report.py) and writes it to
+bench/overhead/RESULTS.md. Everything it starts is stopped on every exit path
+(bench/common/procs.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import ROOT, BenchError, notes
+from bench.common.procs import Stopped, stop_all, stop_on
+from bench.common.sim import SIM_BIN, start_sim
+from bench.common.workerd import find_workerd, launch_workerd, sim_gateway, start_workerd, write_config
+from bench.overhead import hey
+from bench.overhead.report import TARGETS, report
+
+HERE = Path(__file__).resolve().parent
+SIM_PATH = "/compatible-mode/v1/chat/completions"
+GATEWAY_PATH = "/v1/chat/completions"
+BODY = {"model": "qwen-turbo", "messages": [{"role": "user", "content": "Hello"}]}
+# Far above any load this machine can make, so the gateway never waits for its bucket.
+LIMITS = {"rpm": 10_000_000}
+
+
+def log(msg: str) -> None:
+    print(f"[overhead {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sim_config() -> dict:
+    """No limits, no latency (answers are not streamed)."""
+    return {
+        "time_scale": 1.0,
+        "accounts": {"acct-a": {"keys": ["sk-a1"], "state": "ok", "limits": {}}},
+        "models": ["qwen-turbo"],
+        "completion_tokens": 8,
+    }
+
+
+def gateway_config(sim_url: str) -> dict:
+    # Slow start off: with it, a quiet bucket ramps its send rate up over seconds.
+    # Credits (admission without asking the bucket) do not exist yet: every request asks it.
+    return sim_gateway(sim_url, LIMITS, slow_start=False)
+
+
+# ---------------------------------------------------------------- cold start
+
+def post(port: int, path: str, key: str, body: bytes, timeout_s: float = 10) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("POST", path, body, {"authorization": f"Bearer {key}",
+                                          "content-type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def cold_start(workerd: Path, work: Path, bundle: Path, sim_url: str, i: int, target: str) -> float:
+    """A new workerd on a new config and empty Durable Object storage: ms from launching it to
+    the first 200 answer from TARGET (gateway or js), polled every 2 ms."""
+    tag = f"cold-{i}-{target}"
+    capnp = write_config(work, bundle, sim_url, gateway_config(sim_url), name=f"{tag}.capnp",
+                         do_dir=work / f"do-{tag}")
+    socket, path, key = (("gateway", GATEWAY_PATH, "bench-key") if target == "gateway"
+                         else ("passthrough", SIM_PATH, "sk-a1"))
+    body = json.dumps(BODY).encode()
+    t0 = time.perf_counter()
+    proc, ports = launch_workerd(workerd, work, capnp, tag)
+    try:
+        port = None
+        last = ""
+        while time.perf_counter() - t0 < 60:
+            if port is None:
+                found = ports()
+                if not found:
+                    if proc.popen.poll() is not None:
+                        raise BenchError(f"workerd exited: {proc.log_tail()}")
+                    time.sleep(0.001)
+                    continue
+                port = found[socket]
+            try:
+                status = post(port, path, key, body)
+                if status == 200:
+                    return (time.perf_counter() - t0) * 1000
+                last = f"HTTP {status}"
+            except OSError as e:
+                last = f"{type(e).__name__}: {e}"
+            time.sleep(0.002)
+        raise BenchError(f"cold start {tag}: no 200 in 60 s (last: {last}); {proc.log_tail()}")
+    finally:
+        proc.stop()
+
+
+# ---------------------------------------------------------------- rounds
+
+def bucket_view(port: int) -> dict:
+    """The bucket's admin view: requests in its minute window and admitted so far."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/admin/buckets/acct-a/qwen-turbo",
+                     headers={"authorization": "Bearer bench-admin-token"})
+        r = conn.getresponse()
+        data = json.loads(r.read())
+        state = data["state"]
+        return {"minute": state["used_minute"]["requests"], "admitted": state["counters"]["admitted"]}
+    except (OSError, ValueError, KeyError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        conn.close()
+
+
+def summarize(r: hey.Run) -> dict:
+    """The run's figures, with the p50 of its first and last tenths (does the cost drift within it?)."""
+    return {"n": len(r.lat_ms), "errors": r.errors, "p50": r.p(50), "p99": r.p(99), "rps": r.rps,
+            "seconds": r.seconds, "p50_first": r.slice(0, 0.1).p(50), "p50_last": r.slice(0.9, 1.0001).p(50)}
+
+
+def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: int) -> list[dict]:
+    out = []
+    for i in range(count):
+        order = list(TARGETS[i % 3:] + TARGETS[:i % 3])
+        if i % 2:
+            order.reverse()
+        res: dict = {"order": order, "bucket": bucket_view(admin_port), "load": notes.load()}
+        for cell, conc in (("c1", 1), ("c16", 16)):
+            res[cell] = {}
+            for t in order:
+                url, key = targets[t]
+                if cell == "c1":
+                    r = hey.run(url, key, body, conc, n=args.requests_c1)
+                else:
+                    r = hey.run(url, key, body, conc, seconds=args.seconds_c16)
+                s = res[cell][t] = summarize(r)
+                log(f"{phase} round {i + 1}/{count} {cell:3} {t:7}: n={s['n']} err={s['errors']} "
+                    f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s")
+        out.append(res)
+    return out
+
+
+def drain(admin_port: int, timeout_s: float = 90) -> float:
+    """Waits (idle) until the bucket's minute window holds no request; returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if bucket_view(admin_port).get("minute") == 0:
+            break
+        time.sleep(2)
+    return time.monotonic() - t0
+
+
+def push(url: str, key: str, body: Path, n: int) -> dict:
+    """N gateway requests at c=16 into the bucket; with the rate and p50 of the first and last tenths."""
+    r = hey.run(url, key, body, 16, n=n, timeout_s=30)
+    s = summarize(r)
+    for name, lo, hi in (("first", 0.0, 0.1), ("last", 0.9, 1.0001)):
+        part = r.slice(lo, hi)
+        s[name] = {"rps": part.ok / (r.seconds * (min(hi, 1.0) - lo)) if r.seconds else 0.0,
+                   "p50": part.p(50), "p99": part.p(99)}
+    return s
+
+
+# ---------------------------------------------------------------- sizes
+
+def wasm_sizes(bundle: Path) -> dict:
+    wasm = next(bundle.glob("*.wasm"))
+    gz = subprocess.run(f"gzip -9 -c '{wasm}' | wc -c", shell=True, capture_output=True, text=True,
+                        check=True).stdout.strip()
+    return {"wasm_bytes": wasm.stat().st_size, "wasm_gzip_bytes": int(gz),
+            "js_bytes": (bundle / "index.js").stat().st_size}
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
+    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
+    ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
+    ap.add_argument("--workerd", type=Path, default=None)
+    ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
+    ap.add_argument("--rounds", type=int, default=3, help="before the push, and again after it")
+    ap.add_argument("--requests-c1", type=int, default=1000, help="per target per round at c=1")
+    ap.add_argument("--seconds-c16", type=float, default=5, help="per target per round at c=16")
+    ap.add_argument("--push", type=int, default=50_000, help="gateway requests at c=16 between the phases")
+    ap.add_argument("--no-drained", dest="drained", action="store_false",
+                    help="skip the last round, run once the bucket's minute window has emptied after the push")
+    ap.add_argument("--warmup", type=int, default=200, help="per target, at c=4, discarded")
+    ap.add_argument("--cold-starts", type=int, default=5, help="new workerd processes per Worker (0: skip)")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--command", default="bash bench/overhead/run.sh")
+    args = ap.parse_args()
+    if not (1 <= args.rounds <= 20 and 16 <= args.requests_c1 <= 100_000 and 0.5 <= args.seconds_c16 <= 120
+            and 0 <= args.push <= 1_000_000 and 0 <= args.cold_starts <= 50 and args.warmup >= 4):
+        ap.error("rounds 1..20, requests-c1 16..100000, seconds-c16 0.5..120, push 0..1000000, "
+                 "cold-starts 0..50, warmup >= 4")
+    workerd = args.workerd or find_workerd()
+    if workerd is None or not workerd.is_file():
+        ap.error("workerd not found in node_modules: run `make bootstrap`")
+    if not args.sim_bin.is_file():
+        ap.error(f"{args.sim_bin} is missing: cargo build -p upstream-sim --release")
+    hey.hey_binary()
+
+    stop_on(signal.SIGTERM, signal.SIGINT)
+    started = time.monotonic()
+    work = args.work.resolve()
+    bundle = args.bundle.resolve()
+    meta = {"machine": f"{notes.system()}, {notes.cores()} cores ({notes.cpu_model() or 'unknown CPU'})",
+            "load_start": notes.load(), "date": notes.utc(), "commit": commit(),
+            "workerd": notes.workerd_version(workerd), "hey": hey_version(), "upload": args.upload,
+            "command": args.command, "args": vars(args) | {"bundle": None, "work": None, "out": None}}
+    try:
+        sim, sim_url = start_sim(sim_config(), work, binary=args.sim_bin)
+        log(f"upstream-sim pid {sim.pid} on {sim_url.removeprefix('http://')}")
+        body = work / "body.json"
+        body.write_text(json.dumps(BODY))
+
+        cold: dict = {"gateway": [], "js": []}
+        for i in range(args.cold_starts):
+            for t in ("gateway", "js") if i % 2 == 0 else ("js", "gateway"):
+                cold[t].append(cold_start(workerd, work, bundle, sim_url, i, t))
+            log(f"cold start {i + 1}/{args.cold_starts}: gateway {cold['gateway'][-1]:.0f} ms, "
+                f"floor {cold['js'][-1]:.0f} ms")
+
+        capnp = write_config(work, bundle, sim_url, gateway_config(sim_url))
+        wd, ports = start_workerd(workerd, work, capnp)
+        log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, floor 127.0.0.1:{ports['passthrough']}")
+        targets = {
+            "direct": (f"{sim_url}{SIM_PATH}", "sk-a1"),
+            "js": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}", "sk-a1"),
+            "gateway": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-key"),
+        }
+        for t in TARGETS:
+            w = hey.run(*targets[t], body, 4, n=args.warmup)
+            if w.errors:
+                raise BenchError(f"warm-up against {t}: {w.errors} errors of {args.warmup} "
+                                 f"(statuses {sorted(set(w.status))}); workerd log: {wd.log_tail(2000)}")
+        log("warm-up done; every target answers 200")
+
+        before = rounds("before", args.rounds, targets, body, args, ports["gateway"])
+        pushed = None
+        if args.push:
+            view = bucket_view(ports["gateway"])
+            log(f"push: {args.push} gateway requests at c=16 (bucket: {view})")
+            pushed = push(*targets["gateway"], body, args.push)
+            pushed["bucket_before"] = view
+            pushed["bucket_after"] = bucket_view(ports["gateway"])
+            log(f"push done: {pushed['n']} answers, {pushed['errors']} errors in {pushed['seconds']:.0f} s "
+                f"({pushed['rps']:.0f} req/s; first tenth {pushed['first']['rps']:.0f}, "
+                f"last tenth {pushed['last']['rps']:.0f} req/s); bucket: {pushed['bucket_after']}")
+        after = rounds("after", args.rounds, targets, body, args, ports["gateway"]) if args.push else []
+        drained = []
+        if args.push and args.drained:
+            # Does the cost follow the total traffic, or only the last minute's (the bucket's
+            # minute window)? One more round once the window has emptied.
+            waited = drain(ports["gateway"])
+            log(f"minute window drained in {waited:.0f} s: {bucket_view(ports['gateway'])}")
+            drained = rounds("drained", 1, targets, body, args, ports["gateway"])
+        final = bucket_view(ports["gateway"])
+
+        meta |= {"load_end": notes.load(), "minutes": (time.monotonic() - started) / 60,
+                 "sizes": wasm_sizes(bundle), "cold": cold, "push": pushed, "final_bucket": final}
+        text = report(before, after, drained, meta)
+        print(text)
+        if not args.no_write:
+            args.out.write_text(text)
+            log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        (work / "rounds.json").write_text(json.dumps({"before": before, "after": after, "drained": drained, "meta": meta},
+                                                     indent=1, default=str))
+        return 0
+    except Stopped as e:
+        log(f"stopped by signal {e.signum}")
+        return 130
+    finally:
+        stop_all()
+
+
+def commit() -> str:
+    return notes.git_head() + (" + uncommitted src changes" if notes.worker_source_changed() else "")
+
+
+def hey_version() -> str:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "hey"], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench/overhead: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,194 @@
+"""The markdown report of bench/overhead: figures (medians of rounds), ratios to the JS floor,
+growth after the push, sizes, cold starts, and each target of issue 9 with its verdict."""
+
+from __future__ import annotations
+
+import re
+
+from bench.common.stats import med
+
+TARGETS = ("direct", "js", "gateway")
+LABEL = {
+    "direct": "simulator direct",
+    "js": "JS pass-through (floor)",
+    "gateway": "gateway",
+}
+# Issue 9's targets.
+P50_MAX, P99_MAX, RPS_MIN, GROWTH_MAX, GZIP_MAX_KB = 1.3, 1.5, 0.6, 0.10, 200
+
+
+def ms(x: float) -> str:
+    if x != x:
+        return "n/a"
+    if x == 0:
+        return "<0.05"  # hey's CSV rounds to 0.1 ms
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def x(r: float) -> str:
+    return "n/a" if r != r else f"{r:.2f}x"
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "**NOT MET**"
+
+
+def fig(rounds: list[dict], cell: str, t: str, key: str) -> float:
+    """The median over rounds of one figure."""
+    return med([r[cell][t][key] for r in rounds])
+
+
+def vs_floor(rounds: list[dict], cell: str, t: str, key: str) -> float:
+    """The median over rounds of each round's ratio of T's figure to the floor's."""
+    return med([r[cell][t][key] / r[cell]["js"][key] for r in rounds if r[cell]["js"][key]])
+
+
+def gzip_kib(upload: str) -> float:
+    m = re.search(r"gzip:\s*([\d.]+)\s*KiB", upload)
+    return float(m.group(1)) if m else float("nan")
+
+
+def report(before: list[dict], after: list[dict], drained: list[dict], meta: dict) -> str:
+    lines: list[str] = []
+    add = lines.append
+    a = meta["args"]
+    sizes, cold, pushed = meta["sizes"], meta["cold"], meta["push"]
+    add("# Gateway overhead (issue 9): latency and throughput against a JS pass-through floor")
+    add("")
+    add(f"{meta['date']} · {meta['machine']}, load {meta['load_start']:.2f} at start, {meta['load_end']:.2f} "
+        f"at the end · gateway at `{meta['commit']}` · workerd {meta['workerd']} · hey {meta['hey']} · "
+        f"bundle {meta['upload']}")
+    add("")
+    add(f"Reproduce: `{meta['command']}` (from the repo root; about {meta['minutes'] + 1:.0f} min here, "
+        "builds included).")
+    add("")
+    add("- Upstream: the simulator (`sim/`, DashScope compatible mode, no limits, no latency), "
+        "answering a non-streamed chat completion (8 tokens).")
+    add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
+        "(`bench/common/passthrough.js`, the floor) and the gateway, both in one bare `workerd serve` "
+        "(not `wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk. "
+        "The gateway has one account and one model (one bucket) limited to 10,000,000 rpm, no rps, "
+        "slow start off: it never waits.")
+    add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
+        "with the key of each target.")
+    add(f"- Load: `hey` (closed loop, keep-alive), on the same 2 cores as the servers. Per round and target: "
+        f"c=1 for {a['requests_c1']:,} requests (p50/p99: nearest rank over the raw latencies of hey's CSV, "
+        f"0.1 ms resolution, no coordinated-omission correction) and c=16 for {a['seconds_c16']:g} s (req/s: "
+        "200 answers from the first send to the last answer).")
+    add(f"- Rounds: {len(before)} before and {len(after)} after a push of {a['push']:,} gateway requests at "
+        "c=16 into the same bucket, target order alternating; figures are medians over rounds, ratios "
+        "the median of each round's ratio." + (" Then, after the bucket's minute window has emptied "
+        "(idle), one more round (\"drained\")." if drained else ""))
+    add("")
+
+    phases = ([("before", before)] + ([("after push", after)] if after else [])
+              + ([("drained", drained)] if drained else []))
+    add("| phase | target | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p50 ms | c=16 p99 ms | "
+        "c=1 p50 / floor | c=1 p99 / floor | c=16 req/s / floor | errors |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rs in phases:
+        for t in TARGETS:
+            row = [name, LABEL[t], ms(fig(rs, "c1", t, "p50")), ms(fig(rs, "c1", t, "p99")),
+                   f"{fig(rs, 'c16', t, 'rps'):,.0f}", ms(fig(rs, "c16", t, "p50")),
+                   ms(fig(rs, "c16", t, "p99"))]
+            if t == "js":
+                row += ["1", "1", "1"]
+            else:
+                row += [x(vs_floor(rs, "c1", t, "p50")), x(vs_floor(rs, "c1", t, "p99")),
+                        x(vs_floor(rs, "c16", t, "rps"))]
+            row.append(str(sum(r[c][t]["errors"] for r in rs for c in ("c1", "c16"))))
+            add("| " + " | ".join(row) + " |")
+    add("")
+
+    # ---- targets
+    g50, g99, g16 = (vs_floor(before, "c1", "gateway", "p50"), vs_floor(before, "c1", "gateway", "p99"),
+                     vs_floor(before, "c16", "gateway", "rps"))
+    kib = gzip_kib(meta["upload"])
+    kb = kib * 1.024
+    add("**Targets** (issue 9), on the figures before the push; growth: the medians after the push against "
+        "the first round (the bucket's window fills during the rounds before the push too):")
+    add("")
+    add("| target | measured | verdict |")
+    add("|---|---|---|")
+    add(f"| gateway p50 at c=1 at most {P50_MAX}x the floor | {x(g50)} ({ms(fig(before, 'c1', 'gateway', 'p50'))} "
+        f"vs {ms(fig(before, 'c1', 'js', 'p50'))} ms) | {verdict(g50 <= P50_MAX)} |")
+    add(f"| gateway p99 at c=1 at most {P99_MAX}x the floor | {x(g99)} ({ms(fig(before, 'c1', 'gateway', 'p99'))} "
+        f"vs {ms(fig(before, 'c1', 'js', 'p99'))} ms) | {verdict(g99 <= P99_MAX)} |")
+    add(f"| gateway req/s at c=16 at least {RPS_MIN}x the floor's | {x(g16)} "
+        f"({fig(before, 'c16', 'gateway', 'rps'):,.0f} vs {fig(before, 'c16', 'js', 'rps'):,.0f} req/s) | "
+        f"{verdict(g16 >= RPS_MIN)} |")
+    if after:
+        for key, cell, label, worse in (("p50", "c1", "c=1 p50", lambda r: r > 1 + GROWTH_MAX),
+                                        ("p99", "c1", "c=1 p99", lambda r: r > 1 + GROWTH_MAX),
+                                        ("rps", "c16", "c=16 req/s", lambda r: r < 1 - GROWTH_MAX)):
+            b, f = fig(before, cell, "gateway", key), fig(after, cell, "gateway", key)
+            first = before[0][cell]["gateway"][key]
+            r = f / first if first else float("nan")
+            unit = "req/s" if key == "rps" else "ms"
+            shown = (lambda v: f"{v:,.0f}") if key == "rps" else ms
+            add(f"| no growth: gateway {label} after {a['push']:,} requests within {GROWTH_MAX:.0%} of the first "
+                f"round's | {x(r)} ({shown(f)} vs {shown(first)} {unit}; vs the median before the push, "
+                f"{shown(b)}: {x(f / b if b else float('nan'))}) | {verdict(not worse(r))} |")
+    add(f"| at most {GZIP_MAX_KB} KB gzip | wrangler's total {kib:.2f} KiB = {kb:.1f} KB "
+        f"(the .wasm alone {sizes['wasm_gzip_bytes'] / 1000:.1f} KB with `gzip -9`) | "
+        f"{verdict(kb <= GZIP_MAX_KB)} |")
+    add("")
+    if after:
+        js_growth = [fig(after, c, "js", k) / fig(before, c, "js", k)
+                     for c, k in (("c1", "p50"), ("c1", "p99"), ("c16", "rps"))]
+        add("The floor's own after/before (c=1 p50, c=1 p99, c=16 req/s): "
+            + ", ".join(x(v) for v in js_growth)
+            + " — what the machine's drift alone does between the phases.")
+        add("")
+
+    if drained:
+        d50, d16 = fig(drained, "c1", "gateway", "p50"), fig(drained, "c16", "gateway", "rps")
+        add(f"Drained (the bucket idle until its minute window held no request, then one round): gateway c=1 p50 "
+            f"{ms(d50)} ms, c=16 {d16:,.0f} req/s, that is {x(d50 / fig(before, 'c1', 'gateway', 'p50'))} and "
+            f"{x(d16 / fig(before, 'c16', 'gateway', 'rps'))} of before the push — what the bucket costs "
+            "once the last minute's traffic has left its window.")
+        add("")
+
+    # ---- other figures
+    add("**Other figures.**")
+    add("")
+    add("| figure | value |")
+    add("|---|---|")
+    adm_b, adm_a = fig(before, "c16", "gateway", "rps"), (fig(after, "c16", "gateway", "rps") if after else float("nan"))
+    add(f"| admissions/s one bucket's Durable Object sustains when every request asks it (credits off: "
+        f"there are no credits yet, every request asks), = gateway req/s at c=16 | {adm_b:,.0f} before, "
+        + (f"{adm_a:,.0f} after the push" if after else "no push") + " |")
+    if pushed:
+        add(f"| the push: {a['push']:,} gateway requests at c=16 | {pushed['seconds']:.0f} s, {pushed['rps']:,.0f} req/s, "
+            f"p50 {ms(pushed['p50'])} ms, p99 {ms(pushed['p99'])} ms, {pushed['errors']} errors; first tenth "
+            f"{pushed['first']['rps']:,.0f} req/s (p50 {ms(pushed['first']['p50'])} ms), last tenth "
+            f"{pushed['last']['rps']:,.0f} req/s (p50 {ms(pushed['last']['p50'])} ms) |")
+        bb, ba = pushed["bucket_before"], pushed["bucket_after"]
+        add(f"| the bucket (admin view): requests in its minute window / admitted so far | before the push "
+            f"{bb.get('minute', '?'):,} / {bb.get('admitted', '?'):,}; right after it {ba.get('minute', '?'):,} / "
+            f"{ba.get('admitted', '?'):,} |")
+    add(f"| bundle (wrangler's `Total Upload`) | {meta['upload']} |")
+    add(f"| the .wasm | {sizes['wasm_bytes'] / 1024:.1f} KiB, `gzip -9` {sizes['wasm_gzip_bytes'] / 1024:.1f} KiB "
+        f"({sizes['wasm_gzip_bytes']:,} bytes); index.js {sizes['js_bytes'] / 1024:.1f} KiB |")
+    for t in ("gateway", "js"):
+        vals = cold[t]
+        if vals:
+            add(f"| cold start, {LABEL[t]}: `workerd serve` launched to its first 200 answer (new process, "
+                f"empty storage; median of {len(vals)}) | {ms(med(vals))} ms (min {ms(min(vals))}, "
+                f"max {ms(max(vals))}) |")
+    add("")
+
+    # ---- per round
+    add("Per round (order; c=1 p50 ms / c=16 req/s, direct · floor · gateway; the gateway's c=1 p50 over "
+        "the first and the last tenth of its requests; the bucket's minute window and the machine's 1-minute "
+        "load average when the round began):")
+    add("")
+    for name, rs in phases:
+        for i, r in enumerate(rs, 1):
+            cells = " · ".join(f"{ms(r['c1'][t]['p50'])} / {r['c16'][t]['rps']:,.0f}" for t in TARGETS)
+            g = r["c1"]["gateway"]
+            drift = f"{ms(g['p50_first'])} → {ms(g['p50_last'])} ms" if "p50_first" in g else "n/a"
+            add(f"- {name} {i} ({' → '.join(r['order'])}): {cells}; gateway c=1 {drift}; "
+                f"window {r['bucket'].get('minute', '?'):,}, load {r['load']:.2f}")
+    add("")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+#! Issue 9's benchmark: the gateway's cost per request against a minimal JS pass-through Worker
+#! and the upstream direct (p50/p99 at c=1, req/s at c=16), before and after 50,000 requests into
+#! one bucket, plus bundle size and cold start, on bare workerd with `hey` as the load.
+#! Run from anywhere: `bash bench/overhead/run.sh [bench.py options]` (`--help` lists them).
+#! Installs `hey` if missing (Debian: apt-get install hey), builds the simulator and the gateway
+#! bundle (`wrangler deploy --dry-run`, which runs the Worker build), sets up the project venv,
+#! runs bench.py in a temp dir, prints the report and writes bench/overhead/RESULTS.md.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+# shellcheck source=../common/run-lib.sh
+source bench/common/run-lib.sh
+
+bench_venv
+
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+    echo "usage: bash bench/overhead/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
+    "$venv/bin/python" -m bench.overhead.bench --bundle x --work x --help
+    exit 0
+  fi
+done
+
+# --- the load tool, idempotent: Debian's hey (raw latencies in its CSV output)
+if ! command -v hey >/dev/null 2>&1; then
+  sudo=""
+  if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "bench/overhead: needs \`hey\` (https://github.com/rakyll/hey) on PATH; no apt-get here to install it." >&2
+    exit 1
+  fi
+  echo "bench/overhead: installing hey (apt-get install -y hey)" >&2
+  $sudo apt-get install -y -q hey >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q hey >/dev/null; }
+fi
+
+# --- builds (sets $work, $upload)
+bench_build overhead
+
+# --- the run
+bench_run "$venv/bin/python" -m bench.overhead.bench --bundle "$work/bundle" --work "$work" \
+  --upload "$upload" --command "bash bench/overhead/run.sh${*:+ $*}" "$@"
