@@ -203,8 +203,15 @@ pub struct Snapshot {
 /// An admission not yet settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
+    /// The first (or only) lease id of the record.
     id: u64,
-    /// Its slot and the tokens it holds in the windows (the estimate until settled).
+    /// Leases in the record: 1, or a credit's admissions (ids `id..id + count`, at most 64).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: u64,
+    /// Which of them are settled (bit i: lease `id + i`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    settled: u64,
+    /// Its slot and the tokens each holds in the windows (the estimate until settled).
     #[serde(default)]
     at_ms: u64,
     #[serde(default)]
@@ -219,9 +226,34 @@ struct Lease {
     dropped_ms: u64,
 }
 
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Lease {
     fn live(&self, now_ms: u64) -> bool {
         self.expires_ms.is_none_or(|e| e >= now_ms)
+    }
+
+    /// The bit of `lease` in `settled`, if the record holds it unsettled.
+    fn bit(&self, lease: u64) -> Option<u64> {
+        let i = lease.checked_sub(self.id).filter(|&i| i < self.count)?;
+        let bit = 1u64.checked_shl(u32::try_from(i).ok()?)?;
+        (self.settled & bit == 0).then_some(bit)
+    }
+
+    /// Leases of the record not settled yet.
+    fn open(&self) -> u64 {
+        self.count
+            .saturating_sub(u64::from(self.settled.count_ones()))
     }
 }
 
@@ -342,6 +374,8 @@ impl BucketState {
         let expires_ms = at_ms.saturating_add(req.lease_ttl_ms);
         self.leases.push(Lease {
             id,
+            count: 1,
+            settled: 0,
             at_ms,
             tokens: req.est_tokens,
             credit,
@@ -363,15 +397,19 @@ impl BucketState {
     ) -> Credit {
         let until_ms = now_ms.saturating_add(credit::life_ms(policy.spec));
         let first_lease = self.next_lease;
-        let spendable = AcquireRequest {
-            lease_ttl_ms: req
-                .lease_ttl_ms
-                .saturating_add(credit::life_ms(policy.spec)),
-            ..*req
-        };
-        for _ in 0..count {
-            self.lease(now_ms, &spendable, Some(first_lease));
-        }
+        self.next_lease = self.next_lease.saturating_add(count);
+        // One record for the credit's admissions: settled one by one, dropped when all are.
+        let expires_ms = until_ms.saturating_add(req.lease_ttl_ms);
+        self.leases.push(Lease {
+            id: first_lease,
+            count,
+            settled: 0,
+            at_ms: now_ms,
+            tokens: req.est_tokens,
+            credit: Some(first_lease),
+            expires_ms: Some(expires_ms),
+            dropped_ms: expires_ms,
+        });
         let tokens = req.est_tokens.saturating_mul(count);
         self.windows
             .reserve_credit(first_lease, (now_ms, until_ms), count, tokens);
@@ -397,7 +435,7 @@ impl BucketState {
     /// A stream has started on `lease`: it stays in flight until settled, however long the
     /// stream lasts. Unknown leases are ignored.
     pub fn commit(&mut self, now_ms: u64, lease: u64) {
-        if let Some(l) = self.leases.iter_mut().find(|l| l.id == lease) {
+        if let Some(l) = self.leases.iter_mut().find(|l| l.bit(lease).is_some()) {
             l.expires_ms = None;
             l.dropped_ms = now_ms.saturating_add(COMMITTED_LEASE_MS);
         }
@@ -406,15 +444,22 @@ impl BucketState {
     /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         self.tidy(now_ms, policy.spec, policy.slow_start);
-        let Some(i) = self.leases.iter().position(|l| l.id == lease) else {
+        let Some((i, bit)) = self
+            .leases
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| l.bit(lease).map(|bit| (i, bit)))
+        else {
             return;
         };
-        let Lease {
-            at_ms,
-            tokens,
-            credit,
-            ..
-        } = self.leases.remove(i);
+        let Some(record) = self.leases.get_mut(i) else {
+            return;
+        };
+        record.settled |= bit;
+        let (at_ms, tokens, credit) = (record.at_ms, record.tokens, record.credit);
+        if record.open() == 0 {
+            self.leases.remove(i);
+        }
         let probe = self.park.as_mut().filter(|p| p.probe == Some(lease));
         if probe.is_some_and(|p| p.probe_ended(now_ms, outcome)) {
             self.park = None;
@@ -556,7 +601,12 @@ impl BucketState {
                 .widened(policy.spec)
                 .second_ms
                 .saturating_sub(policy.spec.second_ms),
-            in_flight: self.leases.iter().filter(|l| l.live(now_ms)).count() as u64,
+            in_flight: self
+                .leases
+                .iter()
+                .filter(|l| l.live(now_ms))
+                .map(Lease::open)
+                .sum(),
             used_minute: self.windows.usage(now_ms, policy.spec.minute_ms),
             used_second: self.windows.usage(now_ms, policy.spec.second_ms),
             counters: self.counters.clone(),

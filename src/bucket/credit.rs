@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// One credit may take at most this fraction of the room left (1/4).
 const ROOM_SHARE: u64 = 4;
+/// Most admissions in one credit, whatever the config says (a bucket keeps one record per
+/// credit, with a bit per admission).
+pub const MAX_COUNT: u64 = 64;
 
 /// Admissions handed out ahead, and (isolate side) how many are spent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +67,8 @@ pub fn life_ms(spec: WindowSpec) -> u64 {
     spec.second_ms / 2
 }
 
-/// Admissions to hand out beside a request of `tokens` admitted now: at most `max`, and at
+/// Admissions to hand out beside a request of `tokens` admitted now: at most `max` (and
+/// `MAX_COUNT`), and at
 /// most a quarter of the room every limit has left once that request is counted, judged by
 /// everything counted in any window that ends from now on (an upper bound of every window the
 /// credit can share). 0 when a limit is near.
@@ -80,8 +84,9 @@ pub fn size(
         (spec.second_ms, limits.rps, limits.tps),
         (spec.minute_ms, limits.rpm, limits.tpm),
     ];
-    caps.iter()
-        .fold(max, |n, &(window_ms, requests, token_limit)| {
+    caps.iter().fold(
+        max.min(MAX_COUNT),
+        |n, &(window_ms, requests, token_limit)| {
             let used = windows.counted_from(now_ms, window_ms);
             let by_requests = requests.map_or(u64::MAX, |r| {
                 r.saturating_sub(used.requests.saturating_add(1)) / ROOM_SHARE
@@ -91,7 +96,8 @@ pub fn size(
                 room / ROOM_SHARE.saturating_mul(tokens.max(1))
             });
             n.min(by_requests).min(by_tokens)
-        })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -193,3 +193,45 @@ fn a_credit_is_spent_once_per_admission_within_its_life() {
     assert!(c.done(0), "all spent");
     assert!(c.unspent().is_empty());
 }
+
+#[test]
+fn a_credit_is_one_record_settled_once_per_admission() {
+    let limits = Limits {
+        rpm: Some(100_000),
+        ..Limits::default()
+    };
+    let policy = Policy {
+        limits: &limits,
+        spec: SPEC,
+        slow_start: None,
+        credit_max: 100,
+    };
+    let mut b = BucketState::default();
+    let ask = AcquireRequest {
+        est_tokens: 10,
+        max_wait_ms: 0,
+        lease_ttl_ms: 60_000,
+        credit: true,
+    };
+    let Admission::Go {
+        credit: Some(credit),
+        ..
+    } = b.acquire(0, &policy, &ask)
+    else {
+        panic!("a credit with room");
+    };
+    assert_eq!(credit.count, MAX_COUNT, "capped whatever the config says");
+    let stored = serde_json::to_string(&b).unwrap_or_default();
+    assert!(stored.len() < 600, "{} bytes: {stored}", stored.len());
+    assert_eq!(b.snapshot(1, &policy).in_flight, 1 + MAX_COUNT);
+    let leases = credit.unspent();
+    b.give_back(1, &policy, &leases);
+    b.give_back(1, &policy, &leases);
+    let view = b.snapshot(1, &policy);
+    assert_eq!(view.counters.released, MAX_COUNT, "each admission once");
+    assert_eq!(view.in_flight, 1);
+    assert_eq!(
+        view.used_minute.requests, 1,
+        "only the asking request still counts"
+    );
+}

@@ -52,7 +52,9 @@ impl Park {
     pub(super) fn gate(&self, now_ms: u64, leases: &[Lease]) -> Gate {
         match self.until_ms {
             Some(until) if now_ms >= until => {
-                let probe = self.probe.and_then(|id| leases.iter().find(|l| l.id == id));
+                let probe = self
+                    .probe
+                    .and_then(|id| leases.iter().find(|l| l.bit(id).is_some()));
                 match probe.filter(|l| l.live(now_ms)) {
                     Some(l) => Gate::ProbeOut(l.expires_ms),
                     None => Gate::Probe,
