@@ -68,10 +68,9 @@ pub fn life_ms(spec: WindowSpec) -> u64 {
 }
 
 /// Admissions to hand out beside a request of `tokens` admitted now: at most `max` (and
-/// `MAX_COUNT`), and at
-/// most a quarter of the room every limit has left once that request is counted, judged by
-/// everything counted in any window that ends from now on (an upper bound of every window the
-/// credit can share). 0 when a limit is near.
+/// `MAX_COUNT`), and at most a quarter of the room every limit has left once that request is
+/// counted, judged by everything counted in any window that ends from now on (an upper bound
+/// of every window the credit can share). 0 when a limit is near.
 pub fn size(
     windows: &Windows,
     now_ms: u64,
