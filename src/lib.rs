@@ -27,5 +27,8 @@ pub mod sse;
 pub mod tokens;
 pub mod window;
 
+#[cfg(test)]
+mod lcg;
+
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -1,6 +1,7 @@
 //! Sliding windows, case by case: boundaries, effective limits, reconcile, scheduling, brute-force minimality (compiled only under #[cfg(test)]).
 
 use super::*;
+use crate::lcg::Lcg;
 
 const SPEC: WindowSpec = WindowSpec {
     second_ms: 1_000,
@@ -21,18 +22,6 @@ fn log(entries: &[(u64, u64)]) -> Windows {
         w.reserve(at, tokens);
     }
     w
-}
-
-/// Deterministic pseudo-random numbers for the brute-force tests.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
 }
 
 /// Naive check, every window end ms by ms: does (t, tokens) fit next to `w`?

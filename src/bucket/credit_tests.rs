@@ -2,22 +2,12 @@
 
 use super::*;
 use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome};
+use crate::lcg::Lcg;
 
 const SPEC: WindowSpec = WindowSpec {
     second_ms: 100,
     minute_ms: 6_000,
 };
-
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
 
 /// Every window of `window_ms` ending at any ms holds at most `limit` of the sends' weights.
 fn assert_within(sends: &[(u64, u64)], window_ms: u64, limit: Option<u64>, what: &str) {
