@@ -286,6 +286,22 @@ pub struct BucketState {
 }
 
 impl BucketState {
+    /// The state stored as `json`; an earlier form's windows (a list of requests) are read as
+    /// they were, so a deploy keeps every bucket's windows, parks and counters. Empty when
+    /// nothing readable is stored.
+    pub fn from_stored(json: &str) -> BucketState {
+        if let Ok(state) = serde_json::from_str(json) {
+            return state;
+        }
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) else {
+            return BucketState::default();
+        };
+        if let Some(windows) = value.get_mut("windows") {
+            *windows = Windows::from_log(windows);
+        }
+        serde_json::from_value(value).unwrap_or_default()
+    }
+
     /// Remembers keys the upstream refused, so no request uses them again.
     pub fn refuse_keys(&mut self, keys: &[String]) {
         self.refused_keys.extend(keys.iter().cloned());

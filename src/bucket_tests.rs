@@ -742,3 +742,23 @@ fn headroom_is_the_tightest_share_of_room_left() {
     let none = Limits::default();
     assert_eq!(b.headroom(20, &pol(&none, SPEC)), 1.0, "no limits");
 }
+
+#[test]
+fn a_state_stored_before_windows_were_packed_is_read_whole() {
+    let old = r#"{"windows":[{"at_ms":1000,"tokens":50,"lease":3},{"at_ms":1500,"tokens":7,"tokens_only":true}],
+        "park":{"reason":"free quota exhausted","since_ms":900,"until_ms":null},
+        "counters":{"admitted":4,"ok":2},"next_lease":4}"#;
+    let state = BucketState::from_stored(old);
+    let limits = lim(Some(60), None, None, None);
+    let view = state.snapshot(2_000, &pol(&limits, SPEC));
+    assert_eq!(view.used_minute, usage(1, 57), "the windows kept");
+    assert_eq!(view.counters.admitted, 4, "the counters kept");
+    assert!(view.parked.is_some(), "the park kept: {view:?}");
+    assert_eq!(BucketState::from_stored("not json"), BucketState::default());
+    let packed = serde_json::to_string(&state).unwrap_or_default();
+    assert_eq!(
+        BucketState::from_stored(&packed),
+        state,
+        "and the new form round-trips"
+    );
+}

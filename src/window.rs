@@ -150,6 +150,23 @@ impl From<Windows> for Packed {
     }
 }
 
+impl Windows {
+    /// The stored form of windows written as a list of requests (`{"at_ms", "tokens",
+    /// "tokens_only"}`, before they were packed): the same requests, packed.
+    pub fn from_log(log: &serde_json::Value) -> serde_json::Value {
+        let mut windows = Windows::default();
+        for e in log.as_array().into_iter().flatten() {
+            let field = |k: &str| e.get(k).and_then(serde_json::Value::as_u64);
+            if let (Some(at), Some(tokens)) = (field("at_ms"), field("tokens")) {
+                let only_tokens = e.get("tokens_only").and_then(serde_json::Value::as_bool);
+                let requests = u64::from(only_tokens != Some(true));
+                windows.insert(Entry::one(at, tokens, requests));
+            }
+        }
+        serde_json::to_value(windows).unwrap_or_default()
+    }
+}
+
 impl From<Packed> for Windows {
     fn from(p: Packed) -> Windows {
         let entries =

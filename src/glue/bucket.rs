@@ -192,7 +192,7 @@ impl BucketDo {
             .exec("SELECT state FROM bucket WHERE id = 1", None)?
             .to_array()?;
         let stored = rows.into_iter().next().map(|r| r.state).unwrap_or_default();
-        let state = serde_json::from_str(&stored).unwrap_or_default();
+        let state = BucketState::from_stored(&stored);
         *self.stored.borrow_mut() = stored;
         Ok(state)
     }
