@@ -25,10 +25,21 @@ def find_workerd() -> Path | None:
     return None
 
 
-def sim_gateway(sim_url: str, limits: dict | None = None, slow_start: bool | None = None) -> dict:
-    """A GATEWAY config with one upstream (the simulator, DashScope compatible mode), one account
-    (key SIM_KEY_A1 = sk-a1) and one model, qwen-turbo, with these limits (none by default)."""
-    upstream: dict = {"base_url": f"{sim_url}/compatible-mode/v1", "profile": "dashscope"}
+# The simulator's dialects: its path prefix and the gateway profile that speaks it.
+SIM_DIALECTS = {
+    "dashscope": ("/compatible-mode/v1", "dashscope"),
+    "openai-compatible": ("/v1", "openai-compatible"),
+}
+
+
+def sim_gateway(sim_url: str, limits: dict | None = None, slow_start: bool | None = None,
+                dialect: str = "dashscope") -> dict:
+    """A GATEWAY config with one upstream (the simulator, DashScope compatible mode by default, or
+    dialect="openai-compatible": its /v1, profile openai-compatible), one account (key SIM_KEY_A1 =
+    sk-a1) and one model, qwen-turbo, with these limits (none by default).
+    The gateway never grants admission credits to a dashscope upstream's buckets."""
+    prefix, profile = SIM_DIALECTS[dialect]
+    upstream: dict = {"base_url": f"{sim_url}{prefix}", "profile": profile}
     if slow_start is not None:
         upstream["slow_start"] = slow_start
     return {

@@ -4,14 +4,16 @@ Worker (the floor) and the upstream called directly, and whether that cost grows
 
 Started by bench/overhead/run.sh, which installs `hey` if missing, builds the simulator and the
 gateway bundle (`wrangler deploy --dry-run --outdir`) and passes --bundle. This script starts the
-simulator (no latency) and one bare `workerd serve` holding the gateway and the floor
-(bench/common/workerd.py, on 127.0.0.1 ephemeral ports), then measures with `hey` (raw
-latencies from its CSV; bench/overhead/hey.py):
+simulator (no latency, its OpenAI-compatible /v1 dialect) and one bare `workerd serve` holding the
+gateway and the floor (bench/common/workerd.py, on 127.0.0.1 ephemeral ports), plus a second one
+whose gateway has admission credits off (`admission_credits: 0`: every request asks the bucket's
+Durable Object), then measures with `hey` (raw latencies from its CSV; bench/overhead/hey.py):
 
 1. cold starts: new workerd processes, launch to the first 200 answer (gateway, and floor);
 2. rounds "before", target order alternating: c=1 (p50/p99) and c=16 (req/s) for the
-   simulator direct, the floor and the gateway;
-3. a push of 50,000 gateway requests at c=16 into the same bucket;
+   simulator direct, the floor, the gateway (credits on, the default) and the gateway with
+   credits off;
+3. a push of 50,000 gateway requests (credits on) at c=16 into the same bucket;
 4. the same rounds again, "after";
 5. one more round once the bucket's minute window has emptied ("drained": idle about a minute).
 
@@ -39,7 +41,10 @@ from bench.overhead import hey
 from bench.overhead.report import TARGETS, report
 
 HERE = Path(__file__).resolve().parent
-SIM_PATH = "/compatible-mode/v1/chat/completions"
+# The simulator's OpenAI-compatible dialect, the gateway's upstream here (bench/common/workerd.py
+# sim_gateway): a dashscope upstream's buckets never grant admission credits.
+SIM_DIALECT = "openai-compatible"
+SIM_PATH = "/v1/chat/completions"
 GATEWAY_PATH = "/v1/chat/completions"
 BODY = {"model": "qwen-turbo", "messages": [{"role": "user", "content": "Hello"}]}
 # Far above any load this machine can make, so the gateway never waits for its bucket.
@@ -60,10 +65,14 @@ def sim_config() -> dict:
     }
 
 
-def gateway_config(sim_url: str) -> dict:
-    # Slow start off: with it, a quiet bucket ramps its send rate up over seconds.
-    # Credits (admission without asking the bucket) do not exist yet: every request asks it.
-    return sim_gateway(sim_url, LIMITS, slow_start=False)
+def gateway_config(sim_url: str, credits: int | None = None) -> dict:
+    """Slow start off (with it a quiet bucket ramps its send rate up over seconds, and grants no
+    credits). Admission credits: the gateway's default (on, 8) unless CREDITS is given (0: off,
+    every request asks the bucket)."""
+    config = sim_gateway(sim_url, LIMITS, slow_start=False, dialect=SIM_DIALECT)
+    if credits is not None:
+        config["admission_credits"] = credits
+    return config
 
 
 # ---------------------------------------------------------------- cold start
@@ -119,7 +128,8 @@ def cold_start(workerd: Path, work: Path, bundle: Path, sim_url: str, i: int, ta
 # ---------------------------------------------------------------- rounds
 
 def bucket_view(port: int) -> dict:
-    """The bucket's admin view: requests in its minute window and admitted so far."""
+    """The bucket's admin view: requests in its minute window, admitted so far and of those the
+    ones handed out in admission credits (spent without asking the bucket, or given back)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", "/admin/buckets/acct-a/qwen-turbo",
@@ -127,7 +137,8 @@ def bucket_view(port: int) -> dict:
         r = conn.getresponse()
         data = json.loads(r.read())
         state = data["state"]
-        return {"minute": state["used_minute"]["requests"], "admitted": state["counters"]["admitted"]}
+        return {"minute": state["used_minute"]["requests"], "admitted": state["counters"]["admitted"],
+                "credited": state["counters"]["credited"]}
     except (OSError, ValueError, KeyError) as e:
         return {"error": f"{type(e).__name__}: {e}"}
     finally:
@@ -140,13 +151,16 @@ def summarize(r: hey.Run) -> dict:
             "seconds": r.seconds, "p50_first": r.slice(0, 0.1).p(50), "p50_last": r.slice(0.9, 1.0001).p(50)}
 
 
-def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: int) -> list[dict]:
+def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: int,
+           admin_port_off: int) -> list[dict]:
     out = []
+    n = len(TARGETS)
     for i in range(count):
-        order = list(TARGETS[i % 3:] + TARGETS[:i % 3])
+        order = list(TARGETS[i % n:] + TARGETS[:i % n])
         if i % 2:
             order.reverse()
-        res: dict = {"order": order, "bucket": bucket_view(admin_port), "load": notes.load()}
+        res: dict = {"order": order, "bucket": bucket_view(admin_port),
+                     "bucket_off": bucket_view(admin_port_off), "load": notes.load()}
         for cell, conc in (("c1", 1), ("c16", 16)):
             res[cell] = {}
             for t in order:
@@ -156,7 +170,7 @@ def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: 
                 else:
                     r = hey.run(url, key, body, conc, seconds=args.seconds_c16)
                 s = res[cell][t] = summarize(r)
-                log(f"{phase} round {i + 1}/{count} {cell:3} {t:7}: n={s['n']} err={s['errors']} "
+                log(f"{phase} round {i + 1}/{count} {cell:3} {t:11}: n={s['n']} err={s['errors']} "
                     f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s")
         out.append(res)
     return out
@@ -249,19 +263,33 @@ def main() -> int:
         capnp = write_config(work, bundle, sim_url, gateway_config(sim_url))
         wd, ports = start_workerd(workerd, work, capnp)
         log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, floor 127.0.0.1:{ports['passthrough']}")
+        # The same gateway with admission credits off, in its own workerd (its own bucket Durable
+        # Object; its floor socket stays idle), measured in the same rounds.
+        capnp_off = write_config(work, bundle, sim_url, gateway_config(sim_url, credits=0),
+                                 name="config-credits-off.capnp", do_dir=work / "do-credits-off")
+        wd_off, ports_off = start_workerd(workerd, work, capnp_off, tag="workerd-credits-off")
+        log(f"workerd pid {wd_off.pid}: gateway with credits off 127.0.0.1:{ports_off['gateway']}")
         targets = {
             "direct": (f"{sim_url}{SIM_PATH}", "sk-a1"),
             "js": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}", "sk-a1"),
             "gateway": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-key"),
+            "gateway_off": (f"http://127.0.0.1:{ports_off['gateway']}{GATEWAY_PATH}", "bench-key"),
         }
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)
             if w.errors:
+                log_tail = (wd_off if t == "gateway_off" else wd).log_tail(2000)
                 raise BenchError(f"warm-up against {t}: {w.errors} errors of {args.warmup} "
-                                 f"(statuses {sorted(set(w.status))}); workerd log: {wd.log_tail(2000)}")
-        log("warm-up done; every target answers 200")
+                                 f"(statuses {sorted(set(w.status))}); workerd log: {log_tail}")
+        warm = {"on": bucket_view(ports["gateway"]), "off": bucket_view(ports_off["gateway"])}
+        log(f"warm-up done; every target answers 200; buckets: credits on {warm['on']}, off {warm['off']}")
+        if not warm["on"].get("credited"):
+            log("WARNING: the credits-on gateway's bucket has handed out no credits in the warm-up")
+        if warm["off"].get("credited"):
+            log("WARNING: the credits-off gateway's bucket has handed out credits")
+        admin = (ports["gateway"], ports_off["gateway"])
 
-        before = rounds("before", args.rounds, targets, body, args, ports["gateway"])
+        before = rounds("before", args.rounds, targets, body, args, *admin)
         pushed = None
         if args.push:
             view = bucket_view(ports["gateway"])
@@ -272,18 +300,20 @@ def main() -> int:
             log(f"push done: {pushed['n']} answers, {pushed['errors']} errors in {pushed['seconds']:.0f} s "
                 f"({pushed['rps']:.0f} req/s; first tenth {pushed['first']['rps']:.0f}, "
                 f"last tenth {pushed['last']['rps']:.0f} req/s); bucket: {pushed['bucket_after']}")
-        after = rounds("after", args.rounds, targets, body, args, ports["gateway"]) if args.push else []
+        after = rounds("after", args.rounds, targets, body, args, *admin) if args.push else []
         drained = []
         if args.push and args.drained:
             # Does the cost follow the total traffic, or only the last minute's (the bucket's
             # minute window)? One more round once the window has emptied.
             waited = drain(ports["gateway"])
             log(f"minute window drained in {waited:.0f} s: {bucket_view(ports['gateway'])}")
-            drained = rounds("drained", 1, targets, body, args, ports["gateway"])
-        final = bucket_view(ports["gateway"])
+            drained = rounds("drained", 1, targets, body, args, *admin)
+        final = {"on": bucket_view(ports["gateway"]), "off": bucket_view(ports_off["gateway"])}
+        log(f"buckets at the end: credits on {final['on']}, off {final['off']}")
 
         meta |= {"load_end": notes.load(), "minutes": (time.monotonic() - started) / 60,
-                 "sizes": wasm_sizes(bundle), "cold": cold, "push": pushed, "final_bucket": final}
+                 "sizes": wasm_sizes(bundle), "cold": cold, "push": pushed, "warm_bucket": warm,
+                 "final_bucket": final}
         text = report(before, after, drained, meta)
         print(text)
         if not args.no_write:

@@ -7,11 +7,12 @@ import re
 
 from bench.common.stats import med
 
-TARGETS = ("direct", "js", "gateway")
+TARGETS = ("direct", "js", "gateway", "gateway_off")
 LABEL = {
     "direct": "simulator direct",
     "js": "JS pass-through (floor)",
-    "gateway": "gateway",
+    "gateway": "gateway (credits on)",
+    "gateway_off": "gateway, credits off",
 }
 # Issue 9's targets.
 P50_MAX, P99_MAX, RPS_MIN, GROWTH_MAX, GZIP_MAX_KB = 1.3, 1.5, 0.6, 0.10, 200
@@ -62,21 +63,26 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     add(f"Reproduce: `{meta['command']}` (from the repo root; about {meta['minutes'] + 1:.0f} min here, "
         "builds included).")
     add("")
-    add("- Upstream: the simulator (`sim/`, DashScope compatible mode, no limits, no latency), "
-        "answering a non-streamed chat completion (8 tokens).")
+    add("- Upstream: the simulator (`sim/`, its OpenAI-compatible dialect `/v1`, no limits, no latency), "
+        "answering a non-streamed chat completion (8 tokens). The gateway's upstream has `\"profile\": "
+        "\"openai-compatible\"`: a `dashscope` upstream's buckets never grant admission credits.")
     add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
         "(`bench/common/passthrough.js`, the floor) and the gateway, both in one bare `workerd serve` "
         "(not `wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk. "
         "The gateway has one account and one model (one bucket) limited to 10,000,000 rpm, no rps, "
-        "slow start off: it never waits.")
+        "slow start off: it never waits. Admission credits at the default (8): the bucket hands the "
+        "isolate up to 8 admissions ahead, spent with no round trip to its Durable Object.")
+    add("- \"gateway, credits off\": the same gateway with `\"admission_credits\": 0` (every request asks "
+        "the bucket's Durable Object), in a second `workerd serve` of the same template (its own bucket; "
+        "its floor idle), measured in the same rounds. It gets no push.")
     add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
         "with the key of each target.")
     add(f"- Load: `hey` (closed loop, keep-alive), on the same 2 cores as the servers. Per round and target: "
         f"c=1 for {a['requests_c1']:,} requests (p50/p99: nearest rank over the raw latencies of hey's CSV, "
         f"0.1 ms resolution, no coordinated-omission correction) and c=16 for {a['seconds_c16']:g} s (req/s: "
         "200 answers from the first send to the last answer).")
-    add(f"- Rounds: {len(before)} before and {len(after)} after a push of {a['push']:,} gateway requests at "
-        "c=16 into the same bucket, target order alternating; figures are medians over rounds, ratios "
+    add(f"- Rounds: {len(before)} before and {len(after)} after a push of {a['push']:,} gateway (credits on) "
+        "requests at c=16 into the same bucket, target order alternating; figures are medians over rounds, ratios "
         "the median of each round's ratio." + (" Then, after the bucket's minute window has emptied "
         "(idle), one more round (\"drained\")." if drained else ""))
     add("")
@@ -105,7 +111,7 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
                      vs_floor(before, "c16", "gateway", "rps"))
     kib = gzip_kib(meta["upload"])
     kb = kib * 1.024
-    add("**Targets** (issue 9), on the figures before the push; growth: the medians after the push against "
+    add("**Targets** (issue 9), on the gateway with credits on (the default), figures before the push; growth: the medians after the push against "
         "the first round (the bucket's window fills during the rounds before the push too):")
     add("")
     add("| target | measured | verdict |")
@@ -154,10 +160,23 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     add("")
     add("| figure | value |")
     add("|---|---|")
-    adm_b, adm_a = fig(before, "c16", "gateway", "rps"), (fig(after, "c16", "gateway", "rps") if after else float("nan"))
-    add(f"| admissions/s one bucket's Durable Object sustains when every request asks it (credits off: "
-        f"there are no credits yet, every request asks), = gateway req/s at c=16 | {adm_b:,.0f} before, "
-        + (f"{adm_a:,.0f} after the push" if after else "no push") + " |")
+    adm_b = fig(before, "c16", "gateway_off", "rps")
+    adm_a = fig(after, "c16", "gateway_off", "rps") if after else float("nan")
+    add(f"| admissions/s one bucket's Durable Object sustains when every request must ask it (credits off, "
+        f"`admission_credits: 0`), = that gateway's req/s at c=16 | {adm_b:,.0f} before, "
+        + (f"{adm_a:,.0f} after (rounds only, no push)" if after else "no push") + " |")
+    on50, off50 = fig(before, "c1", "gateway", "p50"), fig(before, "c1", "gateway_off", "p50")
+    on16, off16 = fig(before, "c16", "gateway", "rps"), adm_b
+    add(f"| credits on vs off, before the push: c=1 p50; c=16 req/s | {ms(on50)} vs {ms(off50)} ms "
+        f"({x(on50 / off50 if off50 else float('nan'))}); {on16:,.0f} vs {off16:,.0f} req/s "
+        f"({x(on16 / off16 if off16 else float('nan'))}) |")
+    wb, fb = meta.get("warm_bucket") or {}, meta.get("final_bucket") or {}
+    if fb.get("on") is not None:
+        def adm(v: dict) -> str:
+            return (f"{v.get('admitted', '?'):,} admitted, {v.get('credited', '?'):,} of them in credits"
+                    if "admitted" in v else f"? ({v.get('error', '')})")
+        add(f"| the buckets (admin view) at the end: credits on; credits off | {adm(fb['on'])}; {adm(fb['off'])} "
+            f"(after the warm-up: {adm(wb.get('on', {}))}; {adm(wb.get('off', {}))}) |")
     if pushed:
         add(f"| the push: {a['push']:,} gateway requests at c=16 | {pushed['seconds']:.0f} s, {pushed['rps']:,.0f} req/s, "
             f"p50 {ms(pushed['p50'])} ms, p99 {ms(pushed['p99'])} ms, {pushed['errors']} errors; first tenth "
@@ -179,7 +198,7 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     add("")
 
     # ---- per round
-    add("Per round (order; c=1 p50 ms / c=16 req/s, direct · floor · gateway; the gateway's c=1 p50 over "
+    add("Per round (order; c=1 p50 ms / c=16 req/s, direct · floor · gateway · gateway credits off; the gateway's c=1 p50 over "
         "the first and the last tenth of its requests; the bucket's minute window and the machine's 1-minute "
         "load average when the round began):")
     add("")
