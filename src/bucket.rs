@@ -299,7 +299,8 @@ impl BucketState {
         if let Some(windows) = value.get_mut("windows") {
             *windows = Windows::from_log(windows);
         }
-        serde_json::from_value(value).unwrap_or_default()
+        // Back through the one deserializer the state has (from_value would be a second).
+        serde_json::from_str(&value.to_string()).unwrap_or_default()
     }
 
     /// Remembers keys the upstream refused, so no request uses them again.

@@ -152,18 +152,27 @@ impl From<Windows> for Packed {
 
 impl Windows {
     /// The stored form of windows written as a list of requests (`{"at_ms", "tokens",
-    /// "tokens_only"}`, before they were packed): the same requests, packed.
+    /// "tokens_only"}`, before they were packed): the same requests, packed (built as a
+    /// `Value` by hand: a second serializer for the windows would cost bundle size).
     pub fn from_log(log: &serde_json::Value) -> serde_json::Value {
-        let mut windows = Windows::default();
-        for e in log.as_array().into_iter().flatten() {
-            let field = |k: &str| e.get(k).and_then(serde_json::Value::as_u64);
-            if let (Some(at), Some(tokens)) = (field("at_ms"), field("tokens")) {
+        let mut entries: Vec<(u64, serde_json::Value)> = log
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let field = |k: &str| e.get(k).and_then(serde_json::Value::as_u64);
+                let (at, tokens) = (field("at_ms")?, field("tokens")?);
                 let only_tokens = e.get("tokens_only").and_then(serde_json::Value::as_bool);
-                let requests = u64::from(only_tokens != Some(true));
-                windows.insert(Entry::one(at, tokens, requests));
-            }
-        }
-        serde_json::to_value(windows).unwrap_or_default()
+                let packed = match only_tokens {
+                    Some(true) => serde_json::json!([at, tokens, 0, 0]),
+                    _ => serde_json::json!([at, tokens]),
+                };
+                Some((at, packed))
+            })
+            .collect();
+        entries.sort_by_key(|(at, _)| *at);
+        let e: Vec<serde_json::Value> = entries.into_iter().map(|(_, v)| v).collect();
+        serde_json::json!({"base": 0, "e": e})
     }
 }
 
