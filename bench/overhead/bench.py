@@ -147,8 +147,20 @@ def bucket_view(port: int) -> dict:
 
 def summarize(r: hey.Run) -> dict:
     """The run's figures, with the p50 of its first and last tenths (does the cost drift within it?)."""
-    return {"n": len(r.lat_ms), "errors": r.errors, "p50": r.p(50), "p99": r.p(99), "rps": r.rps,
+    return {"n": len(r.lat_ms), "errors": r.errors, "statuses": status_counts(r),
+            "p50": r.p(50), "p99": r.p(99), "rps": r.rps,
             "seconds": r.seconds, "p50_first": r.slice(0, 0.1).p(50), "p50_last": r.slice(0.9, 1.0001).p(50)}
+
+
+def status_counts(r) -> str:
+    """Non-200 answers by status, and requests with no answer, e.g. "503: 2, none: 1"."""
+    counts: dict = {}
+    for s in r.status:
+        if s != 200:
+            counts[s] = counts.get(s, 0) + 1
+    if r.missing:
+        counts["none"] = r.missing
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
 def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: int,
@@ -171,7 +183,8 @@ def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: 
                     r = hey.run(url, key, body, conc, seconds=args.seconds_c16)
                 s = res[cell][t] = summarize(r)
                 log(f"{phase} round {i + 1}/{count} {cell:3} {t:11}: n={s['n']} err={s['errors']} "
-                    f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s")
+                    f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s"
+                    + (f" (non-200: {s['statuses']})" if s["statuses"] else ""))
         out.append(res)
     return out
 
