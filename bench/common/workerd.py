@@ -17,6 +17,16 @@ HERE = Path(__file__).resolve().parent
 SOCKETS = ("gateway", "passthrough")
 
 
+def add_run_args(ap) -> None:
+    """The arguments every bare-workerd benchmark's run.sh passes (and the binaries to use)."""
+    from bench.common.sim import SIM_BIN
+    ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
+    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
+    ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
+    ap.add_argument("--workerd", type=Path, default=None)
+    ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
+
+
 def find_workerd() -> Path | None:
     """The workerd binary npm installed (node_modules), or None."""
     for cand in ("node_modules/@cloudflare/workerd-linux-64/bin/workerd", "node_modules/workerd/bin/workerd"):

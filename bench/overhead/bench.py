@@ -35,8 +35,9 @@ from pathlib import Path
 
 from bench.common import ROOT, BenchError, notes
 from bench.common.procs import Stopped, stop_all, stop_on
-from bench.common.sim import SIM_BIN, start_sim
-from bench.common.workerd import find_workerd, launch_workerd, sim_gateway, start_workerd, write_config
+from bench.common.sim import start_sim
+from bench.common.workerd import (add_run_args, find_workerd, launch_workerd, sim_gateway, start_workerd,
+                                   write_config)
 from bench.overhead import hey
 from bench.overhead.report import TARGETS, report
 
@@ -224,11 +225,7 @@ def wasm_sizes(bundle: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
-    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
-    ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
-    ap.add_argument("--workerd", type=Path, default=None)
-    ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
+    add_run_args(ap)
     ap.add_argument("--rounds", type=int, default=3, help="before the push, and again after it")
     ap.add_argument("--requests-c1", type=int, default=1000, help="per target per round at c=1")
     ap.add_argument("--seconds-c16", type=float, default=5, help="per target per round at c=16")

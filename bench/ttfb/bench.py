@@ -33,9 +33,9 @@ import httpx
 
 from bench.common import ROOT, notes
 from bench.common.procs import Stopped, stop_all, stop_on
-from bench.common.sim import SIM_BIN, start_sim
+from bench.common.sim import start_sim
 from bench.common.stats import med, pct
-from bench.common.workerd import find_workerd, sim_gateway, start_workerd, write_config
+from bench.common.workerd import add_run_args, find_workerd, sim_gateway, start_workerd, write_config
 
 HERE = Path(__file__).resolve().parent
 CONTENT = re.compile(rb'"content":"[^"]')
@@ -272,11 +272,7 @@ def commit() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
-    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
-    ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
-    ap.add_argument("--workerd", type=Path, default=None)
-    ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
+    add_run_args(ap)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200, help="per target per round, streamed and JSON at c=1")
     ap.add_argument("--requests-c8", type=int, default=400, help="per target per round, streamed at c=8 (0: skip)")
