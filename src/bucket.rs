@@ -4,13 +4,15 @@
 //! record until settled, so a late settle (a long stream) still lands its real usage.
 
 use crate::pace::{self, Pace, SlowStart};
-use crate::window::{Limits, Used, WindowSpec, Windows};
+use crate::window::{caps, Limits, Used, WindowSpec, Windows};
 use credit::Credit;
+use lease::Lease;
 use park::{Gate, Park};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 pub mod credit;
+mod lease;
 mod outcome;
 mod park;
 
@@ -200,63 +202,6 @@ pub struct Snapshot {
     pub counters: Counters,
 }
 
-/// An admission not yet settled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Lease {
-    /// The first (or only) lease id of the record.
-    id: u64,
-    /// Leases in the record: 1, or a credit's admissions (ids `id..id + count`, at most 64).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    count: u64,
-    /// Which of them are settled (bit i: lease `id + i`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    settled: u64,
-    /// Its slot and the tokens each holds in the windows (the estimate until settled).
-    #[serde(default)]
-    at_ms: u64,
-    #[serde(default)]
-    tokens: u64,
-    /// The credit it was handed out in, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    credit: Option<u64>,
-    /// In flight until then; a committed stream has no end (None) until settled.
-    expires_ms: Option<u64>,
-    /// When the record is dropped if never settled.
-    #[serde(default)]
-    dropped_ms: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-fn is_one(n: &u64) -> bool {
-    *n == 1
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Lease {
-    fn live(&self, now_ms: u64) -> bool {
-        self.expires_ms.is_none_or(|e| e >= now_ms)
-    }
-
-    /// The bit of `lease` in `settled`, if the record holds it unsettled.
-    fn bit(&self, lease: u64) -> Option<u64> {
-        let i = lease.checked_sub(self.id).filter(|&i| i < self.count)?;
-        let bit = 1u64.checked_shl(u32::try_from(i).ok()?)?;
-        (self.settled & bit == 0).then_some(bit)
-    }
-
-    /// Leases of the record not settled yet.
-    fn open(&self) -> u64 {
-        self.count
-            .saturating_sub(u64::from(self.settled.count_ones()))
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Cooldown {
     until_ms: u64,
@@ -364,7 +309,7 @@ impl BucketState {
             ),
             _ => 0,
         };
-        let lease = self.lease(start, req, None);
+        let lease = self.record(start, req.est_tokens, req.lease_ttl_ms, 1, false);
         if let (true, Some(p)) = (probe, self.park.as_mut()) {
             p.probe = Some(lease);
         }
@@ -384,18 +329,19 @@ impl BucketState {
         }
     }
 
-    /// Records a new lease on a slot at `at_ms` (or spent from `credit`).
-    fn lease(&mut self, at_ms: u64, req: &AcquireRequest, credit: Option<u64>) -> u64 {
+    /// Records `count` new leases (ids from the one returned) on a slot at `at_ms`, each holding
+    /// `tokens`, in flight for `ttl_ms`; a credit's when `credit`.
+    fn record(&mut self, at_ms: u64, tokens: u64, ttl_ms: u64, count: u64, credit: bool) -> u64 {
         let id = self.next_lease;
-        self.next_lease = self.next_lease.saturating_add(1);
-        let expires_ms = at_ms.saturating_add(req.lease_ttl_ms);
+        self.next_lease = self.next_lease.saturating_add(count);
+        let expires_ms = at_ms.saturating_add(ttl_ms);
         self.leases.push(Lease {
             id,
-            count: 1,
+            count,
             settled: 0,
             at_ms,
-            tokens: req.est_tokens,
-            credit,
+            tokens,
+            credit: credit.then_some(id),
             expires_ms: Some(expires_ms),
             dropped_ms: expires_ms,
         });
@@ -412,21 +358,11 @@ impl BucketState {
         count: u64,
         late_ms: u64,
     ) -> Credit {
-        let until_ms = now_ms.saturating_add(credit::life_ms(policy.spec));
-        let first_lease = self.next_lease;
-        self.next_lease = self.next_lease.saturating_add(count);
+        let life_ms = credit::life_ms(policy.spec);
+        let until_ms = now_ms.saturating_add(life_ms);
         // One record for the credit's admissions: settled one by one, dropped when all are.
-        let expires_ms = until_ms.saturating_add(req.lease_ttl_ms);
-        self.leases.push(Lease {
-            id: first_lease,
-            count,
-            settled: 0,
-            at_ms: now_ms,
-            tokens: req.est_tokens,
-            credit: Some(first_lease),
-            expires_ms: Some(expires_ms),
-            dropped_ms: expires_ms,
-        });
+        let ttl_ms = life_ms.saturating_add(req.lease_ttl_ms);
+        let first_lease = self.record(now_ms, req.est_tokens, ttl_ms, count, true);
         let tokens = req.est_tokens.saturating_mul(count);
         self.windows
             .reserve_credit(first_lease, (now_ms, until_ms), count, tokens);
@@ -444,8 +380,9 @@ impl BucketState {
 
     /// Gives back admissions never spent (of an expired or dropped credit).
     pub fn give_back(&mut self, now_ms: u64, policy: &Policy, leases: &[u64]) {
+        self.tidy(now_ms, policy.spec, policy.slow_start);
         for &lease in leases {
-            self.settle(now_ms, policy, lease, &SettleOutcome::Released);
+            self.end(now_ms, policy, lease, &SettleOutcome::Released);
         }
     }
 
@@ -461,6 +398,11 @@ impl BucketState {
     /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         self.tidy(now_ms, policy.spec, policy.slow_start);
+        self.end(now_ms, policy, lease, outcome);
+    }
+
+    /// `settle` without the housekeeping (done once by the caller).
+    fn end(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         let Some((i, bit)) = self
             .leases
             .iter()
@@ -567,19 +509,14 @@ impl BucketState {
     /// The share of room left in its windows now, the tightest of its limits (1.0 with none;
     /// scheduled slots and outstanding credits count as used): what rotation spreads load by.
     pub fn headroom(&self, now_ms: u64, policy: &Policy) -> f64 {
-        let spec = self.pace.widened(policy.spec);
-        let l = policy.limits;
-        let caps = [
-            (spec.second_ms, l.rps, l.tps),
-            (spec.minute_ms, l.rpm, l.tpm),
-        ];
         let share = |used: u64, limit: Option<u64>| {
             limit.map_or(1.0, |k| 1.0 - used as f64 / k.max(1) as f64)
         };
-        caps.iter()
-            .map(|&(window_ms, requests, tokens)| {
-                let used = self.windows.counted_from(now_ms, window_ms);
-                share(used.requests, requests).min(share(used.tokens, tokens))
+        caps(policy.limits, self.pace.widened(policy.spec))
+            .iter()
+            .map(|cap| {
+                let used = self.windows.counted_from(now_ms, cap.window_ms);
+                share(used.requests, cap.requests).min(share(used.tokens, cap.tokens))
             })
             .fold(1.0, f64::min)
             .clamp(0.0, 1.0)

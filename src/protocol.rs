@@ -109,18 +109,22 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
         slow_start: call.slow_start,
         credit_max: call.credit_max,
     };
-    match &call.op {
+    apply_op(state, now_ms, &policy, &call.op)
+}
+
+fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> Reply {
+    match op {
         Op::Acquire(ask) => {
-            let admission = state.acquire(now_ms, &policy, ask);
+            let admission = state.acquire(now_ms, policy, ask);
             let bucket_free_at_ms = match admission {
                 Admission::Go { .. } => None,
-                Admission::Denied { .. } => state.free_at(now_ms, &policy),
+                Admission::Denied { .. } => state.free_at(now_ms, policy),
             };
             Reply::Admission {
                 admission,
                 bucket_free_at_ms,
                 refused_keys: state.refused_keys(),
-                headroom: Some(state.headroom(now_ms, &policy)),
+                headroom: Some(state.headroom(now_ms, policy)),
             }
         }
         Op::Commit { lease } => {
@@ -137,20 +141,16 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
             if let Some(lag) = lag_ms {
                 state.record_lag(*lag);
             }
-            state.settle(now_ms, &policy, *lease, outcome);
+            state.settle(now_ms, policy, *lease, outcome);
             Reply::Done
         }
         Op::Return { leases } => {
-            state.give_back(now_ms, &policy, leases);
+            state.give_back(now_ms, policy, leases);
             Reply::Done
         }
-        Op::Batch(calls) => {
-            for op in calls {
-                let one = Call {
-                    op: op.clone(),
-                    ..call.clone()
-                };
-                apply(state, now_ms, &one);
+        Op::Batch(ops) => {
+            for op in ops {
+                apply_op(state, now_ms, policy, op);
             }
             Reply::Done
         }
@@ -160,9 +160,9 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
         }
         Op::Clear => {
             state.clear(now_ms);
-            view(state, now_ms, &policy)
+            view(state, now_ms, policy)
         }
-        Op::Snapshot => view(state, now_ms, &policy),
+        Op::Snapshot => view(state, now_ms, policy),
     }
 }
 

@@ -200,15 +200,18 @@ impl From<Packed> for Windows {
 
 /// One window length with its caps (None = unlimited).
 #[derive(Debug, Clone, Copy)]
-struct Cap {
-    window_ms: u64,
-    requests: Option<u64>,
-    tokens: Option<u64>,
+pub(crate) struct Cap {
+    /// The window's length.
+    pub window_ms: u64,
+    /// Requests allowed in it.
+    pub requests: Option<u64>,
+    /// Tokens allowed in it.
+    pub tokens: Option<u64>,
 }
 
 /// Caps per window: second = (rps, tps), minute = (rpm, tpm). The effective minute limit
 /// min(RPM, RPS x 60) needs no cap of its own: the sliding second windows tile every minute.
-fn caps(limits: &Limits, spec: WindowSpec) -> [Cap; 2] {
+pub(crate) fn caps(limits: &Limits, spec: WindowSpec) -> [Cap; 2] {
     [
         Cap {
             window_ms: spec.second_ms.max(1),
@@ -442,10 +445,8 @@ impl Windows {
             .filter(|e| e.at_ms < now_ms && !e.merged())
             .count();
         let fine_too = singles > MAX_EXACT;
-        let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
-        for e in self.entries.drain(..) {
-            let open = e.credit.is_some_and(|id| open_credits.contains(&id));
-            let granule = if open {
+        let granule = |e: &Entry| {
+            if e.credit.is_some_and(|id| open_credits.contains(&id)) {
                 None
             } else if last_ms(e.at_ms, minute) < exact_before {
                 Some(minute)
@@ -453,8 +454,22 @@ impl Windows {
                 Some(fine)
             } else {
                 None
-            };
-            let Some(g) = granule else {
+            }
+        };
+        // Most calls find nothing new to merge (what is merged is its own granule already).
+        let merged_already = |e: &Entry, g: u64| {
+            e.credit.is_none() && e.from_ms == (e.at_ms / g).saturating_mul(g) && e.merged()
+        };
+        if !self
+            .entries
+            .iter()
+            .any(|e| granule(e).is_some_and(|g| !merged_already(e, g)))
+        {
+            return;
+        }
+        let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            let Some(g) = granule(&e) else {
                 out.push(e);
                 continue;
             };

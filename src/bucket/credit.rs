@@ -9,7 +9,7 @@
 //! so however many isolates ask, credits shrink to none as a limit nears and every admission is
 //! asked for one by one (the exact path).
 
-use crate::window::{Limits, WindowSpec, Windows};
+use crate::window::{caps, Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
 /// One credit may take at most this fraction of the room left (1/4).
@@ -79,24 +79,22 @@ pub fn size(
     tokens: u64,
     max: u64,
 ) -> u64 {
-    let caps = [
-        (spec.second_ms, limits.rps, limits.tps),
-        (spec.minute_ms, limits.rpm, limits.tpm),
-    ];
-    caps.iter().fold(
-        max.min(MAX_COUNT),
-        |n, &(window_ms, requests, token_limit)| {
-            let used = windows.counted_from(now_ms, window_ms);
-            let by_requests = requests.map_or(u64::MAX, |r| {
+    if max == 0 {
+        return 0;
+    }
+    caps(limits, spec)
+        .iter()
+        .fold(max.min(MAX_COUNT), |n, cap| {
+            let used = windows.counted_from(now_ms, cap.window_ms);
+            let by_requests = cap.requests.map_or(u64::MAX, |r| {
                 r.saturating_sub(used.requests.saturating_add(1)) / ROOM_SHARE
             });
-            let by_tokens = token_limit.map_or(u64::MAX, |k| {
+            let by_tokens = cap.tokens.map_or(u64::MAX, |k| {
                 let room = k.saturating_sub(used.tokens.saturating_add(tokens));
                 room / ROOM_SHARE.saturating_mul(tokens.max(1))
             });
             n.min(by_requests).min(by_tokens)
-        },
-    )
+        })
 }
 
 #[cfg(test)]

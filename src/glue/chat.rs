@@ -176,7 +176,8 @@ pub async fn complete(
                 let now = now_ms();
                 let spend = credits::spend(&bucket.name, now, est_tokens);
                 background.give_back(&bucket, spend.unspent);
-                let credit = spend.spent.is_none() && credits::claim(&bucket.name);
+                let credit =
+                    bucket.credit_max > 0 && spend.spent.is_none() && credits::claim(&bucket.name);
                 let op = Op::Acquire(AcquireRequest {
                     max_wait_ms,
                     credit,
