@@ -193,6 +193,54 @@ pub struct Price {
     pub tiers: Vec<PriceTier>,
 }
 
+/// One client of the gateway (an app): how it proves itself and what it may use.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    /// Hex SHA-256 of the client's key (`printf %s "$KEY" | sha256sum`).
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Or the name of a secret holding the key.
+    #[serde(default)]
+    pub key_secret: Option<String>,
+    /// Public model names it may call; absent: all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute, all its users together.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day.
+    #[serde(default)]
+    pub daily_tokens: Option<u64>,
+    /// Spend per UTC month in USD, priced with `prices` at the model that answered.
+    #[serde(default)]
+    pub monthly_usd: Option<f64>,
+    /// Browser origins allowed to call with its key or tokens (`https://app.example.com`;
+    /// `*`: any).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Signed user tokens its backend may mint.
+    #[serde(default)]
+    pub user_tokens: Option<UserTokens>,
+}
+
+/// How a client's user tokens are signed and checked.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTokens {
+    /// Name of the secret holding the HS256 signing key (never the key).
+    pub secret: String,
+    /// Longest lifetime accepted, seconds.
+    #[serde(default = "default_max_lifetime_s")]
+    pub max_lifetime_s: u64,
+    /// Clock difference tolerated, seconds.
+    #[serde(default = "default_skew_s")]
+    pub skew_s: u64,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,6 +289,10 @@ pub struct Config {
     /// round trip (0: every admission asks the bucket).
     #[serde(default = "default_admission_credits")]
     pub admission_credits: u64,
+    /// Client apps by id, each with its own key or tokens, limits and origins (besides the
+    /// unlimited keys of the `GATEWAY_KEYS` secret).
+    #[serde(default)]
+    pub clients: BTreeMap<String, Client>,
 }
 
 fn one() -> f64 {
@@ -272,6 +324,13 @@ fn default_max_messages() -> usize {
 }
 fn default_bucket_timeout_ms() -> u64 {
     3_000
+}
+
+fn default_max_lifetime_s() -> u64 {
+    3_600
+}
+fn default_skew_s() -> u64 {
+    60
 }
 
 fn default_admission_credits() -> u64 {

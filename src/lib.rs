@@ -13,6 +13,7 @@
     )
 )]
 
+pub mod access;
 pub mod bucket;
 pub mod classify;
 pub mod config;

@@ -174,7 +174,7 @@ fn view(state: &BucketState, now_ms: u64, policy: &Policy) -> Reply {
 }
 
 /// The state as it is stored, when it differs from what was stored last (None: no write).
-pub fn changed(state: &BucketState, stored: &str) -> Option<String> {
+pub fn changed<T: Serialize>(state: &T, stored: &str) -> Option<String> {
     serde_json::to_string(state)
         .ok()
         .filter(|json| json != stored)

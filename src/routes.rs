@@ -26,6 +26,18 @@ pub enum Route {
         /// Upstream model name.
         model: String,
     },
+    /// `GET /admin/clients/<id>[/users/<sub>]`: usage against limits and budgets;
+    /// `POST .../reset`: clear the period counters.
+    AdminClient {
+        /// Client id.
+        client: String,
+        /// A user (token `sub`) of the client.
+        user: Option<String>,
+        /// Reset first.
+        reset: bool,
+    },
+    /// `OPTIONS` on a `/v1/` endpoint: a browser's CORS preflight.
+    Preflight,
 }
 
 /// Resolves a request line to a route, or the error to answer with.
@@ -34,6 +46,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
+    let api = matches!(path, "/v1/chat/completions" | "/v1/models");
+    if method == "OPTIONS" && api {
+        return Ok(Route::Preflight);
+    }
     let (expected, route) = match path {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
         "/v1/models" => ("GET", Route::Models),
@@ -41,7 +57,11 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
             Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
             Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
-            None => return Err(ApiError::unknown_route(method, path)),
+            None => match path.strip_prefix("/admin/clients/").and_then(client_path) {
+                Some(route @ Route::AdminClient { reset: true, .. }) => ("POST", route),
+                Some(route) => ("GET", route),
+                None => return Err(ApiError::unknown_route(method, path)),
+            },
         },
     };
     if method == expected || (method == "HEAD" && expected == "GET") {
@@ -72,10 +92,42 @@ fn bucket_path(rest: &str) -> Option<(String, String, bool)> {
     (!empty).then_some((account, model, clear))
 }
 
+/// `<client>[/users/<sub>][/reset]`, percent-decoded.
+fn client_path(rest: &str) -> Option<Route> {
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|d| d.into_owned())
+            .filter(|d| !d.is_empty())
+    };
+    let (rest, reset) = match rest.strip_suffix("/reset") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let (client, user) = match rest.split_once("/users/") {
+        Some((c, u)) if !u.contains('/') => (c, Some(decode(u)?)),
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    if client.contains('/') {
+        return None;
+    }
+    Some(Route::AdminClient {
+        client: decode(client)?,
+        user,
+        reset,
+    })
+}
+
 /// The methods a route accepts, for the `Allow` header of a 405.
 pub fn allowed_methods(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
-    if path == "/v1/chat/completions" || path.ends_with("/clear") {
+    if path == "/v1/chat/completions" {
+        "POST, OPTIONS"
+    } else if path == "/v1/models" {
+        "GET, HEAD, OPTIONS"
+    } else if path.ends_with("/clear") || path.ends_with("/reset") {
         "POST"
     } else {
         "GET, HEAD"
@@ -158,6 +210,46 @@ mod tests {
                 "{method} {path}"
             );
         }
-        assert_eq!(allowed_methods("/v1/chat/completions"), "POST");
+        assert_eq!(allowed_methods("/v1/chat/completions"), "POST, OPTIONS");
+    }
+
+    #[test]
+    fn preflights_and_client_admin_paths() {
+        assert_eq!(
+            route("OPTIONS", "/v1/chat/completions"),
+            Ok(Route::Preflight)
+        );
+        assert_eq!(route("OPTIONS", "/v1/models/"), Ok(Route::Preflight));
+        assert_eq!(
+            route("OPTIONS", "/admin/clients/web").unwrap_err().status,
+            405
+        );
+        let client = |user: Option<&str>, reset| Route::AdminClient {
+            client: "web".into(),
+            user: user.map(str::to_string),
+            reset,
+        };
+        assert_eq!(route("GET", "/admin/clients/web"), Ok(client(None, false)));
+        assert_eq!(
+            route("POST", "/admin/clients/web/reset"),
+            Ok(client(None, true))
+        );
+        assert_eq!(
+            route("GET", "/admin/clients/web/users/user%2042"),
+            Ok(client(Some("user 42"), false))
+        );
+        assert_eq!(
+            route("POST", "/admin/clients/web/users/u1/reset"),
+            Ok(client(Some("u1"), true))
+        );
+        assert_eq!(
+            route("GET", "/admin/clients/web/reset").unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            route("GET", "/admin/clients/web/x").unwrap_err().status,
+            404
+        );
+        assert_eq!(route("GET", "/admin/clients/").unwrap_err().status, 404);
     }
 }

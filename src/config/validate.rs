@@ -148,8 +148,89 @@ impl Config {
                 return Err(format!("prices.{model}.tiers: needs at least one tier"));
             }
         }
+        for (id, client) in &self.clients {
+            check_id(id)?;
+            self.check_client(id, client)?;
+        }
         Ok(())
     }
+
+    fn check_client(&self, id: &str, client: &Client) -> Result<(), String> {
+        let at = |field: &str| format!("clients.{id}.{field}");
+        match (&client.key_sha256, &client.key_secret, &client.user_tokens) {
+            (Some(_), Some(_), _) => {
+                return Err(at("key_sha256: set key_sha256 or key_secret, not both"))
+            }
+            (None, None, None) => {
+                return Err(at(
+                    "key_sha256: a client needs a key (key_sha256 or key_secret) or user_tokens",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(hex) = &client.key_sha256 {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(at(
+                    "key_sha256: must be 64 hex digits (sha256sum of the key)",
+                ));
+            }
+        }
+        let secrets = client.key_secret.iter();
+        let secrets = secrets.chain(client.user_tokens.iter().map(|t| &t.secret));
+        if secrets.into_iter().any(|s| s.trim().is_empty()) {
+            return Err(at("user_tokens.secret: empty secret name"));
+        }
+        if let Some(m) = client
+            .models
+            .iter()
+            .flatten()
+            .find(|m| !self.models.contains_key(*m))
+        {
+            return Err(at(&format!("models: no public model named '{m}'")));
+        }
+        if [client.rpm, client.tpm, client.daily_tokens].contains(&Some(0)) {
+            return Err(at(
+                "rpm: a limit of 0 admits nothing; remove the client instead",
+            ));
+        }
+        if let Some(usd) = client.monthly_usd {
+            if !(0.0..1e12).contains(&usd) {
+                return Err(at("monthly_usd: must be a number >= 0"));
+            }
+        }
+        if let Some(o) = client.origins.iter().find(|o| !valid_origin(o)) {
+            return Err(at(&format!(
+                "origins: '{}' is not an origin (scheme://host[:port], no path) or '*'",
+                o.escape_debug()
+            )));
+        }
+        if let Some(t) = &client.user_tokens {
+            if t.max_lifetime_s == 0 || t.max_lifetime_s > 31 * 86_400 || t.skew_s > 3_600 {
+                return Err(at(
+                    "user_tokens: max_lifetime_s must be 1 s to 31 days, skew_s at most an hour",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` as browsers send it in `Origin` (no path, no trailing slash), or `*`.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 fn check_ms(field: &str, ms: Option<u64>) -> Result<(), String> {

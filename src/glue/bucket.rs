@@ -1,24 +1,21 @@
 //! The bucket Durable Object (one per (account, model) quota budget) and the calls to it.
 //!
 //! The object only loads, applies `protocol::apply` and stores: its state lives in memory and
-//! is written to SQLite when it changed. A failed write is logged and retried on the next
-//! call; the in-memory state stays authoritative, so no admission is ever forgotten.
+//! is written to SQLite when it changed (`objects::Row`); the in-memory state stays
+//! authoritative, so no admission is ever forgotten.
 
 use crate::bucket::BucketState;
 use crate::config::{Candidate, Config, Limits};
 use crate::glue::log;
+use crate::glue::objects::{self, Object, Row};
 use crate::openai::ApiError;
 use crate::pace::SlowStart;
 use crate::protocol::{self, Call, Op, Reply};
 use crate::window::WindowSpec;
-use futures_util::future::{select, Either};
-use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
-use std::time::Duration;
 use worker::{
-    durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Method, Request, RequestInit,
-    Response, Result, SqlStorage, State,
+    durable_object, wasm_bindgen, Date, DurableObject, Env, Request, Response, Result, State,
 };
 
 /// Where a bucket lives and what it enforces: an owned handle, so background work (settling
@@ -71,36 +68,13 @@ impl Bucket {
             credit_max: self.credit_max,
             op,
         };
-        let exchange = async {
-            let namespace = env.durable_object("BUCKET")?;
-            let id = namespace.id_from_name(&format!("bucket:{}", self.name))?;
-            let stub = match &self.location_hint {
-                Some(hint) => id.get_stub_with_location_hint(hint)?,
-                None => id.get_stub()?,
-            };
-            let body = serde_json::to_string(&call)
-                .map_err(|e| worker::Error::RustError(e.to_string()))?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_body(Some(body.into()));
-            let req = Request::new_with_init("https://bucket/", &init)?;
-            let mut resp = stub.fetch_with_request(req).await?;
-            if resp.status_code() != 200 {
-                return Err(worker::Error::RustError(format!(
-                    "status {}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<Reply>().await
+        let name = format!("bucket:{}", self.name);
+        let to = Object {
+            binding: "BUCKET",
+            name: &name,
+            location_hint: self.location_hint.as_deref(),
         };
-        let timer = Delay::from(Duration::from_millis(
-            timeout_ms.min(self.timeout_ms).max(1),
-        ));
-        futures_util::pin_mut!(exchange);
-        match select(exchange, timer).await {
-            Either::Left((Ok(reply), _)) => Ok(reply),
-            Either::Left((Err(e), _)) => Err(e.to_string()),
-            Either::Right(_) => Err("timed out".to_string()),
-        }
+        objects::call(env, to, &call, timeout_ms.min(self.timeout_ms)).await
     }
 
     /// Sends one call in the background, logging a failure (nothing waits for the answer).
@@ -132,24 +106,15 @@ fn op_name(op: &Op) -> &'static str {
 /// One quota budget (account x model).
 #[durable_object]
 pub struct BucketDo {
-    sql: SqlStorage,
+    row: Row,
     state: RefCell<Option<BucketState>>,
-    /// The JSON last written, to write only what changed.
-    stored: RefCell<String>,
 }
 
 impl DurableObject for BucketDo {
     fn new(state: State, _env: Env) -> Self {
-        let sql = state.storage().sql();
-        // A failure here surfaces on the first load, as an error rather than a panic.
-        let _ = sql.exec(
-            "CREATE TABLE IF NOT EXISTS bucket(id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
-            None,
-        );
         Self {
-            sql,
+            row: Row::open(&state, "bucket"),
             state: RefCell::new(None),
-            stored: RefCell::new(String::new()),
         }
     }
 
@@ -162,47 +127,12 @@ impl DurableObject for BucketDo {
         let cached = self.state.borrow_mut().take();
         let mut state = match cached {
             Some(state) => state,
-            None => self.load()?,
+            None => BucketState::from_stored(&self.row.load()?),
         };
         let reply = protocol::apply(&mut state, now, &call);
-        let changed = protocol::changed(&state, &self.stored.borrow());
+        self.row.save(&state, &call.bucket);
         *self.state.borrow_mut() = Some(state);
-        if let Some(json) = changed {
-            match self.save(&json) {
-                Ok(()) => *self.stored.borrow_mut() = json,
-                Err(e) => log::warn(
-                    "bucket_write_failed",
-                    "",
-                    json!({"bucket": call.bucket, "error": e.to_string()}),
-                ),
-            }
-        }
         Response::from_json(&reply)
-    }
-}
-
-impl BucketDo {
-    fn load(&self) -> Result<BucketState> {
-        #[derive(Deserialize)]
-        struct Row {
-            state: String,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT state FROM bucket WHERE id = 1", None)?
-            .to_array()?;
-        let stored = rows.into_iter().next().map(|r| r.state).unwrap_or_default();
-        let state = BucketState::from_stored(&stored);
-        *self.stored.borrow_mut() = stored;
-        Ok(state)
-    }
-
-    fn save(&self, json: &str) -> Result<()> {
-        self.sql.exec(
-            "INSERT INTO bucket(id, state) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-            vec![json.into()],
-        )?;
-        Ok(())
     }
 }
 

@@ -3,11 +3,13 @@
 //! I/O only: every decision is made by the pure modules (planner, classify, bucket, pricing);
 //! this loop asks buckets, sleeps, sends, and reports back.
 
+use crate::access::Identity;
 use crate::bucket::{self, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config};
 use crate::glue::bucket::Bucket;
 use crate::glue::hold::{self, Background, Client, Held};
+use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
@@ -74,6 +76,7 @@ pub async fn complete(
     env: &Env,
     ctx: &Context,
     config: &Config,
+    identity: &Identity<'_>,
     request_id: &str,
 ) -> Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
@@ -89,6 +92,9 @@ pub async fn complete(
         .models
         .get(&chat.model)
         .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
+    if !identity.may_call(&chat.model) {
+        return Err(plain(identity.model_refused(&chat.model)));
+    }
     let allow_fallback = !matches!(
         req.headers()
             .get(NO_FALLBACK_HEADER)
@@ -142,6 +148,15 @@ pub async fn complete(
         lease_ttl_ms: deadline_ms.saturating_add(config.scale_ms(LEASE_GRACE_MS)),
         credit: false,
     };
+    // The client's (and user's) limits are asked while the request finds a bucket.
+    let mut metering = Metering::start(
+        ctx,
+        env,
+        MeterRef::of(identity, config),
+        est_tokens,
+        ask.lease_ttl_ms,
+        request_id,
+    );
     // Keys (secret names) refused so far, per account: what the buckets said, and what we saw.
     let mut refused: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let client = Client::of(&req);
@@ -264,6 +279,12 @@ pub async fn complete(
                 at_ms,
             } => {
                 let c = candidate.c;
+                if let Err(e) = metering.admitted().await {
+                    if let Some(hold) = held.take() {
+                        background.settle(hold, SettleOutcome::Released, &[]);
+                    }
+                    return Err(plain(e));
+                }
                 let wait = at_ms.saturating_sub(now_ms());
                 if wait > 0 && left_during(&client, wait).await {
                     return Err(plain(background.client_left(&held)));
@@ -291,6 +312,7 @@ pub async fn complete(
                         let Some(controller) = held.sending() else {
                             return Err(plain(respond::internal_error()));
                         };
+                        metering.mark_sent();
                         let (opened, lag) = job.attempt(&c, key, controller, at_ms).await;
                         if let Some(lag) = lag {
                             held.lag(lag);
@@ -307,6 +329,7 @@ pub async fn complete(
                                 let bill = Bill {
                                     price: config.prices.get(c.model).cloned(),
                                     prompt_estimate: prompt_tokens,
+                                    metered: metering.take(),
                                 };
                                 return serve(&background, hold, bill, answer, headers)
                                     .map_err(plain);

@@ -7,12 +7,15 @@ mod chat;
 mod credits;
 mod hold;
 mod log;
+mod meter;
+mod objects;
 mod respond;
 mod serve;
 mod settles;
 mod stream;
 mod upstream;
 
+use crate::access::{self, cors, Identity};
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
@@ -20,7 +23,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
-use worker::{event, Context, Env, Headers, Request, Response, Result};
+use worker::{event, Context, Date, Env, Headers, Request, Response, Result};
 
 /// A panic aborts the instance: say where first, as a log line (never a value: the message
 /// names the place, not the data).
@@ -39,7 +42,12 @@ fn start() {
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = respond::new_request_id();
     let path = req.path();
-    let resp = match handle(req, &env, &ctx, &request_id).await {
+    let origin = req.headers().get("origin").ok().flatten();
+    let mut cors = Cors {
+        origin: origin.as_deref(),
+        allowed: false,
+    };
+    let resp = match handle(req, &env, &ctx, &request_id, &mut cors).await {
         Ok(resp) => resp,
         Err((e, headers)) => {
             let mut resp = respond::error(&e, &path)?;
@@ -49,7 +57,20 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             resp
         }
     };
-    respond::with_request_id(resp, &request_id)
+    let mut resp = respond::with_request_id(resp, &request_id)?;
+    if let (Some(origin), true) = (cors.origin, cors.allowed) {
+        for (name, value) in cors::response_headers(origin) {
+            resp.headers_mut().set(name, &value)?;
+        }
+    }
+    Ok(resp)
+}
+
+/// The request's `Origin` and whether its answer may be read there: by the caller's client
+/// once known, before that by any client (so a browser app can read why it was refused).
+struct Cors<'a> {
+    origin: Option<&'a str>,
+    allowed: bool,
 }
 
 async fn handle(
@@ -57,22 +78,44 @@ async fn handle(
     env: &Env,
     ctx: &Context,
     request_id: &str,
+    cors: &mut Cors<'_>,
 ) -> std::result::Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
     let method = req.method().to_string();
     let path = req.path();
     match routes::route(&method, &path).map_err(plain)? {
         Route::Health => respond::json(200, r#"{"status":"ok"}"#.to_string()).map_err(plain),
-        Route::Models => {
-            respond::authorize_client(&req, env).map_err(plain)?;
+        Route::Preflight => {
             let config = load_config(env).map_err(plain)?;
+            let origin = cors.origin.filter(|o| cors::any_client_allows(&config, o));
+            let Some(origin) = origin else {
+                return Err(plain(origin_refused(cors.origin)));
+            };
+            let requested = req
+                .headers()
+                .get("access-control-request-headers")
+                .ok()
+                .flatten();
+            let headers = Headers::new();
+            for (name, value) in cors::preflight_headers(origin, requested.as_deref()) {
+                respond::set_header(&headers, name, &value);
+            }
+            Ok(Response::empty()
+                .map_err(|e| plain(respond::internal(e)))?
+                .with_status(204)
+                .with_headers(headers))
+        }
+        Route::Models => {
+            let config = load_config(env).map_err(plain)?;
+            let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
             let names = config.models.keys().map(String::as_str);
+            let names = names.filter(|m| identity.may_call(m));
             respond::json(200, openai::model_list(names)).map_err(plain)
         }
         Route::ChatCompletions => {
-            respond::authorize_client(&req, env).map_err(plain)?;
             let config = load_config(env).map_err(plain)?;
-            chat::complete(req, env, ctx, &config, request_id).await
+            let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
+            chat::complete(req, env, ctx, &config, &identity, request_id).await
         }
         Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
             respond::authorize_admin(&req, env).map_err(plain)?;
@@ -82,7 +125,61 @@ async fn handle(
                 .await
                 .map_err(plain)
         }
+        Route::AdminClient {
+            client,
+            user,
+            reset,
+        } => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            meter::admin(env, &config, &client, user.as_deref(), reset)
+                .await
+                .map_err(plain)
+        }
     }
+}
+
+/// Who is calling: a browser request from an origin its client does not allow is refused
+/// before anything is spent.
+fn authenticate<'a>(
+    req: &Request,
+    env: &Env,
+    config: &'a Config,
+    cors: &mut Cors<'_>,
+) -> std::result::Result<Identity<'a>, ApiError> {
+    cors.allowed = cors
+        .origin
+        .is_some_and(|o| cors::any_client_allows(config, o));
+    let secret = |name: &str| env.secret(name).ok().map(|s| s.to_string());
+    let bearer = respond::bearer(req);
+    let now_s = Date::now().as_millis() / 1_000;
+    let identity = access::authenticate(config, bearer.as_deref(), &secret, now_s)?;
+    // Refused, the answer stays readable where some client allows the origin, so the page
+    // can say why.
+    if let Some(origin) = cors.origin {
+        if !cors::allows(identity.origins(), origin) {
+            return Err(origin_refused(Some(origin)));
+        }
+    }
+    Ok(identity)
+}
+
+/// 403 for a browser origin no client (or not the caller's client) allows.
+fn origin_refused(origin: Option<&str>) -> ApiError {
+    let origin: String = origin
+        .unwrap_or("(none)")
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(200)
+        .collect();
+    let mut e = ApiError::new(
+        403,
+        "permission_error",
+        Some("origin_not_allowed"),
+        format!("The origin {origin} may not call this gateway with this credential (see the client's `origins`)."),
+    );
+    e.should_retry = Some(false);
+    e
 }
 
 thread_local! {

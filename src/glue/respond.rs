@@ -1,4 +1,4 @@
-//! Building client responses: OpenAI-shaped errors, JSON answers, request ids, client and admin auth.
+//! Building client responses: OpenAI-shaped errors, JSON answers, request ids, admin auth.
 
 use crate::openai::ApiError;
 use crate::routes;
@@ -102,31 +102,6 @@ pub fn internal_error() -> ApiError {
     )
 }
 
-/// Checks the client's gateway key against the `GATEWAY_KEYS` secret (comma-separated).
-pub fn authorize_client(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
-    let configured = env.secret("GATEWAY_KEYS").map(|s| s.to_string()).ok();
-    let Some(configured) = configured.filter(|k| !k.trim().is_empty()) else {
-        return Err(ApiError::unauthorized(
-            "This gateway has no client keys configured (set the GATEWAY_KEYS secret).",
-        ));
-    };
-    let offered = bearer(req).unwrap_or_default();
-    let known = configured
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .fold(false, |hit, k| {
-            hit | constant_time_eq(k.as_bytes(), offered.as_bytes())
-        });
-    if known {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized(
-            "Incorrect or missing gateway API key: send it as `Authorization: Bearer <key>`.",
-        ))
-    }
-}
-
 /// Checks the admin token against the `ADMIN_TOKEN` secret; no secret means no admin API.
 pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
     let token = env
@@ -143,7 +118,8 @@ pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiE
     }
 }
 
-fn bearer(req: &Request) -> Option<String> {
+/// The credential of `Authorization: Bearer <credential>`.
+pub fn bearer(req: &Request) -> Option<String> {
     let value = req.headers().get("authorization").ok().flatten()?;
     let token = value
         .strip_prefix("Bearer ")

@@ -1,16 +1,18 @@
 //! A served answer on its way to the client: the `x-gateway-*` headers, the cost, and the
 //! settle of its lease with the real usage off the hot path.
 
+use crate::access::meter::Spent;
 use crate::bucket::SettleOutcome;
 use crate::config::{Candidate, Price};
 use crate::glue::hold::{Background, Hold};
+use crate::glue::meter::Metered;
 use crate::glue::stream::Started;
 use crate::glue::{respond, settles};
 use crate::openai::{ApiError, Usage};
 use crate::planner::{Choice, Planner};
 use crate::pricing;
 use crate::protocol::Op;
-use worker::{Headers, Response};
+use worker::{Env, Headers, Response};
 
 /// A successful answer, ready to go to the client.
 pub enum Answer {
@@ -20,17 +22,31 @@ pub enum Answer {
     Stream(Started),
 }
 
-/// How to price the served request.
+/// How to price the served request, and whose meters to charge.
 pub struct Bill {
     /// The served model's prices, if any.
     pub price: Option<Price>,
     /// The input estimate, for an upstream that reports no input tokens.
     pub prompt_estimate: u64,
+    /// The client's (and user's) meter leases.
+    pub metered: Metered,
 }
 
 impl Bill {
     fn cost_usd(&self, usage: Usage) -> f64 {
         pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
+    }
+
+    /// Charges the meters with the usage and its cost.
+    async fn charge(self, env: &Env, usage: Usage, cost_usd: f64, request_id: &str) {
+        let spent = Spent {
+            tokens: usage
+                .completion_tokens
+                .map(|c| c.saturating_add(usage.prompt_tokens.unwrap_or(self.prompt_estimate))),
+            micro_usd: pricing::micro_usd(cost_usd),
+            sent: true,
+        };
+        self.metered.settle(env, spent, request_id).await;
     }
 }
 
@@ -56,6 +72,9 @@ pub fn serve(
             }
             let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
             background.settle(hold, served, &[]);
+            background
+                .ctx
+                .wait_until(async move { bill.charge(&env, usage, cost, &request_id).await });
             respond::bytes(status, body, headers)
         }
         Answer::Stream(Started { body, end }) => {
@@ -65,9 +84,11 @@ pub fn serve(
             background.ctx.wait_until(async move {
                 settles::send(&env, &hold.bucket, commit, &request_id).await;
                 let usage = end.await.unwrap_or_default();
-                let served = SettleOutcome::served(usage, pricing::micro_usd(bill.cost_usd(usage)));
+                let cost = bill.cost_usd(usage);
+                let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
                 let (bucket, op) = hold.settle(served);
                 settles::send(&env, &bucket, op, &request_id).await;
+                bill.charge(&env, usage, cost, &request_id).await;
             });
             respond::stream(body, headers)
         }

@@ -11,6 +11,7 @@
 //   caller, as Cloudflare's edge does in production. Answers {"left": true} or {"left": false,
 //   "status"}.
 import Gateway, { BucketDo as RealBucketDo } from "__BUILD__/index.js";
+export { MeterDo } from "__BUILD__/index.js";
 
 const FAULT_PATH = "/__test/bucket-fault/";
 const LEAVING_PATH = "/__test/client-leaves/";

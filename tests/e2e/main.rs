@@ -12,10 +12,12 @@
 )]
 
 mod basic;
+mod clients;
 mod gateway;
 mod hardening;
 mod pacing;
 mod quota;
+mod recorder;
 mod streams;
 mod support;
 
@@ -35,6 +37,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     compressed.extend(quota::scenarios());
     compressed.extend(streams::scenarios());
     compressed.extend(hardening::scenarios());
+    compressed.extend(clients::scenarios());
     vec![
         (&support::COMPRESSED, compressed),
         (&pacing::REAL_TIME, pacing::scenarios()),

@@ -1,6 +1,7 @@
 //! Shared context of the end-to-end scenarios: simulator, gateway, HTTP client and helpers.
 
 use crate::gateway::{Gateway, GatewaySpec};
+use crate::recorder::Recorder;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,7 +13,7 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 9] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 10] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
@@ -22,13 +23,23 @@ pub const UPSTREAM_KEYS: [(&str, &str); 9] = [
     ("SIM_KEY_REVOKED2", "sk-revoked-2222222222"),
     ("SIM_KEY_REVOKED3", "sk-revoked-3333333333"),
     ("SIM_KEY_ROOM", "sk-room-4242"),
+    ("SIM_KEY_WIDE", "sk-wide-5555"),
 ];
+/// Client `app-a`'s key (the config holds its SHA-256), its user tokens' signing secret, and
+/// client `app-b`'s key (held as a secret).
+pub const APP_A_KEY: &str = "gk-app-a-0123456789abcdef";
+/// Signs `app-a`'s user tokens.
+pub const APP_A_SIGNING: &str = "app-a-signing-secret-9f8e7d6c5b4a";
+/// Client `app-b`'s key.
+pub const APP_B_KEY: &str = "gk-app-b-fedcba9876543210";
+/// The browser origin `app-a` allows.
+pub const APP_ORIGIN: &str = "http://localhost:5173";
 /// Simulated time runs this much faster, in the simulator and the gateway alike: a minute is 3 s.
 pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
-const BUCKETS: [(&str, &str); 18] = [
+const BUCKETS: [(&str, &str); 19] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -47,6 +58,7 @@ const BUCKETS: [(&str, &str); 18] = [
     ("relay-b", "qwen-turbo"),
     ("relay-a", "qwen/qwen3-max"),
     ("relay-room", "qwen-turbo"),
+    ("wide", "qwen-turbo"),
 ];
 
 /// What a suite runs against: the simulator's config, the gateway's, the buckets to clear
@@ -82,7 +94,8 @@ pub struct Ctx {
     /// The upstream simulator, in process.
     pub sim: Simulator,
     gateway: Mutex<Option<Gateway>>,
-    url: Mutex<String>,
+    /// Every client call goes through it, so nothing the gateway sends goes unseen.
+    recorder: Recorder,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     root: PathBuf,
@@ -111,6 +124,7 @@ fn sim_config() -> SimConfig {
             "acct-b": {"keys": ["sk-b1"], "state": "ok", "limits": small_limits()},
             "acct-c": {"keys": ["sk-c1"], "state": "ok", "limits": small_limits()},
             "acct-room": {"keys": ["sk-room-4242"], "state": "ok", "limits": {"qwen-turbo": {"rpm": 120}}},
+            "acct-wide": {"keys": ["sk-wide-5555"], "state": "ok", "limits": {"qwen-turbo": {}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
@@ -129,10 +143,42 @@ pub fn test_secrets() -> Vec<(String, String)> {
         .collect();
     secrets.push(("GATEWAY_KEYS".into(), format!("other-key,{CLIENT_KEY}")));
     secrets.push(("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+    secrets.push(("APP_A_SIGNING".into(), APP_A_SIGNING.into()));
+    secrets.push(("APP_B_KEY".into(), APP_B_KEY.into()));
     secrets
 }
 
-fn gateway_spec(sim_url: &str) -> GatewaySpec {
+/// Every secret value the test gateways hold: none may ever reach a client or a log.
+pub fn secret_values() -> Vec<String> {
+    test_secrets().into_iter().map(|(_, v)| v).collect()
+}
+
+/// Hex SHA-256 of a key, as a client's `key_sha256`.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The clients of the test gateway: `app-a` (key by digest, RPM and TPM limits, a browser
+/// origin, user tokens) and `app-b` (key in a secret, a daily token budget).
+pub fn test_clients() -> Value {
+    json!({
+        "app-a": {
+            "key_sha256": sha256_hex(APP_A_KEY),
+            "models": ["client-test", "qwen-turbo-direct"],
+            "rpm": 20, "tpm": 100000,
+            "origins": [APP_ORIGIN],
+            "user_tokens": {"secret": "APP_A_SIGNING", "max_lifetime_s": 600}
+        },
+        "app-b": {"key_secret": "APP_B_KEY", "models": ["client-test"], "daily_tokens": 600}
+    })
+}
+
+/// The main suite's gateway config and secrets, given the simulator's URL.
+pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
     let abc = json!(["acct-a", "acct-b", "acct-c"]);
     let config = json!({
         "time_scale": TIME_SCALE,
@@ -165,8 +211,11 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "relay-b": {"upstream": "relay", "keys": ["SIM_KEY_C1"], "limits": {"qwen-turbo": {}}},
             // Room for admission credits at low load, a limit crossed under a burst (credits
             // serve relays; DashScope's buckets pace every send).
-            "relay-room": {"upstream": "relay", "keys": ["SIM_KEY_ROOM"], "limits": {"qwen-turbo": {"rpm": 120}}}
+            "relay-room": {"upstream": "relay", "keys": ["SIM_KEY_ROOM"], "limits": {"qwen-turbo": {"rpm": 120}}},
+            // No limits anywhere: the clients' own limits are what binds.
+            "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}}
         },
+        "clients": test_clients(),
         "prices": {"qwen3-max": {"tiers": [
             {"up_to": 32000, "input": 1.2, "output": 6.0},
             {"input": 2.4, "output": 12.0}
@@ -195,7 +244,9 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "abandon-test": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-slow"]}], "max_wait_ms": 10000},
             "relay-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-a", "relay-b"]}], "max_wait_ms": 50},
             "long-stream": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-b"]}], "deadline_ms": 3000},
-            "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50}
+            "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
+            "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
+            "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]}
         }
     });
     GatewaySpec {
@@ -217,15 +268,17 @@ impl Ctx {
             .await
             .map_err(|e| format!("simulator: {e}"))?;
         let gateway = Gateway::start(&root, &dir, &(setup.gateway)(&sim.url())).await?;
+        let recorder = Recorder::start(&gateway.url).await?;
         println!(
-            "simulator at {}, gateway at {} (state in {})",
+            "simulator at {}, gateway at {} through {} (state in {})",
             sim.url(),
             gateway.url,
+            recorder.url,
             dir.display()
         );
         Ok(Ctx {
             setup,
-            url: Mutex::new(gateway.url.clone()),
+            recorder,
             sim,
             gateway: Mutex::new(Some(gateway)),
             // Idle connections go before the settle between scenarios: wrangler dev's proxy
@@ -239,9 +292,14 @@ impl Ctx {
         })
     }
 
-    /// The gateway's base URL (it changes when the gateway restarts).
+    /// The gateway's base URL, through the recorder.
     pub fn url(&self) -> String {
-        self.url.lock().map(|u| u.clone()).unwrap_or_default()
+        self.recorder.url.clone()
+    }
+
+    /// Everything the gateway has sent to clients so far.
+    pub fn recorded(&self) -> String {
+        self.recorder.seen()
     }
 
     /// Clears the simulator and every bucket's park, then lets the windows drain so none
@@ -304,9 +362,7 @@ impl Ctx {
         let gateway = Gateway::start(&self.root, &self.dir, &spec)
             .await
             .expect("gateway restarts");
-        if let Ok(mut url) = self.url.lock() {
-            *url = gateway.url.clone();
-        }
+        self.recorder.retarget(&gateway.url);
         if let Ok(mut g) = self.gateway.lock() {
             *g = Some(gateway);
         }

@@ -1,0 +1,101 @@
+//! CORS for browser apps: which origins may call, and the headers that say so.
+//!
+//! A preflight carries no credential, so it is answered by the union of the origins every
+//! client allows; the real request is answered with `Access-Control-Allow-Origin` only when
+//! its own client allows the origin (otherwise it is refused before anything is spent). The
+//! origin is echoed, never `*`, and credentials (cookies) are never allowed: the credential
+//! is the `Authorization` header.
+
+use crate::config::Config;
+
+/// Headers a browser app may read from an answer.
+pub const EXPOSED: &str = "x-request-id, x-gateway-requested-model, x-gateway-served-model, \
+x-gateway-upstream, x-gateway-attempts, x-gateway-fallback-reason, x-gateway-cost-usd, \
+retry-after, x-should-retry";
+
+/// Request headers allowed when a preflight does not list its own.
+const ALLOWED_HEADERS: &str = "authorization, content-type, x-gateway-fallback";
+
+/// How long a browser may cache a preflight answer, seconds.
+const MAX_AGE_S: &str = "600";
+
+/// Whether `origins` (one client's) allow `origin`.
+pub fn allows(origins: &[String], origin: &str) -> bool {
+    origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+}
+
+/// Whether any client allows `origin`.
+pub fn any_client_allows(config: &Config, origin: &str) -> bool {
+    config.clients.values().any(|c| allows(&c.origins, origin))
+}
+
+/// The headers of an answer to `origin` that may read it.
+pub fn response_headers(origin: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("access-control-allow-origin", origin.to_string()),
+        ("access-control-expose-headers", EXPOSED.to_string()),
+        ("vary", "Origin".to_string()),
+    ]
+}
+
+/// The headers of a preflight answer to `origin`, allowing the request headers it asked for
+/// (`Access-Control-Request-Headers`) when they are a well-formed list of names.
+pub fn preflight_headers(origin: &str, requested: Option<&str>) -> Vec<(&'static str, String)> {
+    let names_ok = |list: &str| {
+        list.len() <= 1_024
+            && list.split(',').all(|name| {
+                let name = name.trim();
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    let headers = requested
+        .filter(|r| names_ok(r))
+        .map_or_else(|| ALLOWED_HEADERS.to_string(), str::to_ascii_lowercase);
+    vec![
+        ("access-control-allow-origin", origin.to_string()),
+        (
+            "access-control-allow-methods",
+            "GET, POST, OPTIONS".to_string(),
+        ),
+        ("access-control-allow-headers", headers),
+        ("access-control-max-age", MAX_AGE_S.to_string()),
+        ("vary", "Origin, Access-Control-Request-Headers".to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_star() {
+        let list = vec!["http://localhost:5173".to_string()];
+        assert!(allows(&list, "http://localhost:5173"));
+        assert!(allows(&list, "HTTP://LOCALHOST:5173"));
+        assert!(!allows(&list, "http://localhost:5174"));
+        assert!(!allows(&list, "http://localhost:5173.evil.example"));
+        assert!(!allows(&[], "http://localhost:5173"));
+        assert!(allows(&["*".to_string()], "https://any.example"));
+    }
+
+    #[test]
+    fn preflight_echoes_the_origin_and_well_formed_header_lists_only() {
+        let h = preflight_headers("http://a.test", Some("Authorization, X-Stainless-OS"));
+        assert!(h.contains(&("access-control-allow-origin", "http://a.test".into())));
+        assert!(h.contains(&(
+            "access-control-allow-headers",
+            "authorization, x-stainless-os".into()
+        )));
+        let h = preflight_headers("http://a.test", Some("bad\r\nheader: x"));
+        assert!(h.contains(&("access-control-allow-headers", ALLOWED_HEADERS.into())));
+        assert!(!h.iter().any(|(n, _)| n.contains("credentials")));
+        let r = response_headers("http://a.test");
+        assert!(r.iter().all(|(_, v)| v != "*"));
+        assert!(EXPOSED.contains("x-gateway-served-model") && EXPOSED.contains("x-request-id"));
+    }
+}

@@ -1,0 +1,331 @@
+//! The meter Durable Object (one per client, one per user of a client) and the calls to it:
+//! a request is admitted by its meters in parallel with its bucket, and settled with what it
+//! really used and cost.
+
+use crate::access::meter::{Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict};
+use crate::access::{self, Identity};
+use crate::config::Config;
+use crate::glue::log;
+use crate::glue::objects::{self, Object, Row};
+use crate::openai::ApiError;
+use crate::window::WindowSpec;
+use futures_channel::oneshot;
+use serde_json::json;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use worker::{
+    durable_object, wasm_bindgen, Context, Date, DurableObject, Env, Request, Response, Result,
+    State,
+};
+
+/// One meter: a client's or a user's, with the limits it judges by.
+#[derive(Debug, Clone)]
+pub struct MeterRef {
+    /// `client:<id>` or `user:<client>:<sub>`.
+    pub name: String,
+    /// Who it meters, for messages: "client `web`".
+    pub whose: String,
+    limits: MeterLimits,
+    spec: WindowSpec,
+    timeout_ms: u64,
+}
+
+impl MeterRef {
+    /// The meters of an identity: its client's and its user's, where they limit anything.
+    pub fn of(identity: &Identity, config: &Config) -> Vec<MeterRef> {
+        let meter = |name: String, whose: String, limits: MeterLimits| MeterRef {
+            name,
+            whose,
+            limits,
+            spec: config.window_spec(),
+            timeout_ms: config.bucket_timeout_ms,
+        };
+        let client = identity.client;
+        let mut meters = Vec::new();
+        if !identity.client_limits.is_unlimited() {
+            meters.push(meter(
+                format!("client:{client}"),
+                format!("client `{client}`"),
+                identity.client_limits,
+            ));
+        }
+        if let (Some(user), Some(limits)) = (&identity.user, identity.user_limits) {
+            if !limits.is_unlimited() {
+                meters.push(meter(
+                    format!("user:{client}:{user}"),
+                    format!("user `{user}` of client `{client}`"),
+                    limits,
+                ));
+            }
+        }
+        meters
+    }
+
+    /// A client's meter (or a user's, with `user`) for the admin API.
+    pub fn named(config: &Config, client: &str, user: Option<&str>) -> Option<MeterRef> {
+        let settings = config.clients.get(client)?;
+        let limits = access::client_limits(settings);
+        let (name, whose) = match user {
+            Some(u) => (
+                format!("user:{client}:{u}"),
+                format!("user `{u}` of client `{client}`"),
+            ),
+            None => (format!("client:{client}"), format!("client `{client}`")),
+        };
+        Some(MeterRef {
+            name,
+            whose,
+            limits,
+            spec: config.window_spec(),
+            timeout_ms: config.bucket_timeout_ms,
+        })
+    }
+
+    /// Sends one call; `Err` says what failed.
+    pub async fn call(&self, env: &Env, op: MeterOp) -> std::result::Result<MeterReply, String> {
+        let call = MeterCall {
+            limits: self.limits,
+            spec: self.spec,
+            op,
+        };
+        let to = Object {
+            binding: "METER",
+            name: &self.name,
+            location_hint: None,
+        };
+        objects::call(env, to, &call, self.timeout_ms).await
+    }
+}
+
+/// The leases a request holds on its meters, settled once.
+#[derive(Debug, Default)]
+pub struct Metered(RefCell<Vec<(MeterRef, u64)>>);
+
+impl Metered {
+    /// Settles every lease still held with what the request used.
+    pub async fn settle(&self, env: &Env, spent: Spent, request_id: &str) {
+        let leases = std::mem::take(&mut *self.0.borrow_mut());
+        let calls = leases.into_iter().map(|(meter, lease)| async move {
+            if let Err(error) = meter.call(env, MeterOp::Settle { lease, spent }).await {
+                log::warn(
+                    "meter_call_failed",
+                    request_id,
+                    json!({"meter": meter.name, "op": "settle", "error": error}),
+                );
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+}
+
+/// One request's metering: its meters are asked in the background while the request finds
+/// a bucket, and the answer is awaited only before the first send. Whatever the request ends
+/// without settling (it failed, gave up or its client left) is settled when it is dropped.
+pub struct Metering {
+    verdict: Option<oneshot::Receiver<std::result::Result<(), ApiError>>>,
+    metered: Rc<Metered>,
+    sent: Rc<Cell<bool>>,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl Metering {
+    /// Starts asking the identity's meters (none: nothing to ask, nothing to wait for).
+    pub fn start(
+        ctx: &Context,
+        env: &Env,
+        meters: Vec<MeterRef>,
+        est_tokens: u64,
+        ttl_ms: u64,
+        request_id: &str,
+    ) -> Metering {
+        let metered = Rc::new(Metered::default());
+        let sent = Rc::new(Cell::new(false));
+        if meters.is_empty() {
+            return Metering {
+                verdict: None,
+                metered,
+                sent,
+                _done: None,
+            };
+        }
+        let (verdict_tx, verdict) = oneshot::channel();
+        let (done, ended) = oneshot::channel::<()>();
+        let (env, request_id) = (env.clone(), request_id.to_string());
+        let (held, was_sent) = (metered.clone(), sent.clone());
+        ctx.wait_until(async move {
+            let answer = admit(&env, meters, est_tokens, ttl_ms, &request_id).await;
+            let answer = answer.map(|admitted| {
+                held.0.borrow_mut().extend(admitted.0.take());
+            });
+            let _ = verdict_tx.send(answer);
+            let _ = ended.await;
+            // Left over: the request ended without an answer to bill.
+            let spent = Spent {
+                tokens: Some(0),
+                micro_usd: 0,
+                sent: was_sent.get(),
+            };
+            held.settle(&env, spent, &request_id).await;
+        });
+        Metering {
+            verdict: Some(verdict),
+            metered,
+            sent,
+            _done: Some(done),
+        }
+    }
+
+    /// Waits for the meters' answer (at once after the first time): Err is the answer to
+    /// give the client.
+    pub async fn admitted(&mut self) -> std::result::Result<(), ApiError> {
+        let Some(verdict) = self.verdict.take() else {
+            return Ok(());
+        };
+        let answer = verdict
+            .await
+            .unwrap_or_else(|_| Err(crate::glue::respond::internal_error()));
+        if answer.is_err() {
+            // Asked again (it cannot be: the caller returns), it would refuse again.
+            self.verdict = None;
+        }
+        answer
+    }
+
+    /// Notes that the request reached an upstream (a failure then counts as a request).
+    pub fn mark_sent(&self) {
+        self.sent.set(true);
+    }
+
+    /// The leases, for the answer's bill to settle with its real usage and cost.
+    pub fn take(&self) -> Metered {
+        Metered(RefCell::new(std::mem::take(
+            &mut *self.metered.0.borrow_mut(),
+        )))
+    }
+}
+
+/// Asks every meter at once. Ok: the leases to settle. Err: the first refusal (or 503 when
+/// a meter did not answer), after giving back what the others admitted.
+pub async fn admit(
+    env: &Env,
+    meters: Vec<MeterRef>,
+    est_tokens: u64,
+    ttl_ms: u64,
+    request_id: &str,
+) -> std::result::Result<Metered, ApiError> {
+    let asks = meters
+        .iter()
+        .map(|m| m.call(env, MeterOp::Admit { est_tokens, ttl_ms }));
+    let replies = futures_util::future::join_all(asks).await;
+    let now = Date::now().as_millis();
+    let admitted = Metered::default();
+    let mut refused = None;
+    for (meter, reply) in meters.into_iter().zip(replies) {
+        match reply {
+            Ok(MeterReply::Verdict(Verdict::Go { lease })) => {
+                admitted.0.borrow_mut().push((meter, lease));
+            }
+            Ok(MeterReply::Verdict(verdict)) => {
+                refused = refused.or_else(|| access::refusal(&verdict, now, &meter.whose));
+            }
+            other => {
+                let error = match other {
+                    Err(e) => e,
+                    Ok(_) => "unexpected reply".into(),
+                };
+                log::warn(
+                    "meter_unreachable",
+                    request_id,
+                    json!({"meter": meter.name, "op": "admit", "error": error}),
+                );
+                let mut e = ApiError::new(
+                    503,
+                    "server_error",
+                    Some("quota_store_unavailable"),
+                    "The gateway could not check this client's limits in time; retry.".into(),
+                );
+                e.retry_after_s = Some(1);
+                refused = refused.or(Some(e));
+            }
+        }
+    }
+    match refused {
+        None => Ok(admitted),
+        Some(e) => {
+            let unsent = Spent {
+                tokens: None,
+                micro_usd: 0,
+                sent: false,
+            };
+            admitted.settle(env, unsent, request_id).await;
+            Err(e)
+        }
+    }
+}
+
+/// The admin view of a client's (or one user's) meter; `reset` clears its period counters first.
+pub async fn admin(
+    env: &Env,
+    config: &Config,
+    client: &str,
+    user: Option<&str>,
+    reset: bool,
+) -> std::result::Result<Response, ApiError> {
+    let meter = MeterRef::named(config, client, user).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            Some("client_not_found"),
+            format!("No client '{client}' is configured."),
+        )
+    })?;
+    let op = if reset { MeterOp::Reset } else { MeterOp::View };
+    let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
+        let mut e = ApiError::new(
+            503,
+            "server_error",
+            Some("quota_store_unavailable"),
+            format!(
+                "The meter of {} did not answer in time; retry.",
+                meter.whose
+            ),
+        );
+        e.retry_after_s = Some(1);
+        return Err(e);
+    };
+    let body = json!({ "client": client, "user": user, "usage": view });
+    crate::glue::respond::json(200, body.to_string())
+}
+
+/// One client's or one user's usage.
+#[durable_object]
+pub struct MeterDo {
+    row: Row,
+    state: RefCell<Option<Meter>>,
+}
+
+impl DurableObject for MeterDo {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            row: Row::open(&state, "meter"),
+            state: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Ok(call) = req.json::<MeterCall>().await else {
+            return Response::error("not a meter call", 400);
+        };
+        let now = Date::now().as_millis();
+        // No await from here to the end, so no other call interleaves.
+        let cached = self.state.borrow_mut().take();
+        let mut meter = match cached {
+            Some(meter) => meter,
+            None => serde_json::from_str(&self.row.load()?).unwrap_or_default(),
+        };
+        let reply = meter.apply(now, &call);
+        self.row.save(&meter, "meter");
+        *self.state.borrow_mut() = Some(meter);
+        Response::from_json(&reply)
+    }
+}

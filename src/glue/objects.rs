@@ -1,0 +1,122 @@
+//! The gateway's Durable Objects from both sides: a call in time, and the one stored row.
+
+use crate::glue::log;
+use crate::protocol;
+use futures_util::future::{select, Either};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::time::Duration;
+use worker::{Delay, Env, Method, Request, RequestInit, Result, SqlStorage, State};
+
+/// Where a call goes: the namespace binding, the object's name and its placement hint.
+pub struct Object<'a> {
+    /// The binding (`BUCKET`, `METER`).
+    pub binding: &'a str,
+    /// The object's name within it.
+    pub name: &'a str,
+    /// Placement hint for a new object.
+    pub location_hint: Option<&'a str>,
+}
+
+/// Sends `call` and waits at most `timeout_ms` for the reply; `Err` says what failed, for
+/// the log.
+pub async fn call<C: Serialize, R: DeserializeOwned>(
+    env: &Env,
+    to: Object<'_>,
+    call: &C,
+    timeout_ms: u64,
+) -> std::result::Result<R, String> {
+    let exchange = async {
+        let namespace = env.durable_object(to.binding)?;
+        let id = namespace.id_from_name(to.name)?;
+        let stub = match to.location_hint {
+            Some(hint) => id.get_stub_with_location_hint(hint)?,
+            None => id.get_stub()?,
+        };
+        let body =
+            serde_json::to_string(call).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let req = Request::new_with_init("https://object/", &init)?;
+        let mut resp = stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!(
+                "status {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<R>().await
+    };
+    let timer = Delay::from(Duration::from_millis(timeout_ms.max(1)));
+    futures_util::pin_mut!(exchange);
+    match select(exchange, timer).await {
+        Either::Left((Ok(reply), _)) => Ok(reply),
+        Either::Left((Err(e), _)) => Err(e.to_string()),
+        Either::Right(_) => Err("timed out".to_string()),
+    }
+}
+
+/// An object's state as one JSON row in its SQLite storage, written only when it changed.
+/// A failed write is logged and tried again on the next change; memory stays authoritative.
+pub struct Row {
+    sql: SqlStorage,
+    /// The table (`bucket`, `meter`): one row, id 1.
+    table: &'static str,
+    /// The JSON last written (or read).
+    last: RefCell<String>,
+}
+
+impl Row {
+    /// Opens the object's row (the table is created on first use).
+    pub fn open(state: &State, table: &'static str) -> Row {
+        let sql = state.storage().sql();
+        // A failure here surfaces on the first load, as an error rather than a panic.
+        let _ = sql.exec(
+            &format!("CREATE TABLE IF NOT EXISTS {table}(id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)"),
+            None,
+        );
+        Row {
+            sql,
+            table,
+            last: RefCell::new(String::new()),
+        }
+    }
+
+    /// The stored JSON ("" when none).
+    pub fn load(&self) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Stored {
+            state: String,
+        }
+        let rows: Vec<Stored> = self
+            .sql
+            .exec(
+                &format!("SELECT state FROM {} WHERE id = 1", self.table),
+                None,
+            )?
+            .to_array()?;
+        let stored = rows.into_iter().next().map(|r| r.state).unwrap_or_default();
+        *self.last.borrow_mut() = stored.clone();
+        Ok(stored)
+    }
+
+    /// Writes `state` if its JSON differs from what was last written; `name` is for the log.
+    pub fn save<T: Serialize>(&self, state: &T, name: &str) {
+        let Some(json) = protocol::changed(state, &self.last.borrow()) else {
+            return;
+        };
+        let written = self.sql.exec(
+            &format!("INSERT INTO {}(id, state) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state", self.table),
+            vec![json.as_str().into()],
+        );
+        match written {
+            Ok(_) => *self.last.borrow_mut() = json,
+            Err(e) => log::warn(
+                "state_write_failed",
+                "",
+                serde_json::json!({"object": name, "error": e.to_string()}),
+            ),
+        }
+    }
+}

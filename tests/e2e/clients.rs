@@ -1,0 +1,381 @@
+//! Client access scenarios: client keys and user tokens, per-client and per-user limits and
+//! budgets under concurrency, CORS, revocation, the clients' admin API.
+
+use crate::gateway::Gateway;
+use crate::support::{
+    chat_body, secret_values, stat, test_clients, Ctx, Reply, ADMIN_TOKEN, APP_A_KEY,
+    APP_A_SIGNING, APP_B_KEY, APP_ORIGIN, CLIENT_KEY,
+};
+use crate::Scenario;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "client_limits_hold_under_100_concurrent_from_several_clients",
+            |c| Box::pin(limits_under_load(c)),
+        ),
+        ("user_tokens_meter_each_user_and_bad_tokens_say_why", |c| {
+            Box::pin(user_tokens(c))
+        }),
+        ("cors_answers_allowed_origins_only", |c| Box::pin(cors(c))),
+        ("a_revoked_client_is_refused_at_once", |c| {
+            Box::pin(revoked_client(c))
+        }),
+        // Last: it reads what every scenario before it made the gateway send and log.
+        ("no_secret_reached_a_client_or_a_log", |c| {
+            Box::pin(no_secret_anywhere(c))
+        }),
+    ]
+}
+
+/// An HS256 token as an app's backend mints it (independent of the gateway's own code).
+pub fn mint(claims: &Value, secret: &str) -> String {
+    let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{head}.{body}").as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{head}.{body}.{sig}")
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn call(ctx: &Ctx, credential: &str, model: &str) -> Reply {
+    let mut body = chat_body(model, false);
+    body["max_tokens"] = json!(16);
+    ctx.send(
+        ctx.http
+            .post(format!("{}/v1/chat/completions", ctx.url()))
+            .bearer_auth(credential)
+            .json(&body),
+    )
+    .await
+}
+
+async fn admin(ctx: &Ctx, path: &str, reset: bool) -> Value {
+    let url = format!("{}/admin/clients/{path}", ctx.url());
+    let req = if reset {
+        ctx.http.post(format!("{url}/reset"))
+    } else {
+        ctx.http.get(url)
+    };
+    let reply = ctx.send(req.bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!(reply.status, 200, "admin {path}: {}", reply.text);
+    reply.json()
+}
+
+async fn limits_under_load(ctx: Arc<Ctx>) {
+    // Fresh periods for both clients: app-b's daily budget carries over otherwise.
+    admin(&ctx, "app-a", true).await;
+    admin(&ctx, "app-b", true).await;
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let ctx = ctx.clone();
+        let key = match i % 5 {
+            0 | 1 => APP_A_KEY,
+            2 | 3 => APP_B_KEY,
+            _ => CLIENT_KEY,
+        };
+        calls.push(tokio::spawn(async move {
+            (key, call(&ctx, key, "client-test").await)
+        }));
+    }
+    let mut by_client: std::collections::BTreeMap<&str, Vec<Reply>> = Default::default();
+    for c in calls {
+        let (key, reply) = c.await.unwrap();
+        by_client.entry(key).or_default().push(reply);
+    }
+    let elapsed = started.elapsed();
+    let ok = |key: &str| by_client[key].iter().filter(|r| r.status == 200).count() as u64;
+    // app-a: 20 a (compressed 3 s) minute; the burst takes well under a window.
+    assert!(
+        elapsed.as_millis() < 3_000,
+        "the burst took {elapsed:?}: the window check below assumes one window"
+    );
+    assert_eq!(ok(APP_A_KEY), 20, "app-a admitted exactly its RPM");
+    for r in by_client[APP_A_KEY].iter().filter(|r| r.status != 200) {
+        let e = r.assert_error(429);
+        assert_eq!(e["code"], "rate_limit_exceeded", "{}", r.text);
+        assert!(r.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1));
+        assert!(e["message"].as_str().unwrap().contains("client `app-a`"));
+    }
+    // app-b: its daily tokens (600) allow some; the rest are told the budget is spent.
+    let b_ok = ok(APP_B_KEY);
+    assert!((1..40).contains(&b_ok), "app-b served {b_ok}");
+    for r in by_client[APP_B_KEY].iter().filter(|r| r.status != 200) {
+        let e = r.assert_error(429);
+        assert_eq!(e["code"], "insufficient_quota", "{}", r.text);
+        assert_eq!(r.header("x-should-retry"), "false");
+    }
+    let b_tokens: u64 = by_client[APP_B_KEY]
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| stat(&r.json(), &["usage", "total_tokens"]))
+        .sum();
+    assert!(b_tokens <= 600, "app-b used {b_tokens} tokens of 600");
+    // The unlimited key of GATEWAY_KEYS is not slowed by the others' limits.
+    assert_eq!(ok(CLIENT_KEY), 20, "every GATEWAY_KEYS request served");
+    // What the simulator served is what the gateway admitted, and the admin views agree.
+    let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    assert_eq!(served, 20 + b_ok + 20);
+    let a = admin(&ctx, "app-a", false).await;
+    assert_eq!(stat(&a, &["usage", "totals", "admitted"]), 20, "{a}");
+    assert_eq!(stat(&a, &["usage", "totals", "rate_limited"]), 20, "{a}");
+    let b = admin(&ctx, "app-b", false).await;
+    assert_eq!(stat(&b, &["usage", "totals", "admitted"]), b_ok, "{b}");
+    // Once settled, the day's tokens are what was really used.
+    let settled = crate::support::eventually(5, || {
+        let ctx = ctx.clone();
+        async move { stat(&admin(&ctx, "app-b", false).await, &["usage", "day_tokens"]) == b_tokens }
+    })
+    .await;
+    assert!(settled, "app-b's day tokens settle to {b_tokens}");
+    // An operator's reset gives app-b its budget back at once.
+    admin(&ctx, "app-b", true).await;
+    assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
+}
+
+async fn user_tokens(ctx: Arc<Ctx>) {
+    admin(&ctx, "app-a", true).await;
+    let now = now_s();
+    let token = |sub: &str, extra: Value| {
+        let mut claims = json!({"iss": "app-a", "sub": sub, "iat": now, "exp": now + 300});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        mint(&claims, APP_A_SIGNING)
+    };
+    // u1 may make 3 requests a minute (and asks for a model its client does not allow).
+    let u1 = token(
+        "u1",
+        json!({"rpm": 3, "models": ["client-test", "qwen3-max"]}),
+    );
+    let u2 = token("u2", json!({}));
+    let mut u1_ok = 0;
+    for _ in 0..5 {
+        let r = call(&ctx, &u1, "client-test").await;
+        if r.status == 200 {
+            u1_ok += 1;
+        } else {
+            let e = r.assert_error(429);
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("user `u1` of client `app-a`"),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(u1_ok, 3, "u1 held to its token's rpm");
+    // u2 is not slowed by u1 at its limit.
+    for _ in 0..3 {
+        assert_eq!(call(&ctx, &u2, "client-test").await.status, 200);
+    }
+    // The token narrowed u1's models to what its client allows too.
+    assert_eq!(
+        call(&ctx, &u1, "qwen3-max").await.assert_error(403)["code"],
+        "model_not_allowed"
+    );
+    assert_eq!(call(&ctx, &u2, "qwen-turbo-direct").await.status, 200);
+    let user = admin(&ctx, "app-a/users/u1", false).await;
+    assert_eq!(stat(&user, &["usage", "totals", "admitted"]), 3, "{user}");
+    assert_eq!(
+        stat(&user, &["usage", "limits", "rpm"]),
+        20,
+        "the admin view shows the client's limits"
+    );
+    let client = admin(&ctx, "app-a", false).await;
+    assert_eq!(
+        stat(&client, &["usage", "totals", "admitted"]),
+        7,
+        "{client}"
+    );
+    // Bad tokens: 401 saying which check failed.
+    let cases = [
+        (
+            mint(
+                &json!({"iss": "app-a", "sub": "u", "exp": now - 120}),
+                APP_A_SIGNING,
+            ),
+            "expired",
+        ),
+        (
+            mint(
+                &json!({"iss": "app-a", "sub": "u", "nbf": now + 200, "exp": now + 300}),
+                APP_A_SIGNING,
+            ),
+            "not valid yet",
+        ),
+        (
+            mint(
+                &json!({"iss": "app-a", "sub": "u", "exp": now + 3_600}),
+                APP_A_SIGNING,
+            ),
+            "lives longer",
+        ),
+        (
+            mint(
+                &json!({"iss": "app-a", "sub": "u", "exp": now + 60}),
+                "wrong-secret",
+            ),
+            "signature",
+        ),
+        (
+            mint(
+                &json!({"iss": "app-b", "sub": "u", "exp": now + 60}),
+                APP_A_SIGNING,
+            ),
+            "no client",
+        ),
+    ];
+    for (t, says) in cases {
+        let r = call(&ctx, &t, "client-test").await;
+        let e = r.assert_error(401);
+        assert_eq!(e["code"], "invalid_api_key");
+        assert!(e["message"].as_str().unwrap().contains(says), "{says}: {e}");
+    }
+    // A tampered payload keeps its old signature: refused.
+    let good = token("u3", json!({"rpm": 1}));
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[1] = URL_SAFE_NO_PAD
+        .encode(json!({"iss": "app-a", "sub": "u3", "exp": now + 300, "rpm": 1000}).to_string());
+    let r = call(&ctx, &parts.join("."), "client-test").await;
+    assert!(r.assert_error(401)["message"]
+        .as_str()
+        .unwrap()
+        .contains("signature"));
+    // alg none, whatever the signature.
+    let none = format!(
+        "{}.{}.x",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(json!({"iss": "app-a", "sub": "u", "exp": now + 60}).to_string())
+    );
+    let r = call(&ctx, &none, "client-test").await;
+    assert!(r.assert_error(401)["message"]
+        .as_str()
+        .unwrap()
+        .contains("HS256"));
+}
+
+async fn cors(ctx: Arc<Ctx>) {
+    let url = format!("{}/v1/chat/completions", ctx.url());
+    let preflight = |origin: &'static str| {
+        ctx.http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, x-stainless-os",
+            )
+    };
+    let r = ctx.send(preflight(APP_ORIGIN)).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.header("access-control-allow-origin"), APP_ORIGIN);
+    assert!(r
+        .header("access-control-allow-headers")
+        .contains("authorization"));
+    assert!(r.header("access-control-allow-methods").contains("POST"));
+    assert_eq!(r.header("access-control-allow-credentials"), "");
+    let r = ctx.send(preflight("http://evil.example")).await;
+    assert_eq!(r.assert_error(403)["code"], "origin_not_allowed");
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    // The real request: the origin is echoed for a client that allows it, with the headers
+    // a browser app may read.
+    let mut body = chat_body("client-test", false);
+    body["max_tokens"] = json!(8);
+    let post = |key: &str, origin: &str| {
+        ctx.http
+            .post(&url)
+            .bearer_auth(key)
+            .header("origin", origin)
+            .json(&body)
+    };
+    let r = ctx.send(post(APP_A_KEY, APP_ORIGIN)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("access-control-allow-origin"), APP_ORIGIN);
+    let exposed = r.header("access-control-expose-headers");
+    for name in ["x-request-id", "x-gateway-served-model", "retry-after"] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
+    // app-b allows no origin: refused before anything is spent, and still readable by the
+    // page (the origin is one some client allows), so it can say why.
+    let before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    let r = ctx.send(post(APP_B_KEY, APP_ORIGIN)).await;
+    assert_eq!(r.assert_error(403)["code"], "origin_not_allowed");
+    assert_eq!(r.header("access-control-allow-origin"), APP_ORIGIN);
+    let r = ctx.send(post("wrong-key", APP_ORIGIN)).await;
+    r.assert_error(401);
+    assert_eq!(r.header("access-control-allow-origin"), APP_ORIGIN);
+    let r = ctx.send(post(APP_A_KEY, "http://evil.example")).await;
+    r.assert_error(403);
+    assert_eq!(r.header("access-control-allow-origin"), "");
+    assert_eq!(
+        stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]),
+        before
+    );
+}
+
+async fn revoked_client(ctx: Arc<Ctx>) {
+    assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
+    // Revoking app-b is one config change, deployed: a new gateway (same state) without it.
+    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
+    let mut clients = test_clients();
+    clients.as_object_mut().unwrap().remove("app-b");
+    spec.config["clients"] = clients;
+    let dir = ctx
+        .root()
+        .join(format!("target/e2e/revoked-{}", std::process::id()));
+    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
+        .await
+        .expect("gateway starts");
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let mut body = chat_body("client-test", false);
+    body["max_tokens"] = json!(8);
+    let send = |key: &str| ctx.http.post(&url).bearer_auth(key).json(&body);
+    let r = ctx.send(send(APP_B_KEY)).await;
+    assert_eq!(r.assert_error(401)["code"], "invalid_api_key");
+    assert_eq!(ctx.send(send(APP_A_KEY)).await.status, 200);
+    gw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn no_secret_anywhere(ctx: Arc<Ctx>) {
+    let sent = ctx.recorded();
+    let log = ctx.gateway_log();
+    assert!(
+        sent.contains("x-request-id") && sent.contains("chat.completion"),
+        "the answers were recorded"
+    );
+    assert!(log.contains("Ready on"), "the log was captured");
+    for secret in secret_values() {
+        assert!(
+            !sent.contains(&secret),
+            "a secret ({} chars) reached a client",
+            secret.len()
+        );
+        assert!(
+            !log.contains(&secret),
+            "a secret ({} chars) appears in the log",
+            secret.len()
+        );
+    }
+    println!(
+        "    scanned {} bytes sent to clients and {} of log",
+        sent.len(),
+        log.len()
+    );
+}
