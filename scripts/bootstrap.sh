@@ -41,3 +41,14 @@ for bin in wrangler workerd esbuild wasm-opt; do
   [ -x "node_modules/.bin/$bin" ] || { echo "bootstrap: node_modules/.bin/$bin missing after npm ci" >&2; exit 1; }
 done
 bash "$root/scripts/python-env.sh"
+
+# Headless Chromium for the real-browser test: Debian's package (apt-get, as root or by sudo).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "bootstrap: installing chromium (Debian package, once)"
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium; }
+  command -v chromium >/dev/null 2>&1 || { echo "bootstrap: chromium did not install" >&2; exit 1; }
+fi

@@ -13,9 +13,12 @@ for port in $sim_port $gateway_port; do
   fi
 done
 
-# Demo secrets for the [env.dev] config: simulator keys, a client key, an admin token.
+# Demo secrets for the [env.dev] config: simulator keys, client keys, a user-token signing
+# secret, an admin token.
 cat > .dev.vars.dev <<'VARS'
 GATEWAY_KEYS=gw-dev-key
+DEMO_WEB_KEY=gw-demo-web-key
+DEMO_WEB_SIGNING_KEY=dev-signing-secret-change-me
 ADMIN_TOKEN=dev-admin-token
 SIM_KEY_A1=sk-a1
 SIM_KEY_A2=sk-a2
@@ -49,7 +52,16 @@ curl -s http://127.0.0.1:$gateway_port/v1/chat/completions \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
   -d '{"model":"qwen3-max","messages":[{"role":"user","content":"Hello!"}]}'
 
+A browser app (client demo-web, pages on http://localhost:5173) calls with a user token its
+backend mints; mint one for user alice, valid 10 minutes:
+
+TOKEN=\$(python3 scripts/mint-token.py --client demo-web --user alice --secret dev-signing-secret-change-me)
+curl -s http://127.0.0.1:$gateway_port/v1/chat/completions -H "Authorization: Bearer \$TOKEN" \\
+  -H 'Content-Type: application/json' -d '{"model":"qwen-turbo","messages":[{"role":"user","content":"Hi"}]}'
+
 Bucket counters: curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/buckets/acct-a/qwen3-max
+Client usage:    curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/clients/demo-web
+                 (one user: .../admin/clients/demo-web/users/alice; reset: POST .../reset)
 Ctrl-C stops both.
 MSG
 wait -n "${pids[@]}"

@@ -113,7 +113,7 @@ impl Row {
         match written {
             Ok(_) => *self.last.borrow_mut() = json,
             Err(e) => log::warn(
-                "state_write_failed",
+                &format!("{}_write_failed", self.table),
                 "",
                 serde_json::json!({"object": name, "error": e.to_string()}),
             ),

@@ -26,6 +26,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("a_revoked_client_is_refused_at_once", |c| {
             Box::pin(revoked_client(c))
         }),
+        (
+            "a_browser_app_calls_with_a_user_token_from_an_allowed_origin_only",
+            |c| Box::pin(browser(c)),
+        ),
         // Last: it reads what every scenario before it made the gateway send and log.
         ("no_secret_reached_a_client_or_a_log", |c| {
             Box::pin(no_secret_anywhere(c))
@@ -141,6 +145,17 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
     })
     .await;
     assert!(settled, "app-b's day tokens settle to {b_tokens}");
+    // A client lists only the models it may call.
+    let models = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/v1/models", ctx.url()))
+                .bearer_auth(APP_B_KEY),
+        )
+        .await
+        .json();
+    assert_eq!(models["data"].as_array().map(Vec::len), Some(1), "{models}");
+    assert_eq!(models["data"][0]["id"], "client-test");
     // An operator's reset gives app-b its budget back at once.
     admin(&ctx, "app-b", true).await;
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
@@ -378,4 +393,82 @@ async fn no_secret_anywhere(ctx: Arc<Ctx>) {
         sent.len(),
         log.len()
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Headless Chromium loads a page from another origin that uses the official `openai`
+/// package with a user token (tests/browser/run.mjs); from an origin its client does not
+/// allow, the browser refuses to hand the answer over.
+async fn browser(ctx: Arc<Ctx>) {
+    let (allowed, other) = (free_port(), free_port());
+    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
+    spec.config["clients"]["app-a"]["origins"] = json!([format!("http://127.0.0.1:{allowed}")]);
+    let dir = ctx
+        .root()
+        .join(format!("target/e2e/browser-{}", std::process::id()));
+    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
+        .await
+        .expect("gateway starts");
+    let now = now_s();
+    let token = mint(
+        &json!({"iss": "app-a", "sub": "browser-user", "iat": now, "exp": now + 300}),
+        APP_A_SIGNING,
+    );
+    let served_before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    let out_dir = ctx.root().join("target/e2e/browser");
+    let output = tokio::process::Command::new("node")
+        .arg(ctx.root().join("tests/browser/run.mjs"))
+        .args(["--gateway", &gw.url, "--token", &token])
+        .args([
+            "--allowed-port",
+            &allowed.to_string(),
+            "--other-port",
+            &other.to_string(),
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .current_dir(ctx.root())
+        .output()
+        .await
+        .expect("node runs");
+    gw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let page = &result["allowed"];
+    assert!(page["error"].is_null(), "the allowed page failed: {page}");
+    assert!(
+        !page["completion"]["text"].as_str().unwrap_or("").is_empty(),
+        "{page}"
+    );
+    assert_eq!(
+        page["completion"]["servedModel"], "qwen-turbo",
+        "exposed headers are readable"
+    );
+    assert!(page["completion"]["requestId"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("gw-")));
+    assert!(stat(&page["stream"], &["chunks"]) > 1, "{page}");
+    assert!(
+        !page["stream"]["text"].as_str().unwrap_or("").is_empty(),
+        "{page}"
+    );
+    let refused = &result["other"];
+    assert_eq!(refused["error"]["name"], "APIConnectionError", "{refused}");
+    assert!(out_dir.join("browser-allowed.png").exists());
+    // Two answers for the allowed page; the other page's preflight was refused, so its
+    // request never left the browser.
+    let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    assert_eq!(served - served_before, 2);
 }

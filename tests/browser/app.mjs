@@ -1,0 +1,39 @@
+// The browser app of the Chromium test: the official `openai` package, called straight from
+// a page with a user token its backend minted (gateway URL and token come in the URL hash).
+// Bundled for the page by run.mjs with esbuild.
+import OpenAI from "openai";
+
+const params = new URLSearchParams(location.hash.slice(1));
+const client = new OpenAI({
+  baseURL: `${params.get("gateway")}/v1`,
+  apiKey: params.get("token"),
+  dangerouslyAllowBrowser: true,
+  maxRetries: 0,
+});
+const ask = { model: "client-test", messages: [{ role: "user", content: "Say hello" }], max_tokens: 16 };
+
+async function run() {
+  const out = {};
+  try {
+    const { data, response } = await client.chat.completions.create(ask).withResponse();
+    out.completion = {
+      text: data.choices[0].message.content,
+      servedModel: response.headers.get("x-gateway-served-model"),
+      requestId: response.headers.get("x-request-id"),
+    };
+    const stream = await client.chat.completions.create({ ...ask, stream: true });
+    let text = "";
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks += 1;
+      text += chunk.choices[0]?.delta?.content ?? "";
+    }
+    out.stream = { text, chunks };
+  } catch (e) {
+    out.error = { name: e.constructor.name, message: String(e.message) };
+  }
+  document.getElementById("result").textContent = JSON.stringify(out, null, 2);
+  window.__result = out;
+}
+
+run();
