@@ -4,7 +4,7 @@
 use crate::gateway::Gateway;
 use crate::support::{
     chat_body, secret_values, stat, test_clients, Ctx, Reply, ADMIN_TOKEN, APP_A_KEY,
-    APP_A_SIGNING, APP_B_KEY, APP_ORIGIN, CLIENT_KEY,
+    APP_A_SIGNING, APP_B_KEY, APP_C_KEY, APP_ORIGIN, CLIENT_KEY,
 };
 use crate::Scenario;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,16 +79,18 @@ async fn admin(ctx: &Ctx, path: &str, reset: bool) -> Value {
 }
 
 async fn limits_under_load(ctx: Arc<Ctx>) {
-    // Fresh periods for both clients: app-b's daily budget carries over otherwise.
+    // Fresh periods: app-b's daily budget carries over otherwise.
     admin(&ctx, "app-a", true).await;
     admin(&ctx, "app-b", true).await;
+    admin(&ctx, "app-c", true).await;
     let started = std::time::Instant::now();
     let mut calls = Vec::new();
     for i in 0..100 {
         let ctx = ctx.clone();
-        let key = match i % 5 {
-            0 | 1 => APP_A_KEY,
-            2 | 3 => APP_B_KEY,
+        let key = match i % 10 {
+            0..=2 => APP_A_KEY,
+            3 | 4 => APP_B_KEY,
+            5 | 6 => APP_C_KEY,
             _ => CLIENT_KEY,
         };
         calls.push(tokio::spawn(async move {
@@ -107,7 +109,11 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         elapsed.as_millis() < 3_000,
         "the burst took {elapsed:?}: the window check below assumes one window"
     );
-    assert_eq!(ok(APP_A_KEY), 20, "app-a admitted exactly its RPM");
+    assert_eq!(
+        ok(APP_A_KEY),
+        20,
+        "app-a admitted exactly its RPM of its 30"
+    );
     for r in by_client[APP_A_KEY].iter().filter(|r| r.status != 200) {
         let e = r.assert_error(429);
         assert_eq!(e["code"], "rate_limit_exceeded", "{}", r.text);
@@ -128,14 +134,34 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         .map(|r| stat(&r.json(), &["usage", "total_tokens"]))
         .sum();
     assert!(b_tokens <= 600, "app-b used {b_tokens} tokens of 600");
+    // app-c: its TPM (400) binds; what it really used in the window stays within it.
+    let c_ok = ok(APP_C_KEY);
+    let c_tokens: u64 = by_client[APP_C_KEY]
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| stat(&r.json(), &["usage", "total_tokens"]))
+        .sum();
+    assert!((1..20).contains(&c_ok), "app-c served {c_ok}");
+    assert!(
+        c_tokens <= 400,
+        "app-c used {c_tokens} tokens in a minute of 400"
+    );
+    for r in by_client[APP_C_KEY].iter().filter(|r| r.status != 200) {
+        assert_eq!(
+            r.assert_error(429)["code"],
+            "rate_limit_exceeded",
+            "{}",
+            r.text
+        );
+    }
     // The unlimited key of GATEWAY_KEYS is not slowed by the others' limits.
-    assert_eq!(ok(CLIENT_KEY), 20, "every GATEWAY_KEYS request served");
+    assert_eq!(ok(CLIENT_KEY), 30, "every GATEWAY_KEYS request served");
     // What the simulator served is what the gateway admitted, and the admin views agree.
     let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
-    assert_eq!(served, 20 + b_ok + 20);
+    assert_eq!(served, 20 + b_ok + c_ok + 30);
     let a = admin(&ctx, "app-a", false).await;
     assert_eq!(stat(&a, &["usage", "totals", "admitted"]), 20, "{a}");
-    assert_eq!(stat(&a, &["usage", "totals", "rate_limited"]), 20, "{a}");
+    assert_eq!(stat(&a, &["usage", "totals", "rate_limited"]), 10, "{a}");
     let b = admin(&ctx, "app-b", false).await;
     assert_eq!(stat(&b, &["usage", "totals", "admitted"]), b_ok, "{b}");
     // Once settled, the day's tokens are what was really used.

@@ -32,6 +32,8 @@ pub const APP_A_KEY: &str = "gk-app-a-0123456789abcdef";
 pub const APP_A_SIGNING: &str = "app-a-signing-secret-9f8e7d6c5b4a";
 /// Client `app-b`'s key.
 pub const APP_B_KEY: &str = "gk-app-b-fedcba9876543210";
+/// Client `app-c`'s key.
+pub const APP_C_KEY: &str = "gk-app-c-5a5a5a5a5a5a5a5a";
 /// The browser origin `app-a` allows.
 pub const APP_ORIGIN: &str = "http://localhost:5173";
 /// Simulated time runs this much faster, in the simulator and the gateway alike: a minute is 3 s.
@@ -163,7 +165,8 @@ pub fn sha256_hex(key: &str) -> String {
 }
 
 /// The clients of the test gateway: `app-a` (key by digest, RPM and TPM limits, a browser
-/// origin, user tokens) and `app-b` (key in a secret, a daily token budget).
+/// origin, user tokens), `app-b` (key in a secret, a daily token budget) and `app-c` (a
+/// TPM that binds).
 pub fn test_clients() -> Value {
     json!({
         "app-a": {
@@ -173,7 +176,8 @@ pub fn test_clients() -> Value {
             "origins": [APP_ORIGIN],
             "user_tokens": {"secret": "APP_A_SIGNING", "max_lifetime_s": 600}
         },
-        "app-b": {"key_secret": "APP_B_KEY", "models": ["client-test"], "daily_tokens": 600}
+        "app-b": {"key_secret": "APP_B_KEY", "models": ["client-test"], "daily_tokens": 600},
+        "app-c": {"key_sha256": sha256_hex(APP_C_KEY), "tpm": 400}
     })
 }
 
