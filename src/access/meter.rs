@@ -10,7 +10,6 @@
 
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -126,7 +125,8 @@ pub struct Totals {
 #[serde(default)]
 pub struct Meter {
     windows: Windows,
-    open: BTreeMap<u64, Open>,
+    /// Open reservations by lease, oldest first.
+    open: Vec<(u64, Open)>,
     next_lease: u64,
     /// UTC day number and the tokens settled in it.
     day: (u64, u64),
@@ -210,7 +210,7 @@ impl Meter {
             tokens: est_tokens,
             expires_ms,
         };
-        self.open.insert(lease, open);
+        self.open.push((lease, open));
         self.totals.admitted += 1;
         Verdict::Go { lease }
     }
@@ -218,9 +218,10 @@ impl Meter {
     /// Settles `lease` with what it really used (at most once; unknown leases are ignored).
     pub fn settle(&mut self, now_ms: u64, spec: WindowSpec, lease: u64, spent: Spent) {
         self.tidy(now_ms, spec);
-        let Some(open) = self.open.remove(&lease) else {
+        let Some(i) = self.open.iter().position(|(l, _)| *l == lease) else {
             return;
         };
+        let (_, open) = self.open.remove(i);
         if !spent.sent {
             self.windows.release(open.at_ms, open.tokens, None);
             self.totals.admitted = self.totals.admitted.saturating_sub(1);
@@ -242,10 +243,10 @@ impl Meter {
             next_lease: self.next_lease,
             ..Meter::default()
         };
-        for (lease, o) in open {
+        for (_, o) in &open {
             self.windows.reserve(o.at_ms, o.tokens);
-            self.open.insert(lease, o);
         }
+        self.open = open;
         self.tidy(now_ms, spec);
     }
 
@@ -266,7 +267,7 @@ impl Meter {
 
     /// Settled tokens today plus the estimates in flight.
     fn day_tokens(&self) -> u64 {
-        let open: u64 = self.open.values().map(|o| o.tokens).sum();
+        let open: u64 = self.open.iter().map(|(_, o)| o.tokens).sum();
         self.day.1.saturating_add(open)
     }
 
@@ -280,7 +281,7 @@ impl Meter {
         if self.month.0 != month {
             self.month = (month, 0);
         }
-        self.open.retain(|_, o| o.expires_ms > now_ms);
+        self.open.retain(|(_, o)| o.expires_ms > now_ms);
         self.windows.prune(now_ms, spec);
         self.windows.compact(now_ms, spec, 0, &[]);
     }

@@ -10,6 +10,7 @@ use crate::glue::objects::{self, Object, Row};
 use crate::openai::ApiError;
 use crate::window::WindowSpec;
 use futures_channel::oneshot;
+use futures_util::future::join;
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -105,17 +106,38 @@ impl Metered {
     /// Settles every lease still held with what the request used.
     pub async fn settle(&self, env: &Env, spent: Spent, request_id: &str) {
         let leases = std::mem::take(&mut *self.0.borrow_mut());
-        let calls = leases.into_iter().map(|(meter, lease)| async move {
-            if let Err(error) = meter.call(env, MeterOp::Settle { lease, spent }).await {
-                log::warn(
-                    "meter_call_failed",
-                    request_id,
-                    json!({"meter": meter.name, "op": "settle", "error": error}),
-                );
-            }
-        });
-        futures_util::future::join_all(calls).await;
+        // At most two: the client's and the user's.
+        let settle = |held| settle_one(env, held, spent, request_id);
+        join(settle(leases.first()), settle(leases.get(1))).await;
     }
+}
+
+async fn settle_one(env: &Env, held: Option<&(MeterRef, u64)>, spent: Spent, request_id: &str) {
+    let Some((meter, lease)) = held else { return };
+    let op = MeterOp::Settle {
+        lease: *lease,
+        spent,
+    };
+    if let Err(error) = meter.call(env, op).await {
+        log::warn(
+            "meter_call_failed",
+            request_id,
+            json!({"meter": meter.name, "op": "settle", "error": error}),
+        );
+    }
+}
+
+async fn ask_one(
+    env: &Env,
+    meter: Option<&MeterRef>,
+    est_tokens: u64,
+    ttl_ms: u64,
+) -> Option<std::result::Result<MeterReply, String>> {
+    Some(
+        meter?
+            .call(env, MeterOp::Admit { est_tokens, ttl_ms })
+            .await,
+    )
 }
 
 /// One request's metering: its meters are asked in the background while the request finds
@@ -213,10 +235,10 @@ pub async fn admit(
     ttl_ms: u64,
     request_id: &str,
 ) -> std::result::Result<Metered, ApiError> {
-    let asks = meters
-        .iter()
-        .map(|m| m.call(env, MeterOp::Admit { est_tokens, ttl_ms }));
-    let replies = futures_util::future::join_all(asks).await;
+    // At most two, asked at once: the client's and the user's.
+    let ask = |meter| ask_one(env, meter, est_tokens, ttl_ms);
+    let (first, second) = join(ask(meters.first()), ask(meters.get(1))).await;
+    let replies = first.into_iter().chain(second);
     let now = Date::now().as_millis();
     let admitted = Metered::default();
     let mut refused = None;
