@@ -3,6 +3,7 @@
 //! Pure: time comes in as `now_ms`. Every lease is settled at most once; a lease keeps its
 //! record until settled, so a late settle (a long stream) still lands its real usage.
 
+use crate::history::{Closed, History};
 use crate::pace::{self, Pace, SlowStart};
 use crate::window::{caps, Limits, Used, WindowSpec, Windows};
 use credit::Credit;
@@ -78,6 +79,19 @@ pub enum Admission {
         /// Why.
         reason: DenyReason,
     },
+}
+
+impl DenyReason {
+    /// A short name for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DenyReason::Full => "denied_full",
+            DenyReason::Cooling => "denied_cooling",
+            DenyReason::Parked(_) => "denied_parked",
+            DenyReason::ProbeInFlight => "denied_probe_in_flight",
+            DenyReason::TooLarge => "denied_too_large",
+        }
+    }
 }
 
 /// Why a request was denied.
@@ -173,6 +187,10 @@ pub struct Counters {
     pub cost_micro_usd: u64,
     /// Of the admitted, those handed out ahead in credits (spent without asking, or given back).
     pub credited: u64,
+    /// Milliseconds the scheduled requests were told to wait for their slots, summed.
+    pub wait_ms: u64,
+    /// 429s the gateway answered clients for want of capacity, with this bucket first choice.
+    pub passed_429: u64,
 }
 
 /// Small, serializable view for callers to cache and for the dashboard.
@@ -208,6 +226,41 @@ struct Cooldown {
     kind: String,
 }
 
+/// A bucket's state as operators follow it: a change is logged as one line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Park reason.
+    pub parked: Option<String>,
+    /// Cooldown kind and end.
+    pub cooling: Option<(String, u64)>,
+    /// Surge hold end.
+    pub held_until_ms: Option<u64>,
+}
+
+impl Marks {
+    /// The state changes from `before` to `self`: (event, details) for the log.
+    pub fn changes_since(&self, before: &Marks) -> Vec<(&'static str, serde_json::Value)> {
+        use serde_json::json;
+        let mut out = Vec::new();
+        match (&before.parked, &self.parked) {
+            (None, Some(reason)) => out.push(("bucket_parked", json!({ "reason": reason }))),
+            (Some(reason), None) => out.push(("bucket_unparked", json!({ "was": reason }))),
+            _ => {}
+        }
+        match (&before.cooling, &self.cooling) {
+            (None, Some((kind, until))) => {
+                out.push(("bucket_cooling", json!({ "kind": kind, "until_ms": until })))
+            }
+            (Some(_), None) if self.parked.is_none() => out.push(("bucket_cooled", json!({}))),
+            _ => {}
+        }
+        if let (None, Some(until)) = (before.held_until_ms, self.held_until_ms) {
+            out.push(("bucket_ramp", json!({ "held_until_ms": until })));
+        }
+        out
+    }
+}
+
 /// Everything one bucket remembers; persisted as JSON when it changes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BucketState {
@@ -228,6 +281,9 @@ pub struct BucketState {
     /// Keys (secret names, never the keys) the upstream refused; cleared by an operator.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     refused_keys: BTreeSet<String>,
+    /// The open minute and day of its history (closed ones are stored by the object).
+    #[serde(default)]
+    history: History,
 }
 
 impl BucketState {
@@ -246,6 +302,46 @@ impl BucketState {
         }
         // Back through the one deserializer the state has (from_value would be a second).
         serde_json::from_str(&value.to_string()).unwrap_or_default()
+    }
+
+    /// Counts a 429 the gateway answered a client with this bucket its first choice.
+    pub fn passed_on(&mut self) {
+        bump(&mut self.counters.passed_429, 1);
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The history's open periods.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Adds to the history what the last call changed (`before`: the counters before it).
+    pub fn record_history(&mut self, now_ms: u64, policy: &Policy, before: &Counters) {
+        let used = self.windows.usage(now_ms, policy.spec.minute_ms);
+        self.history
+            .record(now_ms, policy.limits, (before, &self.counters), used);
+    }
+
+    /// The history periods closed since the last take, for the object to store.
+    pub fn take_closed_history(&mut self) -> Closed {
+        self.history.take_closed()
+    }
+
+    /// What operators are told about when it changes: park, cooldown, surge hold.
+    pub fn marks(&self, now_ms: u64) -> Marks {
+        Marks {
+            parked: self.park.as_ref().map(|p| p.reason.clone()),
+            cooling: self
+                .cooldown
+                .as_ref()
+                .filter(|c| c.until_ms > now_ms)
+                .map(|c| (c.kind.clone(), c.until_ms)),
+            held_until_ms: self.pace.held_until(now_ms),
+        }
     }
 
     /// Remembers keys the upstream refused, so no request uses them again.
@@ -317,6 +413,7 @@ impl BucketState {
         bump(&mut self.counters.admitted, 1);
         if start > now_ms {
             bump(&mut self.counters.scheduled, 1);
+            bump(&mut self.counters.wait_ms, start - now_ms);
         }
         let credit =
             (credit_size > 0).then(|| self.grant(now_ms, policy, req, credit_size, late_ms));

@@ -762,3 +762,36 @@ fn a_state_stored_before_windows_were_packed_is_read_whole() {
         "and the new form round-trips"
     );
 }
+
+#[test]
+fn marks_say_what_changed_for_the_log() {
+    let before = Marks::default();
+    let parked = Marks {
+        parked: Some("free quota exhausted".into()),
+        ..Marks::default()
+    };
+    let events: Vec<&str> = parked
+        .changes_since(&before)
+        .iter()
+        .map(|(e, _)| *e)
+        .collect();
+    assert_eq!(events, ["bucket_parked"]);
+    let events: Vec<&str> = before
+        .changes_since(&parked)
+        .iter()
+        .map(|(e, _)| *e)
+        .collect();
+    assert_eq!(events, ["bucket_unparked"]);
+    let cooling = Marks {
+        cooling: Some(("requests".into(), 5)),
+        held_until_ms: Some(9),
+        ..Marks::default()
+    };
+    let events: Vec<&str> = cooling
+        .changes_since(&before)
+        .iter()
+        .map(|(e, _)| *e)
+        .collect();
+    assert_eq!(events, ["bucket_cooling", "bucket_ramp"]);
+    assert!(cooling.changes_since(&cooling).is_empty());
+}

@@ -103,6 +103,26 @@ pub enum ParkScope {
 }
 
 impl Outcome {
+    /// A short name for logs and counts.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Success => "ok",
+            Outcome::Cooldown { kind, .. } => match kind {
+                LimitKind::Requests => "limit_requests",
+                LimitKind::Tokens => "limit_tokens",
+                LimitKind::Throttle => "throttled",
+                LimitKind::Daily => "limit_daily",
+            },
+            Outcome::Burst { .. } => "limit_burst",
+            Outcome::Park { .. } => "parked",
+            Outcome::KeyRefused { .. } => "key_refused",
+            Outcome::Retry { .. } => "server_error",
+            Outcome::Unavailable { .. } => "unavailable",
+            Outcome::TooLarge => "too_large",
+            Outcome::Client(_) => "client_error",
+        }
+    }
+
     /// The outcome with every wait it carries passed through `scale` (upstream time to real
     /// time: divided by the config's `time_scale`, 1 in production).
     pub fn scaled(self, scale: impl Fn(u64) -> u64) -> Outcome {

@@ -15,14 +15,18 @@
 
 pub mod access;
 pub mod bucket;
+pub mod calendar;
 pub mod classify;
 pub mod config;
 pub mod hints;
+pub mod history;
+pub mod metrics;
 pub mod openai;
 pub mod pace;
 pub mod planner;
 pub mod pricing;
 pub mod protocol;
+pub mod report;
 pub mod routes;
 pub mod sse;
 pub mod tokens;

@@ -154,6 +154,14 @@ impl Pace {
         }
     }
 
+    /// The end of the surge hold in force, if any.
+    pub fn held_until(&self, now_ms: u64) -> Option<u64> {
+        self.hold
+            .as_ref()
+            .map(|h| h.until_ms)
+            .filter(|&u| u > now_ms)
+    }
+
     /// Forgets what surges and surprises taught (an operator's clear); keeps the measurements.
     pub fn forget_lessons(&mut self) {
         self.learned = None;

@@ -3,6 +3,7 @@
 //! the pure `BucketState`, so the Durable Object itself only loads, stores and answers.
 
 use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
+use crate::history::Rollup;
 use crate::pace::SlowStart;
 use crate::window::{Limits, WindowSpec};
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,14 @@ pub enum Op {
     Clear,
     /// The live view.
     Snapshot,
+    /// The history since minute number `minutes_from` (and every day kept): the open minute
+    /// and day here; the object adds the stored ones.
+    History {
+        /// The first minute wanted (minutes since the epoch).
+        minutes_from: u64,
+    },
+    /// The gateway answered a client 429 for want of capacity here (counted for operators).
+    PassedOn,
 }
 
 /// The bucket's answer.
@@ -97,6 +106,13 @@ pub enum Reply {
         #[serde(default)]
         refused_keys: Vec<String>,
     },
+    /// To `History`: (minute number, rollup) and (day number, rollup), oldest first.
+    History {
+        /// Minutes (the last 24 hours).
+        minutes: Vec<(u64, Rollup)>,
+        /// Days (the last 90).
+        days: Vec<(u64, Rollup)>,
+    },
     /// To `Commit`, `Settle` and `Park`.
     Done,
 }
@@ -109,7 +125,14 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
         slow_start: call.slow_start,
         credit_max: call.credit_max,
     };
-    apply_op(state, now_ms, &policy, &call.op)
+    if matches!(call.op, Op::Snapshot | Op::History { .. }) {
+        // Reads record nothing, so they change nothing.
+        return apply_op(state, now_ms, &policy, &call.op);
+    }
+    let before = state.counters().clone();
+    let reply = apply_op(state, now_ms, &policy, &call.op);
+    state.record_history(now_ms, &policy, &before);
+    reply
 }
 
 fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> Reply {
@@ -163,6 +186,17 @@ fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> R
             view(state, now_ms, policy)
         }
         Op::Snapshot => view(state, now_ms, policy),
+        Op::PassedOn => {
+            state.passed_on();
+            Reply::Done
+        }
+        Op::History { .. } => {
+            let (minute, day) = state.history().open();
+            Reply::History {
+                minutes: minute.into_iter().collect(),
+                days: day.into_iter().collect(),
+            }
+        }
     }
 }
 

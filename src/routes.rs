@@ -36,6 +36,14 @@ pub enum Route {
         /// Reset first.
         reset: bool,
     },
+    /// `GET /admin/`: the dashboard page.
+    AdminDashboard,
+    /// `GET /admin/state`: what the dashboard shows, as JSON.
+    AdminState,
+    /// `GET /admin/metrics`: the Prometheus text exposition.
+    AdminMetrics,
+    /// `GET /admin/report?account=&model=&days=[&format=csv]`: quota-increase evidence.
+    AdminReport,
     /// `OPTIONS` on a `/v1/` endpoint: a browser's CORS preflight.
     Preflight,
 }
@@ -54,6 +62,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
+        "/admin" => ("GET", Route::AdminDashboard),
+        "/admin/state" => ("GET", Route::AdminState),
+        "/admin/metrics" => ("GET", Route::AdminMetrics),
+        "/admin/report" => ("GET", Route::AdminReport),
         _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
             Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
             Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
@@ -117,6 +129,22 @@ fn client_path(rest: &str) -> Option<Route> {
         client: decode(client)?,
         user,
         reset,
+    })
+}
+
+/// The value of query parameter `name` in `url` (form-decoded: `+` is a space), if present.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .ok()
+                .map(|d| d.into_owned())
+        };
+        (decode(key)? == name).then(|| decode(value)).flatten()
     })
 }
 
@@ -211,6 +239,19 @@ mod tests {
             );
         }
         assert_eq!(allowed_methods("/v1/chat/completions"), "POST, OPTIONS");
+    }
+
+    #[test]
+    fn query_parameters_are_form_decoded() {
+        let url = "https://gw.example/admin/report?account=relay-1&model=qwen%2Fqwen3-max&days=7&x=a+b#frag";
+        assert_eq!(query_param(url, "account").as_deref(), Some("relay-1"));
+        assert_eq!(query_param(url, "model").as_deref(), Some("qwen/qwen3-max"));
+        assert_eq!(query_param(url, "x").as_deref(), Some("a b"));
+        assert_eq!(query_param(url, "days").as_deref(), Some("7"));
+        assert_eq!(query_param(url, "missing"), None);
+        assert_eq!(query_param("https://gw.example/admin/report", "days"), None);
+        assert_eq!(query_param("https://x/?flag", "flag").as_deref(), Some(""));
+        assert_eq!(query_param("https://x/?bad=%FF", "bad"), None);
     }
 
     #[test]

@@ -8,10 +8,9 @@
 //! while the settled spend is under it: it can be passed by the requests in flight when it
 //! is reached, never by more.
 
+use crate::calendar::{month_of_day, month_start_ms, DAY_MS};
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
-
-const DAY_MS: u64 = 86_400_000;
 
 /// The limits a meter enforces (a client's, or a user's narrowed by its token).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,42 +284,6 @@ impl Meter {
         self.windows.prune(now_ms, spec);
         self.windows.compact(now_ms, spec, 0, &[]);
     }
-}
-
-/// Month number (year x 12 + month - 1) of a UTC day number (days since 1970-01-01).
-fn month_of_day(day: u64) -> u64 {
-    let (y, m, _) = civil_from_days(day);
-    y * 12 + (m - 1)
-}
-
-/// Start of a month number, ms since the epoch.
-fn month_start_ms(month: u64) -> u64 {
-    days_from_civil(month / 12, month % 12 + 1).saturating_mul(DAY_MS)
-}
-
-/// (year, month 1-12, day 1-31) of a day number (Howard Hinnant's algorithm, days >= 0).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Day number of the first of (year, month 1-12).
-fn days_from_civil(y: u64, m: u64) -> u64 {
-    let y = if m <= 2 { y.saturating_sub(1) } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
 }
 
 /// One call to a meter's Durable Object: the limits to judge by (the caller's config) and

@@ -6,8 +6,10 @@
 
 use crate::bucket::BucketState;
 use crate::config::{Candidate, Config, Limits};
+use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
+use crate::history;
 use crate::openai::ApiError;
 use crate::pace::SlowStart;
 use crate::protocol::{self, Call, Op, Reply};
@@ -100,6 +102,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Park { .. } => "park",
         Op::Clear => "clear",
         Op::Snapshot => "snapshot",
+        Op::History { .. } => "history",
+        Op::PassedOn => "passed_on",
     }
 }
 
@@ -107,6 +111,7 @@ fn op_name(op: &Op) -> &'static str {
 #[durable_object]
 pub struct BucketDo {
     row: Row,
+    history: Tables,
     state: RefCell<Option<BucketState>>,
 }
 
@@ -114,6 +119,7 @@ impl DurableObject for BucketDo {
     fn new(state: State, _env: Env) -> Self {
         Self {
             row: Row::open(&state, "bucket"),
+            history: Tables::open(&state),
             state: RefCell::new(None),
         }
     }
@@ -129,9 +135,32 @@ impl DurableObject for BucketDo {
             Some(state) => state,
             None => BucketState::from_stored(&self.row.load()?),
         };
-        let reply = protocol::apply(&mut state, now, &call);
+        let before = state.marks(now);
+        let mut reply = protocol::apply(&mut state, now, &call);
+        for (event, details) in state.marks(now).changes_since(&before) {
+            let mut fields = json!({ "bucket": call.bucket });
+            if let (Some(f), serde_json::Value::Object(d)) = (fields.as_object_mut(), details) {
+                f.extend(d);
+            }
+            log::info(event, "", fields);
+        }
+        let closed = state.take_closed_history();
         self.row.save(&state, &call.bucket);
         *self.state.borrow_mut() = Some(state);
+        self.history.store(closed, now, &call.bucket);
+        if let (Reply::History { minutes, days }, Op::History { minutes_from }) =
+            (&mut reply, &call.op)
+        {
+            let (minute, day) = history::horizon(now);
+            let mut stored =
+                self.history
+                    .rows("minutes", minute.max(*minutes_from), u64::MAX >> 12);
+            stored.append(minutes);
+            *minutes = stored;
+            let mut stored = self.history.rows("days", day, u64::MAX >> 12);
+            stored.append(days);
+            *days = stored;
+        }
         Response::from_json(&reply)
     }
 }

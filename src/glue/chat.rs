@@ -9,6 +9,7 @@ use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config};
 use crate::glue::bucket::Bucket;
 use crate::glue::hold::{self, Background, Client, Held};
+use crate::glue::log::{Ending, Trail};
 use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
@@ -22,7 +23,9 @@ use crate::sse;
 use crate::tokens;
 use futures_util::future::{select, Either};
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
@@ -70,14 +73,43 @@ impl Choice for Cand<'_> {
     }
 }
 
-/// Serves one chat completion, streamed or not.
+/// Serves one chat completion, streamed or not, and logs it as one `request` line (a served
+/// answer's line is written when its usage is known: a stream's at its end).
 pub async fn complete(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    identity: &Identity<'_>,
+    request_id: &str,
+) -> Result<Response, (ApiError, Headers)> {
+    let trail = Rc::new(RefCell::new(Trail::new(
+        identity.client,
+        identity.user.as_deref(),
+        now_ms(),
+    )));
+    let answer = plan_and_send(req, env, ctx, config, identity, request_id, &trail).await;
+    if let Err((e, _)) = &answer {
+        let ending = Ending {
+            status: e.status,
+            served: None,
+            tokens: None,
+            cost_usd: None,
+            now_ms: now_ms(),
+        };
+        trail.borrow().end(request_id, ending);
+    }
+    answer
+}
+
+async fn plan_and_send(
     mut req: Request,
     env: &Env,
     ctx: &Context,
     config: &Config,
     identity: &Identity<'_>,
     request_id: &str,
+    trail: &Rc<RefCell<Trail>>,
 ) -> Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
     let bytes = body::read(&mut req, ctx, config.max_body_bytes)
@@ -92,6 +124,7 @@ pub async fn complete(
         .models
         .get(&chat.model)
         .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
+    trail.borrow_mut().requested(&chat.model);
     if !identity.may_call(&chat.model) {
         return Err(plain(identity.model_refused(&chat.model)));
     }
@@ -252,7 +285,8 @@ pub async fn complete(
                                     background.settle(stale, SettleOutcome::Released, &[]);
                                 }
                             }
-                            Admission::Denied { .. } => {
+                            Admission::Denied { reason, .. } => {
+                                trail.borrow_mut().attempt(&bucket.name, reason.label());
                                 cache::busy(&bucket.name, bucket_free_at_ms, now_ms())
                             }
                         }
@@ -286,6 +320,7 @@ pub async fn complete(
                     return Err(plain(e));
                 }
                 let wait = at_ms.saturating_sub(now_ms());
+                trail.borrow_mut().waited(wait);
                 if wait > 0 && left_during(&client, wait).await {
                     return Err(plain(background.client_left(&held)));
                 }
@@ -326,15 +361,21 @@ pub async fn complete(
                                     return Err(plain(background.client_left(&held)));
                                 };
                                 let headers = gateway_headers(&chat.model, &c, &planner);
+                                trail.borrow_mut().attempt(&c.bucket(), "ok");
                                 let bill = Bill {
                                     price: config.prices.get(c.model).cloned(),
                                     prompt_estimate: prompt_tokens,
                                     metered: metering.take(),
+                                    trail: trail.clone(),
+                                    served: c.model.to_string(),
                                 };
                                 return serve(&background, hold, bill, answer, headers)
                                     .map_err(plain);
                             }
-                            Err(outcome) => outcome.scaled(|ms| config.scale_ms(ms)),
+                            Err(outcome) => {
+                                trail.borrow_mut().attempt(&c.bucket(), outcome.label());
+                                outcome.scaled(|ms| config.scale_ms(ms))
+                            }
                         };
                         match outcome {
                             // The lease stays held for the account's next key; with none
@@ -380,6 +421,19 @@ pub async fn complete(
                 }
             }
             Action::GiveUp(error) => {
+                // Counted for operators on the first choice: capacity the clients missed.
+                let first = route
+                    .fallback
+                    .first()
+                    .and_then(|s| config.candidates(s).next());
+                if let (429, Some(first)) = (error.status, first) {
+                    let bucket = Bucket::of(&first, config);
+                    let request_id = request_id.to_string();
+                    let env = env.clone();
+                    ctx.wait_until(
+                        async move { bucket.tell(&env, Op::PassedOn, &request_id).await },
+                    );
+                }
                 let headers = Headers::new();
                 respond::set_header(&headers, "x-gateway-requested-model", &chat.model);
                 respond::set_header(

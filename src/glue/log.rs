@@ -26,3 +26,77 @@ pub fn warn(event: &str, request_id: &str, fields: Value) {
 pub fn info(event: &str, request_id: &str, fields: Value) {
     line("info", event, request_id, fields);
 }
+
+/// What one request did, logged as one line when it ends (`request` event): who asked for
+/// what, each attempt's bucket and outcome, the time it waited for slots, and at the end
+/// its status, latency, tokens and cost.
+#[derive(Debug, Default)]
+pub struct Trail {
+    client: String,
+    user: Option<String>,
+    requested: String,
+    attempts: Vec<Value>,
+    wait_ms: u64,
+    started_ms: u64,
+}
+
+/// How a request ended, for its `request` line.
+pub struct Ending<'a> {
+    /// HTTP status answered.
+    pub status: u16,
+    /// The upstream model that answered, if any.
+    pub served: Option<&'a str>,
+    /// Tokens (prompt, completion) the upstream reported.
+    pub tokens: Option<(Option<u64>, Option<u64>)>,
+    /// What it cost, if priced.
+    pub cost_usd: Option<f64>,
+    /// When it ended.
+    pub now_ms: u64,
+}
+
+impl Trail {
+    /// A request by `client` (and `user`) that started at `started_ms`.
+    pub fn new(client: &str, user: Option<&str>, started_ms: u64) -> Trail {
+        Trail {
+            client: client.to_string(),
+            user: user.map(str::to_string),
+            started_ms,
+            ..Trail::default()
+        }
+    }
+
+    /// The public model asked for.
+    pub fn requested(&mut self, model: &str) {
+        self.requested = model.to_string();
+    }
+
+    /// One attempt at `bucket` and how it went.
+    pub fn attempt(&mut self, bucket: &str, outcome: &str) {
+        self.attempts
+            .push(serde_json::json!({"bucket": bucket, "outcome": outcome}));
+    }
+
+    /// Time spent waiting for a scheduled slot.
+    pub fn waited(&mut self, ms: u64) {
+        self.wait_ms = self.wait_ms.saturating_add(ms);
+    }
+
+    /// Logs the request's one line.
+    pub fn end(&self, request_id: &str, ending: Ending) {
+        let (prompt, completion) = ending.tokens.unwrap_or_default();
+        let fields = serde_json::json!({
+            "client": self.client,
+            "user": self.user,
+            "requested_model": self.requested,
+            "served_model": ending.served,
+            "attempts": self.attempts,
+            "wait_ms": self.wait_ms,
+            "status": ending.status,
+            "latency_ms": ending.now_ms.saturating_sub(self.started_ms),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost_usd": ending.cost_usd,
+        });
+        line("info", "request", request_id, fields);
+    }
+}

@@ -24,6 +24,8 @@ use worker::{
 pub struct MeterRef {
     /// `client:<id>` or `user:<client>:<sub>`.
     pub name: String,
+    /// The client it belongs to.
+    pub client: String,
     /// Who it meters, for messages: "client `web`".
     pub whose: String,
     limits: MeterLimits,
@@ -36,6 +38,7 @@ impl MeterRef {
     pub fn of(identity: &Identity, config: &Config) -> Vec<MeterRef> {
         let meter = |name: String, whose: String, limits: MeterLimits| MeterRef {
             name,
+            client: identity.client.to_string(),
             whose,
             limits,
             spec: config.window_spec(),
@@ -75,11 +78,17 @@ impl MeterRef {
         };
         Some(MeterRef {
             name,
+            client: client.to_string(),
             whose,
             limits,
             spec: config.window_spec(),
             timeout_ms: config.bucket_timeout_ms,
         })
+    }
+
+    /// True when it limits nothing.
+    pub fn is_unlimited(&self) -> bool {
+        self.limits.is_unlimited()
     }
 
     /// Sends one call; `Err` says what failed.

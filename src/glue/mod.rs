@@ -1,10 +1,12 @@
 //! Workers runtime glue: the fetch entry point; everything here is thin over the pure modules.
 
+mod admin;
 mod body;
 mod bucket;
 mod cache;
 mod chat;
 mod credits;
+mod history;
 mod hold;
 mod log;
 mod meter;
@@ -124,6 +126,25 @@ async fn handle(
             bucket::admin(env, &config, &account, &model, clear)
                 .await
                 .map_err(plain)
+        }
+        Route::AdminDashboard => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            admin::dashboard().map_err(plain)
+        }
+        Route::AdminState => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            admin::state(env, &config).await.map_err(plain)
+        }
+        Route::AdminMetrics => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            admin::metrics(env, &config).await.map_err(plain)
+        }
+        Route::AdminReport => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            admin::report(&req, env, &config).await.map_err(plain)
         }
         Route::AdminClient {
             client,

@@ -32,6 +32,13 @@ pub fn error(e: &ApiError, path: &str) -> Result<Response> {
     if e.status == 405 {
         headers.set("allow", routes::allowed_methods(path))?;
     }
+    if e.status == 401 && path.starts_with("/admin") {
+        // Lets a browser ask for the token (Basic; see `authorize_admin`).
+        headers.set(
+            "www-authenticate",
+            "Basic realm=\"edge-gateway admin\", charset=\"UTF-8\"",
+        )?;
+    }
     Ok(Response::from_bytes(e.body().into_bytes())?
         .with_status(e.status)
         .with_headers(headers))
@@ -108,14 +115,31 @@ pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiE
         .secret("ADMIN_TOKEN")
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let offered = bearer(req).unwrap_or_default();
+    // Bearer for tools; Basic (any user name, the token as password) for the dashboard, whose
+    // browser asks once and sends it with every call the page makes.
+    let offered = bearer(req)
+        .or_else(|| basic_password(req))
+        .unwrap_or_default();
     if !token.is_empty() && constant_time_eq(token.as_bytes(), offered.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::unauthorized(
-            "The admin API needs `Authorization: Bearer <ADMIN_TOKEN>`.",
+            "The admin API needs `Authorization: Bearer <ADMIN_TOKEN>` (or, in a browser, Basic with the token as password).",
         ))
     }
+}
+
+/// The password of `Authorization: Basic base64(user:password)`.
+fn basic_password(req: &Request) -> Option<String> {
+    use base64::Engine;
+    let value = req.headers().get("authorization").ok().flatten()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 /// The credential of `Authorization: Bearer <credential>`.

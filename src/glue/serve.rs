@@ -5,6 +5,7 @@ use crate::access::meter::Spent;
 use crate::bucket::SettleOutcome;
 use crate::config::{Candidate, Price};
 use crate::glue::hold::{Background, Hold};
+use crate::glue::log::{Ending, Trail};
 use crate::glue::meter::Metered;
 use crate::glue::stream::Started;
 use crate::glue::{respond, settles};
@@ -12,6 +13,8 @@ use crate::openai::{ApiError, Usage};
 use crate::planner::{Choice, Planner};
 use crate::pricing;
 use crate::protocol::Op;
+use std::cell::RefCell;
+use std::rc::Rc;
 use worker::{Env, Headers, Response};
 
 /// A successful answer, ready to go to the client.
@@ -30,6 +33,10 @@ pub struct Bill {
     pub prompt_estimate: u64,
     /// The client's (and user's) meter leases.
     pub metered: Metered,
+    /// The request's log line, ended here with the usage.
+    pub trail: Rc<RefCell<Trail>>,
+    /// The upstream model that answered.
+    pub served: String,
 }
 
 impl Bill {
@@ -37,8 +44,16 @@ impl Bill {
         pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
     }
 
-    /// Charges the meters with the usage and its cost.
+    /// Charges the meters with the usage and its cost, and logs the request's line.
     async fn charge(self, env: &Env, usage: Usage, cost_usd: f64, request_id: &str) {
+        let ending = Ending {
+            status: 200,
+            served: Some(&self.served),
+            tokens: Some((usage.prompt_tokens, usage.completion_tokens)),
+            cost_usd: self.price.is_some().then_some(cost_usd),
+            now_ms: worker::Date::now().as_millis(),
+        };
+        self.trail.borrow().end(request_id, ending);
         let spent = Spent {
             tokens: usage
                 .completion_tokens

@@ -414,10 +414,24 @@ async fn no_secret_anywhere(ctx: Arc<Ctx>) {
             secret.len()
         );
     }
+    // The gateway's own lines are JSON, every one.
+    let ours: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("{\"level\""))
+        .collect();
+    assert!(
+        ours.iter().any(|l| l.contains("\"event\":\"request\"")),
+        "request lines were logged"
+    );
+    for l in &ours {
+        assert!(serde_json::from_str::<Value>(l).is_ok(), "not JSON: {l}");
+    }
     println!(
-        "    scanned {} bytes sent to clients and {} of log",
+        "    scanned {} bytes sent to clients and {} of log ({} JSON lines)",
         sent.len(),
-        log.len()
+        log.len(),
+        ours.len()
     );
 }
 

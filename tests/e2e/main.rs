@@ -20,6 +20,7 @@ mod quota;
 mod recorder;
 mod streams;
 mod support;
+mod visibility;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +38,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     compressed.extend(quota::scenarios());
     compressed.extend(streams::scenarios());
     compressed.extend(hardening::scenarios());
+    compressed.extend(visibility::scenarios());
     compressed.extend(clients::scenarios());
     vec![
         (&support::COMPRESSED, compressed),

@@ -1,0 +1,99 @@
+//! A bucket object's stored history: one SQLite row per closed minute (24 hours kept) and
+//! per closed day (90 kept), written when a period closes; a closing day is summarised from
+//! its minutes first.
+
+use crate::glue::log;
+use crate::history::{self, Closed, Rollup};
+use serde::Deserialize;
+use worker::{SqlStorage, State};
+
+/// The object's history tables.
+pub struct Tables {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    at: f64,
+    r: String,
+}
+
+impl Tables {
+    /// Opens the tables (created on first use).
+    pub fn open(state: &State) -> Tables {
+        let sql = state.storage().sql();
+        for table in ["minutes", "days"] {
+            // A failure here surfaces as a failed write or read, logged, never a panic.
+            let _ = sql.exec(
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {table}(at INTEGER PRIMARY KEY, r TEXT NOT NULL)"
+                ),
+                None,
+            );
+        }
+        Tables { sql }
+    }
+
+    /// Stores what closed, then drops rows past the retention.
+    pub fn store(&self, closed: Closed, now_ms: u64, name: &str) {
+        let Closed { minutes, days } = closed;
+        let mut result = minutes
+            .iter()
+            .try_for_each(|(at, r)| self.put("minutes", *at, r));
+        for (day, mut rollup) in days {
+            let (first, end) = history::day_minutes(day);
+            let of_day: Vec<Rollup> = self
+                .rows("minutes", first, end)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            history::summarise_day(&mut rollup, &of_day);
+            result = result.and_then(|()| self.put("days", day, &rollup));
+        }
+        let (minute, day) = history::horizon(now_ms);
+        result = result
+            .and_then(|()| {
+                self.sql
+                    .exec(
+                        "DELETE FROM minutes WHERE at < ?",
+                        vec![(minute as f64).into()],
+                    )
+                    .map(|_| ())
+            })
+            .and_then(|()| {
+                self.sql
+                    .exec("DELETE FROM days WHERE at < ?", vec![(day as f64).into()])
+                    .map(|_| ())
+            });
+        if let Err(e) = result {
+            log::warn(
+                "history_write_failed",
+                "",
+                serde_json::json!({"object": name, "error": e.to_string()}),
+            );
+        }
+    }
+
+    fn put(&self, table: &str, at: u64, rollup: &Rollup) -> worker::Result<()> {
+        let json =
+            serde_json::to_string(rollup).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.sql.exec(
+            &format!("INSERT INTO {table}(at, r) VALUES (?, ?) ON CONFLICT(at) DO UPDATE SET r = excluded.r"),
+            vec![(at as f64).into(), json.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The stored rows of `table` with `from <= at < to`, oldest first.
+    pub fn rows(&self, table: &str, from: u64, to: u64) -> Vec<(u64, Rollup)> {
+        let query = format!("SELECT at, r FROM {table} WHERE at >= ? AND at < ? ORDER BY at");
+        let rows: Vec<Stored> = self
+            .sql
+            .exec(&query, vec![(from as f64).into(), (to as f64).into()])
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        rows.into_iter()
+            .filter_map(|s| Some((s.at as u64, serde_json::from_str(&s.r).ok()?)))
+            .collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! The evidence a provider's quota-increase form asks for, for one bucket: per UTC day, peak
+//! and p95 RPM and TPM against the limit, minutes spent at the limit, upstream 429s the
+//! gateway absorbed, requests turned away (rotated or downgraded) or scheduled because of the
+//! limit, tokens and cost. As JSON rows or CSV.
+
+use crate::calendar::{self, DAY_MS};
+use crate::history::{self, Period, Rollup};
+use crate::window::Limits;
+use serde::Serialize;
+
+/// One day of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Requests given a slot.
+    pub admitted: u64,
+    /// Served.
+    pub served: u64,
+    /// Given a slot later than asked, because of the limit.
+    pub scheduled: u64,
+    /// Their average wait, ms.
+    pub avg_wait_ms: u64,
+    /// Turned away by the limit: sent to another account or down the model chain.
+    pub turned_away: u64,
+    /// Upstream 429s absorbed (window limits and surge protection).
+    pub upstream_429s: u64,
+    /// Failures without a limit signal (5xx, network).
+    pub failed: u64,
+    /// Highest requests in a sliding minute.
+    pub peak_rpm: u64,
+    /// 95th percentile of the minutes' peak RPM (every minute of the day counted).
+    pub p95_rpm: u64,
+    /// The configured RPM.
+    pub rpm_limit: Option<u64>,
+    /// Highest tokens in a sliding minute.
+    pub peak_tpm: u64,
+    /// 95th percentile of the minutes' peak TPM.
+    pub p95_tpm: u64,
+    /// The configured TPM.
+    pub tpm_limit: Option<u64>,
+    /// Minutes whose peak reached 95 % of a limit.
+    pub minutes_at_limit: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost, USD.
+    pub cost_usd: f64,
+}
+
+/// The last `days` UTC days up to `now_ms`, oldest first, from the stored days and the
+/// minutes of the last 24 hours (today's summary comes from its minutes). Days with no
+/// traffic are rows of zeros.
+pub fn days(
+    stored_days: &[Period],
+    minutes: &[Period],
+    limits: &Limits,
+    now_ms: u64,
+    days: u64,
+) -> Vec<Day> {
+    let today = now_ms / DAY_MS;
+    let first = (today + 1).saturating_sub(days.max(1));
+    (first..=today)
+        .map(|day| {
+            let mut rollup = stored_days
+                .iter()
+                .find(|(d, _)| *d == day)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
+            if day == today {
+                let (from, to) = history::day_minutes(day);
+                let of_day: Vec<Rollup> = minutes
+                    .iter()
+                    .filter(|(m, _)| (from..to).contains(m))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                history::summarise_day(&mut rollup, &of_day);
+            }
+            row(day, &rollup, limits)
+        })
+        .collect()
+}
+
+fn row(day: u64, r: &Rollup, limits: &Limits) -> Day {
+    Day {
+        date: calendar::date(day),
+        admitted: r.admitted,
+        served: r.ok,
+        scheduled: r.scheduled,
+        avg_wait_ms: r.wait_ms.checked_div(r.scheduled).unwrap_or(0),
+        turned_away: r.denied,
+        upstream_429s: r.rate_limited + r.burst,
+        failed: r.failed,
+        peak_rpm: r.peak_rpm,
+        p95_rpm: r.p95_rpm,
+        rpm_limit: limits.rpm,
+        peak_tpm: r.peak_tpm,
+        p95_tpm: r.p95_tpm,
+        tpm_limit: limits.tpm,
+        minutes_at_limit: r.minutes_at_limit,
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
+        cost_usd: r.cost_micro_usd as f64 / 1e6,
+    }
+}
+
+/// The rows as CSV with a header line (numbers only besides the date: nothing to quote).
+pub fn csv(rows: &[Day]) -> String {
+    let mut out = String::from(
+        "date,admitted,served,scheduled,avg_wait_ms,turned_away,upstream_429s,failed,peak_rpm,p95_rpm,rpm_limit,peak_tpm,p95_tpm,tpm_limit,minutes_at_limit,prompt_tokens,completion_tokens,cost_usd\n",
+    );
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for d in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6}\n",
+            d.date,
+            d.admitted,
+            d.served,
+            d.scheduled,
+            d.avg_wait_ms,
+            d.turned_away,
+            d.upstream_429s,
+            d.failed,
+            d.peak_rpm,
+            d.p95_rpm,
+            opt(d.rpm_limit),
+            d.peak_tpm,
+            d.p95_tpm,
+            opt(d.tpm_limit),
+            d.minutes_at_limit,
+            d.prompt_tokens,
+            d.completion_tokens,
+            d.cost_usd
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-30T00:00:00Z.
+    const T0: u64 = 1_795_996_800_000;
+
+    #[test]
+    fn days_line_up_with_the_calendar_and_today_is_summarised_from_its_minutes() {
+        let limits = Limits {
+            rpm: Some(10),
+            tpm: Some(1_000),
+            ..Limits::default()
+        };
+        let day0 = T0 / DAY_MS;
+        let yesterday = Rollup {
+            admitted: 50,
+            ok: 48,
+            scheduled: 10,
+            wait_ms: 2_500,
+            denied: 7,
+            rate_limited: 2,
+            burst: 1,
+            peak_rpm: 10,
+            p95_rpm: 9,
+            minutes_at_limit: 30,
+            cost_micro_usd: 1_500_000,
+            ..Rollup::default()
+        };
+        let (first, _) = history::day_minutes(day0);
+        // Today: 100 minutes at 10 rpm (p95 10, at the limit), one more at 3.
+        let mut minutes: Vec<Period> = (0..100)
+            .map(|i| {
+                (
+                    first + i,
+                    Rollup {
+                        ok: 10,
+                        peak_rpm: 10,
+                        minutes_at_limit: 1,
+                        ..Rollup::default()
+                    },
+                )
+            })
+            .collect();
+        minutes.push((
+            first - 5,
+            Rollup {
+                peak_rpm: 99,
+                ..Rollup::default()
+            },
+        )); // yesterday's
+        let today = Rollup {
+            ok: 1_000,
+            peak_rpm: 10,
+            ..Rollup::default()
+        };
+        let rows = days(
+            &[(day0 - 1, yesterday), (day0, today)],
+            &minutes,
+            &limits,
+            T0 + 3_600_000,
+            3,
+        );
+        let dates: Vec<&str> = rows.iter().map(|d| d.date.as_str()).collect();
+        assert_eq!(dates, ["2026-11-28", "2026-11-29", "2026-11-30"]);
+        assert_eq!(rows[0].served, 0);
+        let y = &rows[1];
+        assert_eq!(
+            (y.served, y.avg_wait_ms, y.turned_away, y.upstream_429s),
+            (48, 250, 7, 3)
+        );
+        assert_eq!(
+            (y.p95_rpm, y.rpm_limit, y.minutes_at_limit, y.cost_usd),
+            (9, Some(10), 30, 1.5)
+        );
+        let t = &rows[2];
+        assert_eq!((t.served, t.p95_rpm, t.minutes_at_limit), (1_000, 10, 100));
+        let text = csv(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with("date,admitted,served"));
+        assert_eq!(
+            lines[2],
+            "2026-11-29,50,48,10,250,7,3,0,10,9,10,0,0,1000,30,0,0,1.500000"
+        );
+        assert!(lines.iter().all(|l| l.split(',').count() == 18));
+    }
+}

@@ -1,0 +1,56 @@
+// The dashboard in a real browser (issue 11): headless Chromium opens /admin/ with the admin
+// token (HTTP Basic, as a person would type it), finds a bucket's row, reads its state and
+// counts, clicks its Clear button and waits until the page shows it available.
+//
+//   node tests/browser/dashboard.mjs --gateway URL --token ADMIN_TOKEN --bucket acct:model --out DIR
+//
+// Prints one JSON line {"before": {...}, "after": {...}} and saves screenshots under DIR.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const { values: args } = parseArgs({
+  options: {
+    gateway: { type: "string" },
+    token: { type: "string" },
+    bucket: { type: "string" },
+    out: { type: "string" },
+  },
+});
+mkdirSync(args.out, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+try {
+  const context = await browser.newContext({
+    httpCredentials: { username: "admin", password: args.token },
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  await page.goto(`${args.gateway}/admin/`);
+  const row = page.locator(`tr[data-bucket="${args.bucket}"]`);
+  await row.waitFor({ timeout: 15_000 });
+  const read = async () => ({
+    state: (await row.locator("td.state").innerText()).trim(),
+    cells: await row.locator("td").allInnerTexts(),
+    chartBars: await page.locator("#chart rect").count(),
+  });
+  const before = await read();
+  await page.screenshot({ path: join(args.out, "dashboard-parked.png"), fullPage: true });
+  await row.locator("button[data-clear]").click();
+  await page.waitForFunction(
+    (b) => document.querySelector(`tr[data-bucket="${b}"] td.state`)?.innerText.includes("available"),
+    args.bucket,
+    { timeout: 15_000 },
+  );
+  const after = await read();
+  await page.screenshot({ path: join(args.out, "dashboard-cleared.png"), fullPage: true });
+  console.log(JSON.stringify({ before, after, errors }));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,249 @@
+//! Visibility scenarios: `/admin/metrics` parsed by the reference Prometheus parser agrees
+//! with the admin views and the simulator; every request leaves one JSON log line.
+
+use crate::support::{chat_body, eventually, stat, Ctx, ADMIN_TOKEN};
+use crate::Scenario;
+use serde_json::Value;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "metrics_parse_and_agree_with_the_admin_views_and_the_simulator",
+            |c| Box::pin(metrics_agree(c)),
+        ),
+        ("every_request_leaves_one_json_log_line", |c| {
+            Box::pin(request_lines(c))
+        }),
+        (
+            "dashboard_shows_a_parked_bucket_and_clears_it_in_a_real_browser",
+            |c| Box::pin(dashboard(c)),
+        ),
+    ]
+}
+
+/// The samples of an exposition as `prometheus_client` reads them: [name, {labels}, value].
+fn parse(ctx: &Ctx, text: &str) -> Vec<Value> {
+    let mut child = Command::new(ctx.root().join(".venv/bin/python"))
+        .arg(ctx.root().join("tests/parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the .venv's python (make bootstrap)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the reference parser refused /admin/metrics:\n{text}"
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][k] == *v))
+        .and_then(|s| s[2].as_f64())
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+async fn scrape(ctx: &Ctx) -> Vec<Value> {
+    let reply = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/metrics", ctx.url()))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply
+        .header("content-type")
+        .starts_with("text/plain; version=0.0.4"));
+    parse(ctx, &reply.text)
+}
+
+async fn metrics_agree(ctx: Arc<Ctx>) {
+    let bucket = [("account", "acct-a"), ("model", "qwen3-max")];
+    let ok = |s: &[Value]| {
+        sample(
+            s,
+            "gateway_bucket_requests_total",
+            &[bucket[0], bucket[1], ("outcome", "ok")],
+        )
+    };
+    let before = scrape(&ctx).await;
+    for _ in 0..4 {
+        assert_eq!(ctx.chat(&chat_body("rotate-test", false)).await.status, 200);
+    }
+    // Settles land off the hot path.
+    let settled = eventually(5, || {
+        let ctx = ctx.clone();
+        let base = ok(&before);
+        async move { ok(&scrape(&ctx).await) - base >= 4.0 }
+    })
+    .await;
+    assert!(settled, "the metrics count the four answers");
+    let after = scrape(&ctx).await;
+    let view = ctx.bucket("acct-a", "qwen3-max").await;
+    assert_eq!(
+        ok(&after) as u64,
+        stat(&view, &["state", "counters", "ok"]),
+        "metrics and the admin view agree"
+    );
+    let sim = stat(&ctx.sim_model("acct-a", "qwen3-max"), &["ok"]);
+    assert_eq!(
+        (ok(&after) - ok(&before)) as u64,
+        sim,
+        "and the simulator served as many"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "gateway_bucket_limit",
+            &[bucket[0], bucket[1], ("window", "rpm")]
+        ),
+        6.0
+    );
+    assert_eq!(sample(&after, "gateway_bucket_up", &bucket), 1.0);
+    let prompt = sample(
+        &after,
+        "gateway_bucket_tokens_total",
+        &[bucket[0], bucket[1], ("kind", "prompt")],
+    );
+    assert_eq!(
+        prompt as u64,
+        stat(&view, &["state", "counters", "prompt_tokens"])
+    );
+    // Clients with limits are there too.
+    sample(
+        &after,
+        "gateway_client_requests_total",
+        &[("client", "app-a"), ("outcome", "admitted")],
+    );
+}
+
+async fn request_lines(ctx: Arc<Ctx>) {
+    let ok = ctx.chat(&chat_body("rotate-test", false)).await;
+    assert_eq!(ok.status, 200);
+    let refused = ctx.chat(&chat_body("no-such-model", false)).await;
+    assert_eq!(refused.status, 404);
+    let line_of = |id: &str| {
+        ctx.gateway_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .find(|v| v["event"] == "request" && v["request_id"] == id)
+    };
+    let id = ok.header("x-request-id").to_string();
+    let found = eventually(5, || {
+        let found = line_of(&id).is_some();
+        async move { found }
+    })
+    .await;
+    assert!(found, "a request line for {id}");
+    let line = line_of(&id).unwrap();
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["client"], "gateway-keys");
+    assert_eq!(line["requested_model"], "rotate-test");
+    assert_eq!(line["served_model"], "qwen3-max");
+    assert!(
+        line["completion_tokens"].as_u64().is_some_and(|t| t > 0),
+        "{line}"
+    );
+    assert!(
+        line["attempts"]
+            .as_array()
+            .is_some_and(|a| a.last().is_some_and(|x| x["outcome"] == "ok")),
+        "{line}"
+    );
+    assert!(line["latency_ms"].is_u64() && line["wait_ms"].is_u64());
+    let refused_line = line_of(refused.header("x-request-id")).expect("the refused request's line");
+    assert_eq!(refused_line["status"], 404);
+}
+
+/// Headless Chromium opens the dashboard, sees a parked bucket with its reason and counts,
+/// clicks Clear and sees it available (tests/browser/dashboard.mjs).
+async fn dashboard(ctx: Arc<Ctx>) {
+    ctx.sim
+        .update_account(
+            "acct-a",
+            serde_json::json!({"state": "free_quota_exhausted"}),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(ctx.chat(&chat_body("rotate-test", false)).await.status, 200);
+    }
+    let view = ctx.bucket("acct-a", "qwen3-max").await;
+    let reason = view["state"]["parked"]
+        .as_str()
+        .expect("acct-a parked")
+        .to_string();
+    ctx.sim
+        .update_account("acct-a", serde_json::json!({"state": "ok"}))
+        .unwrap();
+    let out_dir = ctx.root().join("target/e2e/browser");
+    let output = tokio::process::Command::new("node")
+        .arg(ctx.root().join("tests/browser/dashboard.mjs"))
+        .args([
+            "--gateway",
+            &ctx.url(),
+            "--token",
+            ADMIN_TOKEN,
+            "--bucket",
+            "acct-a:qwen3-max",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .current_dir(ctx.root())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "dashboard run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let before = seen["before"]["state"].as_str().unwrap();
+    assert!(
+        before.contains("parked") && before.contains(&reason),
+        "{seen}"
+    );
+    // The row's counts are the bucket's: served, turned away (column 6 and 7).
+    let cells = &seen["before"]["cells"];
+    assert_eq!(
+        cells[6].as_str().unwrap().trim(),
+        stat(&view, &["state", "counters", "ok"]).to_string(),
+        "{seen}"
+    );
+    assert_eq!(
+        cells[7].as_str().unwrap().trim(),
+        stat(&view, &["state", "counters", "denied"]).to_string(),
+        "{seen}"
+    );
+    assert!(
+        seen["after"]["state"]
+            .as_str()
+            .unwrap()
+            .contains("available"),
+        "{seen}"
+    );
+    assert!(
+        seen["errors"].as_array().is_some_and(Vec::is_empty),
+        "page errors: {seen}"
+    );
+    let cleared = ctx.bucket("acct-a", "qwen3-max").await;
+    assert!(cleared["state"]["parked"].is_null(), "{cleared}");
+    assert!(out_dir.join("dashboard-cleared.png").exists());
+}
