@@ -59,7 +59,10 @@ TOKEN=\$(python3 scripts/mint-token.py --client demo-web --user alice --secret d
 curl -s http://127.0.0.1:$gateway_port/v1/chat/completions -H "Authorization: Bearer \$TOKEN" \\
   -H 'Content-Type: application/json' -d '{"model":"qwen-turbo","messages":[{"role":"user","content":"Hi"}]}'
 
+Dashboard:       http://127.0.0.1:$gateway_port/admin/  (any user name, password dev-admin-token)
 Bucket counters: curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/buckets/acct-a/qwen3-max
+Report (CSV):    curl -s -H 'Authorization: Bearer dev-admin-token' 'http://127.0.0.1:$gateway_port/admin/report?account=acct-a&model=qwen3-max&format=csv'
+Metrics:         curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/metrics
 Client usage:    curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/clients/demo-web
                  (one user: .../admin/clients/demo-web/users/alice; reset: POST .../reset)
 Ctrl-C stops both.

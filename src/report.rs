@@ -49,16 +49,10 @@ pub struct Day {
     pub cost_usd: f64,
 }
 
-/// The last `days` UTC days up to `now_ms`, oldest first, from the stored days and the
-/// minutes of the last 24 hours (today's summary comes from its minutes). Days with no
-/// traffic are rows of zeros.
-pub fn days(
-    stored_days: &[Period],
-    minutes: &[Period],
-    limits: &Limits,
-    now_ms: u64,
-    days: u64,
-) -> Vec<Day> {
+/// The rollups of the last `days` UTC days up to `now_ms`, oldest first, from the stored
+/// days and the minutes of the last 24 hours (today's summary comes from its minutes). Days
+/// with no traffic are rollups of zeros.
+fn rollups(stored_days: &[Period], minutes: &[Period], now_ms: u64, days: u64) -> Vec<Period> {
     let today = now_ms / DAY_MS;
     let first = (today + 1).saturating_sub(days.max(1));
     (first..=today)
@@ -77,65 +71,146 @@ pub fn days(
                     .collect();
                 history::summarise_day(&mut rollup, &of_day);
             }
-            row(day, &rollup, limits)
+            (day, rollup)
         })
         .collect()
 }
 
-fn row(day: u64, r: &Rollup, limits: &Limits) -> Day {
-    Day {
-        date: calendar::date(day),
-        admitted: r.admitted,
-        served: r.ok,
-        scheduled: r.scheduled,
-        avg_wait_ms: r.wait_ms.checked_div(r.scheduled).unwrap_or(0),
-        turned_away: r.denied,
-        upstream_429s: r.rate_limited + r.burst,
-        failed: r.failed,
-        peak_rpm: r.peak_rpm,
-        p95_rpm: r.p95_rpm,
-        rpm_limit: limits.rpm,
-        peak_tpm: r.peak_tpm,
-        p95_tpm: r.p95_tpm,
-        tpm_limit: limits.tpm,
-        minutes_at_limit: r.minutes_at_limit,
-        prompt_tokens: r.prompt_tokens,
-        completion_tokens: r.completion_tokens,
-        cost_usd: r.cost_micro_usd as f64 / 1e6,
-    }
+/// A bucket's last `days` days (see `rollups`).
+pub fn days(
+    stored_days: &[Period],
+    minutes: &[Period],
+    limits: &Limits,
+    now_ms: u64,
+    days: u64,
+) -> Vec<Day> {
+    rollups(stored_days, minutes, now_ms, days)
+        .iter()
+        .map(|(day, r)| Day {
+            date: calendar::date(*day),
+            admitted: r.admitted,
+            served: r.ok,
+            scheduled: r.scheduled,
+            avg_wait_ms: r.wait_ms.checked_div(r.scheduled).unwrap_or(0),
+            turned_away: r.denied,
+            upstream_429s: r.rate_limited + r.burst,
+            failed: r.failed,
+            peak_rpm: r.peak_rpm,
+            p95_rpm: r.p95_rpm,
+            rpm_limit: limits.rpm,
+            peak_tpm: r.peak_tpm,
+            p95_tpm: r.p95_tpm,
+            tpm_limit: limits.tpm,
+            minutes_at_limit: r.minutes_at_limit,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost_usd: r.cost_micro_usd as f64 / 1e6,
+        })
+        .collect()
 }
 
-/// The rows as CSV with a header line (numbers only besides the date: nothing to quote).
-pub fn csv(rows: &[Day]) -> String {
-    let mut out = String::from(
-        "date,admitted,served,scheduled,avg_wait_ms,turned_away,upstream_429s,failed,peak_rpm,p95_rpm,rpm_limit,peak_tpm,p95_tpm,tpm_limit,minutes_at_limit,prompt_tokens,completion_tokens,cost_usd\n",
-    );
-    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    for d in rows {
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6}\n",
-            d.date,
-            d.admitted,
-            d.served,
-            d.scheduled,
-            d.avg_wait_ms,
-            d.turned_away,
-            d.upstream_429s,
-            d.failed,
-            d.peak_rpm,
-            d.p95_rpm,
-            opt(d.rpm_limit),
-            d.peak_tpm,
-            d.p95_tpm,
-            opt(d.tpm_limit),
-            d.minutes_at_limit,
-            d.prompt_tokens,
-            d.completion_tokens,
-            d.cost_usd
-        ));
+/// One day of a client's (or a user's) usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Requests admitted.
+    pub requests: u64,
+    /// Refused for its own RPM/TPM.
+    pub rate_limited: u64,
+    /// Refused for a spent budget.
+    pub over_budget: u64,
+    /// Tokens used.
+    pub tokens: u64,
+    /// What it cost, USD.
+    pub cost_usd: f64,
+    /// Highest requests in a sliding minute, and the 95th percentile over the day's minutes.
+    pub peak_rpm: u64,
+    /// See `peak_rpm`.
+    pub p95_rpm: u64,
+    /// Highest tokens in a sliding minute.
+    pub peak_tpm: u64,
+}
+
+/// A client's last `days` days, from its meter's history (see `meter::Totals::as_counters`
+/// for how its totals map onto a rollup).
+pub fn client_days(
+    stored_days: &[Period],
+    minutes: &[Period],
+    now_ms: u64,
+    days: u64,
+) -> Vec<ClientDay> {
+    rollups(stored_days, minutes, now_ms, days)
+        .iter()
+        .map(|(day, r)| ClientDay {
+            date: calendar::date(*day),
+            requests: r.admitted,
+            rate_limited: r.rate_limited,
+            over_budget: r.denied,
+            tokens: r.prompt_tokens,
+            cost_usd: r.cost_micro_usd as f64 / 1e6,
+            peak_rpm: r.peak_rpm,
+            p95_rpm: r.p95_rpm,
+            peak_tpm: r.peak_tpm,
+        })
+        .collect()
+}
+
+/// Rows as CSV: a header line of their field names, then their values (numbers, and dates:
+/// nothing to quote). Works for any row that serialises as a flat object.
+pub fn csv<T: Serialize>(header: &[&str], rows: &[T]) -> String {
+    let mut out = header.join(",");
+    out.push('\n');
+    for row in rows {
+        let value = serde_json::to_value(row).unwrap_or_default();
+        let cells: Vec<String> = header
+            .iter()
+            .map(|h| match value.get(*h) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
     }
     out
 }
+
+/// The columns of a bucket's report, in order.
+pub const DAY_COLUMNS: [&str; 18] = [
+    "date",
+    "admitted",
+    "served",
+    "scheduled",
+    "avg_wait_ms",
+    "turned_away",
+    "upstream_429s",
+    "failed",
+    "peak_rpm",
+    "p95_rpm",
+    "rpm_limit",
+    "peak_tpm",
+    "p95_tpm",
+    "tpm_limit",
+    "minutes_at_limit",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+];
+
+/// The columns of a client's report, in order.
+pub const CLIENT_COLUMNS: [&str; 9] = [
+    "date",
+    "requests",
+    "rate_limited",
+    "over_budget",
+    "tokens",
+    "cost_usd",
+    "peak_rpm",
+    "p95_rpm",
+    "peak_tpm",
+];
 
 #[cfg(test)]
 mod tests {
@@ -214,14 +289,23 @@ mod tests {
         );
         let t = &rows[2];
         assert_eq!((t.served, t.p95_rpm, t.minutes_at_limit), (1_000, 10, 100));
-        let text = csv(&rows);
+        let text = csv(&DAY_COLUMNS, &rows);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("date,admitted,served"));
         assert_eq!(
             lines[2],
-            "2026-11-29,50,48,10,250,7,3,0,10,9,10,0,0,1000,30,0,0,1.500000"
+            "2026-11-29,50,48,10,250,7,3,0,10,9,10,0,0,1000,30,0,0,1.5"
         );
         assert!(lines.iter().all(|l| l.split(',').count() == 18));
+        let clients = client_days(&[], &minutes, T0 + 3_600_000, 1);
+        assert_eq!((clients[0].requests, clients[0].p95_rpm), (0, 10));
+        let text = csv(&CLIENT_COLUMNS, &clients);
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                "date,requests,rate_limited,over_budget,tokens,cost_usd,peak_rpm,p95_rpm,peak_tpm"
+            )
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! while the settled spend is under it: it can be passed by the requests in flight when it
 //! is reached, never by more.
 
+use crate::bucket::Counters;
 use crate::calendar::{month_of_day, month_start_ms, DAY_MS};
+use crate::history::{Closed, History, Period};
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +121,22 @@ pub struct Totals {
     pub micro_usd: u64,
 }
 
+impl Totals {
+    /// As a bucket's counters, for the shared history rollups: admitted as admitted, refusals
+    /// for the rate as `rate_limited`, for a budget as `denied`, tokens as `prompt_tokens`
+    /// (a client's tokens are not split), spend as cost.
+    fn as_counters(&self) -> Counters {
+        Counters {
+            admitted: self.admitted,
+            rate_limited: self.rate_limited,
+            denied: self.over_budget,
+            prompt_tokens: self.tokens,
+            cost_micro_usd: self.micro_usd,
+            ..Counters::default()
+        }
+    }
+}
+
 /// The state of one meter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -132,6 +150,8 @@ pub struct Meter {
     /// Month number (year x 12 + month) and the spend settled in it.
     month: (u64, u64),
     totals: Totals,
+    /// The open minute and day of its history (closed ones are stored by the object).
+    history: History,
 }
 
 /// The live view of a meter against its limits.
@@ -240,6 +260,7 @@ impl Meter {
         let open = std::mem::take(&mut self.open);
         *self = Meter {
             next_lease: self.next_lease,
+            history: std::mem::take(&mut self.history),
             ..Meter::default()
         };
         for (_, o) in &open {
@@ -320,6 +341,12 @@ pub enum MeterOp {
     View,
     /// An operator's reset of the period counters, answered with the view.
     Reset,
+    /// The history since minute number `minutes_from`: the open periods here; the object
+    /// adds the stored ones.
+    History {
+        /// The first minute wanted.
+        minutes_from: u64,
+    },
 }
 
 /// A meter's answer.
@@ -330,11 +357,38 @@ pub enum MeterReply {
     Verdict(Verdict),
     /// To `View`, `Reset` and `Settle`.
     View(MeterView),
+    /// To `History`: (minute, rollup) and (day, rollup), oldest first.
+    History {
+        /// Minutes.
+        minutes: Vec<Period>,
+        /// Days.
+        days: Vec<Period>,
+    },
 }
 
 impl Meter {
     /// Applies one call at `now_ms`.
     pub fn apply(&mut self, now_ms: u64, call: &MeterCall) -> MeterReply {
+        let (limits, spec) = (call.limits, call.spec);
+        if let MeterOp::View | MeterOp::History { .. } = call.op {
+            // Reads record nothing, so they change nothing.
+            return self.answer(now_ms, call);
+        }
+        let before = self.totals.as_counters();
+        let reply = self.answer(now_ms, call);
+        let used = self.windows.usage(now_ms, spec.minute_ms);
+        let after = self.totals.as_counters();
+        self.history
+            .record(now_ms, &limits.window_limits(), (&before, &after), used);
+        reply
+    }
+
+    /// The periods of its history closed since the last take, for the object to store.
+    pub fn take_closed_history(&mut self) -> Closed {
+        self.history.take_closed()
+    }
+
+    fn answer(&mut self, now_ms: u64, call: &MeterCall) -> MeterReply {
         let (limits, spec) = (call.limits, call.spec);
         match call.op {
             MeterOp::Admit { est_tokens, ttl_ms } => {
@@ -348,6 +402,13 @@ impl Meter {
             MeterOp::Reset => {
                 self.reset(now_ms, spec);
                 MeterReply::View(self.view(now_ms, limits, spec))
+            }
+            MeterOp::History { .. } => {
+                let (minute, day) = self.history.open();
+                MeterReply::History {
+                    minutes: minute.into_iter().collect(),
+                    days: day.into_iter().collect(),
+                }
             }
         }
     }

@@ -88,19 +88,13 @@ pub async fn metrics(env: &Env, config: &Config) -> Result<Response, ApiError> {
 }
 
 /// `GET /admin/report?account=&model=&days=` (default 7, at most 90): one bucket's daily
-/// evidence, as JSON, or CSV with `format=csv` or `Accept: text/csv`.
+/// evidence; or `?client=[&user=]&days=`: one client's (or user's) daily usage. JSON, or CSV
+/// with `format=csv` or `Accept: text/csv`.
 pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
     // The raw URL, not `req.url()`: parsing it into a `Url` pulls in IDNA tables (about
     // 100 KB of gzip wasm).
     let url = req.inner().url();
     let param = |name: &str| routes::query_param(&url, name);
-    let (Some(account), Some(model)) = (param("account"), param("model")) else {
-        return Err(ApiError::invalid_request(
-            "The report needs ?account=<account id>&model=<upstream model> (and optionally days=1..90, format=csv).",
-            Some("account"),
-        ));
-    };
-    let (account, model) = (account.as_str(), model.as_str());
     let days = match param("days").as_deref().map(str::parse::<u64>) {
         None => 7,
         Some(Ok(d)) if (1..=history::DAYS_KEPT).contains(&d) => d,
@@ -111,38 +105,7 @@ pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Respons
             ))
         }
     };
-    let candidate = config.candidate(account, model).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "invalid_request_error",
-            Some("bucket_not_found"),
-            format!("No account '{account}' serving '{model}' is configured."),
-        )
-    })?;
-    let bucket = Bucket::of(&candidate, config);
-    let Ok(Reply::History {
-        minutes,
-        days: stored,
-    }) = bucket
-        .call(env, Op::History { minutes_from: 0 }, bucket.timeout_ms)
-        .await
-    else {
-        let mut e = ApiError::new(
-            503,
-            "server_error",
-            Some("quota_store_unavailable"),
-            format!("The bucket {account}/{model} did not answer in time; retry."),
-        );
-        e.retry_after_s = Some(1);
-        return Err(e);
-    };
-    let rows = report::days(
-        &stored,
-        &minutes,
-        candidate.limits,
-        Date::now().as_millis(),
-        days,
-    );
+    let now = Date::now().as_millis();
     let wants_csv = param("format").as_deref() == Some("csv")
         || req
             .headers()
@@ -150,21 +113,79 @@ pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Respons
             .ok()
             .flatten()
             .is_some_and(|a| a.contains("text/csv"));
-    let headers = Headers::new();
-    if wants_csv {
-        respond::set_header(&headers, "content-type", "text/csv; charset=utf-8");
-        let name =
-            format!("attachment; filename=\"report-{account}-{model}.csv\"").replace('/', "_");
-        respond::set_header(&headers, "content-disposition", &name);
-        return respond::bytes(200, report::csv(&rows).into_bytes(), headers);
+    let (name, body, csv) = if let Some(client) = param("client") {
+        let user = param("user");
+        let meter = MeterRef::named(config, &client, user.as_deref()).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "invalid_request_error",
+                Some("client_not_found"),
+                format!("No client '{client}' is configured."),
+            )
+        })?;
+        let Ok(MeterReply::History {
+            minutes,
+            days: stored,
+        }) = meter.call(env, MeterOp::History { minutes_from: 0 }).await
+        else {
+            return Err(unavailable(&meter.whose));
+        };
+        let rows = report::client_days(&stored, &minutes, now, days);
+        let csv = report::csv(&report::CLIENT_COLUMNS, &rows);
+        let body = serde_json::json!({ "client": client, "user": user, "days": rows });
+        (format!("{client}-{}", user.unwrap_or_default()), body, csv)
+    } else {
+        let (Some(account), Some(model)) = (param("account"), param("model")) else {
+            return Err(ApiError::invalid_request(
+                "The report needs ?account=<account id>&model=<upstream model>, or ?client=<client id>[&user=<sub>] (and optionally days=1..90, format=csv).",
+                Some("account"),
+            ));
+        };
+        let candidate = config.candidate(&account, &model).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "invalid_request_error",
+                Some("bucket_not_found"),
+                format!("No account '{account}' serving '{model}' is configured."),
+            )
+        })?;
+        let bucket = Bucket::of(&candidate, config);
+        let Ok(Reply::History {
+            minutes,
+            days: stored,
+        }) = bucket
+            .call(env, Op::History { minutes_from: 0 }, bucket.timeout_ms)
+            .await
+        else {
+            return Err(unavailable(&format!("the bucket {account}/{model}")));
+        };
+        let rows = report::days(&stored, &minutes, candidate.limits, now, days);
+        let csv = report::csv(&report::DAY_COLUMNS, &rows);
+        let body = serde_json::json!({ "account": account, "model": model, "limits": candidate.limits, "days": rows });
+        (format!("{account}-{model}"), body, csv)
+    };
+    if !wants_csv {
+        return respond::json(200, body.to_string());
     }
-    let body = serde_json::json!({
-        "account": account,
-        "model": model,
-        "limits": candidate.limits,
-        "days": rows,
-    });
-    respond::json(200, body.to_string())
+    let headers = Headers::new();
+    respond::set_header(&headers, "content-type", "text/csv; charset=utf-8");
+    let file = format!(
+        "attachment; filename=\"report-{}.csv\"",
+        name.replace(['/', '"', '\\'], "_")
+    );
+    respond::set_header(&headers, "content-disposition", &file);
+    respond::bytes(200, csv.into_bytes(), headers)
+}
+
+fn unavailable(whose: &str) -> ApiError {
+    let mut e = ApiError::new(
+        503,
+        "server_error",
+        Some("quota_store_unavailable"),
+        format!("The history of {whose} did not come in time; retry."),
+    );
+    e.retry_after_s = Some(1);
+    e
 }
 
 /// `GET /admin/`: the dashboard (one page, no external resources; it reads `/admin/state`).

@@ -9,7 +9,6 @@ use crate::config::{Candidate, Config, Limits};
 use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
-use crate::history;
 use crate::openai::ApiError;
 use crate::pace::SlowStart;
 use crate::protocol::{self, Call, Op, Reply};
@@ -151,15 +150,7 @@ impl DurableObject for BucketDo {
         if let (Reply::History { minutes, days }, Op::History { minutes_from }) =
             (&mut reply, &call.op)
         {
-            let (minute, day) = history::horizon(now);
-            let mut stored =
-                self.history
-                    .rows("minutes", minute.max(*minutes_from), u64::MAX >> 12);
-            stored.append(minutes);
-            *minutes = stored;
-            let mut stored = self.history.rows("days", day, u64::MAX >> 12);
-            stored.append(days);
-            *days = stored;
+            self.history.add_stored(now, *minutes_from, minutes, days);
         }
         Response::from_json(&reply)
     }

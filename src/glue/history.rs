@@ -1,9 +1,9 @@
-//! A bucket object's stored history: one SQLite row per closed minute (24 hours kept) and
+//! A bucket's (or a meter's) stored history: one SQLite row per closed minute (24 hours kept) and
 //! per closed day (90 kept), written when a period closes; a closing day is summarised from
 //! its minutes first.
 
 use crate::glue::log;
-use crate::history::{self, Closed, Rollup};
+use crate::history::{self, Closed, Period, Rollup};
 use serde::Deserialize;
 use worker::{SqlStorage, State};
 
@@ -84,8 +84,26 @@ impl Tables {
         Ok(())
     }
 
+    /// Puts the stored minutes (from `minutes_from`) and days before the open ones an object
+    /// answered with.
+    pub fn add_stored(
+        &self,
+        now_ms: u64,
+        minutes_from: u64,
+        minutes: &mut Vec<Period>,
+        days: &mut Vec<Period>,
+    ) {
+        let (minute, day) = history::horizon(now_ms);
+        let mut stored = self.rows("minutes", minute.max(minutes_from), u64::MAX >> 12);
+        stored.append(minutes);
+        *minutes = stored;
+        let mut stored = self.rows("days", day, u64::MAX >> 12);
+        stored.append(days);
+        *days = stored;
+    }
+
     /// The stored rows of `table` with `from <= at < to`, oldest first.
-    pub fn rows(&self, table: &str, from: u64, to: u64) -> Vec<(u64, Rollup)> {
+    pub fn rows(&self, table: &str, from: u64, to: u64) -> Vec<Period> {
         let query = format!("SELECT at, r FROM {table} WHERE at >= ? AND at < ? ORDER BY at");
         let rows: Vec<Stored> = self
             .sql

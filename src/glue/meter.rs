@@ -5,6 +5,7 @@
 use crate::access::meter::{Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict};
 use crate::access::{self, Identity};
 use crate::config::Config;
+use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
 use crate::openai::ApiError;
@@ -332,6 +333,7 @@ pub async fn admin(
 #[durable_object]
 pub struct MeterDo {
     row: Row,
+    history: Tables,
     state: RefCell<Option<Meter>>,
 }
 
@@ -339,6 +341,7 @@ impl DurableObject for MeterDo {
     fn new(state: State, _env: Env) -> Self {
         Self {
             row: Row::open(&state, "meter"),
+            history: Tables::open(&state),
             state: RefCell::new(None),
         }
     }
@@ -354,9 +357,16 @@ impl DurableObject for MeterDo {
             Some(meter) => meter,
             None => serde_json::from_str(&self.row.load()?).unwrap_or_default(),
         };
-        let reply = meter.apply(now, &call);
+        let mut reply = meter.apply(now, &call);
+        let closed = meter.take_closed_history();
         self.row.save(&meter, "meter");
         *self.state.borrow_mut() = Some(meter);
+        self.history.store(closed, now, "meter");
+        if let (MeterReply::History { minutes, days }, MeterOp::History { minutes_from }) =
+            (&mut reply, &call.op)
+        {
+            self.history.add_stored(now, *minutes_from, minutes, days);
+        }
         Response::from_json(&reply)
     }
 }
