@@ -191,6 +191,12 @@ pub struct Counters {
     pub wait_ms: u64,
     /// 429s the gateway answered clients for want of capacity, with this bucket first choice.
     pub passed_429: u64,
+    /// Requests meant for this bucket's model served by a lower one (downgraded)...
+    pub downgraded: u64,
+    /// ...what that saved against this model's price (millionths of a USD)...
+    pub downgrade_saved_micro_usd: u64,
+    /// ...or cost more (a lower model priced higher).
+    pub downgrade_lost_micro_usd: u64,
 }
 
 /// Small, serializable view for callers to cache and for the dashboard.
@@ -307,6 +313,23 @@ impl BucketState {
     /// Counts a 429 the gateway answered a client with this bucket its first choice.
     pub fn passed_on(&mut self) {
         bump(&mut self.counters.passed_429, 1);
+    }
+
+    /// Counts a request meant for this bucket's model served by a lower one, and what that
+    /// saved (negative: lost), when both are priced.
+    pub fn downgraded(&mut self, saved_micro_usd: Option<i64>) {
+        bump(&mut self.counters.downgraded, 1);
+        match saved_micro_usd {
+            Some(s) if s >= 0 => bump(
+                &mut self.counters.downgrade_saved_micro_usd,
+                s.unsigned_abs(),
+            ),
+            Some(s) => bump(
+                &mut self.counters.downgrade_lost_micro_usd,
+                s.unsigned_abs(),
+            ),
+            None => {}
+        }
     }
 
     /// Running totals.

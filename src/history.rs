@@ -44,6 +44,12 @@ pub struct Rollup {
     pub parked: u64,
     /// 429s answered to clients for want of capacity, this bucket first choice.
     pub passed_429: u64,
+    /// Requests meant for this model served by a lower one.
+    pub downgraded: u64,
+    /// What those downgrades saved against this model's price (millionths of a USD)...
+    pub downgrade_saved_micro_usd: u64,
+    /// ...or cost more.
+    pub downgrade_lost_micro_usd: u64,
     /// Prompt tokens the upstream reported.
     pub prompt_tokens: u64,
     /// Completion tokens.
@@ -77,6 +83,15 @@ impl Rollup {
         self.burst += d(before.burst, after.burst);
         self.parked += d(before.parked, after.parked);
         self.passed_429 += d(before.passed_429, after.passed_429);
+        self.downgraded += d(before.downgraded, after.downgraded);
+        self.downgrade_saved_micro_usd += d(
+            before.downgrade_saved_micro_usd,
+            after.downgrade_saved_micro_usd,
+        );
+        self.downgrade_lost_micro_usd += d(
+            before.downgrade_lost_micro_usd,
+            after.downgrade_lost_micro_usd,
+        );
         self.prompt_tokens += d(before.prompt_tokens, after.prompt_tokens);
         self.completion_tokens += d(before.completion_tokens, after.completion_tokens);
         self.cost_micro_usd += d(before.cost_micro_usd, after.cost_micro_usd);
@@ -117,6 +132,9 @@ impl Rollup {
             burst: self.burst,
             parked: self.parked,
             passed_429: self.passed_429,
+            downgraded: self.downgraded,
+            downgrade_saved_micro_usd: self.downgrade_saved_micro_usd,
+            downgrade_lost_micro_usd: self.downgrade_lost_micro_usd,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             cost_micro_usd: self.cost_micro_usd,

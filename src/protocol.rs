@@ -77,6 +77,12 @@ pub enum Op {
     },
     /// The gateway answered a client 429 for want of capacity here (counted for operators).
     PassedOn,
+    /// A request meant for this bucket's model was served by a lower one: what that saved
+    /// (or, negative, cost more) against this model's price for the same usage.
+    Downgraded {
+        /// Millionths of a USD; None when a price is missing.
+        saved_micro_usd: Option<i64>,
+    },
 }
 
 /// The bucket's answer.
@@ -188,6 +194,10 @@ fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> R
         Op::Snapshot => view(state, now_ms, policy),
         Op::PassedOn => {
             state.passed_on();
+            Reply::Done
+        }
+        Op::Downgraded { saved_micro_usd } => {
+            state.downgraded(*saved_micro_usd);
             Reply::Done
         }
         Op::History { .. } => {

@@ -1,7 +1,8 @@
 //! The evidence a provider's quota-increase form asks for, for one bucket: per UTC day, peak
 //! and p95 RPM and TPM against the limit, minutes spent at the limit, upstream 429s the
 //! gateway absorbed, requests turned away (rotated or downgraded) or scheduled because of the
-//! limit, tokens and cost. As JSON rows or CSV.
+//! limit, requests downgraded and what that saved or cost, 429s passed to clients, tokens and
+//! cost. As JSON rows or CSV.
 
 use crate::calendar::{self, DAY_MS};
 use crate::history::{self, Period, Rollup};
@@ -23,6 +24,12 @@ pub struct Day {
     pub avg_wait_ms: u64,
     /// Turned away by the limit: sent to another account or down the model chain.
     pub turned_away: u64,
+    /// Requests meant for this model served by a lower one (this bucket their first choice).
+    pub downgraded: u64,
+    /// What those downgrades saved (negative: cost more) against this model's price, USD.
+    pub downgrade_saved_usd: f64,
+    /// 429s the gateway answered clients for want of capacity (this bucket first choice).
+    pub passed_429s: u64,
     /// Upstream 429s absorbed (window limits and surge protection).
     pub upstream_429s: u64,
     /// Failures without a limit signal (5xx, network).
@@ -93,6 +100,11 @@ pub fn days(
             scheduled: r.scheduled,
             avg_wait_ms: r.wait_ms.checked_div(r.scheduled).unwrap_or(0),
             turned_away: r.denied,
+            downgraded: r.downgraded,
+            downgrade_saved_usd: (r.downgrade_saved_micro_usd as f64
+                - r.downgrade_lost_micro_usd as f64)
+                / 1e6,
+            passed_429s: r.passed_429,
             upstream_429s: r.rate_limited + r.burst,
             failed: r.failed,
             peak_rpm: r.peak_rpm,
@@ -178,13 +190,16 @@ pub fn csv<T: Serialize>(header: &[&str], rows: &[T]) -> String {
 }
 
 /// The columns of a bucket's report, in order.
-pub const DAY_COLUMNS: [&str; 18] = [
+pub const DAY_COLUMNS: [&str; 21] = [
     "date",
     "admitted",
     "served",
     "scheduled",
     "avg_wait_ms",
     "turned_away",
+    "downgraded",
+    "downgrade_saved_usd",
+    "passed_429s",
     "upstream_429s",
     "failed",
     "peak_rpm",
@@ -233,6 +248,10 @@ mod tests {
             scheduled: 10,
             wait_ms: 2_500,
             denied: 7,
+            downgraded: 2,
+            downgrade_saved_micro_usd: 300_000,
+            downgrade_lost_micro_usd: 50_000,
+            passed_429: 1,
             rate_limited: 2,
             burst: 1,
             peak_rpm: 10,
@@ -295,9 +314,9 @@ mod tests {
         assert!(lines[0].starts_with("date,admitted,served"));
         assert_eq!(
             lines[2],
-            "2026-11-29,50,48,10,250,7,3,0,10,9,10,0,0,1000,30,0,0,1.5"
+            "2026-11-29,50,48,10,250,7,2,0.25,1,3,0,10,9,10,0,0,1000,30,0,0,1.5"
         );
-        assert!(lines.iter().all(|l| l.split(',').count() == 18));
+        assert!(lines.iter().all(|l| l.split(',').count() == 21));
         let clients = client_days(&[], &minutes, T0 + 3_600_000, 1);
         assert_eq!((clients[0].requests, clients[0].p95_rpm), (0, 10));
         let text = csv(&CLIENT_COLUMNS, &clients);

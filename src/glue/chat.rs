@@ -6,7 +6,7 @@
 use crate::access::Identity;
 use crate::bucket::{self, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
-use crate::config::{Candidate, Config};
+use crate::config::{Candidate, Config, ModelRoute, Price};
 use crate::glue::bucket::Bucket;
 use crate::glue::hold::{self, Background, Client, Held};
 use crate::glue::log::{Ending, Trail};
@@ -368,6 +368,7 @@ async fn plan_and_send(
                                     metered: metering.take(),
                                     trail: trail.clone(),
                                     served: c.model.to_string(),
+                                    downgraded_from: downgraded_from(config, route, c.model),
                                 };
                                 return serve(&background, hold, bill, answer, headers)
                                     .map_err(plain);
@@ -448,6 +449,22 @@ async fn plan_and_send(
             }
         }
     }
+}
+
+/// When `served` is not the model of the chain's first step: that step's first bucket (the
+/// downgrade is counted there) and its price.
+fn downgraded_from(
+    config: &Config,
+    route: &ModelRoute,
+    served: &str,
+) -> Option<(Bucket, Option<Price>)> {
+    let first = route.fallback.first()?;
+    if first.model() == served {
+        return None;
+    }
+    let candidate = config.candidates(first).next()?;
+    let price = config.prices.get(first.model()).cloned();
+    Some((Bucket::of(&candidate, config), price))
 }
 
 /// What every upstream attempt of one request shares.

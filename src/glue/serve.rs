@@ -4,6 +4,7 @@
 use crate::access::meter::Spent;
 use crate::bucket::SettleOutcome;
 use crate::config::{Candidate, Price};
+use crate::glue::bucket::Bucket;
 use crate::glue::hold::{Background, Hold};
 use crate::glue::log::{Ending, Trail};
 use crate::glue::meter::Metered;
@@ -37,6 +38,9 @@ pub struct Bill {
     pub trail: Rc<RefCell<Trail>>,
     /// The upstream model that answered.
     pub served: String,
+    /// When a lower model answered: the first choice's bucket and price, to count the
+    /// downgrade and what it saved there.
+    pub downgraded_from: Option<(Bucket, Option<Price>)>,
 }
 
 impl Bill {
@@ -54,6 +58,20 @@ impl Bill {
             now_ms: worker::Date::now().as_millis(),
         };
         self.trail.borrow().end(request_id, ending);
+        if let Some((first, first_price)) = &self.downgraded_from {
+            let priced = |p: &Price| {
+                let usd = pricing::served_cost_usd(Some(p), usage, self.prompt_estimate);
+                i64::try_from(pricing::micro_usd(usd)).unwrap_or(i64::MAX)
+            };
+            let saved = match (first_price, &self.price) {
+                (Some(first), Some(served)) => Some(priced(first).saturating_sub(priced(served))),
+                _ => None,
+            };
+            let op = Op::Downgraded {
+                saved_micro_usd: saved,
+            };
+            first.tell(env, op, request_id).await;
+        }
         let spent = Spent {
             tokens: usage
                 .completion_tokens

@@ -131,6 +131,82 @@ async fn metrics_agree(ctx: Arc<Ctx>) {
         "gateway_client_requests_total",
         &[("client", "app-a"), ("outcome", "admitted")],
     );
+    // The report counts what the bucket counted (its state and history started in this run),
+    // as JSON and as CSV.
+    let url = format!(
+        "{}/admin/report?account=acct-a&model=qwen3-max&days=2",
+        ctx.url()
+    );
+    let report = ctx.send(ctx.http.get(&url).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    let report = report.json();
+    let days = report["days"].as_array().unwrap().clone();
+    assert_eq!(days.len(), 2);
+    let served: u64 = days.iter().map(|d| stat(d, &["served"])).sum();
+    assert_eq!(served, ok(&after) as u64, "{report}");
+    assert_eq!(stat(&days[1], &["rpm_limit"]), 6);
+    assert!(stat(&days[1], &["peak_rpm"]) >= 1, "{report}");
+    let csv = ctx
+        .send(
+            ctx.http
+                .get(&url)
+                .bearer_auth(ADMIN_TOKEN)
+                .header("accept", "text/csv"),
+        )
+        .await;
+    assert!(csv.header("content-type").starts_with("text/csv"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", csv.text);
+    let served_col = lines[0].split(',').position(|c| c == "served").unwrap();
+    let csv_served: u64 = lines[1..]
+        .iter()
+        .map(|l| {
+            l.split(',')
+                .nth(served_col)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(csv_served, served);
+    let bad = format!("{}/admin/report?account=acct-a", ctx.url());
+    ctx.send(ctx.http.get(bad).bearer_auth(ADMIN_TOKEN))
+        .await
+        .assert_error(400);
+
+    // Downgrades: a burst past qwen3-max's capacity; each answer by a lower model is counted
+    // on the chain's first bucket (acct-a's), in its report.
+    let downgraded_before: u64 = days.iter().map(|d| stat(d, &["downgraded"])).sum();
+    let burst: Vec<_> = (0..24)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.chat(&chat_body("qwen3-max", false)).await })
+        })
+        .collect();
+    let mut lower = 0;
+    for r in burst {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        if r.header("x-gateway-served-model") != "qwen3-max" {
+            lower += 1;
+        }
+    }
+    assert!(lower > 0, "the burst was past capacity");
+    let counted = eventually(5, || {
+        let ctx = ctx.clone();
+        let url = url.clone();
+        async move {
+            let r = ctx
+                .send(ctx.http.get(&url).bearer_auth(ADMIN_TOKEN))
+                .await
+                .json();
+            let days = r["days"].as_array().unwrap().clone();
+            let n: u64 = days.iter().map(|d| stat(d, &["downgraded"])).sum();
+            n - downgraded_before == lower
+        }
+    })
+    .await;
+    assert!(counted, "{lower} downgrades in the report");
 }
 
 async fn request_lines(ctx: Arc<Ctx>) {
