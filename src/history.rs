@@ -20,53 +20,78 @@ const DAY_MS: u64 = 86_400_000;
 /// A minute whose peak use reaches this share of a limit counts as at the limit.
 const AT_LIMIT: f64 = 0.95;
 
-/// What happened in one period.
+/// What happened in one period (zeros are not written: the state carries two of these).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Rollup {
     /// Requests given a slot (now or scheduled).
+    #[serde(skip_serializing_if = "is_zero")]
     pub admitted: u64,
     /// Of those, given a slot in the future...
+    #[serde(skip_serializing_if = "is_zero")]
     pub scheduled: u64,
     /// ...and how long they were told to wait, summed (ms).
+    #[serde(skip_serializing_if = "is_zero")]
     pub wait_ms: u64,
     /// Requests turned away (they went to another account or down the chain, or were refused).
+    #[serde(skip_serializing_if = "is_zero")]
     pub denied: u64,
     /// Served.
+    #[serde(skip_serializing_if = "is_zero")]
     pub ok: u64,
     /// Failed upstream without a limit signal (5xx, network).
+    #[serde(skip_serializing_if = "is_zero")]
     pub failed: u64,
     /// Upstream 429s for a window limit (requests, tokens), absorbed by the gateway.
+    #[serde(skip_serializing_if = "is_zero")]
     pub rate_limited: u64,
     /// Upstream 429s of surge protection.
+    #[serde(skip_serializing_if = "is_zero")]
     pub burst: u64,
     /// Times parked (hard failures: quota exhausted, billing, revoked keys).
+    #[serde(skip_serializing_if = "is_zero")]
     pub parked: u64,
     /// 429s answered to clients for want of capacity, this bucket first choice.
+    #[serde(skip_serializing_if = "is_zero")]
     pub passed_429: u64,
     /// Requests meant for this model served by a lower one.
+    #[serde(skip_serializing_if = "is_zero")]
     pub downgraded: u64,
     /// What those downgrades saved against this model's price (millionths of a USD)...
+    #[serde(skip_serializing_if = "is_zero")]
     pub downgrade_saved_micro_usd: u64,
     /// ...or cost more.
+    #[serde(skip_serializing_if = "is_zero")]
     pub downgrade_lost_micro_usd: u64,
     /// Prompt tokens the upstream reported.
+    #[serde(skip_serializing_if = "is_zero")]
     pub prompt_tokens: u64,
     /// Completion tokens.
+    #[serde(skip_serializing_if = "is_zero")]
     pub completion_tokens: u64,
     /// Cost, millionths of a USD.
+    #[serde(skip_serializing_if = "is_zero")]
     pub cost_micro_usd: u64,
     /// Most requests seen in one minute window (sliding) during the period.
+    #[serde(skip_serializing_if = "is_zero")]
     pub peak_rpm: u64,
     /// Most tokens seen in one minute window.
+    #[serde(skip_serializing_if = "is_zero")]
     pub peak_tpm: u64,
     /// Days only: the 95th percentile of the minutes' peak RPM and TPM, and how many minutes
     /// were at a limit. Minutes only: whether it was at a limit.
+    #[serde(skip_serializing_if = "is_zero")]
     pub p95_rpm: u64,
     /// See `p95_rpm`.
+    #[serde(skip_serializing_if = "is_zero")]
     pub p95_tpm: u64,
     /// See `p95_rpm`.
+    #[serde(skip_serializing_if = "is_zero")]
     pub minutes_at_limit: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Rollup {

@@ -14,6 +14,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "metrics_parse_and_agree_with_the_admin_views_and_the_simulator",
             |c| Box::pin(metrics_agree(c)),
         ),
+        (
+            "after_a_mix_metrics_admin_views_and_the_simulator_agree",
+            |c| Box::pin(mix_agrees(c)),
+        ),
         ("every_request_leaves_one_json_log_line", |c| {
             Box::pin(request_lines(c))
         }),
@@ -322,4 +326,89 @@ async fn dashboard(ctx: Arc<Ctx>) {
     let cleared = ctx.bucket("acct-a", "qwen3-max").await;
     assert!(cleared["state"]["parked"].is_null(), "{cleared}");
     assert!(out_dir.join("dashboard-cleared.png").exists());
+}
+
+/// Every simulator account's and model's `ok`, summed.
+fn sim_ok_total(ctx: &Ctx) -> u64 {
+    let stats = ctx.sim.stats();
+    let accounts = stats["accounts"].as_object().unwrap();
+    accounts
+        .values()
+        .flat_map(|a| a["models"].as_object().unwrap().values())
+        .map(|m| stat(m, &["ok"]))
+        .sum()
+}
+
+/// A mix of successes, a rotation, a stream and a parked account: afterwards the metrics,
+/// every bucket's admin view and the simulator agree.
+async fn mix_agrees(ctx: Arc<Ctx>) {
+    let served_ok = |s: &[Value]| -> f64 {
+        s.iter()
+            .filter(|x| x[0] == "gateway_bucket_requests_total" && x[1]["outcome"] == "ok")
+            .filter_map(|x| x[2].as_f64())
+            .sum()
+    };
+    let (metrics_before, sim_before) = (scrape(&ctx).await, sim_ok_total(&ctx));
+    // acct-a's quota is gone: its first call parks it and the rest rotate to acct-b.
+    ctx.sim
+        .update_account(
+            "acct-a",
+            serde_json::json!({"state": "free_quota_exhausted"}),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(ctx.chat(&chat_body("rotate-test", false)).await.status, 200);
+    }
+    let stream = ctx.chat(&chat_body("stream-test", true)).await;
+    assert_eq!(stream.status, 200);
+    assert!(stream.text.contains("[DONE]"));
+    let settled = eventually(5, || {
+        let ctx = ctx.clone();
+        let base = served_ok(&metrics_before);
+        async move { served_ok(&scrape(&ctx).await) - base >= 4.0 }
+    })
+    .await;
+    assert!(settled, "the metrics count the four answers");
+    let after = scrape(&ctx).await;
+    let served = (served_ok(&after) - served_ok(&metrics_before)) as u64;
+    assert_eq!(
+        served,
+        sim_ok_total(&ctx) - sim_before,
+        "the simulator served as many"
+    );
+    // Every bucket's metrics are its admin view's.
+    for s in after
+        .iter()
+        .filter(|x| x[0] == "gateway_bucket_requests_total" && x[1]["outcome"] == "ok")
+    {
+        let (account, model) = (
+            s[1]["account"].as_str().unwrap(),
+            s[1]["model"].as_str().unwrap(),
+        );
+        let view = ctx.bucket(account, &model.replace('/', "%2F")).await;
+        assert_eq!(
+            s[2].as_f64().unwrap() as u64,
+            stat(&view, &["state", "counters", "ok"]),
+            "{account}/{model}"
+        );
+    }
+    let a = [("account", "acct-a"), ("model", "qwen3-max")];
+    assert_eq!(sample(&after, "gateway_bucket_parked", &a), 1.0);
+    let parks = sample(
+        &after,
+        "gateway_bucket_requests_total",
+        &[a[0], a[1], ("outcome", "parked")],
+    ) - sample(
+        &metrics_before,
+        "gateway_bucket_requests_total",
+        &[a[0], a[1], ("outcome", "parked")],
+    );
+    assert_eq!(parks, 1.0);
+    let view = ctx.bucket("acct-a", "qwen3-max").await;
+    assert!(
+        view["state"]["parked"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{view}"
+    );
 }
