@@ -175,6 +175,8 @@ pub struct Counters {
     pub cancelled: u64,
     /// Window-limit 429s.
     pub rate_limited: u64,
+    /// Of those, for a token limit (TPM, TPS).
+    pub rate_limited_tokens: u64,
     /// Burst-protection 429s.
     pub burst: u64,
     /// Times parked.
@@ -590,6 +592,9 @@ impl BucketState {
                     self.cool(now_ms.saturating_add(*ms), kind);
                 }
                 bump(&mut self.counters.rate_limited, 1);
+                if kind == "tokens" {
+                    bump(&mut self.counters.rate_limited_tokens, 1);
+                }
             }
             SettleOutcome::Burst => {
                 self.windows.release(at_ms, tokens, credit);

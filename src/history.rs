@@ -45,6 +45,9 @@ pub struct Rollup {
     /// Upstream 429s for a window limit (requests, tokens), absorbed by the gateway.
     #[serde(skip_serializing_if = "is_zero")]
     pub rate_limited: u64,
+    /// Of those, for a token limit.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rate_limited_tokens: u64,
     /// Upstream 429s of surge protection.
     #[serde(skip_serializing_if = "is_zero")]
     pub burst: u64,
@@ -105,6 +108,7 @@ impl Rollup {
         self.ok += d(before.ok, after.ok);
         self.failed += d(before.failed, after.failed);
         self.rate_limited += d(before.rate_limited, after.rate_limited);
+        self.rate_limited_tokens += d(before.rate_limited_tokens, after.rate_limited_tokens);
         self.burst += d(before.burst, after.burst);
         self.parked += d(before.parked, after.parked);
         self.passed_429 += d(before.passed_429, after.passed_429);
@@ -154,6 +158,7 @@ impl Rollup {
             ok: self.ok,
             failed: self.failed,
             rate_limited: self.rate_limited,
+            rate_limited_tokens: self.rate_limited_tokens,
             burst: self.burst,
             parked: self.parked,
             passed_429: self.passed_429,
@@ -176,8 +181,10 @@ pub type Period = (u64, Rollup);
 #[serde(default)]
 pub struct History {
     /// The open minute: its number (ms / 60,000) and rollup.
+    #[serde(skip_serializing_if = "Option::is_none")]
     minute: Option<Period>,
     /// The open UTC day: its number and rollup (minutes already closed, merged in).
+    #[serde(skip_serializing_if = "Option::is_none")]
     day: Option<Period>,
     /// Closed minutes and days not yet stored.
     #[serde(skip_serializing_if = "Closed::is_empty")]

@@ -87,7 +87,8 @@ pub fn render(buckets: &[BucketRow], clients: &[ClientRow]) -> String {
         "gateway_bucket_requests_total",
         "counter",
         "Requests a bucket saw, by outcome: admitted (of which scheduled and credited), denied, \
-         ok, failed (5xx, network), released, cancelled, rate_limited (upstream window 429s), \
+         ok, failed (5xx, network), released, cancelled, rate_limited (upstream window 429s; \
+         rate_limited_tokens: of which for a token limit), \
          burst (upstream surge 429s), parked (times parked).",
     );
     for (b, s) in &live {
@@ -102,6 +103,7 @@ pub fn render(buckets: &[BucketRow], clients: &[ClientRow]) -> String {
             ("released", c.released),
             ("cancelled", c.cancelled),
             ("rate_limited", c.rate_limited),
+            ("rate_limited_tokens", c.rate_limited_tokens),
             ("burst", c.burst),
             ("parked", c.parked),
         ] {

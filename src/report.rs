@@ -30,8 +30,12 @@ pub struct Day {
     pub downgrade_saved_usd: f64,
     /// 429s the gateway answered clients for want of capacity (this bucket first choice).
     pub passed_429s: u64,
-    /// Upstream 429s absorbed (window limits and surge protection).
+    /// Upstream 429s absorbed (window limits and surge protection)...
     pub upstream_429s: u64,
+    /// ...of which for a token limit...
+    pub upstream_429s_tokens: u64,
+    /// ...and of surge protection (the rest: request limits and throttles).
+    pub upstream_429s_surge: u64,
     /// Failures without a limit signal (5xx, network).
     pub failed: u64,
     /// Highest requests in a sliding minute.
@@ -106,6 +110,8 @@ pub fn days(
                 / 1e6,
             passed_429s: r.passed_429,
             upstream_429s: r.rate_limited + r.burst,
+            upstream_429s_tokens: r.rate_limited_tokens,
+            upstream_429s_surge: r.burst,
             failed: r.failed,
             peak_rpm: r.peak_rpm,
             p95_rpm: r.p95_rpm,
@@ -190,7 +196,7 @@ pub fn csv<T: Serialize>(header: &[&str], rows: &[T]) -> String {
 }
 
 /// The columns of a bucket's report, in order.
-pub const DAY_COLUMNS: [&str; 21] = [
+pub const DAY_COLUMNS: [&str; 23] = [
     "date",
     "admitted",
     "served",
@@ -201,6 +207,8 @@ pub const DAY_COLUMNS: [&str; 21] = [
     "downgrade_saved_usd",
     "passed_429s",
     "upstream_429s",
+    "upstream_429s_tokens",
+    "upstream_429s_surge",
     "failed",
     "peak_rpm",
     "p95_rpm",
@@ -314,9 +322,9 @@ mod tests {
         assert!(lines[0].starts_with("date,admitted,served"));
         assert_eq!(
             lines[2],
-            "2026-11-29,50,48,10,250,7,2,0.25,1,3,0,10,9,10,0,0,1000,30,0,0,1.5"
+            "2026-11-29,50,48,10,250,7,2,0.25,1,3,0,1,0,10,9,10,0,0,1000,30,0,0,1.5"
         );
-        assert!(lines.iter().all(|l| l.split(',').count() == 21));
+        assert!(lines.iter().all(|l| l.split(',').count() == 23));
         let clients = client_days(&[], &minutes, T0 + 3_600_000, 1);
         assert_eq!((clients[0].requests, clients[0].p95_rpm), (0, 10));
         let text = csv(&CLIENT_COLUMNS, &clients);

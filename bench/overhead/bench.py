@@ -68,7 +68,7 @@ def sim_config() -> dict:
 
 def gateway_config(sim_url: str, credits: int | None = None) -> dict:
     """Slow start off (with it a quiet bucket ramps its send rate up over seconds, and grants no
-    credits). Admission credits: the gateway's default (on, 8) unless CREDITS is given (0: off,
+    credits). Admission credits: the gateway's default (on, 32) unless CREDITS is given (0: off,
     every request asks the bucket)."""
     config = sim_gateway(sim_url, LIMITS, slow_start=False, dialect=SIM_DIALECT)
     if credits is not None:

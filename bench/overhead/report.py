@@ -70,8 +70,8 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "(`bench/common/passthrough.js`, the floor) and the gateway, both in one bare `workerd serve` "
         "(not `wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk. "
         "The gateway has one account and one model (one bucket) limited to 10,000,000 rpm, no rps, "
-        "slow start off: it never waits. Admission credits at the default (8): the bucket hands the "
-        "isolate up to 8 admissions ahead, spent with no round trip to its Durable Object.")
+        "slow start off: it never waits. Admission credits at the default (32): the bucket hands the "
+        "isolate up to 32 admissions ahead, spent with no round trip to its Durable Object.")
     add("- \"gateway, credits off\": the same gateway with `\"admission_credits\": 0` (every request asks "
         "the bucket's Durable Object), in a second `workerd serve` of the same template (its own bucket; "
         "its floor idle), measured in the same rounds. It gets no push.")

@@ -2,9 +2,9 @@
 //!
 //! A preflight carries no credential, so it is answered by the union of the origins every
 //! client allows; the real request is answered with `Access-Control-Allow-Origin` only when
-//! its own client allows the origin (otherwise it is refused before anything is spent). The
-//! origin is echoed, never `*`, and credentials (cookies) are never allowed: the credential
-//! is the `Authorization` header.
+//! its own client allows the origin; a client that lists origins has a request from any
+//! other refused before anything is spent (`judge`). The origin is echoed, never `*`, and
+//! credentials (cookies) are never allowed: the credential is the `Authorization` header.
 
 use crate::config::Config;
 
@@ -24,6 +24,30 @@ pub fn allows(origins: &[String], origin: &str) -> bool {
     origins
         .iter()
         .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+}
+
+/// What a request from `origin` gets, by the origins its client allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Allowed: the answer carries `Access-Control-Allow-Origin`.
+    Readable,
+    /// The client allows no browser origin (a server, or the `GATEWAY_KEYS` keys): served as
+    /// before CORS existed, without the header, so no page can read it (and a browser never
+    /// sends it: its preflight is refused first).
+    Unreadable,
+    /// The client lists its origins and this is not one: refused before anything is spent.
+    Refused,
+}
+
+/// Judges a request from `origin` by a client allowing `origins`.
+pub fn judge(origins: &[String], origin: &str) -> Judged {
+    if allows(origins, origin) {
+        Judged::Readable
+    } else if origins.is_empty() {
+        Judged::Unreadable
+    } else {
+        Judged::Refused
+    }
 }
 
 /// Whether any client allows `origin`.
@@ -81,6 +105,14 @@ mod tests {
         assert!(!allows(&list, "http://localhost:5173.evil.example"));
         assert!(!allows(&[], "http://localhost:5173"));
         assert!(allows(&["*".to_string()], "https://any.example"));
+    }
+
+    #[test]
+    fn only_a_client_that_lists_origins_refuses_the_others() {
+        let list = vec!["https://app.example".to_string()];
+        assert_eq!(judge(&list, "https://app.example"), Judged::Readable);
+        assert_eq!(judge(&list, "https://evil.example"), Judged::Refused);
+        assert_eq!(judge(&[], "https://app.example"), Judged::Unreadable);
     }
 
     #[test]

@@ -212,7 +212,8 @@ fn a_credit_is_one_record_settled_once_per_admission() {
     };
     assert_eq!(credit.count, MAX_COUNT, "capped whatever the config says");
     let stored = serde_json::to_string(&b).unwrap_or_default();
-    assert!(stored.len() < 600, "{} bytes: {stored}", stored.len());
+    // One record for the credit, not one per admission (the counters alone are ~450 bytes).
+    assert!(stored.len() < 800, "{} bytes: {stored}", stored.len());
     assert_eq!(b.snapshot(1, &policy).in_flight, 1 + MAX_COUNT);
     let leases = credit.unspent();
     b.give_back(1, &policy, &leases);

@@ -17,7 +17,8 @@ mod settles;
 mod stream;
 mod upstream;
 
-use crate::access::{self, cors, Identity};
+use crate::access::cors::{self, Judged};
+use crate::access::{self, Identity};
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
@@ -160,8 +161,8 @@ async fn handle(
     }
 }
 
-/// Who is calling: a browser request from an origin its client does not allow is refused
-/// before anything is spent.
+/// Who is calling: a browser request from an origin its client does not list is refused
+/// before anything is spent (see `cors::judge`).
 fn authenticate<'a>(
     req: &Request,
     env: &Env,
@@ -175,11 +176,13 @@ fn authenticate<'a>(
     let bearer = respond::bearer(req);
     let now_s = Date::now().as_millis() / 1_000;
     let identity = access::authenticate(config, bearer.as_deref(), &secret, now_s)?;
-    // Refused, the answer stays readable where some client allows the origin, so the page
-    // can say why.
     if let Some(origin) = cors.origin {
-        if !cors::allows(identity.origins(), origin) {
-            return Err(origin_refused(Some(origin)));
+        match cors::judge(identity.origins(), origin) {
+            Judged::Readable => {}
+            Judged::Unreadable => cors.allowed = false,
+            // Refused, the answer stays readable where some client allows the origin, so the
+            // page can say why.
+            Judged::Refused => return Err(origin_refused(Some(origin))),
         }
     }
     Ok(identity)
