@@ -73,6 +73,9 @@ def gateway_config(sim_url: str, credits: int | None = None) -> dict:
     config = sim_gateway(sim_url, LIMITS, slow_start=False, dialect=SIM_DIALECT)
     if credits is not None:
         config["admission_credits"] = credits
+    # A client with limits of its own (far above the load): its requests are also admitted and
+    # settled by its meter's Durable Object (the "gateway, client with limits" target).
+    config["clients"] = {"bench-app": {"key_secret": "BENCH_APP_KEY", "rpm": 100_000_000}}
     return config
 
 
@@ -284,6 +287,7 @@ def main() -> int:
             "js": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}", "sk-a1"),
             "gateway": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-key"),
             "gateway_off": (f"http://127.0.0.1:{ports_off['gateway']}{GATEWAY_PATH}", "bench-key"),
+            "gateway_client": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-app-key"),
         }
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)

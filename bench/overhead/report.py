@@ -7,12 +7,13 @@ import re
 
 from bench.common.stats import med
 
-TARGETS = ("direct", "js", "gateway", "gateway_off")
+TARGETS = ("direct", "js", "gateway", "gateway_off", "gateway_client")
 LABEL = {
     "direct": "simulator direct",
     "js": "JS pass-through (floor)",
     "gateway": "gateway (credits on)",
     "gateway_off": "gateway, credits off",
+    "gateway_client": "gateway, client with limits",
 }
 # Issue 9's targets.
 P50_MAX, P99_MAX, RPS_MIN, GROWTH_MAX, GZIP_MAX_KB = 1.3, 1.5, 0.6, 0.10, 200
@@ -72,6 +73,10 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "The gateway has one account and one model (one bucket) limited to 10,000,000 rpm, no rps, "
         "slow start off: it never waits. Admission credits at the default (32): the bucket hands the "
         "isolate up to 32 admissions ahead, spent with no round trip to its Durable Object.")
+    add("- \"gateway, client with limits\": the credits-on gateway called with the key of a client that has "
+        "limits of its own (`clients.bench-app`, rpm 100,000,000): its client meter's Durable Object admits "
+        "and settles each of its requests too, asked while the request finds its bucket (issue 10). Same "
+        "bucket as \"gateway\"; it gets no push.")
     add("- \"gateway, credits off\": the same gateway with `\"admission_credits\": 0` (every request asks "
         "the bucket's Durable Object), in a second `workerd serve` of the same template (its own bucket; "
         "its floor idle), measured in the same rounds. It gets no push.")
