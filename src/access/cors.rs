@@ -50,6 +50,26 @@ pub fn judge(origins: &[String], origin: &str) -> Judged {
     }
 }
 
+/// Whether a state-changing admin call comes from another site: the dashboard's browser sends
+/// its Basic login with every request to the gateway, a form on any other site included, so a
+/// write must come from the gateway's own pages (or from a tool, which sends neither header).
+pub fn cross_site(request_url: &str, origin: Option<&str>, fetch_site: Option<&str>) -> bool {
+    if fetch_site.is_some_and(|s| !matches!(s, "same-origin" | "none")) {
+        return true;
+    }
+    let own = request_url.split_once("://").map(|(scheme, rest)| {
+        (
+            scheme,
+            rest.split(['/', '?', '#']).next().unwrap_or_default(),
+        )
+    });
+    match (origin, own) {
+        (None, _) => false,
+        (Some(o), Some((scheme, host))) => !o.eq_ignore_ascii_case(&format!("{scheme}://{host}")),
+        (Some(_), None) => true,
+    }
+}
+
 /// Whether any client allows `origin`.
 pub fn any_client_allows(config: &Config, origin: &str) -> bool {
     config.clients.values().any(|c| allows(&c.origins, origin))
@@ -105,6 +125,25 @@ mod tests {
         assert!(!allows(&list, "http://localhost:5173.evil.example"));
         assert!(!allows(&[], "http://localhost:5173"));
         assert!(allows(&["*".to_string()], "https://any.example"));
+    }
+
+    #[test]
+    fn admin_writes_from_other_sites_are_told_apart() {
+        let url = "https://gw.example:8443/admin/buckets/a/m/clear";
+        assert!(!cross_site(url, None, None), "a tool sends neither header");
+        assert!(!cross_site(
+            url,
+            Some("https://gw.example:8443"),
+            Some("same-origin")
+        ));
+        assert!(cross_site(url, Some("https://evil.example"), None));
+        assert!(
+            cross_site(url, Some("https://gw.example"), None),
+            "another port"
+        );
+        assert!(cross_site(url, None, Some("cross-site")));
+        assert!(cross_site(url, None, Some("same-site")));
+        assert!(cross_site(url, Some("null"), None));
     }
 
     #[test]

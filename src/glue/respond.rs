@@ -1,10 +1,11 @@
 //! Building client responses: OpenAI-shaped errors, JSON answers, request ids, admin auth.
 
+use crate::access::cors;
 use crate::openai::ApiError;
 use crate::routes;
 use futures_util::Stream;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use worker::{Env, Headers, Request, Response, Result};
+use worker::{Env, Headers, Method, Request, Response, Result};
 
 /// Bytes a header value cannot carry as is: controls and (by `utf8_percent_encode`) non-ASCII.
 const NOT_IN_HEADERS: &AsciiSet = &CONTROLS.add(b'%');
@@ -121,6 +122,25 @@ pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiE
         .or_else(|| basic_password(req))
         .unwrap_or_default();
     if !token.is_empty() && constant_time_eq(token.as_bytes(), offered.as_bytes()) {
+        let header = |name: &str| req.headers().get(name).ok().flatten();
+        let writes = !matches!(req.method(), Method::Get | Method::Head);
+        let url = req.inner().url();
+        if writes
+            && cors::cross_site(
+                &url,
+                header("origin").as_deref(),
+                header("sec-fetch-site").as_deref(),
+            )
+        {
+            let mut e = ApiError::new(
+                403,
+                "permission_error",
+                Some("cross_site_admin_write"),
+                "Admin changes are taken from the gateway's own pages or from tools, not from another site.".into(),
+            );
+            e.should_retry = Some(false);
+            return Err(e);
+        }
         Ok(())
     } else {
         Err(ApiError::unauthorized(

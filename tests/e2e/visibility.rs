@@ -295,6 +295,18 @@ async fn dashboard(ctx: Arc<Ctx>) {
     ctx.sim
         .update_account("acct-a", serde_json::json!({"state": "ok"}))
         .unwrap();
+    // A form on another site cannot clear it with the browser's remembered login.
+    let clear = format!("{}/admin/buckets/acct-a/qwen3-max/clear", ctx.url());
+    let forged = ctx
+        .send(
+            ctx.http
+                .post(&clear)
+                .basic_auth("admin", Some(ADMIN_TOKEN))
+                .header("origin", "https://evil.example")
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(forged.assert_error(403)["code"], "cross_site_admin_write");
     let out_dir = ctx.root().join("target/e2e/browser");
     let output = tokio::process::Command::new("node")
         .arg(ctx.root().join("tests/browser/dashboard.mjs"))
