@@ -35,41 +35,8 @@ pub struct MeterRef {
 }
 
 impl MeterRef {
-    /// The meters of an identity: its client's and its user's, where they limit anything.
-    pub fn of(identity: &Identity, config: &Config) -> Vec<MeterRef> {
-        let meter = |name: String, whose: String, limits: MeterLimits| MeterRef {
-            name,
-            client: identity.client.to_string(),
-            whose,
-            limits,
-            spec: config.window_spec(),
-            timeout_ms: config.bucket_timeout_ms,
-        };
-        let client = identity.client;
-        let mut meters = Vec::new();
-        if !identity.client_limits.is_unlimited() {
-            meters.push(meter(
-                format!("client:{client}"),
-                format!("client `{client}`"),
-                identity.client_limits,
-            ));
-        }
-        if let (Some(user), Some(limits)) = (&identity.user, identity.user_limits) {
-            if !limits.is_unlimited() {
-                meters.push(meter(
-                    format!("user:{client}:{user}"),
-                    format!("user `{user}` of client `{client}`"),
-                    limits,
-                ));
-            }
-        }
-        meters
-    }
-
-    /// A client's meter (or a user's, with `user`) for the admin API.
-    pub fn named(config: &Config, client: &str, user: Option<&str>) -> Option<MeterRef> {
-        let settings = config.clients.get(client)?;
-        let limits = access::client_limits(settings);
+    /// The meter of `client` (or of its `user`) judging by `limits`.
+    fn new(config: &Config, client: &str, user: Option<&str>, limits: MeterLimits) -> MeterRef {
         let (name, whose) = match user {
             Some(u) => (
                 format!("user:{client}:{u}"),
@@ -77,14 +44,34 @@ impl MeterRef {
             ),
             None => (format!("client:{client}"), format!("client `{client}`")),
         };
-        Some(MeterRef {
+        MeterRef {
             name,
             client: client.to_string(),
             whose,
             limits,
             spec: config.window_spec(),
             timeout_ms: config.bucket_timeout_ms,
-        })
+        }
+    }
+
+    /// The meters of an identity: its client's and its user's, where they limit anything.
+    pub fn of(identity: &Identity, config: &Config) -> Vec<MeterRef> {
+        let client = (!identity.client_limits.is_unlimited())
+            .then(|| MeterRef::new(config, identity.client, None, identity.client_limits));
+        let user = match (&identity.user, identity.user_limits) {
+            (Some(user), Some(limits)) if !limits.is_unlimited() => {
+                Some(MeterRef::new(config, identity.client, Some(user), limits))
+            }
+            _ => None,
+        };
+        client.into_iter().chain(user).collect()
+    }
+
+    /// A client's meter (or a user's, with `user`) for the admin API, judging by the client's
+    /// limits.
+    pub fn named(config: &Config, client: &str, user: Option<&str>) -> Option<MeterRef> {
+        let limits = access::client_limits(config.clients.get(client)?);
+        Some(MeterRef::new(config, client, user, limits))
     }
 
     /// True when it limits nothing.
