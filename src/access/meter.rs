@@ -341,6 +341,8 @@ pub enum MeterOp {
     View,
     /// An operator's reset of the period counters, answered with the view.
     Reset,
+    /// Several calls nothing waits for (settles), applied in order; answered with the view.
+    Batch(Vec<MeterOp>),
     /// The history since minute number `minutes_from`: the open periods here; the object
     /// adds the stored ones.
     History {
@@ -390,12 +392,22 @@ impl Meter {
 
     fn answer(&mut self, now_ms: u64, call: &MeterCall) -> MeterReply {
         let (limits, spec) = (call.limits, call.spec);
-        match call.op {
+        match &call.op {
             MeterOp::Admit { est_tokens, ttl_ms } => {
-                MeterReply::Verdict(self.admit(now_ms, &limits, spec, est_tokens, ttl_ms))
+                MeterReply::Verdict(self.admit(now_ms, &limits, spec, *est_tokens, *ttl_ms))
             }
             MeterOp::Settle { lease, spent } => {
-                self.settle(now_ms, spec, lease, spent);
+                self.settle(now_ms, spec, *lease, *spent);
+                MeterReply::View(self.view(now_ms, limits, spec))
+            }
+            MeterOp::Batch(ops) => {
+                for op in ops {
+                    let one = MeterCall {
+                        op: op.clone(),
+                        ..*call
+                    };
+                    self.answer(now_ms, &one);
+                }
                 MeterReply::View(self.view(now_ms, limits, spec))
             }
             MeterOp::View => MeterReply::View(self.view(now_ms, limits, spec)),

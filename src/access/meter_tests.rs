@@ -205,3 +205,47 @@ fn narrowing_takes_the_tighter_of_each_limit() {
     );
     assert!(MeterLimits::default().is_unlimited());
 }
+
+#[test]
+fn a_batch_of_settles_settles_each_once() {
+    let limits = limits(Some(10), None, Some(1_000), None);
+    let call = |op| MeterCall {
+        limits,
+        spec: SPEC,
+        op,
+    };
+    let mut m = Meter::default();
+    let admit = || MeterOp::Admit {
+        est_tokens: 100,
+        ttl_ms: 60_000,
+    };
+    let leases: Vec<u64> = (0..2)
+        .map(|_| match m.apply(T0, &call(admit())) {
+            MeterReply::Verdict(Verdict::Go { lease }) => lease,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let settle = |lease| MeterOp::Settle {
+        lease,
+        spent: served(10, 7),
+    };
+    let batch = MeterOp::Batch(vec![
+        settle(leases[0]),
+        settle(leases[1]),
+        settle(leases[1]),
+    ]);
+    let MeterReply::View(view) = m.apply(T0 + 1, &call(batch)) else {
+        panic!()
+    };
+    assert_eq!(
+        (view.in_flight, view.day_tokens, view.totals.micro_usd),
+        (0, 20, 14)
+    );
+    // The batch's change reaches the history like any call's.
+    let MeterReply::History { minutes, .. } =
+        m.apply(T0 + 2, &call(MeterOp::History { minutes_from: 0 }))
+    else {
+        panic!()
+    };
+    assert_eq!(minutes.last().map(|(_, r)| r.cost_micro_usd), Some(14));
+}

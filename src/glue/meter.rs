@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
+use crate::glue::settles;
 use crate::openai::ApiError;
 use crate::window::WindowSpec;
 use futures_channel::oneshot;
@@ -79,6 +80,17 @@ impl MeterRef {
         self.limits.is_unlimited()
     }
 
+    /// Sends one call in the background, logging a failure (nothing waits for the answer).
+    pub async fn tell(&self, env: &Env, op: MeterOp, request_id: &str) {
+        if let Err(error) = self.call(env, op).await {
+            log::warn(
+                "meter_call_failed",
+                request_id,
+                json!({"meter": self.name, "op": "settle", "error": error}),
+            );
+        }
+    }
+
     /// Sends one call; `Err` says what failed.
     pub async fn call(&self, env: &Env, op: MeterOp) -> std::result::Result<MeterReply, String> {
         let call = MeterCall {
@@ -115,13 +127,7 @@ async fn settle_one(env: &Env, held: Option<&(MeterRef, u64)>, spent: Spent, req
         lease: *lease,
         spent,
     };
-    if let Err(error) = meter.call(env, op).await {
-        log::warn(
-            "meter_call_failed",
-            request_id,
-            json!({"meter": meter.name, "op": "settle", "error": error}),
-        );
-    }
+    settles::send_meter(env, meter, op, request_id).await;
 }
 
 async fn ask_one(

@@ -1,56 +1,91 @@
-//! Calls that nothing waits for (settles, commits, returned credits), sent to each bucket in batches: while one batch is in flight, the next calls queue behind it.
+//! Calls that nothing waits for (settles, commits, returned credits; meters' settles), sent to
+//! each object in batches: while one batch is in flight, the next calls queue behind it.
 
+use crate::access::meter::MeterOp;
 use crate::glue::bucket::Bucket;
+use crate::glue::meter::MeterRef;
 use crate::protocol::Op;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::thread::LocalKey;
 use worker::Env;
 
 /// Most calls in one batch.
 const MAX_BATCH: usize = 64;
 
-/// Per bucket: the calls waiting, and whether a sender is draining them.
-#[derive(Default)]
-struct Queue {
-    calls: Vec<Op>,
+/// Per object: the calls waiting, and whether a sender is draining them.
+struct Queue<O> {
+    calls: Vec<O>,
     draining: bool,
 }
 
+type Queues<O> = RefCell<HashMap<String, Queue<O>>>;
+
 thread_local! {
-    static QUEUES: RefCell<HashMap<String, Queue>> = RefCell::new(HashMap::new());
+    static BUCKETS: Queues<Op> = RefCell::new(HashMap::new());
+    static METERS: Queues<MeterOp> = RefCell::new(HashMap::new());
 }
 
-/// Queues `op` for the bucket; the first caller with nothing in flight drains the queue, one
-/// batch at a time, the others return at once (run it inside `ctx.wait_until`).
+/// Queues `op` for the bucket (run it inside `ctx.wait_until`).
 pub async fn send(env: &Env, bucket: &Bucket, op: Op, request_id: &str) {
-    let drain = QUEUES.with(|queues| {
+    let tell = |batch| bucket.tell(env, batch, request_id);
+    queue(&BUCKETS, &bucket.name, op, Op::Batch, tell).await;
+}
+
+/// Queues `op` for the meter (run it inside `ctx.wait_until`).
+pub async fn send_meter(env: &Env, meter: &MeterRef, op: MeterOp, request_id: &str) {
+    let tell = |batch| meter.tell(env, batch, request_id);
+    queue(&METERS, &meter.name, op, MeterOp::Batch, tell).await;
+}
+
+/// Queues `op` for the object `key`; the first caller with nothing in flight drains the queue,
+/// one batch at a time (`tell`), the others return at once.
+async fn queue<O, F, Fut>(
+    queues: &'static LocalKey<Queues<O>>,
+    key: &str,
+    op: O,
+    batch: fn(Vec<O>) -> O,
+    tell: F,
+) where
+    F: Fn(O) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let drain = queues.with(|queues| {
         let mut queues = queues.borrow_mut();
-        let queue = queues.entry(bucket.name.clone()).or_default();
+        let queue = queues.entry(key.to_string()).or_insert_with(|| Queue {
+            calls: Vec::new(),
+            draining: false,
+        });
         queue.calls.push(op);
         !std::mem::replace(&mut queue.draining, true)
     });
     if !drain {
         return;
     }
-    while let Some(batch) = next_batch(&bucket.name) {
-        bucket.tell(env, batch, request_id).await;
+    while let Some(next) = next_batch(queues, key, batch) {
+        tell(next).await;
     }
 }
 
 /// The next batch to send, or None (and the queue stops draining) when it is empty.
-fn next_batch(bucket: &str) -> Option<Op> {
-    QUEUES.with(|queues| {
+fn next_batch<O>(
+    queues: &'static LocalKey<Queues<O>>,
+    key: &str,
+    batch: fn(Vec<O>) -> O,
+) -> Option<O> {
+    queues.with(|queues| {
         let mut queues = queues.borrow_mut();
-        let queue = queues.get_mut(bucket)?;
+        let queue = queues.get_mut(key)?;
         if queue.calls.is_empty() {
-            queues.remove(bucket);
+            queues.remove(key);
             return None;
         }
         let n = queue.calls.len().min(MAX_BATCH);
-        let mut calls: Vec<Op> = queue.calls.drain(..n).collect();
+        let mut calls: Vec<O> = queue.calls.drain(..n).collect();
         Some(match calls.len() {
             1 => calls.remove(0),
-            _ => Op::Batch(calls),
+            _ => batch(calls),
         })
     })
 }
