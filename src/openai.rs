@@ -93,6 +93,39 @@ impl ApiError {
         e
     }
 
+    /// 404 for an admin path naming a bucket the config does not have.
+    pub fn bucket_not_found(account: &str, model: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            Some("bucket_not_found"),
+            format!("No account '{account}' serving '{model}' is configured."),
+        )
+    }
+
+    /// 404 for an admin path naming a client the config does not have.
+    pub fn client_not_found(client: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            Some("client_not_found"),
+            format!("No client '{client}' is configured."),
+        )
+    }
+
+    /// 503 when a Durable Object holding quota state (a bucket, a meter) did not answer in
+    /// time; `what` says which, e.g. "The bucket a/m did not answer in time".
+    pub fn store_unavailable(what: &str) -> Self {
+        let mut e = Self::new(
+            503,
+            "server_error",
+            Some("quota_store_unavailable"),
+            format!("{what}; retry."),
+        );
+        e.retry_after_s = Some(1);
+        e
+    }
+
     /// 405 for a known path called with the wrong method.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
         Self::new(

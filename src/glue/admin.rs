@@ -115,14 +115,8 @@ pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Respons
             .is_some_and(|a| a.contains("text/csv"));
     let (name, body, csv) = if let Some(client) = param("client") {
         let user = param("user");
-        let meter = MeterRef::named(config, &client, user.as_deref()).ok_or_else(|| {
-            ApiError::new(
-                404,
-                "invalid_request_error",
-                Some("client_not_found"),
-                format!("No client '{client}' is configured."),
-            )
-        })?;
+        let meter = MeterRef::named(config, &client, user.as_deref())
+            .ok_or_else(|| ApiError::client_not_found(&client))?;
         let Ok(MeterReply::History {
             minutes,
             days: stored,
@@ -141,14 +135,9 @@ pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Respons
                 Some("account"),
             ));
         };
-        let candidate = config.candidate(&account, &model).ok_or_else(|| {
-            ApiError::new(
-                404,
-                "invalid_request_error",
-                Some("bucket_not_found"),
-                format!("No account '{account}' serving '{model}' is configured."),
-            )
-        })?;
+        let candidate = config
+            .candidate(&account, &model)
+            .ok_or_else(|| ApiError::bucket_not_found(&account, &model))?;
         let bucket = Bucket::of(&candidate, config);
         let Ok(Reply::History {
             minutes,
@@ -178,14 +167,7 @@ pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Respons
 }
 
 fn unavailable(whose: &str) -> ApiError {
-    let mut e = ApiError::new(
-        503,
-        "server_error",
-        Some("quota_store_unavailable"),
-        format!("The history of {whose} did not come in time; retry."),
-    );
-    e.retry_after_s = Some(1);
-    e
+    ApiError::store_unavailable(&format!("The history of {whose} did not come in time"))
 }
 
 /// `GET /admin/`: the dashboard (one page, no external resources; it reads `/admin/state`).

@@ -165,14 +165,9 @@ pub async fn admin(
     model: &str,
     clear: bool,
 ) -> std::result::Result<Response, ApiError> {
-    let candidate = config.candidate(account, model).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "invalid_request_error",
-            Some("bucket_not_found"),
-            format!("No account '{account}' serving '{model}' is configured."),
-        )
-    })?;
+    let candidate = config
+        .candidate(account, model)
+        .ok_or_else(|| ApiError::bucket_not_found(account, model))?;
     let bucket = Bucket::of(&candidate, config);
     if clear {
         // This isolate forgets at once; others within the cache horizon (seconds).
@@ -185,14 +180,9 @@ pub async fn admin(
         refused_keys,
     }) = reply
     else {
-        let mut e = ApiError::new(
-            503,
-            "server_error",
-            Some("quota_store_unavailable"),
-            format!("The bucket {account}/{model} did not answer in time; retry."),
-        );
-        e.retry_after_s = Some(1);
-        return Err(e);
+        return Err(ApiError::store_unavailable(&format!(
+            "The bucket {account}/{model} did not answer in time"
+        )));
     };
     let body = json!({
         "account": account,

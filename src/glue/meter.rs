@@ -263,13 +263,9 @@ pub async fn admit(
                     request_id,
                     json!({"meter": meter.name, "op": "admit", "error": error}),
                 );
-                let mut e = ApiError::new(
-                    503,
-                    "server_error",
-                    Some("quota_store_unavailable"),
-                    "The gateway could not check this client's limits in time; retry.".into(),
+                let e = ApiError::store_unavailable(
+                    "The gateway could not check this client's limits in time",
                 );
-                e.retry_after_s = Some(1);
                 refused = refused.or(Some(e));
             }
         }
@@ -296,26 +292,14 @@ pub async fn admin(
     user: Option<&str>,
     reset: bool,
 ) -> std::result::Result<Response, ApiError> {
-    let meter = MeterRef::named(config, client, user).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "invalid_request_error",
-            Some("client_not_found"),
-            format!("No client '{client}' is configured."),
-        )
-    })?;
+    let meter =
+        MeterRef::named(config, client, user).ok_or_else(|| ApiError::client_not_found(client))?;
     let op = if reset { MeterOp::Reset } else { MeterOp::View };
     let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
-        let mut e = ApiError::new(
-            503,
-            "server_error",
-            Some("quota_store_unavailable"),
-            format!(
-                "The meter of {} did not answer in time; retry.",
-                meter.whose
-            ),
-        );
-        e.retry_after_s = Some(1);
+        let e = ApiError::store_unavailable(&format!(
+            "The meter of {} did not answer in time",
+            meter.whose
+        ));
         return Err(e);
     };
     let body = json!({ "client": client, "user": user, "usage": view });
