@@ -427,6 +427,20 @@ cores as the simulator and the client: these figures measure admission, pacing, 
 downgrade, not throughput. The simulator answers at once, so latencies are gateway overhead and
 waits, not model time.
 
+**Where the last percents go, and the rare 11th request** (traced on 2026-11-30: the simulator
+logging every arrival, the gateway every send's slot, departure and round trip, 150 % cells).
+A quiet account ramps up over about three seconds (3, 4-5, 6, then 10 a second: about 1 % of
+a 90 s cell), and each account runs at 10 x 1000 / (1005 + w) a second, w the measured spread
+of send lateness (mean 14-20 ms: 2-2.5 %). Sends left the isolate at most 27 ms after their
+slots (p99 16 ms); the way to the simulator added 0-3 ms (p99), at most 20. Once in a few
+thousand sends (one run in three), the machine stalls between the isolate's `fetch` and the
+simulator's count: one send that left 1 ms after its slot was counted 49 ms later, more than
+any recent send had taken, so the widening measured from them (28 ms) did not cover it, and
+the send ten places later, on time, made 11 in that second. Its own round trip (55 ms)
+told the bucket at once, but the sends of the next second had their slots already (at 150 %
+they are booked up to `max_wait_ms` ahead). The upstream's 429 is absorbed: the request is
+sent again and the client sees nothing.
+
 <details><summary>Every run</summary>
 
 {realtime_per_run(runs)}
