@@ -1,6 +1,5 @@
 //! Calls that nothing waits for (settles, commits, returned credits; meters' settles), sent to
-//! each object in batches: the first call lingers a moment for others to join it, and while
-//! one batch is in flight, the next calls queue behind it.
+//! each object in batches: while one batch is in flight, the next calls queue behind it.
 
 use crate::access::meter::MeterOp;
 use crate::glue::bucket::Bucket;
@@ -10,17 +9,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::thread::LocalKey;
-use std::time::Duration;
-use worker::{Delay, Env};
+use worker::Env;
 
 /// Most calls in one batch.
 const MAX_BATCH: usize = 64;
-/// How long the first call waits for others before its batch goes. Without it, one request
-/// at a time (c=1) costs one object call each, whose work shares the isolate's thread with
-/// the next request; a few ms gather several requests' calls into one. Nothing waits for
-/// these calls, and what they free (a lease's unused tokens, a slot never sent) comes back
-/// 5 ms later, against windows of a second and a minute.
-const LINGER_MS: u64 = 5;
 
 /// Per object: the calls waiting, and whether a sender is draining them.
 struct Queue<O> {
@@ -71,7 +63,6 @@ async fn queue<O, F, Fut>(
     if !drain {
         return;
     }
-    Delay::from(Duration::from_millis(LINGER_MS)).await;
     while let Some(next) = next_batch(queues, key, batch) {
         tell(next).await;
     }
