@@ -16,7 +16,7 @@ use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, credits, log, respond};
 use crate::openai::{ApiError, ChatRequest};
-use crate::pace;
+use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::protocol::{Op, Reply};
 use crate::sse;
@@ -29,6 +29,13 @@ use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
+
+/// How late a send reached the upstream relative to its slot, as its round trip tells: the
+/// estimate the bucket's spread is measured from, and the most it can have been.
+struct Lateness {
+    lag_ms: i64,
+    bound_ms: Option<u64>,
+}
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
 const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
@@ -325,15 +332,25 @@ async fn plan_and_send(
                     return Err(plain(background.client_left(&held)));
                 }
                 // A send that would leave later than its slot allows could crowd an upstream
-                // window: it gives the slot back (its lateness is measured) and asks again.
+                // window: it gives the slot back (its lateness is measured) and asks again. So
+                // does one that a stalled send of this isolate may crowd (`pace::stall`): the
+                // bucket then places it with the stall counted.
                 let late = now_ms().saturating_sub(at_ms);
-                if held.late_ms().is_some_and(|allowed| late > allowed) {
+                let allowed = held.late_ms();
+                let missed = allowed.is_some_and(|allowed| late > allowed);
+                let second_ms = config.window_spec().second_ms;
+                let crowded = !missed
+                    && allowed.is_some_and(|a| cache::crowded(&c.bucket(), at_ms, a, second_ms));
+                if missed || crowded {
                     if let Some(mut hold) = held.take() {
-                        hold.lag_ms = i64::try_from(late).ok();
+                        if missed {
+                            hold.lag_ms = i64::try_from(late).ok();
+                        }
+                        let why = if missed { "late" } else { "stall" };
                         log::info(
                             "slot_missed",
                             request_id,
-                            json!({"bucket": hold.bucket.name, "late_ms": late}),
+                            json!({"bucket": hold.bucket.name, "late_ms": late, "why": why}),
                         );
                         background.settle(hold, SettleOutcome::Released, &[]);
                     }
@@ -348,9 +365,12 @@ async fn plan_and_send(
                             return Err(plain(respond::internal_error()));
                         };
                         metering.mark_sent();
-                        let (opened, lag) = job.attempt(&c, key, controller, at_ms).await;
-                        if let Some(lag) = lag {
-                            held.lag(lag);
+                        let (opened, lateness) = job.attempt(&c, key, controller, at_ms).await;
+                        if let Some(lateness) = lateness {
+                            held.lag(lateness.lag_ms);
+                            if let (Some(bound), Some(allowed)) = (lateness.bound_ms, allowed) {
+                                cache::stalled(&c.bucket(), at_ms, bound, allowed);
+                            }
                         }
                         if client.is_gone() {
                             return Err(plain(background.client_left(&held)));
@@ -480,14 +500,15 @@ struct Job<'a> {
 impl Job<'_> {
     /// Sends the request to `c` with the key in secret `key` and reads the answer: whole, or a
     /// stream up to its first content token (whose timer starts now, at the send). Also says
-    /// how late the send reached the upstream relative to its slot at `slot_ms`.
+    /// how late the send reached the upstream relative to its slot at `slot_ms`, once the
+    /// answer's headers are in.
     async fn attempt(
         &self,
         c: &Candidate<'_>,
         key: &str,
         controller: AbortController,
         slot_ms: u64,
-    ) -> (Result<Answer, Outcome>, Option<i64>) {
+    ) -> (Result<Answer, Outcome>, Option<Lateness>) {
         let stream = self.chat.stream;
         let sent_at = now_ms();
         let first_token_at = sent_at
@@ -507,7 +528,10 @@ impl Job<'_> {
         };
         let signal = worker::AbortSignal::from(controller.signal());
         let (sent, reached) = upstream::send(self.env, attempt, &signal, now_ms).await;
-        let lag = reached.map(|r| pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms));
+        let lateness = reached.map(|r| Lateness {
+            lag_ms: pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
+            bound_ms: stall::lateness_bound(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
+        });
         let opened = match sent {
             Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
             Sent::Stream(response) => {
@@ -527,7 +551,7 @@ impl Job<'_> {
                 Err(classify::timed_out(stream))
             }
         };
-        (opened, lag)
+        (opened, lateness)
     }
 }
 
