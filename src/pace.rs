@@ -20,8 +20,6 @@
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
-pub mod stall;
-
 /// How fast a bucket's send rate may grow (config `upstreams.<id>.slow_start`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,7 @@ use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, credits, log, respond};
 use crate::openai::{ApiError, ChatRequest};
-use crate::pace::{self, stall};
+use crate::pace;
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::protocol::{Op, Reply};
 use crate::sse;
@@ -29,13 +29,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
-
-/// How late a send reached the upstream relative to its slot, as its round trip tells: the
-/// estimate the bucket's spread is measured from, and the most it can have been.
-struct Lateness {
-    lag_ms: i64,
-    bound_ms: Option<u64>,
-}
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
 const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
@@ -332,25 +325,15 @@ async fn plan_and_send(
                     return Err(plain(background.client_left(&held)));
                 }
                 // A send that would leave later than its slot allows could crowd an upstream
-                // window: it gives the slot back (its lateness is measured) and asks again. So
-                // does one that a stalled send of this isolate may crowd (`pace::stall`): the
-                // bucket then places it with the stall counted.
+                // window: it gives the slot back (its lateness is measured) and asks again.
                 let late = now_ms().saturating_sub(at_ms);
-                let allowed = held.late_ms();
-                let missed = allowed.is_some_and(|allowed| late > allowed);
-                let second_ms = config.window_spec().second_ms;
-                let crowded = !missed
-                    && allowed.is_some_and(|a| cache::crowded(&c.bucket(), at_ms, a, second_ms));
-                if missed || crowded {
+                if held.late_ms().is_some_and(|allowed| late > allowed) {
                     if let Some(mut hold) = held.take() {
-                        if missed {
-                            hold.lag_ms = i64::try_from(late).ok();
-                        }
-                        let why = if missed { "late" } else { "stall" };
+                        hold.lag_ms = i64::try_from(late).ok();
                         log::info(
                             "slot_missed",
                             request_id,
-                            json!({"bucket": hold.bucket.name, "late_ms": late, "why": why}),
+                            json!({"bucket": hold.bucket.name, "late_ms": late}),
                         );
                         background.settle(hold, SettleOutcome::Released, &[]);
                     }
@@ -365,12 +348,9 @@ async fn plan_and_send(
                             return Err(plain(respond::internal_error()));
                         };
                         metering.mark_sent();
-                        let (opened, lateness) = job.attempt(&c, key, controller, at_ms).await;
-                        if let Some(lateness) = lateness {
-                            held.lag(lateness.lag_ms);
-                            if let (Some(bound), Some(allowed)) = (lateness.bound_ms, allowed) {
-                                cache::stalled(&c.bucket(), at_ms, bound, allowed);
-                            }
+                        let (opened, lag) = job.attempt(&c, key, controller, at_ms).await;
+                        if let Some(lag) = lag {
+                            held.lag(lag);
                         }
                         if client.is_gone() {
                             return Err(plain(background.client_left(&held)));
@@ -500,15 +480,14 @@ struct Job<'a> {
 impl Job<'_> {
     /// Sends the request to `c` with the key in secret `key` and reads the answer: whole, or a
     /// stream up to its first content token (whose timer starts now, at the send). Also says
-    /// how late the send reached the upstream relative to its slot at `slot_ms`, once the
-    /// answer's headers are in.
+    /// how late the send reached the upstream relative to its slot at `slot_ms`.
     async fn attempt(
         &self,
         c: &Candidate<'_>,
         key: &str,
         controller: AbortController,
         slot_ms: u64,
-    ) -> (Result<Answer, Outcome>, Option<Lateness>) {
+    ) -> (Result<Answer, Outcome>, Option<i64>) {
         let stream = self.chat.stream;
         let sent_at = now_ms();
         let first_token_at = sent_at
@@ -528,10 +507,7 @@ impl Job<'_> {
         };
         let signal = worker::AbortSignal::from(controller.signal());
         let (sent, reached) = upstream::send(self.env, attempt, &signal, now_ms).await;
-        let lateness = reached.map(|r| Lateness {
-            lag_ms: pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
-            bound_ms: stall::lateness_bound(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
-        });
+        let lag = reached.map(|r| pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms));
         let opened = match sent {
             Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
             Sent::Stream(response) => {
@@ -551,7 +527,7 @@ impl Job<'_> {
                 Err(classify::timed_out(stream))
             }
         };
-        (opened, lateness)
+        (opened, lag)
     }
 }
 
