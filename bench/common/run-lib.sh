@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 #! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead): the project venv,
 #! the simulator and gateway bundle builds into a temp dir, and the Python driver run so that a
-#! signal reaches it (it then stops every server it started).
+#! signal reaches it (it then stops every server it started). With BENCH_KEEP=1 the temp dir (the
+#! workerd and simulator logs, configs, Durable Object storage) is kept and named at the end.
 # Sourced after `set -euo pipefail`, with $root set and the repository root as the cwd.
 
 bench_child=""
@@ -46,7 +47,8 @@ bench_cleanup() {
     kill -TERM "$bench_child" 2>/dev/null || true
     wait "$bench_child" 2>/dev/null || true
   fi
-  if [[ -n "$work" ]]; then rm -rf "$work"; fi
+  if [[ -n "$work" && -z "${BENCH_KEEP:-}" ]]; then rm -rf "$work"; fi
+  if [[ -n "$work" && -n "${BENCH_KEEP:-}" ]]; then echo "bench: kept $work (BENCH_KEEP)" >&2; fi
 }
 
 # bench_run COMMAND...: runs the driver in the background (so INT/TERM reach it and it stops its
