@@ -50,6 +50,12 @@ pub struct AcquireRequest {
     /// The asker holds no credit of this bucket and would take one.
     #[serde(default)]
     pub credit: bool,
+    /// How late the asker's last send for this request would have left the slot it gives back
+    /// (ms): recorded before the new slot is chosen, so its allowance covers that lateness. The
+    /// give-back's settle carries it too, but races this ask, and a busy isolate that misses
+    /// slot after slot gives the request up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_lag_ms: Option<i64>,
 }
 
 /// The bucket's answer to an acquire.
@@ -387,6 +393,9 @@ impl BucketState {
     /// Admit now, schedule within `max_wait_ms`, or deny with the earliest possible start.
     pub fn acquire(&mut self, now_ms: u64, policy: &Policy, req: &AcquireRequest) -> Admission {
         self.tidy(now_ms, policy.spec, policy.slow_start);
+        if let Some(lag) = req.missed_lag_ms {
+            self.record_lag(lag);
+        }
         let probe = match self
             .park
             .as_ref()

@@ -36,6 +36,7 @@ fn ask(tokens: u64, max_wait_ms: u64) -> AcquireRequest {
         max_wait_ms,
         lease_ttl_ms: 3_600_000,
         credit: false,
+        missed_lag_ms: None,
     }
 }
 

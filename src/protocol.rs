@@ -250,6 +250,7 @@ mod tests {
             max_wait_ms: 0,
             lease_ttl_ms: 60_000,
             credit: false,
+            missed_lag_ms: None,
         }))
     }
 

@@ -73,6 +73,7 @@ fn credits_never_let_a_window_exceed_its_limit() {
                         max_wait_ms: rng.below(300),
                         lease_ttl_ms: 60_000,
                         credit: slot.is_none(),
+                        missed_lag_ms: None,
                     };
                     match b.acquire(now, &policy, &ask) {
                         Admission::Go {
@@ -202,6 +203,7 @@ fn a_credit_is_one_record_settled_once_per_admission() {
         max_wait_ms: 0,
         lease_ttl_ms: 60_000,
         credit: true,
+        missed_lag_ms: None,
     };
     let Admission::Go {
         credit: Some(credit),

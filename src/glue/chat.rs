@@ -180,6 +180,7 @@ async fn plan_and_send(
         max_wait_ms: 0,
         lease_ttl_ms: deadline_ms.saturating_add(config.scale_ms(LEASE_GRACE_MS)),
         credit: false,
+        missed_lag_ms: None,
     };
     // The client's (and user's) limits are asked while the request finds a bucket.
     let mut metering = Metering::start(
@@ -209,6 +210,8 @@ async fn plan_and_send(
         idle_ms: config.stream_idle_timeout_ms,
     };
 
+    // The bucket and lateness of the last slot given back for leaving late, for the next ask.
+    let mut missed: Option<(String, i64)> = None;
     loop {
         if client.is_gone() {
             return Err(plain(background.client_left(&held)));
@@ -229,6 +232,10 @@ async fn plan_and_send(
                 let op = Op::Acquire(AcquireRequest {
                     max_wait_ms,
                     credit,
+                    missed_lag_ms: missed
+                        .take()
+                        .filter(|(b, _)| *b == bucket.name)
+                        .map(|m| m.1),
                     ..ask
                 });
                 let reply = match spend.spent {
@@ -330,6 +337,7 @@ async fn plan_and_send(
                 if held.late_ms().is_some_and(|allowed| late > allowed) {
                     if let Some(mut hold) = held.take() {
                         hold.lag_ms = i64::try_from(late).ok();
+                        missed = hold.lag_ms.map(|lag| (hold.bucket.name.clone(), lag));
                         log::info(
                             "slot_missed",
                             request_id,
