@@ -416,6 +416,7 @@ fn full_per_window(limits: &Limits, spec: WindowSpec) -> Option<u64> {
 /// measured against the simulator's arrival times at 30 requests/s (BENCHMARKS.md, issue 8),
 /// the way back carries most of the round trip's outliers (up to 63 ms, the way out 20), and
 /// counting it widened the windows by 27 ms on average where 20 held every window as well.
+/// (A rare stall on the way out, 49 ms once, is beyond either: docs/design.md, "Clocks, margins and time compression".)
 pub fn lag_ms(slot_ms: u64, sent_ms: u64, headers_ms: u64, processing_ms: Option<u64>) -> i64 {
     let left = i64::try_from(sent_ms).unwrap_or(i64::MAX) - i64::try_from(slot_ms).unwrap_or(0);
     let transit = processing_ms.map_or(0, |p| {

@@ -437,7 +437,7 @@ thousand sends (one run in three), the machine stalls between the isolate's `fet
 simulator's count: one send that left 1 ms after its slot was counted 49 ms later, more than
 any recent send had taken, so the widening measured from them (28 ms) did not cover it, and
 the send ten places later, on time, made 11 in that second. Its own round trip (55 ms)
-told the bucket at once, but the sends of the next second had their slots already (at 150 %
+told the sender at once, but the sends of the next second had their slots already (at 150 %
 they are booked up to `max_wait_ms` ahead). The upstream's 429 is absorbed: the request is
 sent again and the client sees nothing. Tried and not kept (4bcd7c0, reverted): a later send
 of the same bucket that such a stalled send may crowd gives its slot back and asks again.
