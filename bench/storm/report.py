@@ -433,7 +433,7 @@ A quiet account ramps up over about three seconds (3, 4-5, 6, then 10 a second: 
 a 90 s cell), and each account runs at 10 x 1000 / (1005 + w) a second, w the measured spread
 of send lateness (mean 14-20 ms: 2-2.5 %). Sends left the isolate at most 27 ms after their
 slots (p99 16 ms); the way to the simulator added 0-3 ms (p99), at most 20. Once in a few
-thousand sends (one run in three), the machine stalls between the isolate's `fetch` and the
+thousand sends (in one to two of three runs), the machine stalls between the isolate's `fetch` and the
 simulator's count: one send that left 1 ms after its slot was counted 49 ms later, more than
 any recent send had taken, so the widening measured from them (28 ms) did not cover it, and
 the send ten places later, on time, made 11 in that second. Its own round trip (55 ms)
