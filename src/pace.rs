@@ -20,6 +20,8 @@
 use crate::window::{Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
+pub mod stall;
+
 /// How fast a bucket's send rate may grow (config `upstreams.<id>.slow_start`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

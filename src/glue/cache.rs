@@ -1,8 +1,10 @@
-//! What this isolate last heard of each bucket, so known-busy buckets cost no round trip.
+//! What this isolate knows of each bucket: what it last heard (so known-busy buckets cost no
+//! round trip) and which of its own sends may have stalled (`pace::stall`).
 //!
 //! Only a hint: entries are capped to a short horizon, so a cleared or freed bucket is asked
 //! again soon, and the bucket DO stays the only authority.
 
+use crate::pace::stall::Stalls;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -13,6 +15,43 @@ thread_local! {
     static FREE_AT: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
     /// (share of room left, when heard) per bucket.
     static HEADROOM: RefCell<HashMap<String, (f64, u64)>> = RefCell::new(HashMap::new());
+    /// Recent sends per bucket that may have arrived later than their slots allowed for.
+    static STALLS: RefCell<HashMap<String, Stalls>> = RefCell::new(HashMap::new());
+}
+
+/// Notes a send of the bucket at `slot_ms` that may have arrived `bound_ms` late, if that is
+/// more than the `allowed_ms` its slot was widened for.
+pub fn stalled(bucket: &str, slot_ms: u64, bound_ms: u64, allowed_ms: u64) {
+    STALLS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(stalls) = m.get_mut(bucket) {
+            stalls.note(slot_ms, bound_ms, allowed_ms);
+            return;
+        }
+        let mut stalls = Stalls::default();
+        if stalls.note(slot_ms, bound_ms, allowed_ms) {
+            m.insert(bucket.to_string(), stalls);
+        }
+    });
+}
+
+/// Until when the bucket's send at `slot_ms` must wait for a noted stall (`Stalls::hold_until`).
+pub fn hold_until(
+    bucket: &str,
+    slot_ms: u64,
+    allowed_ms: u64,
+    second_ms: u64,
+    now_ms: u64,
+) -> Option<u64> {
+    STALLS.with(|m| {
+        let mut m = m.borrow_mut();
+        let stalls = m.get_mut(bucket)?;
+        let until = stalls.hold_until(slot_ms, allowed_ms, second_ms, now_ms);
+        if stalls.is_empty() {
+            m.remove(bucket);
+        }
+        until
+    })
 }
 
 /// The room the bucket last said it had left, if heard within the horizon.

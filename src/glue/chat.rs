@@ -16,7 +16,7 @@ use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, credits, log, respond};
 use crate::openai::{ApiError, ChatRequest};
-use crate::pace;
+use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::protocol::{Op, Reply};
 use crate::sse;
@@ -29,6 +29,13 @@ use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
 use worker::{Context, Date, Delay, Env, Headers, Request, Response};
+
+/// How late a send reached the upstream relative to its slot, as its round trip tells: the
+/// estimate the bucket's spread is measured from, and the most it can have been.
+struct Lateness {
+    lag_ms: i64,
+    bound_ms: Option<u64>,
+}
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
 const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
@@ -326,17 +333,34 @@ async fn plan_and_send(
                     }
                     return Err(plain(e));
                 }
-                let wait = at_ms.saturating_sub(now_ms());
-                trail.borrow_mut().waited(wait);
-                if wait > 0 && left_during(&client, wait).await {
-                    return Err(plain(background.client_left(&held)));
+                // A send that a stalled send of this isolate may crowd waits until the stall's
+                // reach has passed (`pace::stall`); a stall too long to wait out is missed.
+                let allowed = held.late_ms();
+                let second_ms = config.window_spec().second_ms;
+                let mut leave_at = Some(at_ms);
+                while let Some(at) = leave_at {
+                    let wait = at.saturating_sub(now_ms());
+                    trail.borrow_mut().waited(wait);
+                    if wait > 0 && left_during(&client, wait).await {
+                        return Err(plain(background.client_left(&held)));
+                    }
+                    let hold = allowed.and_then(|allowed| {
+                        cache::hold_until(&c.bucket(), at_ms, allowed, second_ms, now_ms())
+                    });
+                    match hold {
+                        Some(until) => {
+                            leave_at = (until.saturating_sub(at_ms) <= second_ms).then_some(until)
+                        }
+                        None => break,
+                    }
                 }
                 // A send that would leave later than its slot allows could crowd an upstream
                 // window: it gives the slot back (its lateness is measured) and asks again.
-                let late = now_ms().saturating_sub(at_ms);
-                if held.late_ms().is_some_and(|allowed| late > allowed) {
+                // (None: held past a second, it would crowd the next one.)
+                let late = leave_at.map(|at| now_ms().saturating_sub(at));
+                if late.is_none_or(|late| allowed.is_some_and(|allowed| late > allowed)) {
                     if let Some(mut hold) = held.take() {
-                        hold.lag_ms = i64::try_from(late).ok();
+                        hold.lag_ms = late.and_then(|late| i64::try_from(late).ok());
                         missed = hold.lag_ms.map(|lag| (hold.bucket.name.clone(), lag));
                         log::info(
                             "slot_missed",
@@ -348,6 +372,16 @@ async fn plan_and_send(
                     planner.on_missed(slot);
                     continue;
                 }
+                if let Some(held_ms) = leave_at
+                    .map(|at| at.saturating_sub(at_ms))
+                    .filter(|ms| *ms > 0)
+                {
+                    log::info(
+                        "slot_held",
+                        request_id,
+                        json!({"bucket": c.bucket(), "held_ms": held_ms}),
+                    );
+                }
                 let known = refused.entry(c.account).or_default();
                 let outcome = match c.settings.pick_key(known, lease) {
                     None => classify::every_key_refused("invalid_api_key"),
@@ -356,9 +390,12 @@ async fn plan_and_send(
                             return Err(plain(respond::internal_error()));
                         };
                         metering.mark_sent();
-                        let (opened, lag) = job.attempt(&c, key, controller, at_ms).await;
-                        if let Some(lag) = lag {
-                            held.lag(lag);
+                        let (opened, lateness) = job.attempt(&c, key, controller, at_ms).await;
+                        if let Some(lateness) = lateness {
+                            held.lag(lateness.lag_ms);
+                            if let (Some(bound), Some(allowed)) = (lateness.bound_ms, allowed) {
+                                cache::stalled(&c.bucket(), at_ms, bound, allowed);
+                            }
                         }
                         if client.is_gone() {
                             return Err(plain(background.client_left(&held)));
@@ -488,14 +525,15 @@ struct Job<'a> {
 impl Job<'_> {
     /// Sends the request to `c` with the key in secret `key` and reads the answer: whole, or a
     /// stream up to its first content token (whose timer starts now, at the send). Also says
-    /// how late the send reached the upstream relative to its slot at `slot_ms`.
+    /// how late the send reached the upstream relative to its slot at `slot_ms`, once the
+    /// answer's headers are in.
     async fn attempt(
         &self,
         c: &Candidate<'_>,
         key: &str,
         controller: AbortController,
         slot_ms: u64,
-    ) -> (Result<Answer, Outcome>, Option<i64>) {
+    ) -> (Result<Answer, Outcome>, Option<Lateness>) {
         let stream = self.chat.stream;
         let sent_at = now_ms();
         let first_token_at = sent_at
@@ -515,7 +553,10 @@ impl Job<'_> {
         };
         let signal = worker::AbortSignal::from(controller.signal());
         let (sent, reached) = upstream::send(self.env, attempt, &signal, now_ms).await;
-        let lag = reached.map(|r| pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms));
+        let lateness = reached.map(|r| Lateness {
+            lag_ms: pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
+            bound_ms: stall::lateness_bound(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
+        });
         let opened = match sent {
             Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
             Sent::Stream(response) => {
@@ -535,7 +576,7 @@ impl Job<'_> {
                 Err(classify::timed_out(stream))
             }
         };
-        (opened, lag)
+        (opened, lateness)
     }
 }
 
