@@ -335,8 +335,9 @@ async fn plan_and_send(
                 }
                 // A send that a stalled send of this isolate may crowd waits until the stall's
                 // reach has passed (`pace::stall`); a stall too long to wait out is missed.
+                // (The allowance has the window margin in it: the second is the bare one.)
                 let allowed = held.late_ms();
-                let second_ms = config.window_spec().second_ms;
+                let second_ms = config.scale_ms(1_000);
                 let mut leave_at = Some(at_ms);
                 while let Some(at) = leave_at {
                     let wait = at.saturating_sub(now_ms());
@@ -362,6 +363,7 @@ async fn plan_and_send(
                     if let Some(mut hold) = held.take() {
                         hold.lag_ms = late.and_then(|late| i64::try_from(late).ok());
                         missed = hold.lag_ms.map(|lag| (hold.bucket.name.clone(), lag));
+                        trail.borrow_mut().attempt(&hold.bucket.name, "slot_missed");
                         log::info(
                             "slot_missed",
                             request_id,

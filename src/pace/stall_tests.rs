@@ -47,7 +47,7 @@ fn the_traced_stall_holds_the_send_ten_places_later_until_its_reach() {
     let mut stalls = Stalls::default();
     let bound = lateness_bound(1_146, 1_147, 1_202, Some(0)).unwrap_or(0);
     assert!(stalls.note(1_146, bound, 24));
-    let second = 1_005;
+    let second = 1_000;
     let reach = 1_146 + second + bound;
     assert_eq!(
         stalls.hold_until(2_073, 28, second, 2_073),
