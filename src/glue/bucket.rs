@@ -125,7 +125,8 @@ impl DurableObject for BucketDo {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Ok(call) = req.json::<Call>().await else {
+        let call = req.text().await.ok();
+        let Some(call) = call.and_then(|text| serde_json::from_str::<Call>(&text).ok()) else {
             return Response::error("not a bucket call", 400);
         };
         let now = Date::now().as_millis();

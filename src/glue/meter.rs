@@ -324,7 +324,8 @@ impl DurableObject for MeterDo {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Ok(call) = req.json::<MeterCall>().await else {
+        let call = req.text().await.ok();
+        let Some(call) = call.and_then(|text| serde_json::from_str::<MeterCall>(&text).ok()) else {
             return Response::error("not a meter call", 400);
         };
         let now = Date::now().as_millis();

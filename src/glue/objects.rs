@@ -39,14 +39,15 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let req = Request::new_with_init("https://object/", &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
+        let resp = stub.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!(
                 "status {}",
                 resp.status_code()
             )));
         }
-        resp.json::<R>().await
+        let body = crate::glue::body::whole(resp).await?;
+        serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))
     };
     let timer = Delay::from(Duration::from_millis(timeout_ms.max(1)));
     futures_util::pin_mut!(exchange);

@@ -76,7 +76,7 @@ pub async fn send(
         return (Sent::Failed(Outcome::Retry { after_ms: None }), None);
     };
     let exchange = async {
-        let mut resp = Fetch::Request(request).send_with_signal(signal).await?;
+        let resp = Fetch::Request(request).send_with_signal(signal).await?;
         let reached = Reached {
             headers_at_ms: now_ms(),
             processing_ms: PROCESSING_HEADERS.iter().find_map(|name| {
@@ -88,7 +88,7 @@ pub async fn send(
             return Ok((Sent::Stream(resp), reached));
         }
         let headers: Vec<(String, String)> = resp.headers().entries().collect();
-        let body = resp.bytes().await?;
+        let body = crate::glue::body::whole(resp).await?;
         let sent = if (200..300).contains(&status) {
             Sent::Whole { status, body }
         } else {
