@@ -460,6 +460,36 @@ impl BucketState {
         }
     }
 
+    /// A credit asked ahead of need, beside no request (the asking isolate's is nearly spent),
+    /// on the same terms as one beside an admission: room now, no pacing rule, no park, no
+    /// cooldown; sized as if a request were admitted with it (`credit::size`). None otherwise.
+    pub fn grant_ahead(
+        &mut self,
+        now_ms: u64,
+        policy: &Policy,
+        req: &AcquireRequest,
+    ) -> Option<Credit> {
+        self.tidy(now_ms, policy.spec, policy.slow_start);
+        let paced = self.pace.growth(policy.slow_start).is_some();
+        if paced || self.park.is_some() || self.cooling_until(now_ms).is_some() {
+            return None;
+        }
+        if self.earliest(now_ms, policy, req.est_tokens) != Some(now_ms) {
+            return None;
+        }
+        let widened = self.pace.widened(policy.spec);
+        let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
+        let count = credit::size(
+            &self.windows,
+            now_ms,
+            policy.limits,
+            widened,
+            req.est_tokens,
+            policy.credit_max,
+        );
+        (count > 0).then(|| self.grant(now_ms, policy, req, count, late_ms))
+    }
+
     /// Records `count` new leases (ids from the one returned) on a slot at `at_ms`, each holding
     /// `tokens`, in flight for `ttl_ms`; a credit's when `credit`.
     fn record(&mut self, at_ms: u64, tokens: u64, ttl_ms: u64, count: u64, credit: bool) -> u64 {

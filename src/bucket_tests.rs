@@ -819,3 +819,35 @@ fn an_ask_after_a_missed_slot_is_allowed_the_lateness_it_missed_by() {
     };
     assert!(late_ms >= 13, "the retry may leave 13 ms late: {late_ms}");
 }
+
+#[test]
+fn a_credit_ahead_needs_room_now_and_no_pacing_rule_or_park() {
+    let limits = lim(Some(600), None, None, None);
+    let policy = Policy {
+        credit_max: 32,
+        ..pol(&limits, SPEC)
+    };
+    let mut b = BucketState::default();
+    let ahead = b.grant_ahead(0, &policy, &req(10, 0));
+    assert_eq!(ahead.map(|c| c.count), Some(32), "ample room");
+    let paced = Policy {
+        slow_start: Some(SlowStart::DASHSCOPE),
+        ..policy
+    };
+    assert_eq!(
+        BucketState::default().grant_ahead(0, &paced, &req(10, 0)),
+        None
+    );
+    b.park(1, "free quota", None);
+    assert_eq!(b.grant_ahead(2, &policy, &req(10, 0)), None, "parked");
+    let tight = lim(Some(6), None, None, None);
+    let mut full = BucketState::default();
+    for now in 0..6 {
+        full.acquire(now, &pol(&tight, SPEC), &req(10, 0));
+    }
+    let policy = Policy {
+        credit_max: 32,
+        ..pol(&tight, SPEC)
+    };
+    assert_eq!(full.grant_ahead(10, &policy, &req(10, 0)), None, "no room");
+}

@@ -2,6 +2,7 @@
 //! serde's internally tagged form costs tens of KB of wasm), applied to
 //! the pure `BucketState`, so the Durable Object itself only loads, stores and answers.
 
+use crate::bucket::credit::Credit;
 use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
 use crate::history::Rollup;
 use crate::pace::SlowStart;
@@ -33,6 +34,8 @@ pub struct Call {
 pub enum Op {
     /// Admit, schedule or deny a request.
     Acquire(AcquireRequest),
+    /// A credit ahead, beside no request: the isolate's credit is nearly spent.
+    Grant(AcquireRequest),
     /// A stream started on this lease: keep it in flight until settled.
     Commit {
         /// The lease.
@@ -104,6 +107,14 @@ pub enum Reply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         headroom: Option<f64>,
     },
+    /// To `Grant`: the credit, if the bucket has ample room.
+    Granted {
+        /// The credit.
+        credit: Option<Credit>,
+        /// Secret names of the account's keys this bucket has seen refused.
+        #[serde(default)]
+        refused_keys: Vec<String>,
+    },
     /// To `Clear` and `Snapshot`.
     State {
         /// The live view.
@@ -156,6 +167,10 @@ fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> R
                 headroom: Some(state.headroom(now_ms, policy)),
             }
         }
+        Op::Grant(ask) => Reply::Granted {
+            credit: state.grant_ahead(now_ms, policy, ask),
+            refused_keys: state.refused_keys(),
+        },
         Op::Commit { lease } => {
             state.commit(now_ms, *lease);
             Reply::Done

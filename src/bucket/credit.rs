@@ -97,6 +97,64 @@ pub fn size(
         })
 }
 
+/// The credits one isolate holds for one bucket: the one being spent and, asked for ahead
+/// when it runs low, the next, so a steady stream of requests never waits for a round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Holding(Vec<Credit>);
+
+impl Holding {
+    /// Spends one admission for a request of `tokens` at `now_ms` (`Credit::spend`), moving on
+    /// to the next credit when the first has ended; also the unspent leases of credits that
+    /// ended, to give back.
+    pub fn spend(&mut self, now_ms: u64, tokens: u64) -> (Option<(u64, u64)>, Vec<u64>) {
+        let mut unspent = self.drop_ended(now_ms);
+        let spent = self.0.first_mut().and_then(|c| c.spend(now_ms, tokens));
+        unspent.extend(self.drop_ended(now_ms));
+        (spent, unspent)
+    }
+
+    /// Keeps a new credit after those held; returns the unspent leases of the oldest if more
+    /// than two would be held.
+    pub fn keep(&mut self, credit: Credit) -> Vec<u64> {
+        self.0.push(credit);
+        if self.0.len() > 2 {
+            return self.0.remove(0).unspent();
+        }
+        Vec::new()
+    }
+
+    /// Whether to ask for the next credit now: one is held, and a quarter or less of it is
+    /// left, in admissions or in life.
+    pub fn wants_next(&self, now_ms: u64, life_ms: u64) -> bool {
+        let [credit] = self.0.as_slice() else {
+            return false;
+        };
+        let left = credit.count.saturating_sub(credit.spent);
+        let life_left = credit.until_ms.saturating_sub(now_ms);
+        left.saturating_mul(ROOM_SHARE) <= credit.count
+            || life_left.saturating_mul(ROOM_SHARE) <= life_ms
+    }
+
+    /// Drops every credit; their unspent leases.
+    pub fn drop_all(&mut self) -> Vec<u64> {
+        self.0.drain(..).flat_map(|c| c.unspent()).collect()
+    }
+
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn drop_ended(&mut self, now_ms: u64) -> Vec<u64> {
+        let mut unspent = Vec::new();
+        while let Some(first) = self.0.first().filter(|c| c.done(now_ms)) {
+            unspent.extend(first.unspent());
+            self.0.remove(0);
+        }
+        unspent
+    }
+}
+
 #[cfg(test)]
 #[path = "credit_tests.rs"]
 mod tests;

@@ -48,8 +48,9 @@ fn credits_never_let_a_window_exceed_its_limit() {
             credit_max: 8,
         };
         let mut b = BucketState::default();
-        // Credits held by four isolates; requests sent: (at, tokens) per lease.
-        let mut held: Vec<Option<Credit>> = vec![None; 4];
+        // Credits held by four isolates (each asks for the next ahead, as the glue does);
+        // requests sent: (at, tokens) per lease.
+        let mut held: Vec<Holding> = vec![Holding::default(); 4];
         let mut sent: Vec<(u64, u64, u64)> = Vec::new();
         let mut now = 0;
         let busy = 1 + rng.below(20);
@@ -60,10 +61,20 @@ fn credits_never_let_a_window_exceed_its_limit() {
             let Some(slot) = held.get_mut(isolate) else {
                 continue;
             };
-            let spent = slot.as_mut().and_then(|c| c.spend(now, tokens));
-            if let Some(credit) = slot.as_ref().filter(|c| c.done(now)) {
-                b.give_back(now, &policy, &credit.unspent());
-                *slot = None;
+            let (spent, unspent) = slot.spend(now, tokens);
+            b.give_back(now, &policy, &unspent);
+            if slot.wants_next(now, life_ms(SPEC)) {
+                let ask = AcquireRequest {
+                    est_tokens: tokens,
+                    max_wait_ms: 0,
+                    lease_ttl_ms: 60_000,
+                    credit: true,
+                    missed_lag_ms: None,
+                };
+                if let Some(c) = b.grant_ahead(now, &policy, &ask) {
+                    granted += c.count;
+                    b.give_back(now, &policy, &slot.keep(c));
+                }
             }
             let lease = match spent {
                 Some((lease, _)) => Some((lease, now)),
@@ -72,7 +83,7 @@ fn credits_never_let_a_window_exceed_its_limit() {
                         est_tokens: tokens,
                         max_wait_ms: rng.below(300),
                         lease_ttl_ms: 60_000,
-                        credit: slot.is_none(),
+                        credit: slot.is_empty(),
                         missed_lag_ms: None,
                     };
                     match b.acquire(now, &policy, &ask) {
@@ -84,9 +95,7 @@ fn credits_never_let_a_window_exceed_its_limit() {
                         } => {
                             if let Some(c) = credit {
                                 granted += c.count;
-                                if let Some(old) = slot.replace(c) {
-                                    b.give_back(now, &policy, &old.unspent());
-                                }
+                                b.give_back(now, &policy, &slot.keep(c));
                             }
                             Some((lease, at_ms))
                         }
@@ -227,4 +236,57 @@ fn a_credit_is_one_record_settled_once_per_admission() {
         view.used_minute.requests, 1,
         "only the asking request still counts"
     );
+}
+
+fn credit(first_lease: u64, count: u64, until_ms: u64) -> Credit {
+    Credit {
+        first_lease,
+        count,
+        tokens: 100,
+        until_ms,
+        late_ms: 0,
+        spent: 0,
+    }
+}
+
+#[test]
+fn a_holding_asks_for_the_next_credit_at_a_quarter_left_and_moves_on_to_it() {
+    let mut h = Holding::default();
+    assert!(
+        !h.wants_next(0, 500),
+        "nothing held: the request asks inline"
+    );
+    assert!(h.keep(credit(10, 8, 500)).is_empty());
+    for lease in 10..16 {
+        assert_eq!(h.spend(0, 50), (Some((lease, 500)), vec![]));
+    }
+    assert!(h.wants_next(0, 500), "two of eight left");
+    assert!(h.keep(credit(20, 8, 600)).is_empty());
+    assert!(!h.wants_next(0, 500), "the next is held");
+    assert_eq!(h.spend(0, 50).0, Some((16, 500)));
+    assert_eq!(h.spend(0, 50).0, Some((17, 500)));
+    assert_eq!(
+        h.spend(0, 50).0,
+        Some((20, 600)),
+        "the first is spent: the next takes over"
+    );
+    let (spent, unspent) = h.spend(650, 50);
+    assert_eq!(spent, None, "past its life");
+    assert_eq!(
+        unspent,
+        (21..28).collect::<Vec<_>>(),
+        "its leftovers go back"
+    );
+    assert!(h.is_empty());
+}
+
+#[test]
+fn a_holding_asks_ahead_late_in_a_credits_life_and_keeps_at_most_two() {
+    let mut h = Holding::default();
+    h.keep(credit(1, 8, 500));
+    assert!(!h.wants_next(300, 500));
+    assert!(h.wants_next(400, 500), "a fifth of its life left");
+    h.keep(credit(10, 8, 900));
+    assert_eq!(h.keep(credit(20, 4, 900)), (1..9).collect::<Vec<_>>());
+    assert_eq!(h.drop_all().len(), 12);
 }

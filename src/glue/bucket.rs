@@ -94,6 +94,7 @@ impl Bucket {
 fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Acquire(_) => "acquire",
+        Op::Grant(_) => "grant",
         Op::Commit { .. } => "commit",
         Op::Settle { .. } => "settle",
         Op::Return { .. } => "return",

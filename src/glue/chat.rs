@@ -4,7 +4,7 @@
 //! this loop asks buckets, sleeps, sends, and reports back.
 
 use crate::access::Identity;
-use crate::bucket::{self, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
+use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, ModelRoute, Price};
 use crate::glue::bucket::Bucket;
@@ -234,6 +234,10 @@ async fn plan_and_send(
                 let now = now_ms();
                 let spend = credits::spend(&bucket.name, now, est_tokens);
                 background.give_back(&bucket, spend.unspent);
+                let life_ms = credit::life_ms(bucket.spec);
+                if spend.spent.is_some() && credits::claim_next(&bucket.name, now, life_ms) {
+                    background.ask_ahead(&bucket, ask);
+                }
                 let credit =
                     bucket.credit_max > 0 && spend.spent.is_none() && credits::claim(&bucket.name);
                 let op = Op::Acquire(AcquireRequest {

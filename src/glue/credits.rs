@@ -1,12 +1,13 @@
-//! The admission credits this isolate holds, one per bucket, spent with no round trip.
+//! The admission credits this isolate holds per bucket (`credit::Holding`: the one being spent
+//! and the next, asked for ahead), spent with no round trip.
 
-use crate::bucket::credit::Credit;
+use crate::bucket::credit::{Credit, Holding};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-/// A credit, with the keys (secret names) its bucket had seen refused, and since.
+/// The credits of a bucket, with the keys (secret names) its bucket had seen refused, and since.
 struct Held {
-    credit: Credit,
+    holding: Holding,
     refused_keys: Vec<String>,
 }
 
@@ -16,21 +17,31 @@ thread_local! {
     static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
-/// Claims the one ask for a credit of the bucket: true when this isolate holds none and no
-/// other request is asking, so an isolate holds at most one credit per bucket. `answered`
-/// ends the claim.
+/// Claims the one ask for a credit of the bucket beside a request: true when this isolate
+/// holds none and no other request is asking. `answered` ends the claim.
 pub fn claim(bucket: &str) -> bool {
     let held = HELD.with(|held| held.borrow().contains_key(bucket));
     !held && ASKING.with(|asking| asking.borrow_mut().insert(bucket.to_string()))
 }
 
-/// The ask claimed by `claim` is answered (or failed).
+/// Claims the one ask for the bucket's next credit, ahead of need: true when the credit held
+/// is running low (`Holding::wants_next`) and no other request is asking. `answered` ends it.
+pub fn claim_next(bucket: &str, now_ms: u64, life_ms: u64) -> bool {
+    let low = HELD.with(|held| {
+        held.borrow()
+            .get(bucket)
+            .is_some_and(|h| h.holding.wants_next(now_ms, life_ms))
+    });
+    low && ASKING.with(|asking| asking.borrow_mut().insert(bucket.to_string()))
+}
+
+/// The ask claimed by `claim` or `claim_next` is answered (or failed).
 pub fn answered(bucket: &str) {
     ASKING.with(|asking| asking.borrow_mut().remove(bucket));
 }
 
-/// What spending asked: the lease and how late its send may leave, if the credit had one;
-/// the keys known refused; and the leases of a credit that ended unspent, to give back.
+/// What spending asked: the lease and how late its send may leave, if a credit had one;
+/// the keys known refused; and the leases of credits that ended unspent, to give back.
 #[derive(Default)]
 pub struct Spend {
     /// (lease, late_ms) of the admission spent.
@@ -41,26 +52,18 @@ pub struct Spend {
     pub unspent: Vec<u64>,
 }
 
-/// Spends one admission of the bucket's credit for a request of `tokens`, if one is held.
+/// Spends one admission of the bucket's credits for a request of `tokens`, if one is held.
 pub fn spend(bucket: &str, now_ms: u64, tokens: u64) -> Spend {
     HELD.with(|held| {
         let mut held = held.borrow_mut();
-        let Some(Held {
-            credit,
-            refused_keys,
-        }) = held.get_mut(bucket)
-        else {
+        let Some(h) = held.get_mut(bucket) else {
             return Spend::default();
         };
-        let spent = credit.spend(now_ms, tokens);
-        let refused_keys = refused_keys.clone();
-        let unspent = if credit.done(now_ms) {
-            let unspent = credit.unspent();
+        let (spent, unspent) = h.holding.spend(now_ms, tokens);
+        let refused_keys = h.refused_keys.clone();
+        if h.holding.is_empty() {
             held.remove(bucket);
-            unspent
-        } else {
-            Vec::new()
-        };
+        }
         Spend {
             spent,
             refused_keys,
@@ -69,21 +72,21 @@ pub fn spend(bucket: &str, now_ms: u64, tokens: u64) -> Spend {
     })
 }
 
-/// Keeps a new credit for the bucket; returns the leases of the one it replaces, unspent.
+/// Keeps a new credit for the bucket (after the one being spent, if any); returns the leases
+/// of one it displaces, unspent.
 pub fn keep(bucket: &str, credit: Credit, refused_keys: Vec<String>) -> Vec<u64> {
-    let new = Held {
-        credit,
-        refused_keys,
-    };
     HELD.with(|held| {
-        held.borrow_mut()
-            .insert(bucket.to_string(), new)
-            .map(|old| old.credit.unspent())
-            .unwrap_or_default()
+        let mut held = held.borrow_mut();
+        let h = held.entry(bucket.to_string()).or_insert_with(|| Held {
+            holding: Holding::default(),
+            refused_keys: Vec::new(),
+        });
+        h.refused_keys = refused_keys;
+        h.holding.keep(credit)
     })
 }
 
-/// Notes a key the bucket's account refused, for the rest of the credit.
+/// Notes a key the bucket's account refused, for the rest of its credits.
 pub fn refuse(bucket: &str, key: &str) {
     HELD.with(|held| {
         if let Some(h) = held.borrow_mut().get_mut(bucket) {
@@ -92,12 +95,12 @@ pub fn refuse(bucket: &str, key: &str) {
     })
 }
 
-/// Drops the bucket's credit (the upstream pushed back); returns its unspent leases.
+/// Drops the bucket's credits (the upstream pushed back); returns their unspent leases.
 pub fn drop(bucket: &str) -> Vec<u64> {
     HELD.with(|held| {
         held.borrow_mut()
             .remove(bucket)
-            .map(|old| old.credit.unspent())
+            .map(|mut old| old.holding.drop_all())
             .unwrap_or_default()
     })
 }

@@ -4,11 +4,11 @@
 //! lease settled as cancelled). It also settles any hold left when the request ends.
 //! `Background` runs such settles (and any other bucket calls) off the hot path.
 
-use crate::bucket::SettleOutcome;
+use crate::bucket::{AcquireRequest, SettleOutcome};
 use crate::glue::bucket::Bucket;
-use crate::glue::{log, settles};
+use crate::glue::{credits, log, settles};
 use crate::openai::ApiError;
-use crate::protocol::Op;
+use crate::protocol::{Op, Reply};
 use futures_channel::oneshot;
 use futures_util::future::select;
 use serde_json::json;
@@ -220,6 +220,40 @@ impl Background<'_> {
         let request_id = self.request_id.to_string();
         self.ctx.wait_until(async move {
             settles::send(&env, &bucket, op, &request_id).await;
+        });
+    }
+
+    /// Asks the bucket for the isolate's next credit in the background, ahead of need
+    /// (`credits::claim_next`), on the terms of `ask`.
+    pub fn ask_ahead(&self, bucket: &Bucket, ask: AcquireRequest) {
+        let env = self.env.clone();
+        let request_id = self.request_id.to_string();
+        let bucket = bucket.clone();
+        let op = Op::Grant(AcquireRequest {
+            max_wait_ms: 0,
+            credit: true,
+            missed_lag_ms: None,
+            ..ask
+        });
+        self.ctx.wait_until(async move {
+            let reply = bucket.call(&env, op, bucket.timeout_ms).await;
+            credits::answered(&bucket.name);
+            let displaced = match reply {
+                Ok(Reply::Granted {
+                    credit: Some(credit),
+                    refused_keys,
+                }) => credits::keep(&bucket.name, credit, refused_keys),
+                Ok(_) => return,
+                Err(error) => {
+                    let fields = json!({"bucket": bucket.name, "op": "grant", "error": error});
+                    log::warn("bucket_call_failed", &request_id, fields);
+                    return;
+                }
+            };
+            if !displaced.is_empty() {
+                let op = Op::Return { leases: displaced };
+                settles::send(&env, &bucket, op, &request_id).await;
+            }
         });
     }
 
