@@ -427,17 +427,10 @@ impl BucketState {
         }
         let widened = self.pace.widened(policy.spec);
         let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
-        let rule = self.pace.growth(policy.slow_start).is_some();
-        let credit_size = match (req.credit && start == now_ms, probe, &self.park, rule) {
-            (true, false, None, false) => credit::size(
-                &self.windows,
-                now_ms,
-                policy.limits,
-                widened,
-                req.est_tokens,
-                policy.credit_max,
-            ),
-            _ => 0,
+        let credit_size = if req.credit && start == now_ms {
+            self.credit_size(now_ms, policy, widened, req.est_tokens)
+        } else {
+            0
         };
         let lease = self.record(start, req.est_tokens, req.lease_ttl_ms, 1, false);
         if let (true, Some(p)) = (probe, self.park.as_mut()) {
@@ -470,24 +463,30 @@ impl BucketState {
         req: &AcquireRequest,
     ) -> Option<Credit> {
         self.tidy(now_ms, policy.spec, policy.slow_start);
-        let paced = self.pace.growth(policy.slow_start).is_some();
-        if paced || self.park.is_some() || self.cooling_until(now_ms).is_some() {
-            return None;
-        }
-        if self.earliest(now_ms, policy, req.est_tokens) != Some(now_ms) {
+        let cooling = self.cooling_until(now_ms).is_some();
+        if cooling || self.earliest(now_ms, policy, req.est_tokens) != Some(now_ms) {
             return None;
         }
         let widened = self.pace.widened(policy.spec);
         let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
-        let count = credit::size(
+        let count = self.credit_size(now_ms, policy, widened, req.est_tokens);
+        (count > 0).then(|| self.grant(now_ms, policy, req, count, late_ms))
+    }
+
+    /// Admissions a credit granted now may hold (`credit::size`): none while a pacing rule
+    /// (slow start, a surge hold) is in force or the bucket is parked (a probe included).
+    fn credit_size(&self, now_ms: u64, policy: &Policy, widened: WindowSpec, tokens: u64) -> u64 {
+        if self.park.is_some() || self.pace.growth(policy.slow_start).is_some() {
+            return 0;
+        }
+        credit::size(
             &self.windows,
             now_ms,
             policy.limits,
             widened,
-            req.est_tokens,
+            tokens,
             policy.credit_max,
-        );
-        (count > 0).then(|| self.grant(now_ms, policy, req, count, late_ms))
+        )
     }
 
     /// Records `count` new leases (ids from the one returned) on a slot at `at_ms`, each holding

@@ -12,7 +12,7 @@ const SPEC: WindowSpec = WindowSpec {
 };
 
 /// DashScope's qwen3-max limits per account.
-fn qwen3_max() -> Limits {
+pub(super) fn qwen3_max() -> Limits {
     Limits {
         rpm: Some(600),
         rps: Some(10),
@@ -21,7 +21,7 @@ fn qwen3_max() -> Limits {
     }
 }
 
-fn policy(limits: &Limits, slow_start: Option<SlowStart>) -> Policy<'_> {
+pub(super) fn policy(limits: &Limits, slow_start: Option<SlowStart>) -> Policy<'_> {
     Policy {
         limits,
         spec: SPEC,
@@ -30,7 +30,7 @@ fn policy(limits: &Limits, slow_start: Option<SlowStart>) -> Policy<'_> {
     }
 }
 
-fn ask(tokens: u64, max_wait_ms: u64) -> AcquireRequest {
+pub(super) fn ask(tokens: u64, max_wait_ms: u64) -> AcquireRequest {
     AcquireRequest {
         est_tokens: tokens,
         max_wait_ms,

@@ -4,8 +4,8 @@
 //! case, pinned.
 
 use super::*;
-use crate::bucket::{AcquireRequest, Admission, BucketState, Policy};
-use crate::window::{Limits, WindowSpec};
+use crate::bucket::{Admission, BucketState};
+use crate::pace::tests::{ask, policy, qwen3_max};
 use proptest::prelude::*;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -63,40 +63,16 @@ fn the_traced_stall_holds_the_send_ten_places_later_until_its_reach() {
     assert!(stalls.is_empty(), "forgotten once out of reach");
 }
 
-fn qwen3_max() -> Limits {
-    Limits {
-        rpm: Some(600),
-        rps: Some(10),
-        tpm: Some(1_000_000),
-        tps: None,
-    }
-}
-
 /// Slots (and each one's allowance) the bucket books for asks `gaps` apart, with a measured
 /// spread of `jitter_ms`.
 fn book(gaps: &[u64], jitter_ms: u64) -> Vec<(u64, u64)> {
     let limits = qwen3_max();
-    let spec = WindowSpec {
-        second_ms: SECOND_MS,
-        minute_ms: 60_000,
-    };
-    let policy = Policy {
-        limits: &limits,
-        spec,
-        slow_start: None,
-        credit_max: 0,
-    };
+    let policy = policy(&limits, None);
     let mut bucket = BucketState::default();
     for i in 0..8 {
         bucket.record_lag((jitter_ms * i / 7) as i64);
     }
-    let ask = AcquireRequest {
-        est_tokens: 100,
-        max_wait_ms: 1_000,
-        lease_ttl_ms: 3_600_000,
-        credit: false,
-        missed_lag_ms: None,
-    };
+    let ask = ask(100, 1_000);
     let mut now = 10_000;
     let mut booked = Vec::new();
     for gap in gaps {
