@@ -342,6 +342,7 @@ async fn plan_and_send(
                 // (The allowance has the window margin in it: the second is the bare one.)
                 let allowed = held.late_ms();
                 let second_ms = config.scale_ms(1_000);
+                let name = c.bucket();
                 let mut leave_at = Some(at_ms);
                 while let Some(at) = leave_at {
                     let wait = at.saturating_sub(now_ms());
@@ -350,7 +351,7 @@ async fn plan_and_send(
                         return Err(plain(background.client_left(&held)));
                     }
                     let hold = allowed.and_then(|allowed| {
-                        cache::hold_until(&c.bucket(), at_ms, allowed, second_ms, now_ms())
+                        cache::hold_until(&name, at_ms, allowed, second_ms, now_ms())
                     });
                     match hold {
                         Some(until) => {
@@ -385,7 +386,7 @@ async fn plan_and_send(
                     log::info(
                         "slot_held",
                         request_id,
-                        json!({"bucket": c.bucket(), "held_ms": held_ms}),
+                        json!({"bucket": name, "held_ms": held_ms}),
                     );
                 }
                 let known = refused.entry(c.account).or_default();
@@ -400,7 +401,7 @@ async fn plan_and_send(
                         if let Some(lateness) = lateness {
                             held.lag(lateness.lag_ms);
                             if let (Some(bound), Some(allowed)) = (lateness.bound_ms, allowed) {
-                                cache::stalled(&c.bucket(), at_ms, bound, allowed);
+                                cache::stalled(&name, at_ms, bound, allowed);
                             }
                         }
                         if client.is_gone() {
@@ -412,7 +413,7 @@ async fn plan_and_send(
                                     return Err(plain(background.client_left(&held)));
                                 };
                                 let headers = gateway_headers(&chat.model, &c, &planner);
-                                trail.borrow_mut().attempt(&c.bucket(), "ok");
+                                trail.borrow_mut().attempt(&name, "ok");
                                 let bill = Bill {
                                     price: config.prices.get(c.model).cloned(),
                                     prompt_estimate: prompt_tokens,
@@ -425,7 +426,7 @@ async fn plan_and_send(
                                     .map_err(plain);
                             }
                             Err(outcome) => {
-                                trail.borrow_mut().attempt(&c.bucket(), outcome.label());
+                                trail.borrow_mut().attempt(&name, outcome.label());
                                 outcome.scaled(|ms| config.scale_ms(ms))
                             }
                         };
@@ -435,7 +436,7 @@ async fn plan_and_send(
                             Outcome::KeyRefused { reason } => {
                                 known.insert(key.to_string());
                                 held.refused(key);
-                                credits::refuse(&c.bucket(), key);
+                                credits::refuse(&name, key);
                                 match c.settings.pick_key(known, lease) {
                                     Some(_) => Outcome::KeyRefused { reason },
                                     None => classify::every_key_refused(&reason),
@@ -446,7 +447,7 @@ async fn plan_and_send(
                     }
                 };
                 if let Some(until) = bucket::busy_until(&outcome, now_ms()) {
-                    cache::busy(&c.bucket(), until, now_ms());
+                    cache::busy(&name, until, now_ms());
                 }
                 // Any push back from the upstream ends this isolate's credit there: the bucket
                 // decides again, one admission at a time.
