@@ -66,7 +66,8 @@ pub enum Op {
         /// How long; None = until cleared.
         for_ms: Option<u64>,
     },
-    /// Several calls nothing waits for (settles, commits, returns), applied in order.
+    /// Several calls applied in order, answered with the last one's reply: settles, commits
+    /// and returns nothing waits for, perhaps ahead of a call that is waited for (`Grant`).
     Batch(Vec<Op>),
     /// Operator action: lift a park, a cooldown and the refused keys.
     Clear,
@@ -192,12 +193,9 @@ fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> R
             state.give_back(now_ms, policy, leases);
             Reply::Done
         }
-        Op::Batch(ops) => {
-            for op in ops {
-                apply_op(state, now_ms, policy, op);
-            }
-            Reply::Done
-        }
+        Op::Batch(ops) => ops
+            .iter()
+            .fold(Reply::Done, |_, op| apply_op(state, now_ms, policy, op)),
         Op::Park { reason, for_ms } => {
             state.park(now_ms, reason, *for_ms);
             Reply::Done
@@ -390,5 +388,38 @@ mod tests {
         assert_eq!(apply(&mut batched, 5, &back), Reply::Done);
         assert_eq!(batched, one_by_one);
         assert_eq!(batched.refused_keys(), ["K1"]);
+    }
+
+    #[test]
+    fn a_batch_answers_with_its_last_calls_reply() {
+        let mut state = BucketState::default();
+        let lease = match apply(&mut state, 0, &acquire(10)) {
+            Reply::Admission {
+                admission: Admission::Go { lease, .. },
+                ..
+            } => lease,
+            other => panic!("{other:?}"),
+        };
+        let settle = Op::Settle {
+            lease,
+            outcome: SettleOutcome::Released,
+            refused_keys: vec![],
+            lag_ms: None,
+        };
+        let Op::Acquire(ask) = acquire(10).op else {
+            panic!("acquire builds an Acquire")
+        };
+        let batch = call(Op::Batch(vec![settle, Op::Acquire(ask)]));
+        match apply(&mut state, 5, &batch) {
+            Reply::Admission {
+                admission: Admission::Go { .. },
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        match apply(&mut state, 5, &call(Op::Snapshot)) {
+            Reply::State { state, .. } => assert_eq!(state.in_flight, 1, "the settle went first"),
+            other => panic!("{other:?}"),
+        }
     }
 }

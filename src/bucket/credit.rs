@@ -9,6 +9,7 @@
 //! so however many isolates ask, credits shrink to none as a limit nears and every admission is
 //! asked for one by one (the exact path).
 
+use crate::bucket::SettleOutcome;
 use crate::window::{caps, Limits, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,14 @@ impl Credit {
 /// How long a credit may be spent: half the short window (500 ms).
 pub fn life_ms(spec: WindowSpec) -> u64 {
     spec.second_ms / 2
+}
+
+/// Whether the settle of an admission spent from a credit may wait (up to a credit's life) to
+/// ride with the isolate's next call to its bucket: a served answer only corrects the tokens
+/// counted in a bucket with ample room. Anything else (a failure, a 429, a release) changes
+/// what the bucket may admit next, and goes at once.
+pub fn settle_may_wait(outcome: &SettleOutcome) -> bool {
+    matches!(outcome, SettleOutcome::Ok { .. })
 }
 
 /// Admissions to hand out beside a request of `tokens` admitted now: at most `max` (and

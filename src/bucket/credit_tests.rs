@@ -290,3 +290,20 @@ fn a_holding_asks_ahead_late_in_a_credits_life_and_keeps_at_most_two() {
     assert_eq!(h.keep(credit(20, 4, 900)), (1..9).collect::<Vec<_>>());
     assert_eq!(h.drop_all().len(), 12);
 }
+
+#[test]
+fn only_a_served_answer_may_wait_to_settle() {
+    let served = SettleOutcome::Ok {
+        prompt_tokens: Some(9),
+        completion_tokens: Some(8),
+        cost_micro_usd: 0,
+    };
+    assert!(settle_may_wait(&served));
+    for outcome in [
+        SettleOutcome::Released,
+        SettleOutcome::Cancelled,
+        SettleOutcome::Failed,
+    ] {
+        assert!(!settle_may_wait(&outcome), "{outcome:?}");
+    }
+}

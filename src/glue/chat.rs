@@ -299,7 +299,8 @@ async fn plan_and_send(
                                     background.give_back(&bucket, replaced);
                                 }
                                 let late = late_ms.saturating_add(config.window_margin_ms);
-                                if let Some(stale) = held.hold(bucket, *lease, late) {
+                                let from_credit = spend.spent.is_some();
+                                if let Some(stale) = held.hold(bucket, *lease, late, from_credit) {
                                     background.settle(stale, SettleOutcome::Released, &[]);
                                 }
                             }

@@ -4,7 +4,7 @@
 //! lease settled as cancelled). It also settles any hold left when the request ends.
 //! `Background` runs such settles (and any other bucket calls) off the hot path.
 
-use crate::bucket::{AcquireRequest, SettleOutcome};
+use crate::bucket::{credit, AcquireRequest, SettleOutcome};
 use crate::glue::bucket::Bucket;
 use crate::glue::{credits, log, settles};
 use crate::openai::ApiError;
@@ -68,6 +68,8 @@ pub struct Hold {
     pub lag_ms: Option<i64>,
     /// How late the send may leave and still fit the bucket's windows.
     pub late_ms: u64,
+    /// Spent from the isolate's credit (its settle may ride with a later call).
+    pub from_credit: bool,
     /// Set once the request went upstream: aborts that call.
     upstream: Option<AbortController>,
 }
@@ -91,15 +93,23 @@ impl Hold {
 pub struct Held(Rc<RefCell<Option<Hold>>>);
 
 impl Held {
-    /// Holds a new lease whose send may leave up to `late_ms` after its slot; returns the
-    /// previous hold if one was (wrongly) left, to settle it.
-    pub fn hold(&self, bucket: Bucket, lease: u64, late_ms: u64) -> Option<Hold> {
+    /// Holds a new lease (`from_credit`: one of the isolate's credit) whose send may leave up
+    /// to `late_ms` after its slot; returns the previous hold if one was (wrongly) left, to
+    /// settle it.
+    pub fn hold(
+        &self,
+        bucket: Bucket,
+        lease: u64,
+        late_ms: u64,
+        from_credit: bool,
+    ) -> Option<Hold> {
         self.0.borrow_mut().replace(Hold {
             bucket,
             lease,
             refused_keys: Vec::new(),
             lag_ms: None,
             late_ms,
+            from_credit,
             upstream: None,
         })
     }
@@ -200,14 +210,22 @@ pub struct Background<'a> {
 }
 
 impl Background<'_> {
-    /// Settles a hold, then sends the other calls (parks of the account's other buckets).
+    /// Settles a hold, then sends the other calls (parks of the account's other buckets). A
+    /// credit's served admission settles with the isolate's next call to the bucket, or
+    /// within a credit's life (`credit::settle_may_wait`).
     pub fn settle(&self, hold: Hold, outcome: SettleOutcome, then: &[(Bucket, Op)]) {
+        let wait = hold.from_credit && credit::settle_may_wait(&outcome);
         let (bucket, op) = hold.settle(outcome);
         let then = then.to_vec();
         let env = self.env.clone();
         let request_id = self.request_id.to_string();
         self.ctx.wait_until(async move {
-            settles::send(&env, &bucket, op, &request_id).await;
+            if wait {
+                let within_ms = credit::life_ms(bucket.spec);
+                settles::send_later(&env, &bucket, op, &request_id, within_ms).await;
+            } else {
+                settles::send(&env, &bucket, op, &request_id).await;
+            }
             for (other, op) in then {
                 other.tell(&env, op, &request_id).await;
             }
@@ -224,7 +242,8 @@ impl Background<'_> {
     }
 
     /// Asks the bucket for the isolate's next credit in the background, ahead of need
-    /// (`credits::claim_next`), on the terms of `ask`.
+    /// (`credits::claim_next`), on the terms of `ask`; the settles waiting for the bucket ride
+    /// with it.
     pub fn ask_ahead(&self, bucket: &Bucket, ask: AcquireRequest) {
         let env = self.env.clone();
         let request_id = self.request_id.to_string();
@@ -236,6 +255,14 @@ impl Background<'_> {
             ..ask
         });
         self.ctx.wait_until(async move {
+            let mut calls = settles::riders(&bucket.name);
+            let op = match calls.is_empty() {
+                true => op,
+                false => {
+                    calls.push(op);
+                    Op::Batch(calls)
+                }
+            };
             let reply = bucket.call(&env, op, bucket.timeout_ms).await;
             credits::answered(&bucket.name);
             let displaced = match reply {

@@ -1,5 +1,7 @@
 //! Calls that nothing waits for (settles, commits, returned credits; meters' settles), sent to
-//! each object in batches: while one batch is in flight, the next calls queue behind it.
+//! each object in batches: while one batch is in flight, the next calls queue behind it. A
+//! bucket call that may wait (`send_later`) rides with the next one, or goes on its own when
+//! its time is up.
 
 use crate::access::meter::MeterOp;
 use crate::glue::bucket::Bucket;
@@ -9,15 +11,28 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::thread::LocalKey;
-use worker::Env;
+use std::time::Duration;
+use worker::{Delay, Env};
 
 /// Most calls in one batch.
 const MAX_BATCH: usize = 64;
 
-/// Per object: the calls waiting, and whether a sender is draining them.
+/// Per object: the calls waiting, whether a sender is draining them, and whether a timer
+/// will (calls that may wait wait only while nothing drains).
 struct Queue<O> {
     calls: Vec<O>,
     draining: bool,
+    timed: bool,
+}
+
+impl<O> Default for Queue<O> {
+    fn default() -> Self {
+        Queue {
+            calls: Vec::new(),
+            draining: false,
+            timed: false,
+        }
+    }
 }
 
 type Queues<O> = RefCell<HashMap<String, Queue<O>>>;
@@ -31,6 +46,59 @@ thread_local! {
 pub async fn send(env: &Env, bucket: &Bucket, op: Op, request_id: &str) {
     let tell = |batch| bucket.tell(env, batch, request_id);
     queue(&BUCKETS, &bucket.name, op, Op::Batch, tell).await;
+}
+
+/// Queues `op` for the bucket to ride with the isolate's next call to it (`send`, or `riders`
+/// taken by a call), sending it on its own `within_ms` from now at the latest, or at once when
+/// a batch is full (run it inside `ctx.wait_until`).
+pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, within_ms: u64) {
+    let start = BUCKETS.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        let queue = queues.entry(bucket.name.clone()).or_default();
+        queue.calls.push(op);
+        if queue.draining {
+            return None;
+        }
+        if queue.calls.len() >= MAX_BATCH {
+            queue.draining = true;
+            return Some(false);
+        }
+        (!std::mem::replace(&mut queue.timed, true)).then_some(true)
+    });
+    let Some(timed) = start else {
+        return;
+    };
+    if timed {
+        Delay::from(Duration::from_millis(within_ms)).await;
+        let drain = BUCKETS.with(|queues| {
+            let mut queues = queues.borrow_mut();
+            let Some(queue) = queues.get_mut(&bucket.name) else {
+                return false;
+            };
+            queue.timed = false;
+            let drain = !queue.draining && !queue.calls.is_empty();
+            queue.draining |= drain;
+            drain
+        });
+        if !drain {
+            return;
+        }
+    }
+    while let Some(next) = next_batch(&BUCKETS, &bucket.name, Op::Batch) {
+        bucket.tell(env, next, request_id).await;
+    }
+}
+
+/// The calls waiting to ride with a call to the bucket, taken (none while a batch is being
+/// sent: they go with it).
+pub fn riders(bucket: &str) -> Vec<Op> {
+    BUCKETS.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        match queues.get_mut(bucket) {
+            Some(queue) if !queue.draining => std::mem::take(&mut queue.calls),
+            _ => Vec::new(),
+        }
+    })
 }
 
 /// Queues `op` for the meter (run it inside `ctx.wait_until`).
@@ -53,10 +121,7 @@ async fn queue<O, F, Fut>(
 {
     let drain = queues.with(|queues| {
         let mut queues = queues.borrow_mut();
-        let queue = queues.entry(key.to_string()).or_insert_with(|| Queue {
-            calls: Vec::new(),
-            draining: false,
-        });
+        let queue = queues.entry(key.to_string()).or_default();
         queue.calls.push(op);
         !std::mem::replace(&mut queue.draining, true)
     });
