@@ -1,6 +1,7 @@
 //! Structured logs: one JSON line per event on `console.log`, read by `wrangler tail` and
 //! Workers Logs. Callers pass ids, names and outcomes only: never a key, a token or prompt text.
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Logs `event` for request `request_id` with `fields` (a JSON object) at `level`.
@@ -14,7 +15,14 @@ fn line(level: &str, event: &str, request_id: &str, fields: Value) {
     if let Value::Object(fields) = fields {
         out.extend(fields);
     }
-    worker::console_log!("{}", Value::Object(out));
+    print(&Value::Object(out));
+}
+
+/// Writes one line: serialised straight to a string (no `format!` pass).
+fn print<T: Serialize>(line: &T) {
+    if let Ok(text) = serde_json::to_string(line) {
+        worker::web_sys::console::log_1(&text.into());
+    }
 }
 
 /// Something failed that the gateway worked around or could not do (a settle, a park, a write).
@@ -35,9 +43,35 @@ pub struct Trail {
     client: String,
     user: Option<String>,
     requested: String,
-    attempts: Vec<Value>,
+    attempts: Vec<Attempt>,
     wait_ms: u64,
     started_ms: u64,
+}
+
+/// One attempt in a `request` line.
+#[derive(Debug, Serialize)]
+struct Attempt {
+    bucket: String,
+    outcome: &'static str,
+}
+
+/// The `request` line, typed: serialised with no intermediate `Value`s, on every request.
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    level: &'a str,
+    event: &'a str,
+    request_id: &'a str,
+    client: &'a str,
+    user: Option<&'a str>,
+    requested_model: &'a str,
+    served_model: Option<&'a str>,
+    attempts: &'a [Attempt],
+    wait_ms: u64,
+    status: u16,
+    latency_ms: u64,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    cost_usd: Option<f64>,
 }
 
 /// How a request ended, for its `request` line.
@@ -71,9 +105,11 @@ impl Trail {
     }
 
     /// One attempt at `bucket` and how it went.
-    pub fn attempt(&mut self, bucket: &str, outcome: &str) {
-        self.attempts
-            .push(serde_json::json!({"bucket": bucket, "outcome": outcome}));
+    pub fn attempt(&mut self, bucket: &str, outcome: &'static str) {
+        self.attempts.push(Attempt {
+            bucket: bucket.to_string(),
+            outcome,
+        });
     }
 
     /// Time spent waiting for a scheduled slot.
@@ -83,20 +119,22 @@ impl Trail {
 
     /// Logs the request's one line.
     pub fn end(&self, request_id: &str, ending: Ending) {
-        let (prompt, completion) = ending.tokens.unwrap_or_default();
-        let fields = serde_json::json!({
-            "client": self.client,
-            "user": self.user,
-            "requested_model": self.requested,
-            "served_model": ending.served,
-            "attempts": self.attempts,
-            "wait_ms": self.wait_ms,
-            "status": ending.status,
-            "latency_ms": ending.now_ms.saturating_sub(self.started_ms),
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cost_usd": ending.cost_usd,
+        let (prompt_tokens, completion_tokens) = ending.tokens.unwrap_or_default();
+        print(&RequestLine {
+            level: "info",
+            event: "request",
+            request_id,
+            client: &self.client,
+            user: self.user.as_deref(),
+            requested_model: &self.requested,
+            served_model: ending.served,
+            attempts: &self.attempts,
+            wait_ms: self.wait_ms,
+            status: ending.status,
+            latency_ms: ending.now_ms.saturating_sub(self.started_ms),
+            prompt_tokens,
+            completion_tokens,
+            cost_usd: ending.cost_usd,
         });
-        line("info", "request", request_id, fields);
     }
 }
