@@ -116,16 +116,52 @@ pub fn client_limits(client: &Client) -> MeterLimits {
     }
 }
 
-/// Authenticates the bearer credential at `now_s` (seconds since the epoch); `secret` reads
-/// a Worker secret by name.
+/// The SHA-256 digests of every key that may call: each client's (`key_sha256`, or its
+/// `key_secret` hashed) and each `GATEWAY_KEYS` entry. Worked out once per isolate (secrets
+/// change only with a deployment, which starts new isolates), not on every request.
+#[derive(Debug, Default)]
+pub struct Keyring {
+    /// (client id, digest of its key), in the config's order.
+    clients: Vec<(String, Vec<u8>)>,
+    /// Digests of the `GATEWAY_KEYS` entries; None when the secret is unset or empty.
+    gateway_keys: Option<Vec<Vec<u8>>>,
+}
+
+impl Keyring {
+    /// The keys of `config`'s clients and of `GATEWAY_KEYS`; `secret` reads a Worker secret.
+    pub fn new(config: &Config, secret: &dyn Fn(&str) -> Option<String>) -> Keyring {
+        let digest = |key: &str| Sha256::digest(key.as_bytes()).to_vec();
+        let clients = config.clients.iter().filter_map(|(id, client)| {
+            let key = match (&client.key_sha256, &client.key_secret) {
+                (Some(hex), _) => decode_hex(hex),
+                (None, Some(name)) => secret(name).map(|k| digest(&k)),
+                (None, None) => None,
+            };
+            key.map(|key| (id.clone(), key))
+        });
+        let gateway_keys = secret("GATEWAY_KEYS")
+            .filter(|k| !k.trim().is_empty())
+            .map(|keys| {
+                let listed = keys.split(',').map(str::trim).filter(|k| !k.is_empty());
+                listed.map(digest).collect()
+            });
+        Keyring {
+            clients: clients.collect(),
+            gateway_keys,
+        }
+    }
+}
+
+/// Authenticates the bearer credential at `now_s` (seconds since the epoch) against the
+/// `keyring` of `config`; `secret` reads a Worker secret by name (a token's signing secret).
 pub fn authenticate<'a>(
     config: &'a Config,
+    keyring: &Keyring,
     bearer: Option<&str>,
     secret: &dyn Fn(&str) -> Option<String>,
     now_s: u64,
 ) -> Result<Identity<'a>, ApiError> {
-    let gateway_keys = secret("GATEWAY_KEYS").filter(|k| !k.trim().is_empty());
-    if config.clients.is_empty() && gateway_keys.is_none() {
+    if config.clients.is_empty() && keyring.gateway_keys.is_none() {
         return Err(ApiError::unauthorized(
             "This gateway has no clients configured (set the GATEWAY_KEYS secret, or `clients` in the config).",
         ));
@@ -140,28 +176,19 @@ pub fn authenticate<'a>(
     }
     let offered = Sha256::digest(bearer.as_bytes());
     let same = |digest: &[u8]| bool::from(offered.as_slice().ct_eq(digest));
-    for (id, client) in &config.clients {
-        let digest = match (&client.key_sha256, &client.key_secret) {
-            (Some(hex), _) => decode_hex(hex),
-            (None, Some(name)) => secret(name).map(|k| Sha256::digest(k.as_bytes()).to_vec()),
-            (None, None) => None,
-        };
-        if digest.as_deref().is_some_and(same) {
-            return Ok(Identity {
-                client: id,
-                settings: Some(client),
-                user: None,
-                models: client.models.clone(),
-                client_limits: client_limits(client),
-                user_limits: None,
-            });
-        }
+    let client = keyring.clients.iter().find(|(_, digest)| same(digest));
+    if let Some((id, client)) = client.and_then(|(id, _)| config.clients.get_key_value(id)) {
+        return Ok(Identity {
+            client: id,
+            settings: Some(client),
+            user: None,
+            models: client.models.clone(),
+            client_limits: client_limits(client),
+            user_limits: None,
+        });
     }
-    let listed = gateway_keys.iter().flat_map(|keys| keys.split(','));
-    let known = listed
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .fold(false, |hit, k| hit | same(&Sha256::digest(k.as_bytes())));
+    let listed = keyring.gateway_keys.iter().flatten();
+    let known = listed.fold(false, |hit, digest| hit | same(digest));
     if known {
         return Ok(Identity {
             client: GATEWAY_KEYS_CLIENT,

@@ -43,7 +43,7 @@ fn secrets(name: &str) -> Option<String> {
 }
 
 fn auth<'a>(c: &'a Config, bearer: &str) -> Result<Identity<'a>, ApiError> {
-    authenticate(c, Some(bearer), &secrets, NOW)
+    authenticate(c, &Keyring::new(c, &secrets), Some(bearer), &secrets, NOW)
 }
 
 #[test]
@@ -66,7 +66,9 @@ fn keys_find_their_client_by_digest_or_secret_and_legacy_keys_still_work() {
         );
     }
     assert_eq!(
-        authenticate(&c, None, &secrets, NOW).unwrap_err().status,
+        authenticate(&c, &Keyring::new(&c, &secrets), None, &secrets, NOW)
+            .unwrap_err()
+            .status,
         401
     );
 }
@@ -152,7 +154,7 @@ fn an_unset_signing_secret_is_a_config_error_naming_only_the_secret() {
         &json!({"iss": "web", "sub": "u", "exp": NOW + 60}).to_string(),
         b"x",
     );
-    let e = authenticate(&c, Some(&t), &|_| None, NOW).unwrap_err();
+    let e = authenticate(&c, &Keyring::default(), Some(&t), &|_| None, NOW).unwrap_err();
     assert_eq!(e.status, 500);
     assert!(e.message.contains("WEB_SIGNING"));
 }

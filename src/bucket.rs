@@ -557,12 +557,19 @@ impl BucketState {
 
     /// Record how a lease ended; unknown (already settled or dropped) leases are ignored.
     pub fn settle(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
-        self.tidy(now_ms, policy.spec, policy.slow_start);
+        self.housekeeping(now_ms, policy);
         self.end(now_ms, policy, lease, outcome);
     }
 
+    /// What time has done (leases and window entries gone, entries merged, a cooldown over),
+    /// done before each change; a batch does it once, since within one instant a second pass
+    /// finds nothing new that matters (`end` after it).
+    pub fn housekeeping(&mut self, now_ms: u64, policy: &Policy) {
+        self.tidy(now_ms, policy.spec, policy.slow_start);
+    }
+
     /// `settle` without the housekeeping (done once by the caller).
-    fn end(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
+    pub fn end(&mut self, now_ms: u64, policy: &Policy, lease: u64, outcome: &SettleOutcome) {
         let Some((i, bit)) = self
             .leases
             .iter()

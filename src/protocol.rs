@@ -145,15 +145,22 @@ pub fn apply(state: &mut BucketState, now_ms: u64, call: &Call) -> Reply {
     };
     if matches!(call.op, Op::Snapshot | Op::History { .. }) {
         // Reads record nothing, so they change nothing.
-        return apply_op(state, now_ms, &policy, &call.op);
+        return apply_op(state, now_ms, &policy, &call.op, false);
     }
     let before = state.counters().clone();
-    let reply = apply_op(state, now_ms, &policy, &call.op);
+    let reply = apply_op(state, now_ms, &policy, &call.op, false);
     state.record_history(now_ms, &policy, &before);
     reply
 }
 
-fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> Reply {
+/// Applies one op; `housekept`: the batch it is in did the housekeeping for this instant.
+fn apply_op(
+    state: &mut BucketState,
+    now_ms: u64,
+    policy: &Policy,
+    op: &Op,
+    housekept: bool,
+) -> Reply {
     match op {
         Op::Acquire(ask) => {
             let admission = state.acquire(now_ms, policy, ask);
@@ -186,16 +193,23 @@ fn apply_op(state: &mut BucketState, now_ms: u64, policy: &Policy, op: &Op) -> R
             if let Some(lag) = lag_ms {
                 state.record_lag(*lag);
             }
-            state.settle(now_ms, policy, *lease, outcome);
+            match housekept {
+                true => state.end(now_ms, policy, *lease, outcome),
+                false => state.settle(now_ms, policy, *lease, outcome),
+            }
             Reply::Done
         }
         Op::Return { leases } => {
             state.give_back(now_ms, policy, leases);
             Reply::Done
         }
-        Op::Batch(ops) => ops
-            .iter()
-            .fold(Reply::Done, |_, op| apply_op(state, now_ms, policy, op)),
+        Op::Batch(ops) => {
+            // A batch of settles costs one housekeeping pass over the windows, not one each.
+            state.housekeeping(now_ms, policy);
+            ops.iter().fold(Reply::Done, |_, op| {
+                apply_op(state, now_ms, policy, op, true)
+            })
+        }
         Op::Park { reason, for_ms } => {
             state.park(now_ms, reason, *for_ms);
             Reply::Done

@@ -18,7 +18,7 @@ mod stream;
 mod upstream;
 
 use crate::access::cors::{self, Judged};
-use crate::access::{self, Identity};
+use crate::access::{self, Identity, Keyring};
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
@@ -173,9 +173,14 @@ fn authenticate<'a>(
         .origin
         .is_some_and(|o| cors::any_client_allows(config, o));
     let secret = |name: &str| env.secret(name).ok().map(|s| s.to_string());
+    let keyring = KEYRING.with(|k| k.borrow().clone()).unwrap_or_else(|| {
+        let keyring = Rc::new(Keyring::new(config, &secret));
+        KEYRING.with(|k| *k.borrow_mut() = Some(keyring.clone()));
+        keyring
+    });
     let bearer = respond::bearer(req);
     let now_s = Date::now().as_millis() / 1_000;
-    let identity = access::authenticate(config, bearer.as_deref(), &secret, now_s)?;
+    let identity = access::authenticate(config, &keyring, bearer.as_deref(), &secret, now_s)?;
     if let Some(origin) = cors.origin {
         match cors::judge(identity.origins(), origin) {
             Judged::Readable => {}
@@ -210,6 +215,9 @@ thread_local! {
     /// The validated config of this isolate: vars change only with a new deployment, which
     /// starts new isolates, so it is read once rather than on every request.
     static CONFIG: RefCell<Option<Rc<Config>>> = const { RefCell::new(None) };
+    /// The digests of the keys that may call, worked out with the config (secrets, too,
+    /// change only with a new deployment).
+    static KEYRING: RefCell<Option<Rc<Keyring>>> = const { RefCell::new(None) };
 }
 
 /// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
