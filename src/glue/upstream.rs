@@ -87,9 +87,14 @@ pub async fn send(
         if (200..300).contains(&status) && stream {
             return Ok((Sent::Stream(resp), reached));
         }
-        let headers: Vec<(String, String)> = resp.headers().entries().collect();
+        let served = (200..300).contains(&status);
+        // Only a refusal's headers are read (one call into the runtime per header).
+        let headers: Vec<(String, String)> = match served {
+            true => Vec::new(),
+            false => resp.headers().entries().collect(),
+        };
         let body = crate::glue::body::whole(resp).await?;
-        let sent = if (200..300).contains(&status) {
+        let sent = if served {
             Sent::Whole { status, body }
         } else {
             let profile = candidate.upstream.profile;
