@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb bench-overhead
+.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb bench-overhead bench-profile
 
 dev: bootstrap
 	bash scripts/dev.sh
@@ -39,6 +39,10 @@ bench-ttfb: bootstrap
 
 bench-overhead: bootstrap
 	bash bench/overhead/run.sh
+
+# Where the isolate's time goes (a CPU profile under load; not a benchmark). ARGS: e.g. -c 1.
+bench-profile: bootstrap
+	bash bench/profile/run.sh $(ARGS)
 
 deploy-dry-run: bootstrap
 	$(ENV) wrangler deploy --dry-run --outdir dist

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-#! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead): the project venv,
+#! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead, bench/profile): the project venv, `hey`,
 #! the simulator and gateway bundle builds into a temp dir, and the Python driver run so that a
 #! signal reaches it (it then stops every server it started). With BENCH_KEEP=1 the temp dir (the
 #! workerd and simulator logs, configs, Durable Object storage) is kept and named at the end.
@@ -12,6 +12,20 @@ work=""
 bench_venv() {
   bash "$root/scripts/python-env.sh"
   venv="$root/.venv"
+}
+
+# bench_need_hey NAME: installs Debian's `hey` if it is not on PATH (idempotent).
+bench_need_hey() {
+  local name="$1"
+  command -v hey >/dev/null 2>&1 && return 0
+  local sudo=""
+  if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "bench/$name: needs \`hey\` (https://github.com/rakyll/hey) on PATH; no apt-get here to install it." >&2
+    exit 1
+  fi
+  echo "bench/$name: installing hey (apt-get install -y hey)" >&2
+  $sudo apt-get install -y -q hey >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q hey >/dev/null; }
 }
 
 # bench_build NAME: builds the simulator and the gateway bundle (`wrangler deploy --dry-run

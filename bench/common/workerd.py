@@ -7,7 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bench.common import ROOT, BenchError
 from bench.common.procs import Proc
@@ -96,17 +96,17 @@ def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
     return path
 
 
-def launch_workerd(workerd: Path, work: Path, capnp: Path,
-                   tag: str = "workerd") -> tuple[Proc, Callable[[], dict | None]]:
-    """Starts `workerd serve CAPNP` (log WORK/TAG.log); returns it and a function giving
-    {socket: port} once both sockets listen (None before)."""
+def launch_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
+                   extra_args: Sequence[str] = ()) -> tuple[Proc, Callable[[], dict | None]]:
+    """Starts `workerd serve CAPNP [EXTRA_ARGS]` (log WORK/TAG.log); returns it and a function
+    giving {socket: port} once both sockets listen (None before)."""
     control = work / f"{tag}.control"
     fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         proc = Proc(
             tag,
             [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
-             *(f"--socket-addr={s}=127.0.0.1:0" for s in SOCKETS)],
+             *(f"--socket-addr={s}=127.0.0.1:0" for s in SOCKETS), *extra_args],
             work, work / f"{tag}.log", pass_fds=(fd,),
         )
     finally:
@@ -127,7 +127,7 @@ def launch_workerd(workerd: Path, work: Path, capnp: Path,
 
 
 def start_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
-                  timeout_s: float = 20) -> tuple[Proc, dict]:
+                  timeout_s: float = 20, extra_args: Sequence[str] = ()) -> tuple[Proc, dict]:
     """launch_workerd, then waits until both sockets listen; returns it and {socket: port}."""
-    proc, ports = launch_workerd(workerd, work, capnp, tag)
+    proc, ports = launch_workerd(workerd, work, capnp, tag, extra_args)
     return proc, proc.wait_ready(ports, timeout_s)

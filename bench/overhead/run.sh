@@ -24,16 +24,7 @@ for arg in "$@"; do
 done
 
 # --- the load tool, idempotent: Debian's hey (raw latencies in its CSV output)
-if ! command -v hey >/dev/null 2>&1; then
-  sudo=""
-  if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "bench/overhead: needs \`hey\` (https://github.com/rakyll/hey) on PATH; no apt-get here to install it." >&2
-    exit 1
-  fi
-  echo "bench/overhead: installing hey (apt-get install -y hey)" >&2
-  $sudo apt-get install -y -q hey >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q hey >/dev/null; }
-fi
+bench_need_hey overhead
 
 # --- builds (sets $work, $upload)
 bench_build overhead
