@@ -52,41 +52,54 @@ pub async fn send(env: &Env, bucket: &Bucket, op: Op, request_id: &str) {
 /// taken by a call), sending it on its own `within_ms` from now at the latest, or at once when
 /// a batch is full (run it inside `ctx.wait_until`).
 pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, within_ms: u64) {
-    let start = BUCKETS.with(|queues| {
+    let then = BUCKETS.with(|queues| {
         let mut queues = queues.borrow_mut();
         let queue = queues.entry(bucket.name.clone()).or_default();
         queue.calls.push(op);
         if queue.draining {
-            return None;
-        }
-        if queue.calls.len() >= MAX_BATCH {
+            Later::Taken
+        } else if queue.calls.len() >= MAX_BATCH {
             queue.draining = true;
-            return Some(false);
+            Later::Drain
+        } else if std::mem::replace(&mut queue.timed, true) {
+            Later::Taken
+        } else {
+            Later::Time
         }
-        (!std::mem::replace(&mut queue.timed, true)).then_some(true)
     });
-    let Some(timed) = start else {
-        return;
-    };
-    if timed {
-        Delay::from(Duration::from_millis(within_ms)).await;
-        let drain = BUCKETS.with(|queues| {
-            let mut queues = queues.borrow_mut();
-            let Some(queue) = queues.get_mut(&bucket.name) else {
-                return false;
-            };
-            queue.timed = false;
-            let drain = !queue.draining && !queue.calls.is_empty();
-            queue.draining |= drain;
-            drain
-        });
-        if !drain {
-            return;
+    match then {
+        Later::Taken => return,
+        Later::Drain => {}
+        Later::Time => {
+            Delay::from(Duration::from_millis(within_ms)).await;
+            let drain = BUCKETS.with(|queues| {
+                let mut queues = queues.borrow_mut();
+                let Some(queue) = queues.get_mut(&bucket.name) else {
+                    return false;
+                };
+                queue.timed = false;
+                let drain = !queue.draining && !queue.calls.is_empty();
+                queue.draining |= drain;
+                drain
+            });
+            if !drain {
+                return;
+            }
         }
     }
     while let Some(next) = next_batch(&BUCKETS, &bucket.name, Op::Batch) {
         bucket.tell(env, next, request_id).await;
     }
+}
+
+/// What a call queued by `send_later` leaves to its caller.
+enum Later {
+    /// A drain in flight or a timer already set will take it.
+    Taken,
+    /// The batch is full: drain now.
+    Drain,
+    /// Set the timer, then drain what is still waiting.
+    Time,
 }
 
 /// The calls waiting to ride with a call to the bucket, taken (none while a batch is being
