@@ -96,6 +96,20 @@ pub struct Spent {
     pub sent: bool,
 }
 
+/// Whether a request's settle may wait (up to `settle_wait_ms`) to ride with the isolate's
+/// next call to the meter: a request that reached an upstream, under limits that count it
+/// while it waits (its reservation holds its place in the minute's and the day's tokens). Not
+/// under a monthly spend cap, which counts spend only once settled, nor for a request never
+/// sent, whose settle gives room back.
+pub fn settle_may_wait(limits: &MeterLimits, spent: &Spent) -> bool {
+    spent.sent && limits.monthly_micro_usd.is_none()
+}
+
+/// How long a settle that may wait waits at most: half the short window (500 ms).
+pub fn settle_wait_ms(spec: WindowSpec) -> u64 {
+    spec.second_ms / 2
+}
+
 /// An open reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Open {
@@ -341,7 +355,8 @@ pub enum MeterOp {
     View,
     /// An operator's reset of the period counters, answered with the view.
     Reset,
-    /// Several calls nothing waits for (settles), applied in order; answered with the view.
+    /// Several calls applied in order, answered with the last one's reply: settles nothing
+    /// waits for, perhaps ahead of an admission that is waited for.
     Batch(Vec<MeterOp>),
     /// The history since minute number `minutes_from`: the open periods here; the object
     /// adds the stored ones.
@@ -401,14 +416,29 @@ impl Meter {
                 MeterReply::View(self.view(now_ms, limits, spec))
             }
             MeterOp::Batch(ops) => {
-                for op in ops {
-                    let one = MeterCall {
-                        op: op.clone(),
-                        ..*call
-                    };
-                    self.answer(now_ms, &one);
+                let Some((last, first)) = ops.split_last() else {
+                    return MeterReply::View(self.view(now_ms, limits, spec));
+                };
+                for op in first {
+                    match op {
+                        // No view for a reply nobody reads.
+                        MeterOp::Settle { lease, spent } => {
+                            self.settle(now_ms, spec, *lease, *spent)
+                        }
+                        other => {
+                            let one = MeterCall {
+                                op: other.clone(),
+                                ..*call
+                            };
+                            self.answer(now_ms, &one);
+                        }
+                    }
                 }
-                MeterReply::View(self.view(now_ms, limits, spec))
+                let last = MeterCall {
+                    op: last.clone(),
+                    ..*call
+                };
+                self.answer(now_ms, &last)
             }
             MeterOp::View => MeterReply::View(self.view(now_ms, limits, spec)),
             MeterOp::Reset => {

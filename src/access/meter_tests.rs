@@ -249,3 +249,52 @@ fn a_batch_of_settles_settles_each_once() {
     };
     assert_eq!(minutes.last().map(|(_, r)| r.cost_micro_usd), Some(14));
 }
+
+#[test]
+fn settles_ride_ahead_of_an_admission_which_answers_the_batch() {
+    // rpm 1: the first request was sent, so it keeps its slot and the admission riding
+    // behind its settle is refused for the rate. The batch answers with that verdict, not a
+    // view, and the settle went first.
+    let one_a_minute = limits(Some(1), None, Some(1_000), None);
+    let mut m = Meter::default();
+    let call = |op| MeterCall {
+        limits: one_a_minute,
+        spec: SPEC,
+        op,
+    };
+    let admit = || MeterOp::Admit {
+        est_tokens: 100,
+        ttl_ms: 60_000,
+    };
+    let MeterReply::Verdict(Verdict::Go { lease }) = m.apply(T0, &call(admit())) else {
+        panic!()
+    };
+    let settle = MeterOp::Settle {
+        lease,
+        spent: served(10, 0),
+    };
+    let batch = MeterOp::Batch(vec![settle, admit()]);
+    match m.apply(T0 + 1, &call(batch)) {
+        MeterReply::Verdict(Verdict::Rate { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The settle went first: the day counts 10 tokens, not the 100 reserved.
+    let MeterReply::View(view) = m.apply(T0 + 2, &call(MeterOp::View)) else {
+        panic!()
+    };
+    assert_eq!((view.in_flight, view.day_tokens), (0, 10));
+}
+
+#[test]
+fn only_a_sent_request_under_no_monthly_cap_may_wait_to_settle() {
+    let daily = limits(Some(60), None, Some(1_000), None);
+    let monthly = limits(Some(60), None, None, Some(5_000_000));
+    assert!(settle_may_wait(&daily, &served(10, 0)));
+    assert!(!settle_may_wait(&monthly, &served(10, 0)));
+    let unsent = Spent {
+        tokens: None,
+        micro_usd: 0,
+        sent: false,
+    };
+    assert!(!settle_may_wait(&daily, &unsent));
+}

@@ -2,7 +2,9 @@
 //! a request is admitted by its meters in parallel with its bucket, and settled with what it
 //! really used and cost.
 
-use crate::access::meter::{Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict};
+use crate::access::meter::{
+    self, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
+};
 use crate::access::{self, Identity};
 use crate::config::Config;
 use crate::glue::history::Tables;
@@ -121,13 +123,20 @@ impl Metered {
     }
 }
 
+/// Settles one lease: with the isolate's next call to the meter when it may wait
+/// (`meter::settle_may_wait`), else at once.
 async fn settle_one(env: &Env, held: Option<&(MeterRef, u64)>, spent: Spent, request_id: &str) {
     let Some((meter, lease)) = held else { return };
     let op = MeterOp::Settle {
         lease: *lease,
         spent,
     };
-    settles::send_meter(env, meter, op, request_id).await;
+    if meter::settle_may_wait(&meter.limits, &spent) {
+        let within_ms = meter::settle_wait_ms(meter.spec);
+        settles::send_meter_later(env, meter, op, request_id, within_ms).await;
+    } else {
+        settles::send_meter(env, meter, op, request_id).await;
+    }
 }
 
 async fn ask_one(
@@ -136,11 +145,18 @@ async fn ask_one(
     est_tokens: u64,
     ttl_ms: u64,
 ) -> Option<std::result::Result<MeterReply, String>> {
-    Some(
-        meter?
-            .call(env, MeterOp::Admit { est_tokens, ttl_ms })
-            .await,
-    )
+    let meter = meter?;
+    // The settles waiting for this meter ride ahead of the admission.
+    let admit = MeterOp::Admit { est_tokens, ttl_ms };
+    let mut calls = settles::meter_riders(&meter.name);
+    let op = match calls.is_empty() {
+        true => admit,
+        false => {
+            calls.push(admit);
+            MeterOp::Batch(calls)
+        }
+    };
+    Some(meter.call(env, op).await)
 }
 
 /// One request's metering: its meters are asked in the background while the request finds

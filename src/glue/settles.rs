@@ -1,7 +1,7 @@
 //! Calls that nothing waits for (settles, commits, returned credits; meters' settles), sent to
 //! each object in batches: while one batch is in flight, the next calls queue behind it. A
-//! bucket call that may wait (`send_later`) rides with the next one, or goes on its own when
-//! its time is up.
+//! call that may wait (`send_later`, `send_meter_later`) rides with the isolate's next call to
+//! its object, or goes on its own when its time is up.
 
 use crate::access::meter::MeterOp;
 use crate::glue::bucket::Bucket;
@@ -52,9 +52,67 @@ pub async fn send(env: &Env, bucket: &Bucket, op: Op, request_id: &str) {
 /// taken by a call), sending it on its own `within_ms` from now at the latest, or at once when
 /// a batch is full (run it inside `ctx.wait_until`).
 pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, within_ms: u64) {
-    let then = BUCKETS.with(|queues| {
+    let tell = |batch| bucket.tell(env, batch, request_id);
+    later(&BUCKETS, &bucket.name, op, Op::Batch, tell, within_ms).await;
+}
+
+/// `send_later` for a meter: rides with its next admission (`meter_riders`) or a settle.
+pub async fn send_meter_later(
+    env: &Env,
+    meter: &MeterRef,
+    op: MeterOp,
+    request_id: &str,
+    within_ms: u64,
+) {
+    let tell = |batch| meter.tell(env, batch, request_id);
+    later(&METERS, &meter.name, op, MeterOp::Batch, tell, within_ms).await;
+}
+
+/// The calls waiting to ride with a call to the bucket, taken (none while a batch is being
+/// sent: they go with it).
+pub fn riders(bucket: &str) -> Vec<Op> {
+    take_riders(&BUCKETS, bucket)
+}
+
+/// `riders` of a meter.
+pub fn meter_riders(meter: &str) -> Vec<MeterOp> {
+    take_riders(&METERS, meter)
+}
+
+fn take_riders<O>(queues: &'static LocalKey<Queues<O>>, key: &str) -> Vec<O> {
+    queues.with(|queues| {
         let mut queues = queues.borrow_mut();
-        let queue = queues.entry(bucket.name.clone()).or_default();
+        match queues.get_mut(key) {
+            Some(queue) if !queue.draining => std::mem::take(&mut queue.calls),
+            _ => Vec::new(),
+        }
+    })
+}
+
+/// What a call queued by `later` leaves to its caller.
+enum Later {
+    /// A drain in flight or a timer already set will take it.
+    Taken,
+    /// The batch is full: drain now.
+    Drain,
+    /// Set the timer, then drain what is still waiting.
+    Time,
+}
+
+async fn later<O, F, Fut>(
+    queues: &'static LocalKey<Queues<O>>,
+    key: &str,
+    op: O,
+    batch: fn(Vec<O>) -> O,
+    tell: F,
+    within_ms: u64,
+) where
+    F: Fn(O) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let then = queues.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        let queue = queues.entry(key.to_string()).or_default();
         queue.calls.push(op);
         if queue.draining {
             Later::Taken
@@ -72,9 +130,9 @@ pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, wi
         Later::Drain => {}
         Later::Time => {
             Delay::from(Duration::from_millis(within_ms)).await;
-            let drain = BUCKETS.with(|queues| {
+            let drain = queues.with(|queues| {
                 let mut queues = queues.borrow_mut();
-                let Some(queue) = queues.get_mut(&bucket.name) else {
+                let Some(queue) = queues.get_mut(key) else {
                     return false;
                 };
                 queue.timed = false;
@@ -87,31 +145,9 @@ pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, wi
             }
         }
     }
-    while let Some(next) = next_batch(&BUCKETS, &bucket.name, Op::Batch) {
-        bucket.tell(env, next, request_id).await;
+    while let Some(next) = next_batch(queues, key, batch) {
+        tell(next).await;
     }
-}
-
-/// What a call queued by `send_later` leaves to its caller.
-enum Later {
-    /// A drain in flight or a timer already set will take it.
-    Taken,
-    /// The batch is full: drain now.
-    Drain,
-    /// Set the timer, then drain what is still waiting.
-    Time,
-}
-
-/// The calls waiting to ride with a call to the bucket, taken (none while a batch is being
-/// sent: they go with it).
-pub fn riders(bucket: &str) -> Vec<Op> {
-    BUCKETS.with(|queues| {
-        let mut queues = queues.borrow_mut();
-        match queues.get_mut(bucket) {
-            Some(queue) if !queue.draining => std::mem::take(&mut queue.calls),
-            _ => Vec::new(),
-        }
-    })
 }
 
 /// Queues `op` for the meter (run it inside `ctx.wait_until`).
