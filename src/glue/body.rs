@@ -48,9 +48,13 @@ pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8
     Ok(body)
 }
 
-/// A response's whole body (an upstream's answer, an object's reply).
+/// A response's whole body (an object's reply).
 pub async fn whole(resp: Response) -> worker::Result<Vec<u8>> {
-    let resp = worker::web_sys::Response::from(resp);
+    whole_raw(&worker::web_sys::Response::from(resp)).await
+}
+
+/// The runtime's response's whole body (an upstream's answer).
+pub async fn whole_raw(resp: &worker::web_sys::Response) -> worker::Result<Vec<u8>> {
     let buffer = JsFuture::from(resp.array_buffer()?).await?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }

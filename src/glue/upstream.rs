@@ -6,7 +6,10 @@ use crate::config::Candidate;
 use crate::openai::ApiError;
 use futures_util::future::{select, Either};
 use std::time::Duration;
-use worker::{AbortSignal, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::js_sys::{self, Uint8Array};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{web_sys, AbortSignal, Delay, Env, Headers, Response};
 
 /// How an upstream call went.
 pub enum Sent {
@@ -72,28 +75,35 @@ pub async fn send(
         ));
         return (Sent::Failed(Outcome::Client(missing)), None);
     };
-    let Ok(request) = build(&candidate.upstream.base_url, &key, body) else {
+    let url = format!("{}/chat/completions", candidate.upstream.base_url);
+    let Ok(init) = init(&key, &body, signal) else {
         return (Sent::Failed(Outcome::Retry { after_ms: None }), None);
     };
     let exchange = async {
-        let resp = Fetch::Request(request).send_with_signal(signal).await?;
+        // The runtime's fetch, called directly: the worker crate's Request and Response
+        // wrappers cost a copy of each (and several calls into the runtime) per answer.
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(&url, &init))
+            .await?
+            .dyn_into()?;
+        let answer_headers = resp.headers();
         let reached = Reached {
             headers_at_ms: now_ms(),
             processing_ms: PROCESSING_HEADERS.iter().find_map(|name| {
-                crate::hints::decimal_ms(&resp.headers().get(name).ok().flatten()?)
+                crate::hints::decimal_ms(&answer_headers.get(name).ok().flatten()?)
             }),
         };
-        let status = resp.status_code();
+        let status = resp.status();
         if (200..300).contains(&status) && stream {
-            return Ok((Sent::Stream(resp), reached));
+            return Ok((Sent::Stream(Response::from(resp)), reached));
         }
         let served = (200..300).contains(&status);
         // Only a refusal's headers are read (one call into the runtime per header).
         let headers: Vec<(String, String)> = match served {
             true => Vec::new(),
-            false => resp.headers().entries().collect(),
+            false => Headers(answer_headers).entries().collect(),
         };
-        let body = crate::glue::body::whole(resp).await?;
+        let body = crate::glue::body::whole_raw(&resp).await?;
         let sent = if served {
             Sent::Whole { status, body }
         } else {
@@ -118,13 +128,15 @@ pub async fn send(
     }
 }
 
-fn build(base_url: &str, key: &str, body: Vec<u8>) -> worker::Result<Request> {
-    let headers = Headers::new();
+/// The POST with the key and the body, aborted by `signal`.
+fn init(key: &str, body: &[u8], signal: &AbortSignal) -> worker::Result<web_sys::RequestInit> {
+    let headers = web_sys::Headers::new()?;
     headers.set("content-type", "application/json")?;
     headers.set("authorization", &format!("Bearer {key}"))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    Request::new_with_init(&format!("{base_url}/chat/completions"), &init)
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(&Uint8Array::from(body));
+    init.set_signal(Some(signal));
+    Ok(init)
 }
