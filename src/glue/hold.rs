@@ -255,14 +255,7 @@ impl Background<'_> {
             ..ask
         });
         self.ctx.wait_until(async move {
-            let mut calls = settles::riders(&bucket.name);
-            let op = match calls.is_empty() {
-                true => op,
-                false => {
-                    calls.push(op);
-                    Op::Batch(calls)
-                }
-            };
+            let op = settles::with_riders(&bucket.name, op);
             let reply = bucket.call(&env, op, bucket.timeout_ms).await;
             credits::answered(&bucket.name);
             let displaced = match reply {

@@ -148,14 +148,7 @@ async fn ask_one(
     let meter = meter?;
     // The settles waiting for this meter ride ahead of the admission.
     let admit = MeterOp::Admit { est_tokens, ttl_ms };
-    let mut calls = settles::meter_riders(&meter.name);
-    let op = match calls.is_empty() {
-        true => admit,
-        false => {
-            calls.push(admit);
-            MeterOp::Batch(calls)
-        }
-    };
+    let op = settles::meter_with_riders(&meter.name, admit);
     Some(meter.call(env, op).await)
 }
 

@@ -45,18 +45,24 @@ thread_local! {
 /// Queues `op` for the bucket (run it inside `ctx.wait_until`).
 pub async fn send(env: &Env, bucket: &Bucket, op: Op, request_id: &str) {
     let tell = |batch| bucket.tell(env, batch, request_id);
-    queue(&BUCKETS, &bucket.name, op, Op::Batch, tell).await;
+    enqueue(&BUCKETS, &bucket.name, op, Op::Batch, tell, None).await;
 }
 
-/// Queues `op` for the bucket to ride with the isolate's next call to it (`send`, or `riders`
-/// taken by a call), sending it on its own `within_ms` from now at the latest, or at once when
-/// a batch is full (run it inside `ctx.wait_until`).
+/// Queues `op` for the bucket to ride with the isolate's next call to it (`send`, or
+/// `with_riders` by a call), sending it on its own `within_ms` from now at the latest, or at
+/// once when a batch is full (run it inside `ctx.wait_until`).
 pub async fn send_later(env: &Env, bucket: &Bucket, op: Op, request_id: &str, within_ms: u64) {
     let tell = |batch| bucket.tell(env, batch, request_id);
-    later(&BUCKETS, &bucket.name, op, Op::Batch, tell, within_ms).await;
+    enqueue(&BUCKETS, &bucket.name, op, Op::Batch, tell, Some(within_ms)).await;
 }
 
-/// `send_later` for a meter: rides with its next admission (`meter_riders`) or a settle.
+/// Queues `op` for the meter (run it inside `ctx.wait_until`).
+pub async fn send_meter(env: &Env, meter: &MeterRef, op: MeterOp, request_id: &str) {
+    let tell = |batch| meter.tell(env, batch, request_id);
+    enqueue(&METERS, &meter.name, op, MeterOp::Batch, tell, None).await;
+}
+
+/// `send_later` for a meter: rides with its next admission (`meter_with_riders`) or a settle.
 pub async fn send_meter_later(
     env: &Env,
     meter: &MeterRef,
@@ -65,47 +71,60 @@ pub async fn send_meter_later(
     within_ms: u64,
 ) {
     let tell = |batch| meter.tell(env, batch, request_id);
-    later(&METERS, &meter.name, op, MeterOp::Batch, tell, within_ms).await;
+    enqueue(
+        &METERS,
+        &meter.name,
+        op,
+        MeterOp::Batch,
+        tell,
+        Some(within_ms),
+    )
+    .await;
 }
 
-/// The calls waiting to ride with a call to the bucket, taken (none while a batch is being
-/// sent: they go with it).
-pub fn riders(bucket: &str) -> Vec<Op> {
-    take_riders(&BUCKETS, bucket)
+/// `op` for a call to the bucket, with the calls waiting to ride with it in front (taken; none
+/// while a batch is being sent: they go with it).
+pub fn with_riders(bucket: &str, op: Op) -> Op {
+    riding(&BUCKETS, bucket, op, Op::Batch)
 }
 
-/// `riders` of a meter.
-pub fn meter_riders(meter: &str) -> Vec<MeterOp> {
-    take_riders(&METERS, meter)
+/// `with_riders` for a call to a meter.
+pub fn meter_with_riders(meter: &str, op: MeterOp) -> MeterOp {
+    riding(&METERS, meter, op, MeterOp::Batch)
 }
 
-fn take_riders<O>(queues: &'static LocalKey<Queues<O>>, key: &str) -> Vec<O> {
-    queues.with(|queues| {
-        let mut queues = queues.borrow_mut();
-        match queues.get_mut(key) {
-            Some(queue) if !queue.draining => std::mem::take(&mut queue.calls),
-            _ => Vec::new(),
-        }
-    })
+fn riding<O>(queues: &'static LocalKey<Queues<O>>, key: &str, op: O, batch: fn(Vec<O>) -> O) -> O {
+    let mut calls = queues.with(|queues| match queues.borrow_mut().get_mut(key) {
+        Some(queue) if !queue.draining => std::mem::take(&mut queue.calls),
+        _ => Vec::new(),
+    });
+    if calls.is_empty() {
+        return op;
+    }
+    calls.push(op);
+    batch(calls)
 }
 
-/// What a call queued by `later` leaves to its caller.
-enum Later {
+/// What a queued call leaves to its caller.
+enum Then {
     /// A drain in flight or a timer already set will take it.
-    Taken,
-    /// The batch is full: drain now.
+    Return,
+    /// Drain now: nothing is in flight and the call may not wait, or the batch is full.
     Drain,
-    /// Set the timer, then drain what is still waiting.
-    Time,
+    /// Wait this long, then drain what is still waiting (unless a call took it).
+    Wait(u64),
 }
 
-async fn later<O, F, Fut>(
+/// Queues `op` for the object `key`. A call that may wait (`wait_ms`) waits for a call that
+/// drains, for its timer, or for a full batch; otherwise the first caller with nothing in
+/// flight drains the queue, one batch at a time (`tell`), and the others return at once.
+async fn enqueue<O, F, Fut>(
     queues: &'static LocalKey<Queues<O>>,
     key: &str,
     op: O,
     batch: fn(Vec<O>) -> O,
     tell: F,
-    within_ms: u64,
+    wait_ms: Option<u64>,
 ) where
     F: Fn(O) -> Fut,
     Fut: Future<Output = ()>,
@@ -114,22 +133,24 @@ async fn later<O, F, Fut>(
         let mut queues = queues.borrow_mut();
         let queue = queues.entry(key.to_string()).or_default();
         queue.calls.push(op);
-        if queue.draining {
-            Later::Taken
-        } else if queue.calls.len() >= MAX_BATCH {
-            queue.draining = true;
-            Later::Drain
-        } else if std::mem::replace(&mut queue.timed, true) {
-            Later::Taken
-        } else {
-            Later::Time
+        match wait_ms {
+            _ if queue.draining => Then::Return,
+            Some(_) if queue.calls.len() < MAX_BATCH && queue.timed => Then::Return,
+            Some(ms) if queue.calls.len() < MAX_BATCH => {
+                queue.timed = true;
+                Then::Wait(ms)
+            }
+            _ => {
+                queue.draining = true;
+                Then::Drain
+            }
         }
     });
     match then {
-        Later::Taken => return,
-        Later::Drain => {}
-        Later::Time => {
-            Delay::from(Duration::from_millis(within_ms)).await;
+        Then::Return => return,
+        Then::Drain => {}
+        Then::Wait(ms) => {
+            Delay::from(Duration::from_millis(ms)).await;
             let drain = queues.with(|queues| {
                 let mut queues = queues.borrow_mut();
                 let Some(queue) = queues.get_mut(key) else {
@@ -144,38 +165,6 @@ async fn later<O, F, Fut>(
                 return;
             }
         }
-    }
-    while let Some(next) = next_batch(queues, key, batch) {
-        tell(next).await;
-    }
-}
-
-/// Queues `op` for the meter (run it inside `ctx.wait_until`).
-pub async fn send_meter(env: &Env, meter: &MeterRef, op: MeterOp, request_id: &str) {
-    let tell = |batch| meter.tell(env, batch, request_id);
-    queue(&METERS, &meter.name, op, MeterOp::Batch, tell).await;
-}
-
-/// Queues `op` for the object `key`; the first caller with nothing in flight drains the queue,
-/// one batch at a time (`tell`), the others return at once.
-async fn queue<O, F, Fut>(
-    queues: &'static LocalKey<Queues<O>>,
-    key: &str,
-    op: O,
-    batch: fn(Vec<O>) -> O,
-    tell: F,
-) where
-    F: Fn(O) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let drain = queues.with(|queues| {
-        let mut queues = queues.borrow_mut();
-        let queue = queues.entry(key.to_string()).or_default();
-        queue.calls.push(op);
-        !std::mem::replace(&mut queue.draining, true)
-    });
-    if !drain {
-        return;
     }
     while let Some(next) = next_batch(queues, key, batch) {
         tell(next).await;

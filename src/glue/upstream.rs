@@ -94,10 +94,10 @@ pub async fn send(
             }),
         };
         let status = resp.status();
-        if (200..300).contains(&status) && stream {
+        let served = (200..300).contains(&status);
+        if served && stream {
             return Ok((Sent::Stream(Response::from(resp)), reached));
         }
-        let served = (200..300).contains(&status);
         // Only a refusal's headers are read (one call into the runtime per header).
         let headers: Vec<(String, String)> = match served {
             true => Vec::new(),
