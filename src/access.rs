@@ -70,7 +70,7 @@ pub fn refusal(verdict: &meter::Verdict, now_ms: u64, whose: &str) -> Option<Api
     let secs = |until_ms: u64| until_ms.saturating_sub(now_ms).div_ceil(1_000).max(1);
     match verdict {
         meter::Verdict::Go { .. } => None,
-        meter::Verdict::Rate { until_ms } => {
+        meter::Verdict::Rate { until_ms, .. } => {
             let wait_s = secs(*until_ms);
             let mut e = ApiError::new(
                 429,
@@ -81,7 +81,9 @@ pub fn refusal(verdict: &meter::Verdict, now_ms: u64, whose: &str) -> Option<Api
             e.retry_after_s = Some(wait_s);
             Some(e)
         }
-        meter::Verdict::Budget { which, until_ms } => {
+        meter::Verdict::Budget {
+            which, until_ms, ..
+        } => {
             let mut e = ApiError::new(
                 429,
                 "insufficient_quota",

@@ -183,10 +183,19 @@ fn client_config_errors_name_the_field() {
 fn refusals_are_openai_shaped_with_honest_retry_advice() {
     use meter::Verdict;
     let now = 1_000_000;
-    assert!(refusal(&Verdict::Go { lease: 1 }, now, "client `web`").is_none());
+    assert!(refusal(
+        &Verdict::Go {
+            lease: 1,
+            credit: None
+        },
+        now,
+        "client `web`"
+    )
+    .is_none());
     let e = refusal(
         &Verdict::Rate {
             until_ms: now + 2_001,
+            credits_open: false,
         },
         now,
         "client `web`",
@@ -200,6 +209,7 @@ fn refusals_are_openai_shaped_with_honest_retry_advice() {
     let budget = Verdict::Budget {
         which: "daily_tokens".into(),
         until_ms: now + 3_600_000,
+        credits_open: false,
     };
     let e = refusal(&budget, now, "user `u` of client `web`").unwrap();
     assert_eq!(

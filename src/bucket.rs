@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 pub mod credit;
-mod lease;
+pub(crate) mod lease;
 mod outcome;
 mod park;
 

@@ -7,7 +7,15 @@
 //! daily cap holds exactly. Spend is known only after an answer, so the monthly cap admits
 //! while the settled spend is under it: it can be passed by the requests in flight when it
 //! is reached, never by more.
+//!
+//! While a meter has ample room it hands the asking isolate a credit beside an admission
+//! (`bucket::credit`: admissions spent with no round trip, counted in the windows over the
+//! credit's whole life, each a quarter of the room left, in the day's tokens too), so a client
+//! with limits costs no awaited call per request either. None under a monthly spend cap: spend
+//! counts only once settled, and credits would widen what the requests in flight may pass it by.
 
+use crate::bucket::credit::{self, Credit};
+use crate::bucket::lease::{unsettled, unsettled_bit};
 use crate::bucket::Counters;
 use crate::calendar::{month_of_day, month_start_ms, DAY_MS};
 use crate::history::{Closed, History, Period};
@@ -68,11 +76,17 @@ pub enum Verdict {
     Go {
         /// The reservation to settle.
         lease: u64,
+        /// Admissions handed out ahead beside it, if asked and the meter has ample room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<Credit>,
     },
     /// Over the per-minute rate: room again at `until_ms`.
     Rate {
         /// Earliest time this request would fit.
         until_ms: u64,
+        /// Credits handed out are open (`Meter::credits_open`): not counted as a refusal here.
+        #[serde(default, skip_serializing_if = "is_false")]
+        credits_open: bool,
     },
     /// The day's tokens or the month's spend are used up until `until_ms` (the period's end).
     Budget {
@@ -80,6 +94,9 @@ pub enum Verdict {
         which: String,
         /// When the period ends.
         until_ms: u64,
+        /// As for `Rate`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        credits_open: bool,
     },
     /// The request alone is larger than the TPM or the daily token cap.
     TooLarge,
@@ -110,16 +127,56 @@ pub fn settle_wait_ms(spec: WindowSpec) -> u64 {
     spec.second_ms / 2
 }
 
-/// An open reservation.
+/// An open reservation: one request's, or a credit's admissions (ids from its lease on),
+/// settled one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Open {
     at_ms: u64,
+    /// Tokens each admission holds (the estimate until settled).
     tokens: u64,
     /// Dropped (its estimate kept) if never settled by then.
     expires_ms: u64,
+    /// Admissions in it: 1, or a credit's.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: u64,
+    /// Which are settled (bit i: lease + i).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    settled: u64,
+    /// A credit's: spendable until then (its span in the windows is `at_ms..=until`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credit_until_ms: Option<u64>,
 }
 
-/// Running totals, for the admin view.
+impl Open {
+    /// Admissions not settled yet.
+    fn unsettled(&self) -> u64 {
+        unsettled(self.count, self.settled)
+    }
+
+    /// Tokens it holds: each unsettled admission's estimate.
+    fn held_tokens(&self) -> u64 {
+        self.tokens.saturating_mul(self.unsettled())
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Running totals, for the admin view: a request admitted when the meter admits it, or, spent
+/// from a credit, when it settles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Totals {
@@ -133,6 +190,8 @@ pub struct Totals {
     pub tokens: u64,
     /// Spend settled, millionths of a USD.
     pub micro_usd: u64,
+    /// Of the admitted, those spent from credits (no call to the meter).
+    pub credited: u64,
 }
 
 impl Totals {
@@ -146,6 +205,7 @@ impl Totals {
             denied: self.over_budget,
             prompt_tokens: self.tokens,
             cost_micro_usd: self.micro_usd,
+            credited: self.credited,
             ..Counters::default()
         }
     }
@@ -181,88 +241,238 @@ pub struct MeterView {
     pub day_tokens: u64,
     /// Spend this month (UTC), settled.
     pub month_usd: f64,
-    /// Requests in flight.
+    /// Requests in flight (with the admissions of credits handed out and not yet spent).
     pub in_flight: u64,
     /// Since the meter was created or reset.
     pub totals: Totals,
 }
 
+/// What an admission asks: a request's estimated tokens, how long its reservation lasts
+/// unsettled, and the most admissions the asker would take ahead in a credit (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ask {
+    /// Estimated tokens.
+    pub est_tokens: u64,
+    /// Reservation lifetime.
+    pub ttl_ms: u64,
+    /// Most admissions of a credit handed out beside it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credit_max: u64,
+}
+
 impl Meter {
-    /// Admits a request of `est_tokens` now, or says why not.
+    /// Admits a request now (with a credit beside it when asked and the meter has ample
+    /// room), or says why not.
     pub fn admit(
         &mut self,
         now_ms: u64,
         limits: &MeterLimits,
         spec: WindowSpec,
-        est_tokens: u64,
-        ttl_ms: u64,
+        ask: Ask,
     ) -> Verdict {
         self.tidy(now_ms, spec);
+        if let Some(mut refusal) = self.refusal(now_ms, limits, spec, ask.est_tokens) {
+            let open = self.credits_open(now_ms);
+            match &mut refusal {
+                Verdict::Rate { credits_open, .. } | Verdict::Budget { credits_open, .. }
+                    if open =>
+                {
+                    *credits_open = true
+                }
+                Verdict::Rate { .. } => self.totals.rate_limited += 1,
+                Verdict::Budget { .. } => self.totals.over_budget += 1,
+                _ => {}
+            }
+            return refusal;
+        }
+        self.windows.reserve(now_ms, ask.est_tokens);
+        let lease = self.record(now_ms, ask.est_tokens, ask.ttl_ms, 1, None);
+        self.totals.admitted += 1;
+        let credit = self.grant(now_ms, limits, spec, ask);
+        Verdict::Go { lease, credit }
+    }
+
+    /// A credit asked ahead of need, beside no request (the asking isolate's is nearly spent),
+    /// on the terms of one beside an admission: a request of its size would be admitted now.
+    pub fn grant_ahead(
+        &mut self,
+        now_ms: u64,
+        limits: &MeterLimits,
+        spec: WindowSpec,
+        ask: Ask,
+    ) -> Option<Credit> {
+        self.tidy(now_ms, spec);
+        if self.refusal(now_ms, limits, spec, ask.est_tokens).is_some() {
+            return None;
+        }
+        self.grant(now_ms, limits, spec, ask)
+    }
+
+    /// Whether a credit handed out may still have admissions to spend: a request refused now
+    /// may then be served from one by the isolate holding it, so the refusal is counted only
+    /// when that isolate says it refused (`MeterOp::Refused`).
+    fn credits_open(&self, now_ms: u64) -> bool {
+        (self.open.iter())
+            .any(|(_, o)| o.credit_until_ms.is_some_and(|u| u >= now_ms) && o.unsettled() > 0)
+    }
+
+    /// A refusal an isolate gave (it held no credit to serve it from), counted.
+    pub fn refused(&mut self, over_budget: bool) {
+        match over_budget {
+            true => self.totals.over_budget += 1,
+            false => self.totals.rate_limited += 1,
+        }
+    }
+
+    /// Why a request of `est_tokens` may not go now, if it may not.
+    fn refusal(
+        &self,
+        now_ms: u64,
+        limits: &MeterLimits,
+        spec: WindowSpec,
+        est_tokens: u64,
+    ) -> Option<Verdict> {
         if limits.tpm.is_some_and(|t| est_tokens > t)
             || limits.daily_tokens.is_some_and(|d| est_tokens > d)
         {
-            return Verdict::TooLarge;
+            return Some(Verdict::TooLarge);
         }
         if let Some(cap) = limits.daily_tokens {
             if self.day_tokens().saturating_add(est_tokens) > cap {
-                self.totals.over_budget += 1;
-                return Verdict::Budget {
+                return Some(Verdict::Budget {
                     which: "daily_tokens".into(),
                     until_ms: (self.day.0 + 1).saturating_mul(DAY_MS),
-                };
+                    credits_open: false,
+                });
             }
         }
         if limits
             .monthly_micro_usd
             .is_some_and(|cap| self.month.1 >= cap)
         {
-            self.totals.over_budget += 1;
-            return Verdict::Budget {
+            return Some(Verdict::Budget {
                 which: "monthly_usd".into(),
                 until_ms: month_start_ms(self.month.0 + 1),
-            };
+                credits_open: false,
+            });
         }
         let window = limits.window_limits();
         match self
             .windows
             .earliest_start(now_ms, &window, spec, est_tokens, 0)
         {
-            Some(t) if t <= now_ms => {}
-            Some(t) => {
-                self.totals.rate_limited += 1;
-                return Verdict::Rate { until_ms: t };
-            }
-            None => return Verdict::TooLarge,
+            Some(t) if t <= now_ms => None,
+            Some(t) => Some(Verdict::Rate {
+                until_ms: t,
+                credits_open: false,
+            }),
+            None => Some(Verdict::TooLarge),
         }
-        self.windows.reserve(now_ms, est_tokens);
+    }
+
+    /// Hands out a credit of admissions of the ask's size, counted from now to its end: at
+    /// most `credit_max` and a quarter of the room every window and the day's tokens have left
+    /// once a request of that size is counted (`credit::size`). None under a monthly spend
+    /// cap, or when that leaves none.
+    fn grant(
+        &mut self,
+        now_ms: u64,
+        limits: &MeterLimits,
+        spec: WindowSpec,
+        ask: Ask,
+    ) -> Option<Credit> {
+        if limits.monthly_micro_usd.is_some() {
+            return None;
+        }
+        let tokens = ask.est_tokens;
+        let window = limits.window_limits();
+        let by_windows = credit::size(&self.windows, now_ms, &window, spec, tokens, ask.credit_max);
+        let by_day = limits.daily_tokens.map_or(u64::MAX, |cap| {
+            let counted = self.day_tokens().saturating_add(tokens);
+            credit::share_of(cap.saturating_sub(counted), tokens)
+        });
+        let count = by_windows.min(by_day);
+        if count == 0 {
+            return None;
+        }
+        let until_ms = now_ms.saturating_add(credit::life_ms(spec));
+        let ttl_ms = credit::life_ms(spec).saturating_add(ask.ttl_ms);
+        let first_lease = self.record(now_ms, tokens, ttl_ms, count, Some(until_ms));
+        self.windows.reserve_credit(
+            first_lease,
+            (now_ms, until_ms),
+            count,
+            tokens.saturating_mul(count),
+        );
+        Some(Credit {
+            first_lease,
+            count,
+            tokens,
+            until_ms,
+            late_ms: 0,
+            spent: 0,
+        })
+    }
+
+    /// Opens `count` leases (ids from the one returned) of `tokens` each at `at_ms`, for
+    /// `ttl_ms`; a credit's when `credit_until_ms`.
+    fn record(
+        &mut self,
+        at_ms: u64,
+        tokens: u64,
+        ttl_ms: u64,
+        count: u64,
+        credit_until_ms: Option<u64>,
+    ) -> u64 {
         let lease = self.next_lease;
-        self.next_lease += 1;
-        let expires_ms = now_ms.saturating_add(ttl_ms);
+        self.next_lease = self.next_lease.saturating_add(count);
         let open = Open {
-            at_ms: now_ms,
-            tokens: est_tokens,
-            expires_ms,
+            at_ms,
+            tokens,
+            expires_ms: at_ms.saturating_add(ttl_ms),
+            count,
+            settled: 0,
+            credit_until_ms,
         };
         self.open.push((lease, open));
-        self.totals.admitted += 1;
-        Verdict::Go { lease }
+        lease
     }
 
     /// Settles `lease` with what it really used (at most once; unknown leases are ignored).
+    /// A credit's admission never spent comes back as not sent.
     pub fn settle(&mut self, now_ms: u64, spec: WindowSpec, lease: u64, spent: Spent) {
         self.tidy(now_ms, spec);
-        let Some(i) = self.open.iter().position(|(l, _)| *l == lease) else {
+        let found = self
+            .open
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, (first, open))| {
+                let bit = unsettled_bit((*first, open.count), open.settled, lease)?;
+                open.settled |= bit;
+                Some((i, *first, *open))
+            });
+        let Some((i, first, open)) = found else {
             return;
         };
-        let (_, open) = self.open.remove(i);
+        if open.unsettled() == 0 {
+            self.open.remove(i);
+        }
+        let credit = open.credit_until_ms.map(|_| first);
         if !spent.sent {
-            self.windows.release(open.at_ms, open.tokens, None);
-            self.totals.admitted = self.totals.admitted.saturating_sub(1);
+            self.windows.release(open.at_ms, open.tokens, credit);
+            if credit.is_none() {
+                self.totals.admitted = self.totals.admitted.saturating_sub(1);
+            }
             return;
+        }
+        if credit.is_some() {
+            // A credit's admissions count as admitted once used.
+            self.totals.admitted += 1;
+            self.totals.credited += 1;
         }
         let tokens = spent.tokens.unwrap_or(open.tokens);
         self.windows
-            .reconcile(open.at_ms, open.tokens, None, tokens);
+            .reconcile(open.at_ms, open.tokens, credit, tokens);
         self.day.1 = self.day.1.saturating_add(tokens);
         self.month.1 = self.month.1.saturating_add(spent.micro_usd);
         self.totals.tokens = self.totals.tokens.saturating_add(tokens);
@@ -277,8 +487,16 @@ impl Meter {
             history: std::mem::take(&mut self.history),
             ..Meter::default()
         };
-        for (_, o) in &open {
-            self.windows.reserve(o.at_ms, o.tokens);
+        for (first, o) in &open {
+            match o.credit_until_ms {
+                Some(until) => {
+                    let span = (o.at_ms, until);
+                    let tokens = o.held_tokens();
+                    self.windows
+                        .reserve_credit(*first, span, o.unsettled(), tokens);
+                }
+                None => self.windows.reserve(o.at_ms, o.tokens),
+            }
         }
         self.open = open;
         self.tidy(now_ms, spec);
@@ -294,14 +512,14 @@ impl Meter {
             minute_tokens: minute.tokens,
             day_tokens: self.day_tokens(),
             month_usd: self.month.1 as f64 / 1e6,
-            in_flight: self.open.len() as u64,
+            in_flight: self.open.iter().map(|(_, o)| o.unsettled()).sum(),
             totals: self.totals,
         }
     }
 
     /// Settled tokens today plus the estimates in flight.
     fn day_tokens(&self) -> u64 {
-        let open: u64 = self.open.iter().map(|(_, o)| o.tokens).sum();
+        let open: u64 = self.open.iter().map(|(_, o)| o.held_tokens()).sum();
         self.day.1.saturating_add(open)
     }
 
@@ -317,7 +535,10 @@ impl Meter {
         }
         self.open.retain(|(_, o)| o.expires_ms > now_ms);
         self.windows.prune(now_ms, spec);
-        self.windows.compact(now_ms, spec, 0, &[]);
+        let credits: Vec<u64> = (self.open.iter())
+            .filter_map(|(first, o)| o.credit_until_ms.map(|_| *first))
+            .collect();
+        self.windows.compact(now_ms, spec, 0, &credits);
     }
 }
 
@@ -337,12 +558,15 @@ pub struct MeterCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MeterOp {
-    /// Admit a request of `est_tokens`; its reservation lapses after `ttl_ms` unsettled.
-    Admit {
-        /// Estimated tokens.
-        est_tokens: u64,
-        /// Reservation lifetime.
-        ttl_ms: u64,
+    /// Admit a request; its reservation lapses after `ttl_ms` unsettled.
+    Admit(Ask),
+    /// A credit ahead of need (`Meter::grant_ahead`), answered `Granted`.
+    Grant(Ask),
+    /// An isolate refused a request the meter left uncounted (`credits_open`): over a budget,
+    /// or over the rate.
+    Refused {
+        /// Over a budget (else the rate).
+        over_budget: bool,
     },
     /// What a request used.
     Settle {
@@ -372,6 +596,8 @@ pub enum MeterOp {
 pub enum MeterReply {
     /// To `Admit`.
     Verdict(Verdict),
+    /// To `Grant`: a credit, if the meter has ample room.
+    Granted(Option<Credit>),
     /// To `View`, `Reset` and `Settle`.
     View(MeterView),
     /// To `History`: (minute, rollup) and (day, rollup), oldest first.
@@ -408,8 +634,13 @@ impl Meter {
     fn answer(&mut self, now_ms: u64, call: &MeterCall) -> MeterReply {
         let (limits, spec) = (call.limits, call.spec);
         match &call.op {
-            MeterOp::Admit { est_tokens, ttl_ms } => {
-                MeterReply::Verdict(self.admit(now_ms, &limits, spec, *est_tokens, *ttl_ms))
+            MeterOp::Admit(ask) => MeterReply::Verdict(self.admit(now_ms, &limits, spec, *ask)),
+            MeterOp::Grant(ask) => {
+                MeterReply::Granted(self.grant_ahead(now_ms, &limits, spec, *ask))
+            }
+            MeterOp::Refused { over_budget } => {
+                self.refused(*over_budget);
+                MeterReply::View(self.view(now_ms, limits, spec))
             }
             MeterOp::Settle { lease, spent } => {
                 self.settle(now_ms, spec, *lease, *spent);

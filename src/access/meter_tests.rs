@@ -18,6 +18,14 @@ fn limits(rpm: Option<u64>, tpm: Option<u64>, daily: Option<u64>, usd: Option<u6
     }
 }
 
+fn ask(est_tokens: u64, ttl_ms: u64) -> Ask {
+    Ask {
+        est_tokens,
+        ttl_ms,
+        credit_max: 0,
+    }
+}
+
 fn served(tokens: u64, micro_usd: u64) -> Spent {
     Spent {
         tokens: Some(tokens),
@@ -35,17 +43,17 @@ fn rpm_refuses_with_the_time_room_returns_and_never_lets_more_in_a_minute() {
     let mut t = T0;
     for _ in 0..400 {
         t += rng.below(2_000);
-        match m.admit(t, &l, SPEC, 10, 60_000) {
-            Verdict::Go { lease } => {
+        match m.admit(t, &l, SPEC, ask(10, 60_000)) {
+            Verdict::Go { lease, .. } => {
                 admitted.push(t);
                 m.settle(t, SPEC, lease, served(10, 0));
             }
-            Verdict::Rate { until_ms } => {
+            Verdict::Rate { until_ms, .. } => {
                 assert!(until_ms > t);
                 // Room really returns then.
                 let mut probe = m.clone();
                 assert!(matches!(
-                    probe.admit(until_ms, &l, SPEC, 10, 60_000),
+                    probe.admit(until_ms, &l, SPEC, ask(10, 60_000)),
                     Verdict::Go { .. }
                 ));
             }
@@ -69,49 +77,50 @@ fn rpm_refuses_with_the_time_room_returns_and_never_lets_more_in_a_minute() {
 fn tpm_counts_what_requests_really_used() {
     let l = limits(None, Some(1_000), None, None);
     let mut m = Meter::default();
-    let Verdict::Go { lease } = m.admit(T0, &l, SPEC, 900, 60_000) else {
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(900, 60_000)) else {
         panic!()
     };
     assert!(matches!(
-        m.admit(T0, &l, SPEC, 200, 60_000),
+        m.admit(T0, &l, SPEC, ask(200, 60_000)),
         Verdict::Rate { .. }
     ));
     m.settle(T0 + 10, SPEC, lease, served(100, 0));
     assert!(matches!(
-        m.admit(T0 + 10, &l, SPEC, 800, 60_000),
+        m.admit(T0 + 10, &l, SPEC, ask(800, 60_000)),
         Verdict::Go { .. }
     ));
-    assert_eq!(m.admit(T0, &l, SPEC, 1_001, 60_000), Verdict::TooLarge);
+    assert_eq!(m.admit(T0, &l, SPEC, ask(1_001, 60_000)), Verdict::TooLarge);
 }
 
 #[test]
 fn the_daily_cap_counts_requests_in_flight_and_ends_at_utc_midnight() {
     let l = limits(None, None, Some(1_000), None);
     let mut m = Meter::default();
-    let Verdict::Go { lease } = m.admit(T0 + 5, &l, SPEC, 600, 600_000) else {
+    let Verdict::Go { lease, .. } = m.admit(T0 + 5, &l, SPEC, ask(600, 600_000)) else {
         panic!()
     };
     // In flight, the estimate counts: 600 + 600 > 1,000.
-    let refused = m.admit(T0 + 6, &l, SPEC, 600, 600_000);
+    let refused = m.admit(T0 + 6, &l, SPEC, ask(600, 600_000));
     assert_eq!(
         refused,
         Verdict::Budget {
             which: "daily_tokens".into(),
-            until_ms: T0 + DAY_MS
+            until_ms: T0 + DAY_MS,
+            credits_open: false,
         }
     );
     m.settle(T0 + 7, SPEC, lease, served(300, 0));
     assert!(matches!(
-        m.admit(T0 + 8, &l, SPEC, 600, 600_000),
+        m.admit(T0 + 8, &l, SPEC, ask(600, 600_000)),
         Verdict::Go { .. }
     ));
     assert!(matches!(
-        m.admit(T0 + 9, &l, SPEC, 200, 600_000),
+        m.admit(T0 + 9, &l, SPEC, ask(200, 600_000)),
         Verdict::Budget { .. }
     ));
     // A new day starts empty (the old day's reservations have expired by then).
     assert!(matches!(
-        m.admit(T0 + DAY_MS, &l, SPEC, 900, 600_000),
+        m.admit(T0 + DAY_MS, &l, SPEC, ask(900, 600_000)),
         Verdict::Go { .. }
     ));
 }
@@ -121,18 +130,21 @@ fn the_monthly_spend_cap_admits_while_settled_spend_is_under_it() {
     let l = limits(None, None, None, Some(1_000_000));
     let mut m = Meter::default();
     for _ in 0..3 {
-        let Verdict::Go { lease } = m.admit(T0, &l, SPEC, 10, 60_000) else {
+        let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(10, 60_000)) else {
             panic!()
         };
         m.settle(T0, SPEC, lease, served(10, 400_000));
     }
-    let Verdict::Budget { which, until_ms } = m.admit(T0, &l, SPEC, 10, 60_000) else {
+    let Verdict::Budget {
+        which, until_ms, ..
+    } = m.admit(T0, &l, SPEC, ask(10, 60_000))
+    else {
         panic!()
     };
     assert_eq!(which, "monthly_usd");
     assert_eq!(until_ms, T0 + DAY_MS); // 2026-12-01
     assert!(matches!(
-        m.admit(T0 + DAY_MS, &l, SPEC, 10, 60_000),
+        m.admit(T0 + DAY_MS, &l, SPEC, ask(10, 60_000)),
         Verdict::Go { .. }
     ));
     let view = m.view(T0 + DAY_MS, l, SPEC);
@@ -144,7 +156,7 @@ fn the_monthly_spend_cap_admits_while_settled_spend_is_under_it() {
 fn a_request_never_sent_gives_everything_back_and_settles_once() {
     let l = limits(Some(1), Some(100), Some(100), None);
     let mut m = Meter::default();
-    let Verdict::Go { lease } = m.admit(T0, &l, SPEC, 100, 60_000) else {
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(100, 60_000)) else {
         panic!()
     };
     let unsent = Spent {
@@ -154,7 +166,7 @@ fn a_request_never_sent_gives_everything_back_and_settles_once() {
     };
     m.settle(T0 + 1, SPEC, lease, unsent);
     m.settle(T0 + 1, SPEC, lease, served(100, 5));
-    let Verdict::Go { .. } = m.admit(T0 + 2, &l, SPEC, 100, 60_000) else {
+    let Verdict::Go { .. } = m.admit(T0 + 2, &l, SPEC, ask(100, 60_000)) else {
         panic!()
     };
     assert_eq!(m.view(T0 + 2, l, SPEC).totals.micro_usd, 0);
@@ -164,14 +176,14 @@ fn a_request_never_sent_gives_everything_back_and_settles_once() {
 fn reset_forgets_the_periods_but_keeps_requests_in_flight() {
     let l = limits(Some(2), None, Some(100), None);
     let mut m = Meter::default();
-    let Verdict::Go { lease } = m.admit(T0, &l, SPEC, 60, 60_000) else {
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(60, 60_000)) else {
         panic!()
     };
-    let Verdict::Go { .. } = m.admit(T0, &l, SPEC, 40, 60_000) else {
+    let Verdict::Go { .. } = m.admit(T0, &l, SPEC, ask(40, 60_000)) else {
         panic!()
     };
     assert!(matches!(
-        m.admit(T0, &l, SPEC, 1, 60_000),
+        m.admit(T0, &l, SPEC, ask(1, 60_000)),
         Verdict::Budget { .. }
     ));
     m.reset(T0 + 1, SPEC);
@@ -187,7 +199,7 @@ fn state_stays_small_at_any_rate() {
     let mut m = Meter::default();
     for i in 0..50_000u64 {
         let t = T0 + i * 3;
-        if let Verdict::Go { lease } = m.admit(t, &l, SPEC, 20, 60_000) {
+        if let Verdict::Go { lease, .. } = m.admit(t, &l, SPEC, ask(20, 60_000)) {
             m.settle(t, SPEC, lease, served(20, 1));
         }
     }
@@ -215,13 +227,10 @@ fn a_batch_of_settles_settles_each_once() {
         op,
     };
     let mut m = Meter::default();
-    let admit = || MeterOp::Admit {
-        est_tokens: 100,
-        ttl_ms: 60_000,
-    };
+    let admit = || MeterOp::Admit(ask(100, 60_000));
     let leases: Vec<u64> = (0..2)
         .map(|_| match m.apply(T0, &call(admit())) {
-            MeterReply::Verdict(Verdict::Go { lease }) => lease,
+            MeterReply::Verdict(Verdict::Go { lease, .. }) => lease,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -262,11 +271,8 @@ fn settles_ride_ahead_of_an_admission_which_answers_the_batch() {
         spec: SPEC,
         op,
     };
-    let admit = || MeterOp::Admit {
-        est_tokens: 100,
-        ttl_ms: 60_000,
-    };
-    let MeterReply::Verdict(Verdict::Go { lease }) = m.apply(T0, &call(admit())) else {
+    let admit = || MeterOp::Admit(ask(100, 60_000));
+    let MeterReply::Verdict(Verdict::Go { lease, .. }) = m.apply(T0, &call(admit())) else {
         panic!()
     };
     let settle = MeterOp::Settle {
@@ -297,4 +303,271 @@ fn only_a_sent_request_under_no_monthly_cap_may_wait_to_settle() {
         sent: false,
     };
     assert!(!settle_may_wait(&daily, &unsent));
+}
+
+/// Four isolates' credits against the truth: random arrivals, credits asked beside an
+/// admission and ahead of need, spends, unspent admissions given back or left to expire,
+/// requests served (never above their estimate) or never sent: no minute window ever holds
+/// more requests or tokens than the limits, nor any UTC day more tokens than its cap.
+#[test]
+fn credits_never_let_a_minute_or_a_day_exceed_its_limit() {
+    use crate::bucket::credit::tests::assert_within;
+    use crate::bucket::credit::{life_ms, Holding};
+    let mut rng = Lcg(11);
+    let mut granted = 0;
+    for case in 0..60 {
+        let pick = |rng: &mut Lcg, n: u64| (rng.below(4) > 0).then(|| 2 + rng.below(n));
+        let l = limits(
+            pick(&mut rng, 900),
+            pick(&mut rng, 90_000),
+            pick(&mut rng, 200_000),
+            None,
+        );
+        let mut m = Meter::default();
+        let mut held: Vec<Holding> = vec![Holding::default(); 4];
+        // Requests sent: (at, tokens used).
+        let mut sent: Vec<(u64, u64)> = Vec::new();
+        // Over a UTC midnight.
+        let mut now = T0 + DAY_MS - 90_000;
+        let busy = 1 + rng.below(400);
+        for _ in 0..2_000 {
+            now += rng.below(busy);
+            let est = 1 + rng.below(300);
+            let isolate = rng.below(4) as usize;
+            let Some(slot) = held.get_mut(isolate) else {
+                continue;
+            };
+            // An isolate that goes quiet leaves its credits to expire.
+            if rng.below(50) == 0 {
+                *slot = Holding::default();
+            }
+            let unsent = Spent {
+                tokens: None,
+                micro_usd: 0,
+                sent: false,
+            };
+            let (spent, unspent) = slot.spend(now, est);
+            for lease in unspent {
+                m.settle(now, SPEC, lease, unsent);
+            }
+            let wants = Ask {
+                est_tokens: est,
+                ttl_ms: 60_000,
+                credit_max: 16,
+            };
+            if slot.wants_next(now, life_ms(SPEC)) {
+                if let Some(c) = m.grant_ahead(now, &l, SPEC, wants) {
+                    granted += c.count;
+                    for lease in slot.keep(c) {
+                        m.settle(now, SPEC, lease, unsent);
+                    }
+                }
+            }
+            let lease = match spent {
+                Some((lease, _)) => Some(lease),
+                None => {
+                    let credit_max = if slot.is_empty() { 16 } else { 0 };
+                    match m.admit(
+                        now,
+                        &l,
+                        SPEC,
+                        Ask {
+                            credit_max,
+                            ..wants
+                        },
+                    ) {
+                        Verdict::Go { lease, credit } => {
+                            if let Some(c) = credit {
+                                granted += c.count;
+                                for lease in slot.keep(c) {
+                                    m.settle(now, SPEC, lease, unsent);
+                                }
+                            }
+                            Some(lease)
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            let Some(lease) = lease else { continue };
+            if rng.below(6) == 0 {
+                m.settle(now, SPEC, lease, unsent);
+            } else {
+                let used = rng.below(est + 1);
+                sent.push((now, used));
+                m.settle(now, SPEC, lease, served(used, 0));
+            }
+        }
+        let what = |w: &str| format!("case {case} {l:?}: {w}");
+        let requests: Vec<(u64, u64)> = sent.iter().map(|&(at, _)| (at, 1)).collect();
+        assert_within(&requests, SPEC.minute_ms, l.rpm, &what("rpm"));
+        assert_within(&sent, SPEC.minute_ms, l.tpm, &what("tpm"));
+        if let Some(cap) = l.daily_tokens {
+            for day in [T0 / DAY_MS, T0 / DAY_MS + 1] {
+                let used: u64 = (sent.iter().filter(|(at, _)| at / DAY_MS == day))
+                    .map(|&(_, k)| k)
+                    .sum();
+                assert!(used <= cap, "{}: {used} > {cap}", what("daily"));
+            }
+        }
+    }
+    assert!(granted > 2_000, "credits were handed out: {granted}");
+}
+
+#[test]
+fn credits_shrink_to_none_near_a_limit_and_never_come_under_a_monthly_cap() {
+    let wants = |est_tokens| Ask {
+        est_tokens,
+        ttl_ms: 60_000,
+        credit_max: 32,
+    };
+    let credit_of = |v: Verdict| match v {
+        Verdict::Go { credit, .. } => credit.map_or(0, |c| c.count),
+        other => panic!("{other:?}"),
+    };
+    // 100 rpm: a quarter of the 99 left, then a quarter of what that leaves, ...
+    let l = limits(Some(100), None, None, None);
+    let mut m = Meter::default();
+    let sizes: Vec<u64> = (0..12)
+        .map(|i| credit_of(m.admit(T0 + i, &l, SPEC, wants(10))))
+        .collect();
+    assert_eq!(sizes.first(), Some(&24));
+    assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+    assert_eq!(sizes.last(), Some(&0), "{sizes:?}");
+    // The day's tokens bound it too.
+    let l = limits(None, None, Some(1_000), None);
+    assert_eq!(
+        credit_of(Meter::default().admit(T0, &l, SPEC, wants(10))),
+        24
+    );
+    // A monthly spend cap: none, ever.
+    let l = limits(Some(1_000), None, None, Some(5_000_000));
+    let mut m = Meter::default();
+    assert_eq!(credit_of(m.admit(T0, &l, SPEC, wants(10))), 0);
+    assert_eq!(m.grant_ahead(T0, &l, SPEC, wants(10)), None);
+}
+
+#[test]
+fn a_credit_counts_in_the_windows_and_the_day_until_its_admissions_settle_or_come_back() {
+    let l = limits(Some(1_000), None, Some(100_000), None);
+    let ask = Ask {
+        est_tokens: 100,
+        ttl_ms: 60_000,
+        credit_max: 8,
+    };
+    let mut m = Meter::default();
+    let Verdict::Go {
+        lease,
+        credit: Some(c),
+    } = m.admit(T0, &l, SPEC, ask)
+    else {
+        panic!()
+    };
+    assert_eq!((c.first_lease, c.count, c.tokens), (lease + 1, 8, 100));
+    let v = m.view(T0 + 1, l, SPEC);
+    assert_eq!((v.minute_requests, v.day_tokens, v.in_flight), (9, 900, 9));
+    // Admitted: the request asked for; a credit's admissions once used.
+    assert_eq!(v.totals.admitted, 1);
+    // One spent and served with 30 tokens, settled twice (the second is ignored); one given
+    // back; the rest left to expire.
+    m.settle(T0 + 2, SPEC, c.first_lease, served(30, 0));
+    m.settle(T0 + 2, SPEC, c.first_lease, served(30, 0));
+    let unsent = Spent {
+        tokens: None,
+        micro_usd: 0,
+        sent: false,
+    };
+    m.settle(T0 + 3, SPEC, c.first_lease + 1, unsent);
+    let v = m.view(T0 + 4, l, SPEC);
+    assert_eq!((v.minute_requests, v.in_flight), (8, 7));
+    assert_eq!(v.day_tokens, 30 + 7 * 100);
+    assert_eq!((v.totals.admitted, v.totals.tokens), (2, 30));
+    assert_eq!(v.totals.credited, 1);
+    // After the credit's life and the reservation's ttl, the record is gone from the day's
+    // count (its estimates stay in the minute windows until they leave them).
+    let later = T0 + credit::life_ms(SPEC) + 60_001;
+    assert_eq!(m.view(later, l, SPEC).in_flight, 0);
+    assert_eq!(m.view(later, l, SPEC).day_tokens, 30);
+    // The state survives its stored form.
+    let back: Meter = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn calls_and_state_written_before_credits_still_read() {
+    let admit: MeterOp = serde_json::from_str(r#"{"admit":{"est_tokens":5,"ttl_ms":10}}"#).unwrap();
+    assert_eq!(admit, MeterOp::Admit(ask(5, 10)));
+    let go: Verdict = serde_json::from_str(r#"{"go":{"lease":4}}"#).unwrap();
+    assert_eq!(
+        go,
+        Verdict::Go {
+            lease: 4,
+            credit: None
+        }
+    );
+    let stored = r#"{"open":[[3,{"at_ms":1,"tokens":2,"expires_ms":90000}]],"next_lease":4}"#;
+    let mut m: Meter = serde_json::from_str(stored).unwrap();
+    let l = limits(None, None, Some(100), None);
+    assert_eq!(m.view(5, l, SPEC).in_flight, 1);
+    m.settle(6, SPEC, 3, served(2, 0));
+    assert_eq!(m.view(7, l, SPEC).in_flight, 0);
+}
+
+#[test]
+fn a_refusal_while_credits_are_open_is_counted_by_the_isolate_that_gives_it() {
+    let l = limits(Some(10), None, None, None);
+    let wants = Ask {
+        est_tokens: 10,
+        ttl_ms: 60_000,
+        credit_max: 8,
+    };
+    let mut m = Meter::default();
+    let Verdict::Go {
+        credit: Some(c), ..
+    } = m.admit(T0, &l, SPEC, wants)
+    else {
+        panic!()
+    };
+    assert_eq!(c.count, 2);
+    // Fill the minute without credits, then one more: refused, not counted, flagged.
+    let plain = Ask {
+        credit_max: 0,
+        ..wants
+    };
+    for i in 1..8 {
+        assert!(matches!(
+            m.admit(T0 + i, &l, SPEC, plain),
+            Verdict::Go { .. }
+        ));
+    }
+    let refused = m.admit(T0 + 9, &l, SPEC, plain);
+    assert!(
+        matches!(
+            refused,
+            Verdict::Rate {
+                credits_open: true,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(m.view(T0 + 9, l, SPEC).totals.rate_limited, 0);
+    // The isolate holding the credit served it from there: nothing to count. Another had
+    // none and refused: it says so.
+    m.refused(false);
+    assert_eq!(m.view(T0 + 9, l, SPEC).totals.rate_limited, 1);
+    // Once the credit's life is over, refusals count at once again.
+    let after = c.until_ms + 1;
+    let late = m.admit(after, &l, SPEC, plain);
+    assert!(
+        matches!(
+            late,
+            Verdict::Rate {
+                credits_open: false,
+                ..
+            }
+        ),
+        "{late:?}"
+    );
+    assert_eq!(m.view(after, l, SPEC).totals.rate_limited, 2);
 }

@@ -99,11 +99,15 @@ pub fn size(
                 r.saturating_sub(used.requests.saturating_add(1)) / ROOM_SHARE
             });
             let by_tokens = cap.tokens.map_or(u64::MAX, |k| {
-                let room = k.saturating_sub(used.tokens.saturating_add(tokens));
-                room / ROOM_SHARE.saturating_mul(tokens.max(1))
+                share_of(k.saturating_sub(used.tokens.saturating_add(tokens)), tokens)
             });
             n.min(by_requests).min(by_tokens)
         })
+}
+
+/// Admissions of `tokens` each that one credit may take of `room` tokens left (a quarter).
+pub fn share_of(room: u64, tokens: u64) -> u64 {
+    room / ROOM_SHARE.saturating_mul(tokens.max(1))
 }
 
 /// The credits one isolate holds for one bucket: the one being spent and, asked for ahead
@@ -166,4 +170,4 @@ impl Holding {
 
 #[cfg(test)]
 #[path = "credit_tests.rs"]
-mod tests;
+pub(crate) mod tests;

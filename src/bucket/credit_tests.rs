@@ -10,7 +10,7 @@ const SPEC: WindowSpec = WindowSpec {
 };
 
 /// Every window of `window_ms` ending at any ms holds at most `limit` of the sends' weights.
-fn assert_within(sends: &[(u64, u64)], window_ms: u64, limit: Option<u64>, what: &str) {
+pub(crate) fn assert_within(sends: &[(u64, u64)], window_ms: u64, limit: Option<u64>, what: &str) {
     let Some(limit) = limit else { return };
     let mut sorted = sends.to_vec();
     sorted.sort();

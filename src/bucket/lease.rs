@@ -1,4 +1,4 @@
-//! A bucket's record of admissions not yet settled: one lease, or a credit's admissions with a bit each.
+//! A bucket's record of admissions not yet settled: one lease, or a credit's admissions with a bit each (the bits shared with meters).
 
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +47,25 @@ impl Lease {
 
     /// The bit of `lease` in `settled`, if the record holds it unsettled.
     pub(super) fn bit(&self, lease: u64) -> Option<u64> {
-        let i = lease.checked_sub(self.id).filter(|&i| i < self.count)?;
-        let bit = 1u64.checked_shl(u32::try_from(i).ok()?)?;
-        (self.settled & bit == 0).then_some(bit)
+        unsettled_bit((self.id, self.count), self.settled, lease)
     }
 
     /// Leases of the record not settled yet.
     pub(super) fn open(&self) -> u64 {
-        self.count
-            .saturating_sub(u64::from(self.settled.count_ones()))
+        unsettled(self.count, self.settled)
     }
+}
+
+/// The bit of `lease` among the `count` leases from `first` (bit i: lease `first + i`), if it
+/// is not set in `settled`: how a record of a credit's admissions (a bucket's or a meter's)
+/// settles each once.
+pub(crate) fn unsettled_bit((first, count): (u64, u64), settled: u64, lease: u64) -> Option<u64> {
+    let i = lease.checked_sub(first).filter(|&i| i < count)?;
+    let bit = 1u64.checked_shl(u32::try_from(i).ok()?)?;
+    (settled & bit == 0).then_some(bit)
+}
+
+/// How many of `count` leases are not settled.
+pub(crate) fn unsettled(count: u64, settled: u64) -> u64 {
+    count.saturating_sub(u64::from(settled.count_ones()))
 }

@@ -3,18 +3,19 @@
 //! I/O only: every decision is made by the pure modules (planner, classify, bucket, pricing);
 //! this loop asks buckets, sleeps, sends, and reports back.
 
-use crate::access::Identity;
+use crate::access::{meter, Identity};
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, ModelRoute, Price};
 use crate::glue::bucket::Bucket;
+use crate::glue::credits::{self, Of};
 use crate::glue::hold::{self, Background, Client, Held};
 use crate::glue::log::{Ending, Trail};
 use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
-use crate::glue::{body, cache, credits, log, respond};
+use crate::glue::{body, cache, log, respond};
 use crate::openai::{ApiError, ChatRequest};
 use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
@@ -194,8 +195,11 @@ async fn plan_and_send(
         ctx,
         env,
         MeterRef::of(identity, config),
-        est_tokens,
-        ask.lease_ttl_ms,
+        meter::Ask {
+            est_tokens,
+            ttl_ms: ask.lease_ttl_ms,
+            credit_max: 0,
+        },
         request_id,
     );
     // Keys (secret names) refused so far, per account: what the buckets said, and what we saw.
@@ -232,14 +236,17 @@ async fn plan_and_send(
                 let bucket = Bucket::of(&candidate.c, config);
                 let left = deadline_at.saturating_sub(now_ms());
                 let now = now_ms();
-                let spend = credits::spend(&bucket.name, now, est_tokens);
+                let spend = credits::spend(Of::Bucket, &bucket.name, now, est_tokens);
                 background.give_back(&bucket, spend.unspent);
                 let life_ms = credit::life_ms(bucket.spec);
-                if spend.spent.is_some() && credits::claim_next(&bucket.name, now, life_ms) {
+                if spend.spent.is_some()
+                    && credits::claim_next(Of::Bucket, &bucket.name, now, life_ms)
+                {
                     background.ask_ahead(&bucket, ask);
                 }
-                let credit =
-                    bucket.credit_max > 0 && spend.spent.is_none() && credits::claim(&bucket.name);
+                let credit = bucket.credit_max > 0
+                    && spend.spent.is_none()
+                    && credits::claim(Of::Bucket, &bucket.name);
                 let op = Op::Acquire(AcquireRequest {
                     max_wait_ms,
                     credit,
@@ -265,7 +272,7 @@ async fn plan_and_send(
                     None => {
                         let reply = bucket.call(env, op, left).await;
                         if credit {
-                            credits::answered(&bucket.name);
+                            credits::answered(Of::Bucket, &bucket.name);
                         }
                         reply
                     }
@@ -292,6 +299,7 @@ async fn plan_and_send(
                                 cache::free(&bucket.name);
                                 if let Some(credit) = credit {
                                     let replaced = credits::keep(
+                                        Of::Bucket,
                                         &bucket.name,
                                         credit.clone(),
                                         refused_keys.clone(),
@@ -454,7 +462,7 @@ async fn plan_and_send(
                 // decides again, one admission at a time.
                 if !matches!(outcome, Outcome::KeyRefused { .. }) {
                     let pushed_back = Bucket::of(&c, config);
-                    let unspent = credits::drop(&pushed_back.name);
+                    let unspent = credits::drop(Of::Bucket, &pushed_back.name);
                     background.give_back(&pushed_back, unspent);
                 }
                 if !matches!(outcome, Outcome::KeyRefused { .. }) {

@@ -1,43 +1,67 @@
-//! The admission credits this isolate holds per bucket (`credit::Holding`: the one being spent
-//! and the next, asked for ahead), spent with no round trip.
+//! The admission credits this isolate holds per bucket and per meter (`credit::Holding`: the
+//! one being spent and the next, asked for ahead), spent with no round trip.
 
 use crate::bucket::credit::{Credit, Holding};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-/// The credits of a bucket, with the keys (secret names) its bucket had seen refused, and since.
+/// Whose credits: a bucket's (by bucket name) or a meter's (by meter name). Kept apart, so a
+/// bucket and a meter of the same name never share them.
+#[derive(Debug, Clone, Copy)]
+pub enum Of {
+    /// A bucket.
+    Bucket,
+    /// A client's or a user's meter.
+    Meter,
+}
+
+/// The credits of a bucket or meter, with the keys (secret names) a bucket had seen refused.
 struct Held {
     holding: Holding,
     refused_keys: Vec<String>,
 }
 
+/// Credits held, and the names a request of this isolate is asking a credit of right now.
+#[derive(Default)]
+struct Table {
+    held: HashMap<String, Held>,
+    asking: HashSet<String>,
+}
+
 thread_local! {
-    static HELD: RefCell<HashMap<String, Held>> = RefCell::new(HashMap::new());
-    /// Buckets a request of this isolate is asking for a credit right now.
-    static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    static TABLES: RefCell<(Table, Table)> = RefCell::default();
 }
 
-/// Claims the one ask for a credit of the bucket beside a request: true when this isolate
-/// holds none and no other request is asking. `answered` ends the claim.
-pub fn claim(bucket: &str) -> bool {
-    let held = HELD.with(|held| held.borrow().contains_key(bucket));
-    !held && ASKING.with(|asking| asking.borrow_mut().insert(bucket.to_string()))
+fn with<R>(of: Of, f: impl FnOnce(&mut Table) -> R) -> R {
+    TABLES.with(|tables| {
+        let mut tables = tables.borrow_mut();
+        f(match of {
+            Of::Bucket => &mut tables.0,
+            Of::Meter => &mut tables.1,
+        })
+    })
 }
 
-/// Claims the one ask for the bucket's next credit, ahead of need: true when the credit held
-/// is running low (`Holding::wants_next`) and no other request is asking. `answered` ends it.
-pub fn claim_next(bucket: &str, now_ms: u64, life_ms: u64) -> bool {
-    let low = HELD.with(|held| {
-        held.borrow()
-            .get(bucket)
-            .is_some_and(|h| h.holding.wants_next(now_ms, life_ms))
-    });
-    low && ASKING.with(|asking| asking.borrow_mut().insert(bucket.to_string()))
+/// Claims the one ask for a credit beside a request: true when this isolate holds none of
+/// `name` and no other request is asking. `answered` ends the claim.
+pub fn claim(of: Of, name: &str) -> bool {
+    with(of, |t| {
+        !t.held.contains_key(name) && t.asking.insert(name.to_string())
+    })
+}
+
+/// Claims the one ask for the next credit, ahead of need: true when the credit held is
+/// running low (`Holding::wants_next`) and no other request is asking. `answered` ends it.
+pub fn claim_next(of: Of, name: &str, now_ms: u64, life_ms: u64) -> bool {
+    with(of, |t| {
+        let low = (t.held.get(name)).is_some_and(|h| h.holding.wants_next(now_ms, life_ms));
+        low && t.asking.insert(name.to_string())
+    })
 }
 
 /// The ask claimed by `claim` or `claim_next` is answered (or failed).
-pub fn answered(bucket: &str) {
-    ASKING.with(|asking| asking.borrow_mut().remove(bucket));
+pub fn answered(of: Of, name: &str) {
+    with(of, |t| t.asking.remove(name));
 }
 
 /// What spending asked: the lease and how late its send may leave, if a credit had one;
@@ -48,21 +72,20 @@ pub struct Spend {
     pub spent: Option<(u64, u64)>,
     /// Keys (secret names) the bucket's account refused.
     pub refused_keys: Vec<String>,
-    /// Leases to give back to the bucket.
+    /// Leases to give back.
     pub unspent: Vec<u64>,
 }
 
-/// Spends one admission of the bucket's credits for a request of `tokens`, if one is held.
-pub fn spend(bucket: &str, now_ms: u64, tokens: u64) -> Spend {
-    HELD.with(|held| {
-        let mut held = held.borrow_mut();
-        let Some(h) = held.get_mut(bucket) else {
+/// Spends one admission of the credits held for a request of `tokens`, if one is held.
+pub fn spend(of: Of, name: &str, now_ms: u64, tokens: u64) -> Spend {
+    with(of, |t| {
+        let Some(h) = t.held.get_mut(name) else {
             return Spend::default();
         };
         let (spent, unspent) = h.holding.spend(now_ms, tokens);
         let refused_keys = h.refused_keys.clone();
         if h.holding.is_empty() {
-            held.remove(bucket);
+            t.held.remove(name);
         }
         Spend {
             spent,
@@ -72,12 +95,11 @@ pub fn spend(bucket: &str, now_ms: u64, tokens: u64) -> Spend {
     })
 }
 
-/// Keeps a new credit for the bucket (after the one being spent, if any); returns the leases
-/// of one it displaces, unspent.
-pub fn keep(bucket: &str, credit: Credit, refused_keys: Vec<String>) -> Vec<u64> {
-    HELD.with(|held| {
-        let mut held = held.borrow_mut();
-        let h = held.entry(bucket.to_string()).or_insert_with(|| Held {
+/// Keeps a new credit (after the one being spent, if any); returns the leases of one it
+/// displaces, unspent.
+pub fn keep(of: Of, name: &str, credit: Credit, refused_keys: Vec<String>) -> Vec<u64> {
+    with(of, |t| {
+        let h = t.held.entry(name.to_string()).or_insert_with(|| Held {
             holding: Holding::default(),
             refused_keys: Vec::new(),
         });
@@ -88,18 +110,17 @@ pub fn keep(bucket: &str, credit: Credit, refused_keys: Vec<String>) -> Vec<u64>
 
 /// Notes a key the bucket's account refused, for the rest of its credits.
 pub fn refuse(bucket: &str, key: &str) {
-    HELD.with(|held| {
-        if let Some(h) = held.borrow_mut().get_mut(bucket) {
+    with(Of::Bucket, |t| {
+        if let Some(h) = t.held.get_mut(bucket) {
             h.refused_keys.push(key.to_string());
         }
     })
 }
 
-/// Drops the bucket's credits (the upstream pushed back); returns their unspent leases.
-pub fn drop(bucket: &str) -> Vec<u64> {
-    HELD.with(|held| {
-        held.borrow_mut()
-            .remove(bucket)
+/// Drops the credits held (the upstream pushed back); returns their unspent leases.
+pub fn drop(of: Of, name: &str) -> Vec<u64> {
+    with(of, |t| {
+        (t.held.remove(name))
             .map(|mut old| old.holding.drop_all())
             .unwrap_or_default()
     })

@@ -6,7 +6,8 @@
 
 use crate::bucket::{credit, AcquireRequest, SettleOutcome};
 use crate::glue::bucket::Bucket;
-use crate::glue::{credits, log, settles};
+use crate::glue::credits::{self, Of};
+use crate::glue::{log, settles};
 use crate::openai::ApiError;
 use crate::protocol::{Op, Reply};
 use futures_channel::oneshot;
@@ -257,12 +258,12 @@ impl Background<'_> {
         self.ctx.wait_until(async move {
             let op = settles::with_riders(&bucket.name, op);
             let reply = bucket.call(&env, op, bucket.timeout_ms).await;
-            credits::answered(&bucket.name);
+            credits::answered(Of::Bucket, &bucket.name);
             let displaced = match reply {
                 Ok(Reply::Granted {
                     credit: Some(credit),
                     refused_keys,
-                }) => credits::keep(&bucket.name, credit, refused_keys),
+                }) => credits::keep(Of::Bucket, &bucket.name, credit, refused_keys),
                 Ok(_) => return,
                 Err(error) => {
                     let fields = json!({"bucket": bucket.name, "op": "grant", "error": error});

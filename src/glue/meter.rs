@@ -1,12 +1,14 @@
 //! The meter Durable Object (one per client, one per user of a client) and the calls to it:
-//! a request is admitted by its meters in parallel with its bucket, and settled with what it
-//! really used and cost.
+//! a request is admitted by its meters (from a credit the isolate holds, or asked in parallel
+//! with its bucket), and settled with what it really used and cost.
 
 use crate::access::meter::{
-    self, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
+    self, Ask, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
 };
 use crate::access::{self, Identity};
+use crate::bucket::credit;
 use crate::config::Config;
+use crate::glue::credits::{self, Of};
 use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
@@ -35,6 +37,8 @@ pub struct MeterRef {
     limits: MeterLimits,
     spec: WindowSpec,
     timeout_ms: u64,
+    /// Most admissions of a credit it may hand this isolate (0: each is asked for).
+    credit_max: u64,
 }
 
 impl MeterRef {
@@ -54,6 +58,7 @@ impl MeterRef {
             limits,
             spec: config.window_spec(),
             timeout_ms: config.bucket_timeout_ms,
+            credit_max: config.admission_credits,
         }
     }
 
@@ -93,6 +98,13 @@ impl MeterRef {
         }
     }
 
+    /// Gives a credit's unspent admissions back (as requests never sent), if any.
+    async fn give_back(&self, env: &Env, leases: Vec<u64>, request_id: &str) {
+        if let Some(op) = give_back(leases) {
+            settles::send_meter(env, self, op, request_id).await;
+        }
+    }
+
     /// Sends one call; `Err` says what failed.
     pub async fn call(&self, env: &Env, op: MeterOp) -> std::result::Result<MeterReply, String> {
         let call = MeterCall {
@@ -107,6 +119,19 @@ impl MeterRef {
         };
         objects::call(env, to, &call, self.timeout_ms).await
     }
+}
+
+/// The call giving back a credit's unspent admissions (as requests never sent), if any.
+fn give_back(leases: Vec<u64>) -> Option<MeterOp> {
+    let unsent = |lease| MeterOp::Settle {
+        lease,
+        spent: Spent {
+            tokens: None,
+            micro_usd: 0,
+            sent: false,
+        },
+    };
+    (!leases.is_empty()).then(|| MeterOp::Batch(leases.into_iter().map(unsent).collect()))
 }
 
 /// The leases a request holds on its meters, settled once.
@@ -139,17 +164,70 @@ async fn settle_one(env: &Env, held: Option<&(MeterRef, u64)>, spent: Spent, req
     }
 }
 
+/// Asks one meter to admit a request, and for a credit beside it when this isolate holds
+/// none and no other request is asking.
 async fn ask_one(
     env: &Env,
     meter: Option<&MeterRef>,
-    est_tokens: u64,
-    ttl_ms: u64,
+    ask: Ask,
 ) -> Option<std::result::Result<MeterReply, String>> {
     let meter = meter?;
+    let claimed = meter.credit_max > 0 && credits::claim(Of::Meter, &meter.name);
+    let credit_max = if claimed { meter.credit_max } else { 0 };
     // The settles waiting for this meter ride ahead of the admission.
-    let admit = MeterOp::Admit { est_tokens, ttl_ms };
+    let admit = MeterOp::Admit(Ask { credit_max, ..ask });
     let op = settles::meter_with_riders(&meter.name, admit);
-    Some(meter.call(env, op).await)
+    let reply = meter.call(env, op).await;
+    if claimed {
+        credits::answered(Of::Meter, &meter.name);
+    }
+    Some(reply)
+}
+
+/// Spends an admission of a credit held for the meter, if one is (no round trip), giving
+/// back what ended unspent and asking for the next credit ahead when this one runs low.
+fn spend_credit(
+    ctx: &Context,
+    env: &Env,
+    meter: &MeterRef,
+    ask: Ask,
+    request_id: &str,
+) -> Option<u64> {
+    if meter.credit_max == 0 {
+        return None;
+    }
+    let now = Date::now().as_millis();
+    let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
+    let life_ms = credit::life_ms(meter.spec);
+    let ask_ahead =
+        spend.spent.is_some() && credits::claim_next(Of::Meter, &meter.name, now, life_ms);
+    if let Some(op) = give_back(spend.unspent) {
+        // Rides in front of this isolate's next call to the meter (an ask made beside this
+        // request included: tasks start in the order they are made), so the room it holds
+        // is free before that call is judged.
+        let (env, meter, request_id) = (env.clone(), meter.clone(), request_id.to_string());
+        let within_ms = meter::settle_wait_ms(meter.spec);
+        ctx.wait_until(async move {
+            settles::send_meter_later(&env, &meter, op, &request_id, within_ms).await;
+        });
+    }
+    if ask_ahead {
+        let (env, meter, request_id) = (env.clone(), meter.clone(), request_id.to_string());
+        ctx.wait_until(async move {
+            let grant = MeterOp::Grant(Ask {
+                credit_max: meter.credit_max,
+                ..ask
+            });
+            let op = settles::meter_with_riders(&meter.name, grant);
+            let reply = meter.call(&env, op).await;
+            credits::answered(Of::Meter, &meter.name);
+            if let Ok(MeterReply::Granted(Some(credit))) = reply {
+                let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
+                meter.give_back(&env, displaced, &request_id).await;
+            }
+        });
+    }
+    spend.spent.map(|(lease, _)| lease)
 }
 
 /// One request's metering: its meters are asked in the background while the request finds
@@ -163,13 +241,13 @@ pub struct Metering {
 }
 
 impl Metering {
-    /// Starts asking the identity's meters (none: nothing to ask, nothing to wait for).
+    /// Starts the identity's metering: each meter's admission spent from a credit held, or
+    /// asked (none: nothing to ask, nothing to wait for).
     pub fn start(
         ctx: &Context,
         env: &Env,
         meters: Vec<MeterRef>,
-        est_tokens: u64,
-        ttl_ms: u64,
+        ask: Ask,
         request_id: &str,
     ) -> Metering {
         let metered = Rc::new(Metered::default());
@@ -182,16 +260,31 @@ impl Metering {
                 _done: None,
             };
         }
-        let (verdict_tx, verdict) = oneshot::channel();
+        let mut to_ask = Vec::new();
+        for meter in meters {
+            match spend_credit(ctx, env, &meter, ask, request_id) {
+                Some(lease) => metered.0.borrow_mut().push((meter, lease)),
+                None => to_ask.push(meter),
+            }
+        }
+        let (verdict_tx, verdict) = match to_ask.is_empty() {
+            true => (None, None),
+            false => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
         let (done, ended) = oneshot::channel::<()>();
         let (env, request_id) = (env.clone(), request_id.to_string());
         let (held, was_sent) = (metered.clone(), sent.clone());
         ctx.wait_until(async move {
-            let answer = admit(&env, meters, est_tokens, ttl_ms, &request_id).await;
-            let answer = answer.map(|admitted| {
-                held.0.borrow_mut().extend(admitted.0.take());
-            });
-            let _ = verdict_tx.send(answer);
+            if let Some(verdict_tx) = verdict_tx {
+                let (answer, then) = admit(&env, to_ask, ask, &held, &request_id).await;
+                let _ = verdict_tx.send(answer);
+                for (meter, op) in then {
+                    settles::send_meter(&env, &meter, op, &request_id).await;
+                }
+            }
             let _ = ended.await;
             // Left over: the request ended without an answer to bill.
             let spent = Spent {
@@ -202,7 +295,7 @@ impl Metering {
             held.settle(&env, spent, &request_id).await;
         });
         Metering {
-            verdict: Some(verdict),
+            verdict,
             metered,
             sent,
             _done: Some(done),
@@ -238,28 +331,50 @@ impl Metering {
     }
 }
 
-/// Asks every meter at once. Ok: the leases to settle. Err: the first refusal (or 503 when
-/// a meter did not answer), after giving back what the others admitted.
-pub async fn admit(
+/// Asks the meters at once, adding their leases to `admitted` (which may hold leases spent
+/// from credits) and keeping the credits they hand out. A refusal while credits are open is
+/// served from one if this isolate now holds it (a concurrent request's ask brought it), else
+/// counted at the meter. Ok: admitted. Err: the first refusal (or 503 when a meter did not
+/// answer), after giving back everything admitted. Also the calls to send once answered:
+/// credits' unspent admissions to give back, refusals to count.
+async fn admit(
     env: &Env,
     meters: Vec<MeterRef>,
-    est_tokens: u64,
-    ttl_ms: u64,
+    ask: Ask,
+    admitted: &Metered,
     request_id: &str,
-) -> std::result::Result<Metered, ApiError> {
+) -> (std::result::Result<(), ApiError>, Vec<(MeterRef, MeterOp)>) {
     // At most two, asked at once: the client's and the user's.
-    let ask = |meter| ask_one(env, meter, est_tokens, ttl_ms);
-    let (first, second) = join(ask(meters.first()), ask(meters.get(1))).await;
+    let asking = |meter| ask_one(env, meter, ask);
+    let (first, second) = join(asking(meters.first()), asking(meters.get(1))).await;
     let replies = first.into_iter().chain(second);
     let now = Date::now().as_millis();
-    let admitted = Metered::default();
     let mut refused = None;
+    let mut then = Vec::new();
     for (meter, reply) in meters.into_iter().zip(replies) {
         match reply {
-            Ok(MeterReply::Verdict(Verdict::Go { lease })) => {
+            Ok(MeterReply::Verdict(Verdict::Go { lease, credit })) => {
+                if let Some(credit) = credit {
+                    let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
+                    then.extend(give_back(displaced).map(|op| (meter.clone(), op)));
+                }
                 admitted.0.borrow_mut().push((meter, lease));
             }
             Ok(MeterReply::Verdict(verdict)) => {
+                let over_budget = match verdict {
+                    Verdict::Rate { credits_open, .. } => credits_open.then_some(false),
+                    Verdict::Budget { credits_open, .. } => credits_open.then_some(true),
+                    _ => None,
+                };
+                if let Some(over_budget) = over_budget {
+                    let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
+                    then.extend(give_back(spend.unspent).map(|op| (meter.clone(), op)));
+                    if let Some((lease, _)) = spend.spent {
+                        admitted.0.borrow_mut().push((meter, lease));
+                        continue;
+                    }
+                    then.push((meter.clone(), MeterOp::Refused { over_budget }));
+                }
                 refused = refused.or_else(|| access::refusal(&verdict, now, &meter.whose));
             }
             other => {
@@ -279,18 +394,16 @@ pub async fn admit(
             }
         }
     }
-    match refused {
-        None => Ok(admitted),
-        Some(e) => {
-            let unsent = Spent {
-                tokens: None,
-                micro_usd: 0,
-                sent: false,
-            };
-            admitted.settle(env, unsent, request_id).await;
-            Err(e)
-        }
-    }
+    let Some(e) = refused else {
+        return (Ok(()), then);
+    };
+    let unsent = Spent {
+        tokens: None,
+        micro_usd: 0,
+        sent: false,
+    };
+    admitted.settle(env, unsent, request_id).await;
+    (Err(e), then)
 }
 
 /// The admin view of a client's (or one user's) meter; `reset` clears its period counters first.
@@ -304,6 +417,8 @@ pub async fn admin(
     let meter =
         MeterRef::named(config, client, user).ok_or_else(|| ApiError::client_not_found(client))?;
     let op = if reset { MeterOp::Reset } else { MeterOp::View };
+    // What waits in this isolate to settle with the meter goes first: the view counts it.
+    let op = settles::meter_with_riders(&meter.name, op);
     let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
         let e = ApiError::store_unavailable(&format!(
             "The meter of {} did not answer in time",

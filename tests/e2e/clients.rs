@@ -19,6 +19,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "client_limits_hold_under_100_concurrent_from_several_clients",
             |c| Box::pin(limits_under_load(c)),
         ),
+        (
+            "a_client_with_room_is_admitted_from_credits_and_held_exactly_at_its_limit",
+            |c| Box::pin(credits_then_limit(c)),
+        ),
         ("user_tokens_meter_each_user_and_bad_tokens_say_why", |c| {
             Box::pin(user_tokens(c))
         }),
@@ -212,6 +216,57 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
     // An operator's reset gives app-b its budget back at once.
     admin(&ctx, "app-b", true).await;
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
+}
+
+/// app-a (20 a compressed minute) first with room: one request at a time, most admitted from
+/// a credit its meter handed the isolate, no call to the meter; then a burst takes it past its
+/// limit in the same minute: exactly the rest is served, the meter's counts and the
+/// simulator's agree.
+async fn credits_then_limit(ctx: Arc<Ctx>) {
+    admin(&ctx, "app-a", true).await;
+    let served_before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let reply = call(&ctx, APP_A_KEY, "client-test").await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+    }
+    let calm = admin(&ctx, "app-a", false).await;
+    assert_eq!(stat(&calm, &["usage", "totals", "admitted"]), 10, "{calm}");
+    let credited = stat(&calm, &["usage", "totals", "credited"]);
+    assert!(
+        credited >= 1,
+        "no request was admitted from a credit: {calm}"
+    );
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { call(&ctx, APP_A_KEY, "client-test").await })
+        })
+        .collect();
+    let mut ok = 0;
+    for reply in burst {
+        let reply = reply.await.unwrap();
+        match reply.status {
+            200 => ok += 1,
+            _ => assert_eq!(reply.assert_error(429)["code"], "rate_limit_exceeded"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed.as_millis() < 3_000,
+        "took {elapsed:?}: the counts below assume one window"
+    );
+    assert_eq!(ok, 10, "the burst got exactly the minute's rest");
+    let full = admin(&ctx, "app-a", false).await;
+    assert_eq!(stat(&full, &["usage", "totals", "admitted"]), 20, "{full}");
+    assert_eq!(
+        stat(&full, &["usage", "totals", "rate_limited"]),
+        10,
+        "{full}"
+    );
+    let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]) - served_before;
+    assert_eq!(served, 20, "the simulator served what the meter admitted");
+    eprintln!("    {credited} of the first 10 admitted from credits");
 }
 
 async fn user_tokens(ctx: Arc<Ctx>) {
