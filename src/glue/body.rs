@@ -12,7 +12,7 @@ use crate::openai::ApiError;
 use futures_util::StreamExt;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{ByteStream, Context, Request, Response};
+use worker::{ByteStream, Context, Request};
 
 /// Most bytes of a refused body drained in the background (beyond it the connection may reset).
 const DRAIN_LIMIT_BYTES: u64 = 64 << 20;
@@ -48,13 +48,8 @@ pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8
     Ok(body)
 }
 
-/// A response's whole body (an object's reply).
-pub async fn whole(resp: Response) -> worker::Result<Vec<u8>> {
-    whole_raw(&worker::web_sys::Response::from(resp)).await
-}
-
-/// The runtime's response's whole body (an upstream's answer).
-pub async fn whole_raw(resp: &worker::web_sys::Response) -> worker::Result<Vec<u8>> {
+/// The whole body of the runtime's response (an upstream's answer, an object's reply).
+pub async fn whole(resp: &worker::web_sys::Response) -> worker::Result<Vec<u8>> {
     let buffer = JsFuture::from(resp.array_buffer()?).await?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }

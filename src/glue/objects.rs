@@ -7,7 +7,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::time::Duration;
-use worker::{Delay, Env, Method, Request, RequestInit, Result, SqlStorage, State};
+use worker::js_sys;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::{DurableObject, DurableObjectNamespace};
+use worker::{web_sys, Delay, Env, Result, SqlStorage, State};
 
 /// Where a call goes: the namespace binding, the object's name and its placement hint.
 pub struct Object<'a> {
@@ -28,25 +32,24 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
     timeout_ms: u64,
 ) -> std::result::Result<R, String> {
     let exchange = async {
-        let namespace = env.durable_object(to.binding)?;
-        let id = namespace.id_from_name(to.name)?;
-        let stub = match to.location_hint {
-            Some(hint) => id.get_stub_with_location_hint(hint)?,
-            None => id.get_stub()?,
-        };
+        // The runtime's stub and Request, called directly: the worker crate's wrappers cost
+        // several calls into the runtime and a copy of the reply per call.
         let body =
             serde_json::to_string(call).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init("https://object/", &init)?;
-        let resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(&body));
+        let req = web_sys::Request::new_with_str_and_init("https://object/", &init)?;
+        let resp: web_sys::Response = JsFuture::from(stub(env, &to)?.fetch_with_request(&req)?)
+            .await?
+            .dyn_into()?;
+        if resp.status() != 200 {
             return Err(worker::Error::RustError(format!(
                 "status {}",
-                resp.status_code()
+                resp.status()
             )));
         }
-        let body = crate::glue::body::whole(resp).await?;
+        let body = crate::glue::body::whole(&resp).await?;
         serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))
     };
     let timer = Delay::from(Duration::from_millis(timeout_ms.max(1)));
@@ -56,6 +59,24 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
         Either::Left((Err(e), _)) => Err(e.to_string()),
         Either::Right(_) => Err("timed out".to_string()),
     }
+}
+
+/// The stub of the object `to` names (`getByName`, with its placement hint).
+fn stub(env: &Env, to: &Object<'_>) -> worker::Result<DurableObject> {
+    let namespace = js_sys::Reflect::get(env, &JsValue::from_str(to.binding))?;
+    if namespace.is_undefined() {
+        return Err(format!("binding {} is not set", to.binding).into());
+    }
+    let namespace: DurableObjectNamespace = namespace.unchecked_into();
+    let stub = match to.location_hint {
+        None => namespace.get_by_name(to.name)?,
+        Some(hint) => {
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &"locationHint".into(), &hint.into())?;
+            namespace.get_by_name_with_options(to.name, &options)?
+        }
+    };
+    Ok(stub)
 }
 
 /// An object's state as one JSON row in its SQLite storage, written only when it changed.

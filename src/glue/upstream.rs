@@ -103,7 +103,7 @@ pub async fn send(
             true => Vec::new(),
             false => Headers(answer_headers).entries().collect(),
         };
-        let body = crate::glue::body::whole_raw(&resp).await?;
+        let body = crate::glue::body::whole(&resp).await?;
         let sent = if served {
             Sent::Whole { status, body }
         } else {
