@@ -285,8 +285,8 @@ pub struct Config {
     /// Longest wait for a bucket Durable Object's answer before rotating away from it.
     #[serde(default = "default_bucket_timeout_ms")]
     pub bucket_timeout_ms: u64,
-    /// Most admissions a bucket hands an isolate ahead while it has ample room, spent with no
-    /// round trip (0: every admission asks the bucket).
+    /// Most admissions a bucket or a client's meter hands an isolate ahead while it has ample
+    /// room, spent with no round trip (0: every admission asks).
     #[serde(default = "default_admission_credits")]
     pub admission_credits: u64,
     /// Client apps by id, each with its own key or tokens, limits and origins (besides the

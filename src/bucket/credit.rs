@@ -1,4 +1,4 @@
-//! Admission credits: admissions a bucket hands an isolate ahead, spent with no round trip while the bucket has ample room.
+//! Admission credits: admissions a bucket (or a client's meter) hands an isolate ahead, spent with no round trip while it has ample room.
 //!
 //! A credit of n admissions of up to `tokens` each is counted in the bucket's windows from the
 //! moment it is granted, over its whole life (an admission may be spent any time in it), so the
@@ -158,7 +158,8 @@ impl Holding {
         self.0.is_empty()
     }
 
-    fn drop_ended(&mut self, now_ms: u64) -> Vec<u64> {
+    /// Drops the credits that have ended (spent out or past their life); their unspent leases.
+    pub fn drop_ended(&mut self, now_ms: u64) -> Vec<u64> {
         let mut unspent = Vec::new();
         while let Some(first) = self.0.first().filter(|c| c.done(now_ms)) {
             unspent.extend(first.unspent());

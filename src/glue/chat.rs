@@ -305,6 +305,7 @@ async fn plan_and_send(
                                         refused_keys.clone(),
                                     );
                                     background.give_back(&bucket, replaced);
+                                    background.return_at_end(&bucket, credit.until_ms);
                                 }
                                 let late = late_ms.saturating_add(config.window_margin_ms);
                                 let from_credit = spend.spent.is_some();

@@ -4,6 +4,8 @@
 use crate::bucket::credit::{Credit, Holding};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use worker::{Date, Delay};
 
 /// Whose credits: a bucket's (by bucket name) or a meter's (by meter name). Kept apart, so a
 /// bucket and a meter of the same name never share them.
@@ -123,5 +125,24 @@ pub fn drop(of: Of, name: &str) -> Vec<u64> {
         (t.held.remove(name))
             .map(|mut old| old.holding.drop_all())
             .unwrap_or_default()
+    })
+}
+
+/// Waits out the life of a credit kept for `name` (`until_ms`), then takes the unspent leases
+/// of its credits that have ended, to give back: a credit's unused room returns at its end,
+/// not when the isolate next spends (never, if it goes quiet).
+pub async fn ended_after(of: Of, name: &str, until_ms: u64) -> Vec<u64> {
+    let left_ms = until_ms.saturating_sub(Date::now().as_millis());
+    Delay::from(Duration::from_millis(left_ms.saturating_add(1))).await;
+    let now_ms = Date::now().as_millis();
+    with(of, |t| {
+        let Some(h) = t.held.get_mut(name) else {
+            return Vec::new();
+        };
+        let unspent = h.holding.drop_ended(now_ms);
+        if h.holding.is_empty() {
+            t.held.remove(name);
+        }
+        unspent
     })
 }

@@ -259,11 +259,15 @@ impl Background<'_> {
             let op = settles::with_riders(&bucket.name, op);
             let reply = bucket.call(&env, op, bucket.timeout_ms).await;
             credits::answered(Of::Bucket, &bucket.name);
-            let displaced = match reply {
+            let (displaced, until_ms) = match reply {
                 Ok(Reply::Granted {
                     credit: Some(credit),
                     refused_keys,
-                }) => credits::keep(Of::Bucket, &bucket.name, credit, refused_keys),
+                }) => {
+                    let until_ms = credit.until_ms;
+                    let kept = credits::keep(Of::Bucket, &bucket.name, credit, refused_keys);
+                    (kept, until_ms)
+                }
                 Ok(_) => return,
                 Err(error) => {
                     let fields = json!({"bucket": bucket.name, "op": "grant", "error": error});
@@ -275,6 +279,17 @@ impl Background<'_> {
                 let op = Op::Return { leases: displaced };
                 settles::send(&env, &bucket, op, &request_id).await;
             }
+            return_at_end(&env, &bucket, until_ms, &request_id).await;
+        });
+    }
+
+    /// Gives back, at the end of the credit just kept (`until_ms`), what it left unspent.
+    pub fn return_at_end(&self, bucket: &Bucket, until_ms: u64) {
+        let env = self.env.clone();
+        let request_id = self.request_id.to_string();
+        let bucket = bucket.clone();
+        self.ctx.wait_until(async move {
+            return_at_end(&env, &bucket, until_ms, &request_id).await;
         });
     }
 
@@ -300,5 +315,14 @@ impl Background<'_> {
             Some("client_closed_request"),
             "The client closed the connection before the answer.".to_string(),
         )
+    }
+}
+
+/// At the end of a credit of `bucket` (`until_ms`), gives back what its ended credits left
+/// unspent.
+async fn return_at_end(env: &Env, bucket: &Bucket, until_ms: u64, request_id: &str) {
+    let leases = credits::ended_after(Of::Bucket, &bucket.name, until_ms).await;
+    if !leases.is_empty() {
+        settles::send(env, bucket, Op::Return { leases }, request_id).await;
     }
 }

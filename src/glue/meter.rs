@@ -105,6 +105,13 @@ impl MeterRef {
         }
     }
 
+    /// At the end of a credit it handed out (`until_ms`), gives back what its ended credits
+    /// left unspent.
+    async fn return_at_end(&self, env: &Env, until_ms: u64, request_id: &str) {
+        let leases = credits::ended_after(Of::Meter, &self.name, until_ms).await;
+        self.give_back(env, leases, request_id).await;
+    }
+
     /// Sends one call; `Err` says what failed.
     pub async fn call(&self, env: &Env, op: MeterOp) -> std::result::Result<MeterReply, String> {
         let call = MeterCall {
@@ -222,8 +229,10 @@ fn spend_credit(
             let reply = meter.call(&env, op).await;
             credits::answered(Of::Meter, &meter.name);
             if let Ok(MeterReply::Granted(Some(credit))) = reply {
+                let until_ms = credit.until_ms;
                 let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
                 meter.give_back(&env, displaced, &request_id).await;
+                meter.return_at_end(&env, until_ms, &request_id).await;
             }
         });
     }
@@ -278,21 +287,31 @@ impl Metering {
         let (env, request_id) = (env.clone(), request_id.to_string());
         let (held, was_sent) = (metered.clone(), sent.clone());
         ctx.wait_until(async move {
+            let mut kept = Vec::new();
             if let Some(verdict_tx) = verdict_tx {
-                let (answer, then) = admit(&env, to_ask, ask, &held, &request_id).await;
+                let (answer, then, credits) = admit(&env, to_ask, ask, &held, &request_id).await;
+                kept = credits;
                 let _ = verdict_tx.send(answer);
                 for (meter, op) in then {
                     settles::send_meter(&env, &meter, op, &request_id).await;
                 }
             }
-            let _ = ended.await;
-            // Left over: the request ended without an answer to bill.
-            let spent = Spent {
-                tokens: Some(0),
-                micro_usd: 0,
-                sent: was_sent.get(),
+            let credits_end = async {
+                for (meter, until_ms) in &kept {
+                    meter.return_at_end(&env, *until_ms, &request_id).await;
+                }
             };
-            held.settle(&env, spent, &request_id).await;
+            let request_end = async {
+                let _ = ended.await;
+                // Left over: the request ended without an answer to bill.
+                let spent = Spent {
+                    tokens: Some(0),
+                    micro_usd: 0,
+                    sent: was_sent.get(),
+                };
+                held.settle(&env, spent, &request_id).await;
+            };
+            join(credits_end, request_end).await;
         });
         Metering {
             verdict,
@@ -335,15 +354,20 @@ impl Metering {
 /// from credits) and keeping the credits they hand out. A refusal while credits are open is
 /// served from one if this isolate now holds it (a concurrent request's ask brought it), else
 /// counted at the meter. Ok: admitted. Err: the first refusal (or 503 when a meter did not
-/// answer), after giving back everything admitted. Also the calls to send once answered:
-/// credits' unspent admissions to give back, refusals to count.
+/// answer), after giving back everything admitted. Also the calls to send once answered
+/// (credits' unspent admissions to give back, refusals to count) and the credits kept, with
+/// their ends.
 async fn admit(
     env: &Env,
     meters: Vec<MeterRef>,
     ask: Ask,
     admitted: &Metered,
     request_id: &str,
-) -> (std::result::Result<(), ApiError>, Vec<(MeterRef, MeterOp)>) {
+) -> (
+    std::result::Result<(), ApiError>,
+    Vec<(MeterRef, MeterOp)>,
+    Vec<(MeterRef, u64)>,
+) {
     // At most two, asked at once: the client's and the user's.
     let asking = |meter| ask_one(env, meter, ask);
     let (first, second) = join(asking(meters.first()), asking(meters.get(1))).await;
@@ -351,10 +375,12 @@ async fn admit(
     let now = Date::now().as_millis();
     let mut refused = None;
     let mut then = Vec::new();
+    let mut kept = Vec::new();
     for (meter, reply) in meters.into_iter().zip(replies) {
         match reply {
             Ok(MeterReply::Verdict(Verdict::Go { lease, credit })) => {
                 if let Some(credit) = credit {
+                    kept.push((meter.clone(), credit.until_ms));
                     let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
                     then.extend(give_back(displaced).map(|op| (meter.clone(), op)));
                 }
@@ -395,7 +421,7 @@ async fn admit(
         }
     }
     let Some(e) = refused else {
-        return (Ok(()), then);
+        return (Ok(()), then, kept);
     };
     let unsent = Spent {
         tokens: None,
@@ -403,7 +429,7 @@ async fn admit(
         sent: false,
     };
     admitted.settle(env, unsent, request_id).await;
-    (Err(e), then)
+    (Err(e), then, kept)
 }
 
 /// The admin view of a client's (or one user's) meter; `reset` clears its period counters first.
