@@ -74,9 +74,10 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "slow start off: it never waits. Admission credits at the default (32): the bucket hands the "
         "isolate up to 32 admissions ahead, spent with no round trip to its Durable Object.")
     add("- \"gateway, client with limits\": the credits-on gateway called with the key of a client that has "
-        "limits of its own (`clients.bench-app`, rpm 100,000,000): its client meter's Durable Object admits "
-        "and settles each of its requests too, asked while the request finds its bucket (issue 10). Same "
-        "bucket as \"gateway\"; it gets no push.")
+        "limits of its own (`clients.bench-app`, rpm 100,000,000): its client meter admits it too, from a "
+        "credit its Durable Object handed the isolate (as the bucket does), else asked while the request "
+        "finds its bucket; settles ride with the meter's next call. Same bucket as \"gateway\"; it gets "
+        "no push.")
     add("- \"gateway, credits off\": the same gateway with `\"admission_credits\": 0` (every request asks "
         "the bucket's Durable Object), in a second `workerd serve` of the same template (its own bucket; "
         "its floor idle), measured in the same rounds. It gets no push.")
