@@ -226,7 +226,22 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
     admin(&ctx, "app-a", true).await;
     let served_before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
     let started = std::time::Instant::now();
-    for i in 0..10 {
+    // The first request brings a credit; left unspent, its room comes back at the credit's end
+    // (a compressed 25 ms), not when its reservations lapse (seconds).
+    assert_eq!(call(&ctx, APP_A_KEY, "client-test").await.status, 200);
+    let returned = crate::support::eventually(1, || {
+        let ctx = ctx.clone();
+        async move {
+            let usage = admin(&ctx, "app-a", false).await["usage"].clone();
+            stat(&usage, &["in_flight"]) == 0 && stat(&usage, &["minute_requests"]) == 1
+        }
+    })
+    .await;
+    assert!(
+        returned,
+        "the credit's unspent admissions came back at its end"
+    );
+    for i in 1..10 {
         let reply = call(&ctx, APP_A_KEY, "client-test").await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
     }
