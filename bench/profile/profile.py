@@ -113,6 +113,9 @@ def main() -> int:
     ap.add_argument("-c", "--concurrency", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--credits", type=int,
+                    help="the gateway's admission_credits (0: every request asks its bucket, as on a "
+                         "dashscope upstream); default: the gateway's own")
     ap.add_argument("--out", type=Path, help="where to keep the .cpuprofile (opens in Chrome DevTools)")
     args = ap.parse_args()
 
@@ -120,7 +123,7 @@ def main() -> int:
     work = args.work
     try:
         _, sim_url = start_sim(sim_config(), work)
-        capnp = write_config(work, args.bundle, sim_url, gateway_config(sim_url))
+        capnp = write_config(work, args.bundle, sim_url, gateway_config(sim_url, credits=args.credits))
         inspector = free_port()
         _, ports = start_workerd(find_workerd(), work, capnp,
                                  extra_args=[f"--inspector-addr=127.0.0.1:{inspector}"])
