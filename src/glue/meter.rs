@@ -354,7 +354,7 @@ impl Metering {
 /// from credits) and keeping the credits they hand out. A refusal while credits are open is
 /// served from one if this isolate now holds it (a concurrent request's ask brought it), else
 /// counted at the meter. Ok: admitted. Err: the first refusal (or 503 when a meter did not
-/// answer), after giving back everything admitted. Also the calls to send once answered
+/// answer); what the others admitted goes back when the request's metering ends. Also the calls to send once answered
 /// (credits' unspent admissions to give back, refusals to count) and the credits kept, with
 /// their ends.
 async fn admit(
@@ -420,16 +420,12 @@ async fn admit(
             }
         }
     }
-    let Some(e) = refused else {
-        return (Ok(()), then, kept);
-    };
-    let unsent = Spent {
-        tokens: None,
-        micro_usd: 0,
-        sent: false,
-    };
-    admitted.settle(env, unsent, request_id).await;
-    (Err(e), then, kept)
+    // A refused request gives back what the others admitted when its metering ends, right
+    // after this answer (never sent): the refusal does not wait for it.
+    match refused {
+        None => (Ok(()), then, kept),
+        Some(e) => (Err(e), then, kept),
+    }
 }
 
 /// The admin view of a client's (or one user's) meter; `reset` clears its period counters first.

@@ -252,6 +252,11 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
         credited >= 1,
         "no request was admitted from a credit: {calm}"
     );
+    // The calm requests' background work (settles, credits returned at their end) is over
+    // before the burst: wrangler dev's proxy reuses connections its worker closes as that work
+    // ends, and answers requests sent on them with its own 503 ("Your worker restarted
+    // mid-request"), which the worker never sees (support.rs, `fresh_gateway`).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let burst: Vec<_> = (0..20)
         .map(|_| {
             let ctx = ctx.clone();
@@ -260,7 +265,12 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
         .collect();
     let mut ok = 0;
     for reply in burst {
-        let reply = reply.await.unwrap();
+        let mut reply = reply.await.unwrap();
+        if reply.status == 503 && reply.text.contains("restarted mid-request") {
+            // That proxy 503, once in a while: the request again (if the worker did see the
+            // first, the meter counted it, and the exact counts below still hold).
+            reply = call(&ctx, APP_A_KEY, "client-test").await;
+        }
         match reply.status {
             200 => ok += 1,
             _ => assert_eq!(reply.assert_error(429)["code"], "rate_limit_exceeded"),
