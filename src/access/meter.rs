@@ -102,6 +102,22 @@ pub enum Verdict {
     TooLarge,
 }
 
+impl Verdict {
+    /// A refusal the meter left uncounted (`credits_open`): whether it is over a budget (else
+    /// the rate), for the isolate to count (`MeterOp::Refused`) if it does refuse.
+    pub fn uncounted(&self) -> Option<bool> {
+        match self {
+            Verdict::Rate {
+                credits_open: true, ..
+            } => Some(false),
+            Verdict::Budget {
+                credits_open: true, ..
+            } => Some(true),
+            _ => None,
+        }
+    }
+}
+
 /// What one request really used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spent {
@@ -279,8 +295,8 @@ impl Meter {
                 {
                     *credits_open = true
                 }
-                Verdict::Rate { .. } => self.totals.rate_limited += 1,
-                Verdict::Budget { .. } => self.totals.over_budget += 1,
+                Verdict::Rate { .. } => self.refused(false),
+                Verdict::Budget { .. } => self.refused(true),
                 _ => {}
             }
             return refusal;

@@ -552,6 +552,7 @@ fn a_refusal_while_credits_are_open_is_counted_by_the_isolate_that_gives_it() {
         "{refused:?}"
     );
     assert_eq!(m.view(T0 + 9, l, SPEC).totals.rate_limited, 0);
+    assert_eq!(refused.uncounted(), Some(false));
     // The isolate holding the credit served it from there: nothing to count. Another had
     // none and refused: it says so.
     m.refused(false);
@@ -570,4 +571,5 @@ fn a_refusal_while_credits_are_open_is_counted_by_the_isolate_that_gives_it() {
         "{late:?}"
     );
     assert_eq!(m.view(after, l, SPEC).totals.rate_limited, 2);
+    assert_eq!(late.uncounted(), None);
 }

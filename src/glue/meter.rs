@@ -387,12 +387,7 @@ async fn admit(
                 admitted.0.borrow_mut().push((meter, lease));
             }
             Ok(MeterReply::Verdict(verdict)) => {
-                let over_budget = match verdict {
-                    Verdict::Rate { credits_open, .. } => credits_open.then_some(false),
-                    Verdict::Budget { credits_open, .. } => credits_open.then_some(true),
-                    _ => None,
-                };
-                if let Some(over_budget) = over_budget {
+                if let Some(over_budget) = verdict.uncounted() {
                     let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
                     then.extend(give_back(spend.unspent).map(|op| (meter.clone(), op)));
                     if let Some((lease, _)) = spend.spent {
