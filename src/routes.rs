@@ -132,6 +132,16 @@ fn client_path(rest: &str) -> Option<Route> {
     })
 }
 
+/// The path of a URL the runtime serialised (a request's `url`): from the first `/` after the
+/// host up to the query or fragment (which the runtime percent-encodes inside the path).
+pub fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme
+        .find('/')
+        .map_or("/", |i| after_scheme.split_at(i).1);
+    path.split(['?', '#']).next().unwrap_or("/")
+}
+
 /// The value of query parameter `name` in `url` (form-decoded: `+` is a space), if present.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
@@ -165,6 +175,28 @@ pub fn allowed_methods(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_of_a_serialised_url() {
+        let cases = [
+            (
+                "https://gw.example/v1/chat/completions",
+                "/v1/chat/completions",
+            ),
+            (
+                "http://127.0.0.1:8787/admin/report?days=3#x",
+                "/admin/report",
+            ),
+            ("https://gw.example", "/"),
+            ("https://gw.example?x=1", "/"),
+            ("https://gw.example/", "/"),
+            ("https://user:pw@gw.example/a%3Fb/c", "/a%3Fb/c"),
+            ("/healthz?probe", "/healthz"),
+        ];
+        for (url, path) in cases {
+            assert_eq!(path_of(url), path, "{url}");
+        }
+    }
 
     #[test]
     fn routes_known_paths() {

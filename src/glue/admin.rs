@@ -14,7 +14,7 @@ use crate::protocol::{Op, Reply};
 use crate::report;
 use crate::routes;
 use futures_util::future::join_all;
-use worker::{Date, Env, Headers, Request, Response};
+use worker::{web_sys, Date, Env, Headers, Response};
 
 /// Every configured bucket with its live view (None: its object did not answer in time),
 /// asked all at once.
@@ -90,10 +90,13 @@ pub async fn metrics(env: &Env, config: &Config) -> Result<Response, ApiError> {
 /// `GET /admin/report?account=&model=&days=` (default 7, at most 90): one bucket's daily
 /// evidence; or `?client=[&user=]&days=`: one client's (or user's) daily usage. JSON, or CSV
 /// with `format=csv` or `Accept: text/csv`.
-pub async fn report(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
-    // The raw URL, not `req.url()`: parsing it into a `Url` pulls in IDNA tables (about
-    // 100 KB of gzip wasm).
-    let url = req.inner().url();
+pub async fn report(
+    req: &web_sys::Request,
+    env: &Env,
+    config: &Config,
+) -> Result<Response, ApiError> {
+    // The raw URL, not a parsed `Url`: parsing pulls in IDNA tables (about 100 KB of gzip wasm).
+    let url = req.url();
     let param = |name: &str| routes::query_param(&url, name);
     let days = match param("days").as_deref().map(str::parse::<u64>) {
         None => 7,

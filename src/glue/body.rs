@@ -11,14 +11,15 @@
 use crate::openai::ApiError;
 use futures_util::StreamExt;
 use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{ByteStream, Context, Request};
+use worker::{web_sys, ByteStream, Context, Request};
 
 /// Most bytes of a refused body drained in the background (beyond it the connection may reset).
 const DRAIN_LIMIT_BYTES: u64 = 64 << 20;
 
 /// The whole body, at most `limit` bytes.
-pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8>, ApiError> {
+pub async fn read(req: &web_sys::Request, ctx: &Context, limit: u64) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get("content-length")
@@ -28,10 +29,14 @@ pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8
     let unreadable = || ApiError::invalid_request("The request body could not be read.", None);
     if declared.is_some_and(|n| n <= limit) {
         // The runtime holds the body to its declared length.
-        return req.bytes().await.map_err(|_| unreadable());
+        let buffer = req.array_buffer().map_err(|_| unreadable())?;
+        return buffered(buffer).await.map_err(|_| unreadable());
     }
-    // No body at all reads as empty, which the JSON parser then refuses with a clear 400.
-    let Ok(mut stream) = req.stream() else {
+    // No body at all reads as empty, which the JSON parser then refuses with a clear 400. A
+    // body of unknown length is rare (chunked uploads): read through the worker crate's stream.
+    // (`web_sys::Request::clone` is the runtime's `clone()`: the handle is copied as a JsValue.)
+    let handle: web_sys::Request = JsValue::clone(req.as_ref()).unchecked_into();
+    let Ok(mut stream) = Request::from(handle).stream() else {
         return Ok(Vec::new());
     };
     if declared.is_some() {
@@ -49,8 +54,13 @@ pub async fn read(req: &mut Request, ctx: &Context, limit: u64) -> Result<Vec<u8
 }
 
 /// The whole body of the runtime's response (an upstream's answer, an object's reply).
-pub async fn whole(resp: &worker::web_sys::Response) -> worker::Result<Vec<u8>> {
-    let buffer = JsFuture::from(resp.array_buffer()?).await?;
+pub async fn whole(resp: &web_sys::Response) -> worker::Result<Vec<u8>> {
+    buffered(resp.array_buffer()?).await
+}
+
+/// The bytes of an `arrayBuffer()` promise, copied into Rust.
+async fn buffered(buffer: worker::js_sys::Promise) -> worker::Result<Vec<u8>> {
+    let buffer = JsFuture::from(buffer).await?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 

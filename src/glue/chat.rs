@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
-use worker::{Context, Date, Delay, Env, Headers, Request, Response};
+use worker::{web_sys, Context, Date, Delay, Env, Headers, Response};
 
 /// How late a send reached the upstream relative to its slot, as its round trip tells: the
 /// estimate the bucket's spread is measured from, and the most it can have been.
@@ -84,7 +84,7 @@ impl Choice for Cand<'_> {
 /// Serves one chat completion, streamed or not, and logs it as one `request` line (a served
 /// answer's line is written when its usage is known: a stream's at its end).
 pub async fn complete(
-    req: Request,
+    req: web_sys::Request,
     env: &Env,
     ctx: &Context,
     config: &Config,
@@ -111,7 +111,7 @@ pub async fn complete(
 }
 
 async fn plan_and_send(
-    mut req: Request,
+    req: web_sys::Request,
     env: &Env,
     ctx: &Context,
     config: &Config,
@@ -120,7 +120,7 @@ async fn plan_and_send(
     trail: &Rc<RefCell<Trail>>,
 ) -> Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
-    let bytes = body::read(&mut req, ctx, config.max_body_bytes)
+    let bytes = body::read(&req, ctx, config.max_body_bytes)
         .await
         .map_err(plain)?;
     let mut chat = ChatRequest::parse(&bytes, config.max_messages).map_err(plain)?;
@@ -137,11 +137,7 @@ async fn plan_and_send(
         return Err(plain(identity.model_refused(&chat.model)));
     }
     let allow_fallback = !matches!(
-        req.headers()
-            .get(NO_FALLBACK_HEADER)
-            .ok()
-            .flatten()
-            .as_deref(),
+        respond::header(&req, NO_FALLBACK_HEADER).as_deref(),
         Some("none" | "off" | "false" | "0")
     );
 

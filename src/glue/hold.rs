@@ -18,7 +18,7 @@ use std::rc::Rc;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{AbortController, AbortSignal};
-use worker::{Context, Env, Request};
+use worker::{web_sys, Context, Env};
 
 /// The client's side of the connection (needs the `enable_request_signal` compatibility flag).
 #[derive(Clone)]
@@ -29,8 +29,8 @@ pub struct Client {
 
 impl Client {
     /// Watches the client of `req`.
-    pub fn of(req: &Request) -> Client {
-        let signal = req.inner().signal();
+    pub fn of(req: &web_sys::Request) -> Client {
+        let signal = req.signal();
         let gone = Promise::new(&mut |resolve, _reject| {
             if signal.aborted() {
                 let _ = resolve.call0(&worker::wasm_bindgen::JsValue::UNDEFINED);

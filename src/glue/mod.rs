@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
-use worker::{event, Context, Date, Env, Headers, Request, Response, Result};
+use worker::{event, web_sys, Context, Date, Env, Headers, Response, Result};
 
 /// A panic aborts the instance: say where first, as a log line (never a value: the message
 /// names the place, not the data).
@@ -41,19 +41,22 @@ fn start() {
     }));
 }
 
+/// Takes the runtime's Request as it is: the worker crate's wrapper reads `cf` (built by the
+/// runtime on first read), the method, URL and headers into Rust on every request.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = respond::new_request_id();
-    let path = req.path();
-    let origin = req.headers().get("origin").ok().flatten();
+    let url = req.url();
+    let path = routes::path_of(&url);
+    let origin = respond::header(&req, "origin");
     let mut cors = Cors {
         origin: origin.as_deref(),
         allowed: false,
     };
-    let resp = match handle(req, &env, &ctx, &request_id, &mut cors).await {
+    let resp = match handle(req, path, &env, &ctx, &request_id, &mut cors).await {
         Ok(resp) => resp,
         Err((e, headers)) => {
-            let mut resp = respond::error(&e, &path)?;
+            let mut resp = respond::error(&e, path)?;
             for (name, value) in headers.entries() {
                 resp.headers_mut().set(&name, &value)?;
             }
@@ -77,16 +80,16 @@ struct Cors<'a> {
 }
 
 async fn handle(
-    req: Request,
+    req: web_sys::Request,
+    path: &str,
     env: &Env,
     ctx: &Context,
     request_id: &str,
     cors: &mut Cors<'_>,
 ) -> std::result::Result<Response, (ApiError, Headers)> {
     let plain = |e: ApiError| (e, Headers::new());
-    let method = req.method().to_string();
-    let path = req.path();
-    match routes::route(&method, &path).map_err(plain)? {
+    let method = req.method();
+    match routes::route(&method, path).map_err(plain)? {
         Route::Health => respond::json(200, r#"{"status":"ok"}"#.to_string()).map_err(plain),
         Route::Preflight => {
             let config = load_config(env).map_err(plain)?;
@@ -94,11 +97,7 @@ async fn handle(
             let Some(origin) = origin else {
                 return Err(plain(origin_refused(cors.origin)));
             };
-            let requested = req
-                .headers()
-                .get("access-control-request-headers")
-                .ok()
-                .flatten();
+            let requested = respond::header(&req, "access-control-request-headers");
             let headers = Headers::new();
             for (name, value) in cors::preflight_headers(origin, requested.as_deref()) {
                 respond::set_header(&headers, name, &value);
@@ -164,7 +163,7 @@ async fn handle(
 /// Who is calling: a browser request from an origin its client does not list is refused
 /// before anything is spent (see `cors::judge`).
 fn authenticate<'a>(
-    req: &Request,
+    req: &web_sys::Request,
     env: &Env,
     config: &'a Config,
     cors: &mut Cors<'_>,

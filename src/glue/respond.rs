@@ -5,7 +5,7 @@ use crate::openai::ApiError;
 use crate::routes;
 use futures_util::Stream;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use worker::{Env, Headers, Method, Request, Response, Result};
+use worker::{web_sys, Env, Headers, Response, Result};
 
 /// Bytes a header value cannot carry as is: controls and (by `utf8_percent_encode`) non-ASCII.
 const NOT_IN_HEADERS: &AsciiSet = &CONTROLS.add(b'%');
@@ -111,7 +111,7 @@ pub fn internal_error() -> ApiError {
 }
 
 /// Checks the admin token against the `ADMIN_TOKEN` secret; no secret means no admin API.
-pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
+pub fn authorize_admin(req: &web_sys::Request, env: &Env) -> std::result::Result<(), ApiError> {
     let token = env
         .secret("ADMIN_TOKEN")
         .map(|s| s.to_string())
@@ -122,9 +122,9 @@ pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiE
         .or_else(|| basic_password(req))
         .unwrap_or_default();
     if !token.is_empty() && constant_time_eq(token.as_bytes(), offered.as_bytes()) {
-        let header = |name: &str| req.headers().get(name).ok().flatten();
-        let writes = !matches!(req.method(), Method::Get | Method::Head);
-        let url = req.inner().url();
+        let header = |name: &str| header(req, name);
+        let writes = !matches!(req.method().as_str(), "GET" | "HEAD");
+        let url = req.url();
         if writes
             && cors::cross_site(
                 &url,
@@ -150,9 +150,9 @@ pub fn authorize_admin(req: &Request, env: &Env) -> std::result::Result<(), ApiE
 }
 
 /// The password of `Authorization: Basic base64(user:password)`.
-fn basic_password(req: &Request) -> Option<String> {
+fn basic_password(req: &web_sys::Request) -> Option<String> {
     use base64::Engine;
-    let value = req.headers().get("authorization").ok().flatten()?;
+    let value = header(req, "authorization")?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -163,12 +163,17 @@ fn basic_password(req: &Request) -> Option<String> {
 }
 
 /// The credential of `Authorization: Bearer <credential>`.
-pub fn bearer(req: &Request) -> Option<String> {
-    let value = req.headers().get("authorization").ok().flatten()?;
+pub fn bearer(req: &web_sys::Request) -> Option<String> {
+    let value = header(req, "authorization")?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_string())
+}
+
+/// The value of the request's header `name`, if sent.
+pub fn header(req: &web_sys::Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
 }
 
 /// Compares secrets in time independent of where they first differ.
