@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-#! Builds the Worker bundle (build/) offline: wrangler's [build] command and `make build` call this.
+#! Builds a Worker bundle offline: the gateway's (build/) by default, as wrangler's [build]
+#! command and `make build` call it; or `build-worker.sh DIR` for another worker-build crate
+#! (DIR/build/; bench/overhead's Rust pass-through floor), built the same way.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-cd "$root"
+cd "${1:-$root}"
 worker-build --release
 # worker-build's own wasm-opt pass is off (Cargo.toml) because it always keeps the function
 # names section, a sixth of the upload. Optimise for size here instead and move the names to

@@ -56,6 +56,20 @@ bench_build() {
   upload="${upload:-?}"
 }
 
+# bench_build_rust_floor NAME: the Rust pass-through Worker (bench/common/wasm-passthrough), built
+# as the gateway is (scripts/build-worker.sh: worker-build, wasm-opt -Oz), into $work/rust-floor.
+bench_build_rust_floor() {
+  local name="$1" crate="$root/bench/common/wasm-passthrough"
+  echo "bench/$name: building the Rust pass-through floor (bench/common/wasm-passthrough)" >&2
+  if ! bash scripts/build-worker.sh "$crate" >"$work/rust-floor-build.log" 2>&1; then
+    tail -n 40 "$work/rust-floor-build.log" >&2
+    echo "bench/$name: the Rust pass-through failed to build (log above)" >&2
+    exit 1
+  fi
+  mkdir -p "$work/rust-floor"
+  cp "$crate/build/index.js" "$crate/build/index_bg.wasm" "$work/rust-floor/"
+}
+
 bench_cleanup() {
   if [[ -n "$bench_child" ]] && kill -0 "$bench_child" 2>/dev/null; then
     kill -TERM "$bench_child" 2>/dev/null || true

@@ -96,17 +96,46 @@ def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
     return path
 
 
+def write_rust_floor_config(work: Path, floor: Path, upstream_url: str) -> Path:
+    """WORK/rust-floor.capnp: the Rust pass-through Worker (bench/common/wasm-passthrough, built
+    into FLOOR = WORK/rust-floor by run-lib.sh) alone in a workerd, socket "rust", forwarding to
+    upstream_url, with the gateway's compatibility date and flags."""
+    if floor.resolve() != (work / "rust-floor").resolve():
+        raise BenchError("the Rust floor must be WORK/rust-floor (the workerd config embeds rust-floor/...)")
+    date, flags = compat()
+    text = f"""using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "rust", worker = .rust), (name = "net", network = (allow = ["public", "private", "local"]))],
+  sockets = [(name = "rust", address = "127.0.0.1:0", http = (), service = "rust")],
+);
+const rust :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "rust-floor/index.js"),
+    (name = "index_bg.wasm", wasm = embed "rust-floor/index_bg.wasm"),
+  ],
+  compatibilityDate = {json.dumps(date)},
+  compatibilityFlags = [{", ".join(json.dumps(f) for f in flags)}],
+  bindings = [(name = "UPSTREAM", text = {json.dumps(upstream_url)})],
+  globalOutbound = "net",
+);
+"""
+    path = work / "rust-floor.capnp"
+    path.write_text(text)
+    return path
+
+
 def launch_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
-                   extra_args: Sequence[str] = ()) -> tuple[Proc, Callable[[], dict | None]]:
+                   extra_args: Sequence[str] = (), sockets: Sequence[str] = SOCKETS
+                   ) -> tuple[Proc, Callable[[], dict | None]]:
     """Starts `workerd serve CAPNP [EXTRA_ARGS]` (log WORK/TAG.log); returns it and a function
-    giving {socket: port} once both sockets listen (None before)."""
+    giving {socket: port} once all its sockets listen (None before)."""
     control = work / f"{tag}.control"
     fd = os.open(control, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         proc = Proc(
             tag,
             [str(workerd), "serve", capnp.name, f"--control-fd={fd}",
-             *(f"--socket-addr={s}=127.0.0.1:0" for s in SOCKETS), *extra_args],
+             *(f"--socket-addr={s}=127.0.0.1:0" for s in sockets), *extra_args],
             work, work / f"{tag}.log", pass_fds=(fd,),
         )
     finally:
@@ -121,13 +150,14 @@ def launch_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
                 continue
             if msg.get("event") == "listen":
                 found[msg["socket"]] = int(msg["port"])
-        return found if set(SOCKETS) <= found.keys() else None
+        return found if set(sockets) <= found.keys() else None
 
     return proc, ports
 
 
 def start_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
-                  timeout_s: float = 20, extra_args: Sequence[str] = ()) -> tuple[Proc, dict]:
-    """launch_workerd, then waits until both sockets listen; returns it and {socket: port}."""
-    proc, ports = launch_workerd(workerd, work, capnp, tag, extra_args)
+                  timeout_s: float = 20, extra_args: Sequence[str] = (),
+                  sockets: Sequence[str] = SOCKETS) -> tuple[Proc, dict]:
+    """launch_workerd, then waits until its sockets listen; returns it and {socket: port}."""
+    proc, ports = launch_workerd(workerd, work, capnp, tag, extra_args, sockets)
     return proc, proc.wait_ready(ports, timeout_s)

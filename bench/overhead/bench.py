@@ -11,8 +11,10 @@ Durable Object), then measures with `hey` (raw latencies from its CSV; bench/ove
 
 1. cold starts: new workerd processes, launch to the first 200 answer (gateway, and floor);
 2. rounds "before", target order alternating: c=1 (p50/p99) and c=16 (req/s) for the
-   simulator direct, the floor, the gateway (credits on, the default) and the gateway with
-   credits off;
+   simulator direct, the floor, the gateway (credits on, the default), the gateway with
+   credits off, the gateway called by a client with limits, and a Rust Worker that only
+   forwards (bench/common/wasm-passthrough, built by run.sh, in a third workerd): what being a
+   Rust Worker costs before the gateway does anything;
 3. a push of 50,000 gateway requests (credits on) at c=16 into the same bucket;
 4. the same rounds again, "after";
 5. one more round once the bucket's minute window has emptied ("drained": idle about a minute).
@@ -37,7 +39,7 @@ from bench.common import ROOT, BenchError, notes
 from bench.common.procs import Stopped, stop_all, stop_on
 from bench.common.sim import start_sim
 from bench.common.workerd import (add_run_args, find_workerd, launch_workerd, sim_gateway, start_workerd,
-                                   write_config)
+                                   write_config, write_rust_floor_config)
 from bench.overhead import hey
 from bench.overhead.report import TARGETS, report
 
@@ -229,6 +231,8 @@ def wasm_sizes(bundle: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)
+    ap.add_argument("--rust-floor", type=Path, required=True,
+                    help="WORK/rust-floor: the Rust pass-through's index.js and index_bg.wasm (run.sh builds it)")
     ap.add_argument("--rounds", type=int, default=3, help="before the push, and again after it")
     ap.add_argument("--requests-c1", type=int, default=1000, help="per target per round at c=1")
     ap.add_argument("--seconds-c16", type=float, default=5, help="per target per round at c=16")
@@ -282,17 +286,22 @@ def main() -> int:
                                  name="config-credits-off.capnp", do_dir=work / "do-credits-off")
         wd_off, ports_off = start_workerd(workerd, work, capnp_off, tag="workerd-credits-off")
         log(f"workerd pid {wd_off.pid}: gateway with credits off 127.0.0.1:{ports_off['gateway']}")
+        capnp_rust = write_rust_floor_config(work, args.rust_floor.resolve(), sim_url)
+        wd_rust, ports_rust = start_workerd(workerd, work, capnp_rust, tag="workerd-rust-floor",
+                                            sockets=("rust",))
+        log(f"workerd pid {wd_rust.pid}: Rust pass-through 127.0.0.1:{ports_rust['rust']}")
         targets = {
             "direct": (f"{sim_url}{SIM_PATH}", "sk-a1"),
             "js": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}", "sk-a1"),
             "gateway": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-key"),
             "gateway_off": (f"http://127.0.0.1:{ports_off['gateway']}{GATEWAY_PATH}", "bench-key"),
             "gateway_client": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-app-key"),
+            "rust": (f"http://127.0.0.1:{ports_rust['rust']}{SIM_PATH}", "sk-a1"),
         }
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)
             if w.errors:
-                log_tail = (wd_off if t == "gateway_off" else wd).log_tail(2000)
+                log_tail = {"gateway_off": wd_off, "rust": wd_rust}.get(t, wd).log_tail(2000)
                 raise BenchError(f"warm-up against {t}: {w.errors} errors of {args.warmup} "
                                  f"(statuses {sorted(set(w.status))}); workerd log: {log_tail}")
         warm = {"on": bucket_view(ports["gateway"]), "off": bucket_view(ports_off["gateway"])}

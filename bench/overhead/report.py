@@ -7,13 +7,14 @@ import re
 
 from bench.common.stats import med
 
-TARGETS = ("direct", "js", "gateway", "gateway_off", "gateway_client")
+TARGETS = ("direct", "js", "rust", "gateway", "gateway_off", "gateway_client")
 LABEL = {
     "direct": "simulator direct",
     "js": "JS pass-through (floor)",
     "gateway": "gateway (credits on)",
     "gateway_off": "gateway, credits off",
     "gateway_client": "gateway, client with limits",
+    "rust": "Rust pass-through (wasm floor)",
 }
 # Issue 9's targets.
 P50_MAX, P99_MAX, RPS_MIN, GROWTH_MAX, GZIP_MAX_KB = 1.3, 1.5, 0.6, 0.10, 200
@@ -43,6 +44,11 @@ def fig(rounds: list[dict], cell: str, t: str, key: str) -> float:
 def vs_floor(rounds: list[dict], cell: str, t: str, key: str) -> float:
     """The median over rounds of each round's ratio of T's figure to the floor's."""
     return med([r[cell][t][key] / r[cell]["js"][key] for r in rounds if r[cell]["js"][key]])
+
+
+def rel(rounds: list[dict], cell: str, key: str) -> float:
+    """The median over rounds of each round's ratio of the gateway's figure to the Rust floor's."""
+    return med([r[cell]["gateway"][key] / r[cell]["rust"][key] for r in rounds if r[cell]["rust"][key]])
 
 
 def gzip_kib(upload: str) -> float:
@@ -81,6 +87,11 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     add("- \"gateway, credits off\": the same gateway with `\"admission_credits\": 0` (every request asks "
         "the bucket's Durable Object), in a second `workerd serve` of the same template (its own bucket; "
         "its floor idle), measured in the same rounds. It gets no push.")
+    add("- \"Rust pass-through (wasm floor)\": a Rust Worker that forwards each request unchanged "
+        "(`bench/common/wasm-passthrough`: the runtime's Request in, `new Request(upstream, request)`, "
+        "the runtime's fetch, its Response out; the worker crate's entry and wasm-bindgen's futures, built "
+        "as the gateway is: worker-build, `wasm-opt -Oz`), alone in a third `workerd serve`: what a Worker "
+        "costs for being Rust compiled to wasm, before the gateway does anything.")
     add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
         "with the key of each target.")
     add(f"- Load: `hey` (closed loop, keep-alive), on the same 2 cores as the servers. Per round and target: "
@@ -145,6 +156,15 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         f"(the .wasm alone {sizes['wasm_gzip_bytes'] / 1000:.1f} KB with `gzip -9`) | "
         f"{verdict(kb <= GZIP_MAX_KB)} |")
     add("")
+    r50, r99, r16 = (vs_floor(before, "c1", "rust", "p50"), vs_floor(before, "c1", "rust", "p99"),
+                     vs_floor(before, "c16", "rust", "rps"))
+    add(f"The wasm floor: the Rust pass-through alone is {x(r50)} the JS floor at c=1 p50, {x(r99)} at c=1 p99 "
+        f"and {x(r16)} its req/s at c=16 ({ms(fig(before, 'c1', 'rust', 'p50'))} / "
+        f"{ms(fig(before, 'c1', 'rust', 'p99'))} ms, {fig(before, 'c16', 'rust', 'rps'):,.0f} req/s). "
+        f"The gateway against it: {x(rel(before, 'c1', 'p50'))} at c=1 p50, {x(rel(before, 'c1', 'p99'))} at "
+        f"c=1 p99, {x(rel(before, 'c16', 'rps'))} its req/s at c=16 (medians of each round's ratio) — "
+        "what the gateway's own work costs.")
+    add("")
     if after:
         js_growth = [fig(after, c, "js", k) / fig(before, c, "js", k)
                      for c, k in (("c1", "p50"), ("c1", "p99"), ("c16", "rps"))]
@@ -204,7 +224,7 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     add("")
 
     # ---- per round
-    add("Per round (order; c=1 p50 ms / c=16 req/s, direct · floor · gateway · gateway credits off; the gateway's c=1 p50 over "
+    add("Per round (order; c=1 p50 ms / c=16 req/s of " + " · ".join(LABEL[t] for t in TARGETS) + "; the gateway's c=1 p50 over "
         "the first and the last tenth of its requests; the bucket's minute window and the machine's 1-minute "
         "load average when the round began):")
     add("")

@@ -28,7 +28,8 @@ bench_need_hey overhead
 
 # --- builds (sets $work, $upload)
 bench_build overhead
+bench_build_rust_floor overhead
 
 # --- the run
 bench_run "$venv/bin/python" -m bench.overhead.bench --bundle "$work/bundle" --work "$work" \
-  --upload "$upload" --command "bash bench/overhead/run.sh${*:+ $*}" "$@"
+  --rust-floor "$work/rust-floor" --upload "$upload" --command "bash bench/overhead/run.sh${*:+ $*}" "$@"
