@@ -3,11 +3,14 @@
 use crate::pace::SlowStart;
 pub use crate::window::Limits;
 use crate::window::WindowSpec;
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
+pub mod path;
 mod validate;
 
 /// The longest any configured time may be: a day (a deadline beyond it is a typo).
@@ -48,9 +51,8 @@ pub struct Upstream {
     pub slow_start: Option<SlowStartSetting>,
 }
 
-/// `slow_start` as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// `slow_start` as configured: `true`/`false`, or `{ floor, growth }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SlowStartSetting {
     /// On (the DashScope defaults) or off.
     Switch(bool),
@@ -95,8 +97,7 @@ pub struct Account {
 }
 
 /// One step of a fallback chain: a model, optionally restricted to some accounts or upstreams.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepSpec {
     /// Just the upstream model name: every account listing it may serve.
     Model(String),
@@ -105,12 +106,67 @@ pub enum StepSpec {
         /// Upstream model name.
         model: String,
         /// Only these accounts (ids).
-        #[serde(default)]
         accounts: Option<Vec<String>>,
         /// Only accounts of these upstreams (ids).
-        #[serde(default)]
         upstreams: Option<Vec<String>>,
     },
+}
+
+/// `StepSpec::Detailed` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailedStep {
+    model: String,
+    #[serde(default)]
+    accounts: Option<Vec<String>>,
+    #[serde(default)]
+    upstreams: Option<Vec<String>>,
+}
+
+// Read by kind (a string or an object; a switch or numbers), not as untagged enums: an error
+// inside the object is then the object's own (`unknown field ...` at its place), not "data
+// did not match any variant", and the parser can say where it is (`config::path`).
+impl<'de> Deserialize<'de> for StepSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Step;
+        impl<'de> Visitor<'de> for Step {
+            type Value = StepSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a model name or {\"model\", \"accounts\", \"upstreams\"}")
+            }
+            fn visit_str<E: de::Error>(self, model: &str) -> Result<StepSpec, E> {
+                Ok(StepSpec::Model(model.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StepSpec, A::Error> {
+                let d = DetailedStep::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(StepSpec::Detailed {
+                    model: d.model,
+                    accounts: d.accounts,
+                    upstreams: d.upstreams,
+                })
+            }
+        }
+        d.deserialize_any(Step)
+    }
+}
+
+impl<'de> Deserialize<'de> for SlowStartSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl<'de> Visitor<'de> for Setting {
+            type Value = SlowStartSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or {\"floor\", \"growth\"}")
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<SlowStartSetting, E> {
+                Ok(SlowStartSetting::Switch(on))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SlowStartSetting, A::Error> {
+                SlowStart::deserialize(MapAccessDeserializer::new(map)).map(SlowStartSetting::Tuned)
+            }
+        }
+        d.deserialize_any(Setting)
+    }
 }
 
 impl StepSpec {
@@ -370,14 +426,19 @@ impl Candidate<'_> {
 impl Config {
     /// Parses a config given as a JSON object or as a string holding one.
     pub fn from_value(value: &Value) -> Result<Config, String> {
-        let invalid = |e: &dyn std::fmt::Display| format!("invalid GATEWAY config: {e}");
-        // A string is read into a `Value` first: one path-tracking deserialiser for both forms
-        // (a second one, from text, cost the bundle about 17 KB gzip).
-        let value = match value {
-            Value::String(text) => Cow::Owned(serde_json::from_str(text).map_err(|e| invalid(&e))?),
-            other => Cow::Borrowed(other),
-        };
-        let parsed: Config = serde_path_to_error::deserialize(&*value).map_err(|e| invalid(&e))?;
+        match value {
+            Value::String(text) => Config::from_text(text),
+            other => Config::from_text(&other.to_string()),
+        }
+    }
+
+    /// Parses a config from JSON text; an error names the path of the value it is about.
+    pub fn from_text(text: &str) -> Result<Config, String> {
+        let parsed: Config =
+            serde_json::from_str(text).map_err(|e| match path::at(text, e.line(), e.column()) {
+                path if path.is_empty() => format!("invalid GATEWAY config: {e}"),
+                path => format!("invalid GATEWAY config: {path}: {e}"),
+            })?;
         parsed.validate()?;
         Ok(parsed)
     }

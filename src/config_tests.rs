@@ -201,3 +201,98 @@ fn errors_name_the_field() {
         assert!(err.contains(expected), "{err} should mention {expected}");
     }
 }
+
+/// Every node of `v` as a JSON pointer, the root included.
+fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
+    out.push(at.to_string());
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                pointers(
+                    child,
+                    &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointers(child, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn a_parse_error_names_the_path_a_path_tracking_deserialiser_names() {
+    // Every node of the config replaced by a value of each kind (or given a field no type has),
+    // written compact (one line, as a `[vars]` table arrives) and pretty (as a JSON string var
+    // may be): where the config is refused, the path read from the error's line and column is
+    // serde_path_to_error's.
+    let mutations: [fn(&mut Value); 8] = [
+        |v| *v = json!("x"),
+        |v| *v = json!(-1),
+        |v| *v = json!(1.5),
+        |v| *v = json!([]),
+        |v| *v = json!({}),
+        |v| *v = json!(true),
+        |v| *v = json!(null),
+        |v| match v {
+            Value::Object(map) => drop(map.insert("zz_unknown".into(), json!(1))),
+            Value::Array(items) => items.push(json!({"zz": 1})),
+            other => *other = json!({"zz": [1, {"a": "b"}]}),
+        },
+    ];
+    let mut nodes = Vec::new();
+    pointers(&base(), "", &mut nodes);
+    let mut compared = 0;
+    for node in &nodes {
+        for mutate in mutations {
+            let mut v = base();
+            mutate(v.pointer_mut(node).unwrap());
+            for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+                let ours = serde_json::from_str::<Config>(&text).err();
+                let mut de = serde_json::Deserializer::from_str(&text);
+                let oracle = serde_path_to_error::deserialize::<_, Config>(&mut de).err();
+                match (ours, oracle) {
+                    (None, None) => {}
+                    (Some(e), Some(o)) => {
+                        let want = o.path().to_string();
+                        let want = if want == "." { "" } else { want.as_str() };
+                        let got = path::at(&text, e.line(), e.column());
+                        // An enum written as `{"variant": ...}` with an unknown variant: we
+                        // name the key too (the oracle stops at the enum).
+                        let variant_key = e.to_string().starts_with("unknown variant")
+                            && got.strip_prefix(want).is_some_and(|k| k.starts_with('.'));
+                        assert!(
+                            got == want || variant_key,
+                            "{node} in {text}: {e}: {got} vs {want}"
+                        );
+                        compared += 1;
+                    }
+                    (ours, oracle) => panic!("{node}: {ours:?} vs {oracle:?}"),
+                }
+            }
+        }
+    }
+    assert!(compared > 300, "only {compared} refused configs compared");
+}
+
+#[test]
+fn a_parse_error_says_its_path_and_place() {
+    let mut v = base();
+    v["accounts"]["acct-b"]["limits"]["qwen3-max"]["rpm"] = json!("six");
+    let err = Config::from_value(&Value::String(v.to_string())).unwrap_err();
+    assert!(
+        err.starts_with(
+            "invalid GATEWAY config: accounts.acct-b.limits.qwen3-max.rpm: invalid type"
+        ) && err.contains(" at line 1 column "),
+        "{err}"
+    );
+    let err = Config::from_value(&Value::String("{\"upstreams\": {".into())).unwrap_err();
+    assert!(
+        err.starts_with("invalid GATEWAY config: upstreams: EOF"),
+        "{err}"
+    );
+}

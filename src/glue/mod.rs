@@ -22,7 +22,6 @@ use crate::access::{self, Identity, Keyring};
 use crate::config::Config;
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
-use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -238,7 +237,7 @@ fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
     let text = text.ok_or_else(|| {
         ApiError::config("The GATEWAY variable is missing: see README, Configuration.")
     })?;
-    let config = Rc::new(Config::from_value(&Value::String(text)).map_err(ApiError::config)?);
+    let config = Rc::new(Config::from_text(&text).map_err(ApiError::config)?);
     CONFIG.with(|c| *c.borrow_mut() = Some(config.clone()));
     Ok(config)
 }
