@@ -40,8 +40,8 @@ fn start() {
     }));
 }
 
-/// Takes the runtime's Request as it is: the worker crate's wrapper reads `cf` (built by the
-/// runtime on first read), the method, URL and headers into Rust on every request.
+/// Takes the runtime's Request as it is: the worker crate's `Request` would read its `cf`
+/// (which the runtime builds on first read), method, URL and headers into Rust up front.
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = respond::new_request_id();
