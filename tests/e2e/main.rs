@@ -15,6 +15,7 @@ mod basic;
 mod clients;
 mod gateway;
 mod hardening;
+mod misconfig;
 mod pacing;
 mod quota;
 mod recorder;
@@ -43,6 +44,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     vec![
         (&support::COMPRESSED, compressed),
         (&pacing::REAL_TIME, pacing::scenarios()),
+        (&misconfig::MISCONFIGURED, misconfig::scenarios()),
     ]
 }
 

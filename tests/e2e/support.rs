@@ -118,7 +118,7 @@ fn small_limits() -> Value {
     })
 }
 
-fn sim_config() -> SimConfig {
+pub fn sim_config() -> SimConfig {
     serde_json::from_value(json!({
         "time_scale": TIME_SCALE,
         "accounts": {

@@ -1,0 +1,63 @@
+//! A gateway deployed with an invalid config: every request is told which field is wrong and
+//! where, in OpenAI's shape, with no secret in it; the health check still answers.
+
+use crate::gateway::GatewaySpec;
+use crate::support::{chat_body, secret_values, sim_config, stat, test_secrets, Ctx, Setup};
+use crate::Scenario;
+use serde_json::json;
+use std::sync::Arc;
+
+/// One account whose rpm is a word, not a number.
+fn gateway_spec(sim_url: &str) -> GatewaySpec {
+    let config = json!({
+        "upstreams": {"sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"}},
+        "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
+                                "limits": {"qwen3-max": {"rpm": "six"}}}},
+        "models": {"qwen3-max": {"fallback": ["qwen3-max"]}}
+    });
+    GatewaySpec {
+        config,
+        secrets: test_secrets(),
+    }
+}
+
+/// The invalid config: nothing to reset (its buckets cannot be named).
+pub const MISCONFIGURED: Setup = Setup {
+    sim: sim_config,
+    gateway: gateway_spec,
+    buckets: &[],
+    settle_ms: 0,
+    fresh_gateway: false,
+};
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![(
+        "an_invalid_config_is_named_by_field_and_place_on_every_request",
+        |c| Box::pin(invalid_config(c)),
+    )]
+}
+
+async fn invalid_config(ctx: Arc<Ctx>) {
+    for _ in 0..2 {
+        let reply = ctx.chat(&chat_body("qwen3-max", false)).await;
+        assert_eq!(reply.status, 500, "{}", reply.text);
+        let error = &reply.json()["error"];
+        assert_eq!(error["code"], "gateway_misconfigured", "{}", reply.text);
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "invalid GATEWAY config: accounts.acct-a.limits.qwen3-max.rpm: invalid type: string \"six\""
+            ) && message.contains(" at line 1 column "),
+            "{message}"
+        );
+        for secret in secret_values() {
+            assert!(!reply.text.contains(&secret), "a secret in {}", reply.text);
+        }
+    }
+    // Nothing was sent upstream.
+    assert_eq!(stat(&ctx.sim.stats(), &["total_calls"]), 0);
+    let health = ctx
+        .send(ctx.http.get(format!("{}/healthz", ctx.url())))
+        .await;
+    assert_eq!(health.status, 200, "{}", health.text);
+}
