@@ -73,25 +73,29 @@ def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
     imports = re.findall(r'from\s+"\./([^"]+\.wasm)"', (bundle / "index.js").read_text())
     if imports != wasm:
         raise BenchError(f"index.js imports {imports}, the bundle has {wasm}")
-    date, flags = compat()
     do_dir = do_dir or work / "do"
     do_dir.mkdir(exist_ok=True)
     (work / "passthrough.js").write_text((HERE / "passthrough.js").read_text())
-    text = (HERE / "workerd.capnp.in").read_text()
-    for key, value in {
+    return fill("workerd.capnp.in", work / name, {
         "@WASM_NAME@": wasm[0],
-        "@COMPAT_DATE@": date,
-        "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags),
         # A capnp text literal takes JSON's string escapes.
         "@GATEWAY_JSON@": json.dumps(json.dumps(gateway)),
         "@UPSTREAM@": upstream_url,
         "@DO_DIR@": str(do_dir),
-    }.items():
+    })
+
+
+def fill(template: str, path: Path, fields: dict[str, str]) -> Path:
+    """PATH: bench/common/TEMPLATE with FIELDS and the repository's compatibility date and
+    flags filled in; every @...@ field must be filled."""
+    date, flags = compat()
+    text = (HERE / template).read_text()
+    fields = fields | {"@COMPAT_DATE@": date, "@COMPAT_FLAGS@": ", ".join(json.dumps(f) for f in flags)}
+    for key, value in fields.items():
         text = text.replace(key, value)
     left = re.findall(r"@[A-Z_]+@", text)
     if left:
-        raise BenchError(f"workerd.capnp.in has unfilled fields {left}")
-    path = work / name
+        raise BenchError(f"{template} has unfilled fields {left}")
     path.write_text(text)
     return path
 
@@ -102,26 +106,7 @@ def write_rust_floor_config(work: Path, floor: Path, upstream_url: str) -> Path:
     upstream_url, with the gateway's compatibility date and flags."""
     if floor.resolve() != (work / "rust-floor").resolve():
         raise BenchError("the Rust floor must be WORK/rust-floor (the workerd config embeds rust-floor/...)")
-    date, flags = compat()
-    text = f"""using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [(name = "rust", worker = .rust), (name = "net", network = (allow = ["public", "private", "local"]))],
-  sockets = [(name = "rust", address = "127.0.0.1:0", http = (), service = "rust")],
-);
-const rust :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "rust-floor/index.js"),
-    (name = "index_bg.wasm", wasm = embed "rust-floor/index_bg.wasm"),
-  ],
-  compatibilityDate = {json.dumps(date)},
-  compatibilityFlags = [{", ".join(json.dumps(f) for f in flags)}],
-  bindings = [(name = "UPSTREAM", text = {json.dumps(upstream_url)})],
-  globalOutbound = "net",
-);
-"""
-    path = work / "rust-floor.capnp"
-    path.write_text(text)
-    return path
+    return fill("rust-floor.capnp.in", work / "rust-floor.capnp", {"@UPSTREAM@": upstream_url})
 
 
 def launch_workerd(workerd: Path, work: Path, capnp: Path, tag: str = "workerd",
