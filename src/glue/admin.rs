@@ -14,7 +14,7 @@ use crate::protocol::{Op, Reply};
 use crate::report;
 use crate::routes;
 use futures_util::future::join_all;
-use worker::{web_sys, Date, Env, Headers, Response};
+use worker::{web_sys, Env, Headers, Response};
 
 /// Every configured bucket with its live view (None: its object did not answer in time),
 /// asked all at once.
@@ -108,7 +108,7 @@ pub async fn report(
             ))
         }
     };
-    let now = Date::now().as_millis();
+    let now = crate::glue::now_ms();
     let wants_csv = param("format").as_deref() == Some("csv")
         || req
             .headers()
@@ -192,7 +192,7 @@ const CHART_MINUTES: u64 = 60;
 /// `GET /admin/state`: what the dashboard shows: every bucket and metered client now, and
 /// the requests served per minute by model over the last hour.
 pub async fn state(env: &Env, config: &Config) -> Result<Response, ApiError> {
-    let now = Date::now().as_millis();
+    let now = crate::glue::now_ms();
     let this_minute = now / 60_000;
     let first = this_minute + 1 - CHART_MINUTES;
     let (buckets, clients) =

@@ -15,9 +15,7 @@ use crate::protocol::{self, Call, Op, Reply};
 use crate::window::WindowSpec;
 use serde_json::json;
 use std::cell::RefCell;
-use worker::{
-    durable_object, wasm_bindgen, Date, DurableObject, Env, Request, Response, Result, State,
-};
+use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State};
 
 /// Where a bucket lives and what it enforces: an owned handle, so background work (settling
 /// after a stream) can outlive the request's borrow of the config.
@@ -130,7 +128,7 @@ impl DurableObject for BucketDo {
         let Some(call) = call.and_then(|text| serde_json::from_str::<Call>(&text).ok()) else {
             return Response::error("not a bucket call", 400);
         };
-        let now = Date::now().as_millis();
+        let now = crate::glue::now_ms();
         // No await from here to the end, so no other call interleaves.
         let cached = self.state.borrow_mut().take();
         let mut state = match cached {

@@ -15,7 +15,7 @@ use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
-use crate::glue::{body, cache, log, respond};
+use crate::glue::{body, cache, log, now_ms, respond};
 use crate::openai::{ApiError, ChatRequest};
 use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::web_sys::AbortController;
-use worker::{web_sys, Context, Date, Delay, Env, Headers, Response};
+use worker::{web_sys, Context, Delay, Env, Headers, Response};
 
 /// How late a send reached the upstream relative to its slot, as its round trip tells: the
 /// estimate the bucket's spread is measured from, and the most it can have been.
@@ -40,10 +40,6 @@ struct Lateness {
 
 /// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
 const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
-}
 
 /// A candidate as the planner sees it: the config's candidate plus what this isolate last
 /// heard of its bucket.

@@ -5,7 +5,7 @@ use crate::bucket::credit::{Credit, Holding};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use worker::{Date, Delay};
+use worker::Delay;
 
 /// Whose credits: a bucket's (by bucket name) or a meter's (by meter name). Kept apart, so a
 /// bucket and a meter of the same name never share them.
@@ -132,9 +132,9 @@ pub fn drop(of: Of, name: &str) -> Vec<u64> {
 /// of its credits that have ended, to give back: a credit's unused room returns at its end,
 /// not when the isolate next spends (never, if it goes quiet).
 pub async fn ended_after(of: Of, name: &str, until_ms: u64) -> Vec<u64> {
-    let left_ms = until_ms.saturating_sub(Date::now().as_millis());
+    let left_ms = until_ms.saturating_sub(crate::glue::now_ms());
     Delay::from(Duration::from_millis(left_ms.saturating_add(1))).await;
-    let now_ms = Date::now().as_millis();
+    let now_ms = crate::glue::now_ms();
     with(of, |t| {
         let Some(h) = t.held.get_mut(name) else {
             return Vec::new();

@@ -21,8 +21,7 @@ use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{
-    durable_object, wasm_bindgen, Context, Date, DurableObject, Env, Request, Response, Result,
-    State,
+    durable_object, wasm_bindgen, Context, DurableObject, Env, Request, Response, Result, State,
 };
 
 /// One meter: a client's or a user's, with the limits it judges by.
@@ -203,7 +202,7 @@ fn spend_credit(
     if meter.credit_max == 0 {
         return None;
     }
-    let now = Date::now().as_millis();
+    let now = crate::glue::now_ms();
     let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
     let life_ms = credit::life_ms(meter.spec);
     let ask_ahead =
@@ -372,7 +371,7 @@ async fn admit(
     let asking = |meter| ask_one(env, meter, ask);
     let (first, second) = join(asking(meters.first()), asking(meters.get(1))).await;
     let replies = first.into_iter().chain(second);
-    let now = Date::now().as_millis();
+    let now = crate::glue::now_ms();
     let mut refused = None;
     let mut then = Vec::new();
     let mut kept = Vec::new();
@@ -469,7 +468,7 @@ impl DurableObject for MeterDo {
         let Some(call) = call.and_then(|text| serde_json::from_str::<MeterCall>(&text).ok()) else {
             return Response::error("not a meter call", 400);
         };
-        let now = Date::now().as_millis();
+        let now = crate::glue::now_ms();
         // No await from here to the end, so no other call interleaves.
         let cached = self.state.borrow_mut().take();
         let mut meter = match cached {

@@ -55,7 +55,7 @@ impl Bill {
             served: Some(&self.served),
             tokens: Some((usage.prompt_tokens, usage.completion_tokens)),
             cost_usd: self.price.is_some().then_some(cost_usd),
-            now_ms: worker::Date::now().as_millis(),
+            now_ms: crate::glue::now_ms(),
         };
         self.trail.borrow().end(request_id, ending);
         if let Some((first, first_price)) = &self.downgraded_from {
