@@ -20,6 +20,7 @@ pub mod classify;
 pub mod config;
 pub mod hints;
 pub mod history;
+pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod pace;

@@ -194,7 +194,7 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses and checks a `/v1/chat/completions` body of at most `max_messages` messages.
     pub fn parse(bytes: &[u8], max_messages: usize) -> Result<ChatRequest, ApiError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let value: Value = crate::json::from_bytes(bytes).map_err(|e| {
             ApiError::invalid_request(
                 format!("We could not parse the JSON body of your request: {e}."),
                 None,
@@ -312,7 +312,7 @@ impl Usage {
         struct Answer {
             usage: Option<Usage>,
         }
-        let usage = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+        let usage = crate::json::from_bytes::<Answer>(body).ok()?.usage?;
         (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some()).then_some(usage)
     }
 }

@@ -180,10 +180,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| TokenError::Malformed)?;
-    // Through `from_str`, the one JSON reader the bundle already has (`from_slice` would be a
-    // second copy of the parser).
-    let text = String::from_utf8(bytes).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_str(&text).map_err(|_| TokenError::Malformed)
+    crate::json::from_bytes(&bytes).map_err(|_| TokenError::Malformed)
 }
 
 /// Signs `claims` (JSON text) as an HS256 token: what an app's backend does (tests, the demo).

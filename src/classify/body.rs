@@ -41,7 +41,7 @@ impl UpstreamError {
 
 /// The object holding an error's fields, or an empty map.
 fn error_fields(body: &[u8]) -> Map<String, Value> {
-    let root = match serde_json::from_slice::<Value>(body) {
+    let root = match crate::json::from_bytes::<Value>(body) {
         Ok(Value::Array(items)) => items.into_iter().next(),
         Ok(v) => Some(v),
         Err(_) => None,

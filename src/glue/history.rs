@@ -4,18 +4,11 @@
 
 use crate::glue::log;
 use crate::history::{self, Closed, Period, Rollup};
-use serde::Deserialize;
-use worker::{SqlStorage, State};
+use worker::{SqlStorage, SqlStorageValue, State};
 
 /// The object's history tables.
 pub struct Tables {
     sql: SqlStorage,
-}
-
-#[derive(Deserialize)]
-struct Stored {
-    at: f64,
-    r: String,
 }
 
 impl Tables {
@@ -105,13 +98,22 @@ impl Tables {
     /// The stored rows of `table` with `from <= at < to`, oldest first.
     pub fn rows(&self, table: &str, from: u64, to: u64) -> Vec<Period> {
         let query = format!("SELECT at, r FROM {table} WHERE at >= ? AND at < ? ORDER BY at");
-        let rows: Vec<Stored> = self
-            .sql
-            .exec(&query, vec![(from as f64).into(), (to as f64).into()])
-            .and_then(|c| c.to_array())
-            .unwrap_or_default();
-        rows.into_iter()
-            .filter_map(|s| Some((s.at as u64, serde_json::from_str(&s.r).ok()?)))
+        let Ok(rows) = (self.sql).exec(&query, vec![(from as f64).into(), (to as f64).into()])
+        else {
+            return Vec::new();
+        };
+        // Each row read as its values (`at`, `r`): `to_array` would read them through a serde
+        // deserialiser of JS values, a second one in the bundle.
+        rows.raw()
+            .filter_map(|row| match row.ok()?.as_slice() {
+                [SqlStorageValue::Integer(at), SqlStorageValue::String(r)] => {
+                    Some((u64::try_from(*at).ok()?, serde_json::from_str(r).ok()?))
+                }
+                [SqlStorageValue::Float(at), SqlStorageValue::String(r)] => {
+                    Some((*at as u64, serde_json::from_str(r).ok()?))
+                }
+                _ => None,
+            })
             .collect()
     }
 }

@@ -4,14 +4,14 @@ use crate::glue::log;
 use crate::protocol;
 use futures_util::future::{select, Either};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::cell::RefCell;
 use std::time::Duration;
 use worker::js_sys;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::{DurableObject, DurableObjectNamespace};
-use worker::{web_sys, Delay, Env, Result, SqlStorage, State};
+use worker::{web_sys, Delay, Env, Result, SqlStorage, SqlStorageValue, State};
 
 /// Where a call goes: the namespace binding, the object's name and its placement hint.
 pub struct Object<'a> {
@@ -50,7 +50,7 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
             )));
         }
         let body = crate::glue::body::whole(&resp).await?;
-        serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))
+        crate::json::from_bytes(&body).map_err(worker::Error::RustError)
     };
     let timer = Delay::from(Duration::from_millis(timeout_ms.max(1)));
     futures_util::pin_mut!(exchange);
@@ -107,18 +107,16 @@ impl Row {
 
     /// The stored JSON ("" when none).
     pub fn load(&self) -> Result<String> {
-        #[derive(Deserialize)]
-        struct Stored {
-            state: String,
-        }
-        let rows: Vec<Stored> = self
-            .sql
-            .exec(
-                &format!("SELECT state FROM {} WHERE id = 1", self.table),
-                None,
-            )?
-            .to_array()?;
-        let stored = rows.into_iter().next().map(|r| r.state).unwrap_or_default();
+        let query = format!("SELECT state FROM {} WHERE id = 1", self.table);
+        // The row read as its values: `to_array` would read it through a serde deserialiser of
+        // JS values, a second one in the bundle.
+        let stored = match self.sql.exec(&query, None)?.raw().next() {
+            Some(row) => match row?.into_iter().next() {
+                Some(SqlStorageValue::String(state)) => state,
+                _ => return Err("the stored state is not text".into()),
+            },
+            None => String::new(),
+        };
         *self.last.borrow_mut() = stored.clone();
         Ok(stored)
     }
