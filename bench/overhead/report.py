@@ -128,8 +128,10 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
                      vs_floor(before, "c16", "gateway", "rps"))
     kib = gzip_kib(meta["upload"])
     kb = kib * 1.024
-    add("**Targets** (issue 9), on the gateway with credits on (the default), figures before the push; growth: the medians after the push against "
-        "the first round (the bucket's window fills during the rounds before the push too):")
+    add("**Targets** (issue 9), on the gateway with credits on (the default), figures before the push. Growth is judged on the "
+        "gateway's ratio to the floor measured in the same rounds, after the push against before it (medians of each round's "
+        "ratio): the machine drifts between phases (the floor's own after/before is below), and hey's "
+        "0.1 ms resolution is 10 % of a 1 ms figure. The raw figures against the first round are beside it:")
     add("")
     add("| target | measured | verdict |")
     add("|---|---|---|")
@@ -144,14 +146,15 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         for key, cell, label, worse in (("p50", "c1", "c=1 p50", lambda r: r > 1 + GROWTH_MAX),
                                         ("p99", "c1", "c=1 p99", lambda r: r > 1 + GROWTH_MAX),
                                         ("rps", "c16", "c=16 req/s", lambda r: r < 1 - GROWTH_MAX)):
-            b, f = fig(before, cell, "gateway", key), fig(after, cell, "gateway", key)
+            vb, va = vs_floor(before, cell, "gateway", key), vs_floor(after, cell, "gateway", key)
+            r = va / vb if vb else float("nan")
+            f = fig(after, cell, "gateway", key)
             first = before[0][cell]["gateway"][key]
-            r = f / first if first else float("nan")
             unit = "req/s" if key == "rps" else "ms"
             shown = (lambda v: f"{v:,.0f}") if key == "rps" else ms
-            add(f"| no growth: gateway {label} after {a['push']:,} requests within {GROWTH_MAX:.0%} of the first "
-                f"round's | {x(r)} ({shown(f)} vs {shown(first)} {unit}; vs the median before the push, "
-                f"{shown(b)}: {x(f / b if b else float('nan'))}) | {verdict(not worse(r))} |")
+            add(f"| no growth: gateway {label} after {a['push']:,} requests within {GROWTH_MAX:.0%} of before | "
+                f"{x(r)} ({x(va)} of the floor after, {x(vb)} before; raw: {shown(f)} vs the first round's "
+                f"{shown(first)} {unit}, {x(f / first if first else float('nan'))}) | {verdict(not worse(r))} |")
     add(f"| at most {GZIP_MAX_KB} KB gzip | wrangler's total {kib:.2f} KiB = {kb:.1f} KB "
         f"(the .wasm alone {sizes['wasm_gzip_bytes'] / 1000:.1f} KB with `gzip -9`) | "
         f"{verdict(kb <= GZIP_MAX_KB)} |")
