@@ -8,6 +8,11 @@ import tomllib
 from bench.common import ROOT
 
 
+# The Worker's entry module (wrangler.toml's main), relative to the repository; it imports
+# ../build/index.js, so a snapshot keeps the two side by side.
+ENTRY = "src/index.js"
+
+
 def repo_wrangler() -> dict:
     return tomllib.loads((ROOT / "wrangler.toml").read_text())
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import openai
 
 from bench.common import ROOT, BenchError, notes
+from bench.common.worker import ENTRY
 from bench.common.procs import stop_all, stop_on
 from bench.storm.load import offer_load, summarize
 from bench.storm.report import pct, peaks_above, report, widened_text
@@ -73,12 +74,15 @@ def parse_args(argv: list[str]):
 
 
 def snapshot_build(run_dir: Path) -> tuple[Path, str, str]:
-    """Copies build/ so a rebuild during the benchmark cannot hot-reload the gateway under it."""
+    """Copies build/ (and the entry module beside it, as in the repository) so a rebuild during
+    the benchmark cannot hot-reload the gateway under it."""
     src = ROOT / "build"
     if not (src / "index.js").exists() or not (src / "index_bg.wasm").exists():
         raise BenchError(f"{src / 'index.js'} is missing: run `make build` first")
     dst = run_dir / "build"
     shutil.copytree(src, dst)
+    (run_dir / ENTRY).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ENTRY, run_dir / ENTRY)
     sha = hashlib.sha256((dst / "index_bg.wasm").read_bytes()).hexdigest()[:12]
     return dst, sha, notes.utc((src / "index_bg.wasm").stat().st_mtime)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.common import ROOT
 from bench.common.procs import Proc
 from bench.common.sim import start_sim
-from bench.common.worker import wrangler_toml
+from bench.common.worker import ENTRY, wrangler_toml
 
 PRIMARY = "qwen3-max"
 CHAIN = ["qwen3-max", "qwen-plus", "qwen-turbo"]
@@ -182,7 +182,7 @@ class Gateway:
     def __init__(self, sc: Scenario, build: Path, cell_dir: Path, sim_url: str):
         cell_dir.mkdir(parents=True, exist_ok=True)
         config = cell_dir / "wrangler.toml"
-        config.write_text(wrangler_toml("edge-gateway-bench", str(build / "index.js"),
+        config.write_text(wrangler_toml("edge-gateway-bench", str(build.parent / ENTRY),
                                         {"GATEWAY": json.dumps(gateway_config(sc, sim_url))}))
         # Secrets beside the config, where wrangler dev reads them (and hides them in logs).
         (cell_dir / ".dev.vars").write_text(

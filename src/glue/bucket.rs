@@ -123,13 +123,29 @@ impl DurableObject for BucketDo {
         }
     }
 
+    /// A call through `fetch`: what isolates of a previous deployment send during a rollout.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let call = req.text().await.ok();
-        let Some(call) = call.and_then(|text| serde_json::from_str::<Call>(&text).ok()) else {
-            return Response::error("not a bucket call", 400);
+        let text = req.text().await?;
+        Response::ok(self.handle(&text)?)
+    }
+}
+
+#[worker::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = worker::wasm_bindgen)]
+impl BucketDo {
+    /// One call by RPC (src/index.js): its JSON text in, the reply's out; an error is thrown.
+    pub fn call(&self, text: &str) -> std::result::Result<String, worker::wasm_bindgen::JsValue> {
+        (self.handle(text)).map_err(|e| worker::wasm_bindgen::JsValue::from_str(&e.to_string()))
+    }
+}
+
+impl BucketDo {
+    /// Applies one call (JSON text) and answers with the reply's: synchronous, so no other call
+    /// interleaves.
+    fn handle(&self, text: &str) -> Result<String> {
+        let Ok(call) = serde_json::from_str::<Call>(text) else {
+            return Err("not a bucket call".into());
         };
         let now = crate::glue::now_ms();
-        // No await from here to the end, so no other call interleaves.
         let cached = self.state.borrow_mut().take();
         let mut state = match cached {
             Some(state) => state,
@@ -153,7 +169,7 @@ impl DurableObject for BucketDo {
         {
             self.history.add_stored(now, *minutes_from, minutes, days);
         }
-        Response::from_json(&reply)
+        Ok(serde_json::to_string(&reply)?)
     }
 }
 

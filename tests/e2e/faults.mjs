@@ -1,6 +1,6 @@
-// Test-only entry module: the built gateway (build/index.js) unchanged, plus two test routes
-// for the end-to-end suite, in the real workerd runtime. Never deployed: wrangler.toml's main
-// is build/index.js.
+// Test-only entry module: the gateway's entry (src/index.js, over build/) unchanged, plus two
+// test routes for the end-to-end suite, in the real workerd runtime. Never deployed:
+// wrangler.toml's main is src/index.js.
 //
 // POST /__test/bucket-fault/<account:model> {"delay_ms":N,"error":bool,"fail_writes":bool}
 //   makes one bucket's Durable Object slow, failing, or unable to write to its SQLite.
@@ -10,8 +10,9 @@
 //   call goes through this worker's own loopback binding (ctx.exports) and is aborted by the
 //   caller, as Cloudflare's edge does in production. Answers {"left": true} or {"left": false,
 //   "status"}.
-import Gateway, { BucketDo as RealBucketDo } from "__BUILD__/index.js";
-export { MeterDo } from "__BUILD__/index.js";
+import Gateway, { BucketDo as RealBucketDo } from "__ROOT__/src/index.js";
+import { BucketDo as WasmBucket } from "__ROOT__/build/index.js";
+export { MeterDo } from "__ROOT__/src/index.js";
 
 const FAULT_PATH = "/__test/bucket-fault/";
 const LEAVING_PATH = "/__test/client-leaves/";
@@ -46,8 +47,10 @@ export default class extends Gateway {
 
 export class BucketDo extends RealBucketDo {
   constructor(state, env) {
+    super(state, env);
     const fault = { delay_ms: 0, error: false, fail_writes: false };
-    super(withFailingWrites(state, fault), env);
+    // The object's Rust side again, on a state whose SQLite writes can be made to fail.
+    this.inner = new WasmBucket(withFailingWrites(state, fault), env);
     this.fault = fault;
   }
 
@@ -56,13 +59,17 @@ export class BucketDo extends RealBucketDo {
       Object.assign(this.fault, await request.json());
       return new Response("ok");
     }
+    return super.fetch(request);
+  }
+
+  async call(text) {
     if (this.fault.delay_ms > 0) {
       await new Promise((resolve) => setTimeout(resolve, this.fault.delay_ms));
     }
     if (this.fault.error) {
       throw new Error("injected bucket failure");
     }
-    return super.fetch(request);
+    return super.call(text);
   }
 }
 

@@ -1,7 +1,8 @@
 //! Runs the built Worker in workerd through `wrangler dev` on an ephemeral port, and stops it.
 //!
-//! The entry module is `faults.mjs`: the built bundle unchanged, plus a test-only route that
-//! makes a bucket's Durable Object slow, failing or unable to write. Compatibility settings,
+//! The entry module is `faults.mjs`: the gateway's entry (`src/index.js` over the built bundle)
+//! unchanged, plus a test-only route that makes a bucket's Durable Object slow, failing or
+//! unable to write. Compatibility settings,
 //! bindings and migrations come from the repository's `wrangler.toml`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -39,7 +40,7 @@ impl Gateway {
                 build.display()
             ));
         }
-        let shim = include_str!("faults.mjs").replace("__BUILD__", &build.display().to_string());
+        let shim = include_str!("faults.mjs").replace("__ROOT__", &root.display().to_string());
         let main = dir.join("faults.mjs");
         std::fs::write(&main, shim).map_err(|e| format!("write shim: {e}"))?;
         let config_path = dir.join("wrangler.toml");
