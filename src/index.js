@@ -12,32 +12,23 @@ import gateway, { BucketDo as Bucket, MeterDo as Meter } from "../build/index.js
 
 export default gateway;
 
-export class BucketDo extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    this.inner = new Bucket(ctx, env);
-  }
+/** The class that takes RPC calls for the generated class `Inner`. */
+function takingRpc(Inner) {
+  return class extends DurableObject {
+    constructor(ctx, env) {
+      super(ctx, env);
+      this.inner = new Inner(ctx, env);
+    }
 
-  call(text) {
-    return this.inner.call(text);
-  }
+    call(text) {
+      return this.inner.call(text);
+    }
 
-  fetch(request) {
-    return this.inner.fetch(request);
-  }
+    fetch(request) {
+      return this.inner.fetch(request);
+    }
+  };
 }
 
-export class MeterDo extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    this.inner = new Meter(ctx, env);
-  }
-
-  call(text) {
-    return this.inner.call(text);
-  }
-
-  fetch(request) {
-    return this.inner.fetch(request);
-  }
-}
+export const BucketDo = takingRpc(Bucket);
+export const MeterDo = takingRpc(Meter);

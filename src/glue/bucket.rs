@@ -123,10 +123,8 @@ impl DurableObject for BucketDo {
         }
     }
 
-    /// A call through `fetch`: what isolates of a previous deployment send during a rollout.
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let text = req.text().await?;
-        Response::ok(self.handle(&text)?)
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        objects::answer_fetch(req, |text| self.handle(text)).await
     }
 }
 
@@ -134,7 +132,7 @@ impl DurableObject for BucketDo {
 impl BucketDo {
     /// One call by RPC (src/index.js): its JSON text in, the reply's out; an error is thrown.
     pub fn call(&self, text: &str) -> std::result::Result<String, worker::wasm_bindgen::JsValue> {
-        (self.handle(text)).map_err(|e| worker::wasm_bindgen::JsValue::from_str(&e.to_string()))
+        self.handle(text).map_err(objects::thrown)
     }
 }
 

@@ -463,10 +463,8 @@ impl DurableObject for MeterDo {
         }
     }
 
-    /// A call through `fetch`: what isolates of a previous deployment send during a rollout.
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let text = req.text().await?;
-        Response::ok(self.handle(&text)?)
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        objects::answer_fetch(req, |text| self.handle(text)).await
     }
 }
 
@@ -474,7 +472,7 @@ impl DurableObject for MeterDo {
 impl MeterDo {
     /// One call by RPC (src/index.js): its JSON text in, the reply's out; an error is thrown.
     pub fn call(&self, text: &str) -> std::result::Result<String, worker::wasm_bindgen::JsValue> {
-        (self.handle(text)).map_err(|e| worker::wasm_bindgen::JsValue::from_str(&e.to_string()))
+        self.handle(text).map_err(objects::thrown)
     }
 }
 

@@ -60,6 +60,21 @@ extern "C" {
     fn call(this: &Rpc, text: &str) -> std::result::Result<js_sys::Promise, JsValue>;
 }
 
+/// A call through an object's `fetch` (an isolate of a previous deployment during a rollout):
+/// its body applied by `handle`, the reply's text answered.
+pub async fn answer_fetch(
+    mut req: worker::Request,
+    handle: impl FnOnce(&str) -> Result<String>,
+) -> Result<worker::Response> {
+    let text = req.text().await?;
+    worker::Response::ok(handle(&text)?)
+}
+
+/// The error of a call by RPC, thrown to the caller.
+pub fn thrown(e: worker::Error) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
 /// The stub of the object `to` names (`getByName`, with its placement hint).
 fn stub(env: &Env, to: &Object<'_>) -> worker::Result<DurableObject> {
     let namespace = js_sys::Reflect::get(env, &JsValue::from_str(to.binding))?;
