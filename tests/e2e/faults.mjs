@@ -4,6 +4,9 @@
 //
 // POST /__test/bucket-fault/<account:model> {"delay_ms":N,"error":bool,"fail_writes":bool}
 //   makes one bucket's Durable Object slow, failing, or unable to write to its SQLite.
+// POST /__test/bucket-fetch/<account:model> (a bucket call's JSON)
+//   sends the call through the bucket object's `fetch`, as an isolate of a previous deployment
+//   does during a rollout, and answers the object's answer.
 // ANY /__test/client-leaves/<ms>/<path>
 //   calls the gateway's <path> as a client that leaves after <ms>. Locally workerd learns that
 //   a client left only from its caller (it never reads a finished request's socket), so the
@@ -15,6 +18,7 @@ import { BucketDo as WasmBucket } from "__ROOT__/build/index.js";
 export { MeterDo } from "__ROOT__/src/index.js";
 
 const FAULT_PATH = "/__test/bucket-fault/";
+const FETCH_PATH = "/__test/bucket-fetch/";
 const LEAVING_PATH = "/__test/client-leaves/";
 
 export default class extends Gateway {
@@ -24,6 +28,12 @@ export default class extends Gateway {
       const name = decodeURIComponent(url.pathname.slice(FAULT_PATH.length));
       const stub = this.env.BUCKET.get(this.env.BUCKET.idFromName(`bucket:${name}`));
       return stub.fetch("https://bucket/__fault", { method: "POST", body: await request.text() });
+    }
+    if (url.pathname.startsWith(FETCH_PATH)) {
+      const name = decodeURIComponent(url.pathname.slice(FETCH_PATH.length));
+      const stub = this.env.BUCKET.get(this.env.BUCKET.idFromName(`bucket:${name}`));
+      const answer = await stub.fetch("https://bucket/", { method: "POST", body: await request.text() });
+      return new Response(await answer.text(), { status: answer.status });
     }
     if (url.pathname.startsWith(LEAVING_PATH)) {
       const [ms, ...path] = url.pathname.slice(LEAVING_PATH.length).split("/");

@@ -45,7 +45,48 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("failures_are_logged_as_json_without_secrets", |c| {
             Box::pin(failures_logged(c))
         }),
+        ("an_object_call_through_fetch_is_still_answered", |c| {
+            Box::pin(object_call_through_fetch(c))
+        }),
     ]
+}
+
+async fn object_call_through_fetch(ctx: Arc<Ctx>) {
+    // Calls come by RPC; an isolate of the previous deployment, during a rollout, still sends
+    // them through the object's `fetch`: the same call answered the same way.
+    let url = format!("{}/__test/bucket-fetch/acct-a:rollout-check", ctx.url());
+    let call = |op: Value| {
+        json!({"bucket": "acct-a:rollout-check", "limits": {"rpm": 5},
+               "spec": {"second_ms": 1000, "minute_ms": 60000}, "op": op})
+    };
+    let send = |body: Value| {
+        let (http, url) = (ctx.http.clone(), url.clone());
+        async move {
+            let resp = http.post(&url).json(&body).send().await.expect("send");
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        }
+    };
+    let acquire = json!({"acquire": {"est_tokens": 10, "max_wait_ms": 0, "lease_ttl_ms": 60000}});
+    let (status, text) = send(call(acquire)).await;
+    assert_eq!(status, 200, "{text}");
+    let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        reply["admission"]["admission"]["go"]["lease"].is_u64(),
+        "admitted: {reply}"
+    );
+    let (status, text) = send(call(json!("snapshot"))).await;
+    assert_eq!(status, 200, "{text}");
+    let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(
+        reply["state"]["state"]["in_flight"], 1,
+        "the acquire counted: {reply}"
+    );
+    let (status, text) = send(json!({"not": "a call"})).await;
+    assert!(
+        status >= 400,
+        "a malformed call is refused: {status} {text}"
+    );
 }
 
 async fn three_refused_keys(ctx: Arc<Ctx>) {
