@@ -102,15 +102,13 @@ impl Tables {
         else {
             return Vec::new();
         };
-        // Each row read as its values (`at`, `r`): `to_array` would read them through a serde
-        // deserialiser of JS values, a second one in the bundle.
+        // Each row read as its values (`at`, a minute or day number: a safe integer, so read as
+        // an Integer; `r`): `to_array` would read them through a serde deserialiser of JS
+        // values, a second one in the bundle.
         rows.raw()
             .filter_map(|row| match row.ok()?.as_slice() {
                 [SqlStorageValue::Integer(at), SqlStorageValue::String(r)] => {
                     Some((u64::try_from(*at).ok()?, serde_json::from_str(r).ok()?))
-                }
-                [SqlStorageValue::Float(at), SqlStorageValue::String(r)] => {
-                    Some((*at as u64, serde_json::from_str(r).ok()?))
                 }
                 _ => None,
             })

@@ -184,7 +184,7 @@ fn authenticate<'a>(
         keyring
     });
     let bearer = respond::bearer(req);
-    let now_s = crate::glue::now_ms() / 1_000;
+    let now_s = now_ms() / 1_000;
     let identity = access::authenticate(config, &keyring, bearer.as_deref(), &secret, now_s)?;
     if let Some(origin) = cors.origin {
         match cors::judge(identity.origins(), origin) {
