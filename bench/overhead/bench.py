@@ -14,7 +14,9 @@ Durable Object), then measures with `hey` (raw latencies from its CSV; bench/ove
    simulator direct, the floor, the gateway (credits on, the default), the gateway with
    credits off, the gateway called by a client with limits, and a Rust Worker that only
    forwards (bench/common/wasm-passthrough, built by run.sh, in a third workerd): what being a
-   Rust Worker costs before the gateway does anything;
+   Rust Worker costs before the gateway does anything; and the floor and that Rust Worker in
+   their I/O mode (`?io`: the body read and parsed, sent again under a deadline, the answer read,
+   parsed and answered anew): what a gateway that counts tokens cannot skip, in JS and in Rust;
 3. a push of 50,000 gateway requests (credits on) at c=16 into the same bucket;
 4. the same rounds again, "after";
 5. one more round once the bucket's minute window has emptied ("drained": idle about a minute).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -151,10 +154,19 @@ def bucket_view(port: int) -> dict:
         conn.close()
 
 
-def summarize(r: hey.Run) -> dict:
-    """The run's figures, with the p50 of its first and last tenths (does the cost drift within it?)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) process PID has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summarize(r: hey.Run, cpu_s: float = float("nan")) -> dict:
+    """The run's figures, with the p50 of its first and last tenths (does the cost drift within it?),
+    and the CPU its server process used per answer (CPU_S over the run; the load tool's not counted)."""
     return {"n": len(r.lat_ms), "errors": r.errors, "statuses": status_counts(r),
             "p50": r.p(50), "p99": r.p(99), "rps": r.rps,
+            "cpu_us": cpu_s * 1e6 / r.ok if r.ok else float("nan"),
             "seconds": r.seconds, "p50_first": r.slice(0, 0.1).p(50), "p50_last": r.slice(0.9, 1.0001).p(50)}
 
 
@@ -170,7 +182,9 @@ def status_counts(r) -> str:
 
 
 def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: int,
-           admin_port_off: int) -> list[dict]:
+           admin_port_off: int, pids: dict) -> list[dict]:
+    """COUNT rounds of every target at c=1 and c=16; PIDS: each target's server process (the
+    Workers of one workerd are measured one at a time, so its CPU over a run is that target's)."""
     out = []
     n = len(TARGETS)
     for i in range(count):
@@ -183,13 +197,14 @@ def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: 
             res[cell] = {}
             for t in order:
                 url, key = targets[t]
+                cpu0 = cpu_seconds(pids[t])
                 if cell == "c1":
                     r = hey.run(url, key, body, conc, n=args.requests_c1)
                 else:
                     r = hey.run(url, key, body, conc, seconds=args.seconds_c16)
-                s = res[cell][t] = summarize(r)
+                s = res[cell][t] = summarize(r, cpu_seconds(pids[t]) - cpu0)
                 log(f"{phase} round {i + 1}/{count} {cell:3} {t:11}: n={s['n']} err={s['errors']} "
-                    f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s"
+                    f"p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {s['rps']:.0f} req/s, {s['cpu_us']:.0f} us CPU/answer"
                     + (f" (non-200: {s['statuses']})" if s["statuses"] else ""))
         out.append(res)
     return out
@@ -297,11 +312,17 @@ def main() -> int:
             "gateway_off": (f"http://127.0.0.1:{ports_off['gateway']}{GATEWAY_PATH}", "bench-key"),
             "gateway_client": (f"http://127.0.0.1:{ports['gateway']}{GATEWAY_PATH}", "bench-app-key"),
             "rust": (f"http://127.0.0.1:{ports_rust['rust']}{SIM_PATH}", "sk-a1"),
+            # The same two Workers in their I/O mode (`?io`): what a gateway that counts tokens
+            # cannot skip, in JS and in Rust, with no decision.
+            "js_io": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}?io", "sk-a1"),
+            "rust_io": (f"http://127.0.0.1:{ports_rust['rust']}{SIM_PATH}?io", "sk-a1"),
         }
+        pids = {"direct": sim.pid, "js": wd.pid, "js_io": wd.pid, "gateway": wd.pid, "gateway_client": wd.pid,
+                "gateway_off": wd_off.pid, "rust": wd_rust.pid, "rust_io": wd_rust.pid}
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)
             if w.errors:
-                log_tail = {"gateway_off": wd_off, "rust": wd_rust}.get(t, wd).log_tail(2000)
+                log_tail = {"gateway_off": wd_off, "rust": wd_rust, "rust_io": wd_rust}.get(t, wd).log_tail(2000)
                 raise BenchError(f"warm-up against {t}: {w.errors} errors of {args.warmup} "
                                  f"(statuses {sorted(set(w.status))}); workerd log: {log_tail}")
         warm = {"on": bucket_view(ports["gateway"]), "off": bucket_view(ports_off["gateway"])}
@@ -312,7 +333,7 @@ def main() -> int:
             log("WARNING: the credits-off gateway's bucket has handed out credits")
         admin = (ports["gateway"], ports_off["gateway"])
 
-        before = rounds("before", args.rounds, targets, body, args, *admin)
+        before = rounds("before", args.rounds, targets, body, args, *admin, pids)
         pushed = None
         if args.push:
             view = bucket_view(ports["gateway"])
@@ -323,14 +344,14 @@ def main() -> int:
             log(f"push done: {pushed['n']} answers, {pushed['errors']} errors in {pushed['seconds']:.0f} s "
                 f"({pushed['rps']:.0f} req/s; first tenth {pushed['first']['rps']:.0f}, "
                 f"last tenth {pushed['last']['rps']:.0f} req/s); bucket: {pushed['bucket_after']}")
-        after = rounds("after", args.rounds, targets, body, args, *admin) if args.push else []
+        after = rounds("after", args.rounds, targets, body, args, *admin, pids) if args.push else []
         drained = []
         if args.push and args.drained:
             # Does the cost follow the total traffic, or only the last minute's (the bucket's
             # minute window)? One more round once the window has emptied.
             waited = drain(ports["gateway"])
             log(f"minute window drained in {waited:.0f} s: {bucket_view(ports['gateway'])}")
-            drained = rounds("drained", 1, targets, body, args, *admin)
+            drained = rounds("drained", 1, targets, body, args, *admin, pids)
         final = {"on": bucket_view(ports["gateway"]), "off": bucket_view(ports_off["gateway"])}
         log(f"buckets at the end: credits on {final['on']}, off {final['off']}")
 

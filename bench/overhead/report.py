@@ -7,7 +7,7 @@ import re
 
 from bench.common.stats import med
 
-TARGETS = ("direct", "js", "rust", "gateway", "gateway_off", "gateway_client")
+TARGETS = ("direct", "js", "js_io", "rust", "rust_io", "gateway", "gateway_off", "gateway_client")
 LABEL = {
     "direct": "simulator direct",
     "js": "JS pass-through (floor)",
@@ -15,6 +15,8 @@ LABEL = {
     "gateway_off": "gateway, credits off",
     "gateway_client": "gateway, client with limits",
     "rust": "Rust pass-through (wasm floor)",
+    "js_io": "JS I/O floor",
+    "rust_io": "Rust I/O floor",
 }
 # Issue 9's targets.
 P50_MAX, P99_MAX, RPS_MIN, GROWTH_MAX, GZIP_MAX_KB = 1.3, 1.5, 0.6, 0.10, 200
@@ -46,9 +48,9 @@ def vs_floor(rounds: list[dict], cell: str, t: str, key: str) -> float:
     return med([r[cell][t][key] / r[cell]["js"][key] for r in rounds if r[cell]["js"][key]])
 
 
-def rel(rounds: list[dict], cell: str, key: str) -> float:
-    """The median over rounds of each round's ratio of the gateway's figure to the Rust floor's."""
-    return med([r[cell]["gateway"][key] / r[cell]["rust"][key] for r in rounds if r[cell]["rust"][key]])
+def rel(rounds: list[dict], cell: str, key: str, ref: str = "rust") -> float:
+    """The median over rounds of each round's ratio of the gateway's figure to REF's."""
+    return med([r[cell]["gateway"][key] / r[cell][ref][key] for r in rounds if r[cell][ref][key]])
 
 
 def gzip_kib(upload: str) -> float:
@@ -92,6 +94,12 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "the runtime's fetch, its Response out; the worker crate's entry and wasm-bindgen's futures, built "
         "as the gateway is: worker-build, `wasm-opt -Oz`), alone in a third `workerd serve`: what a Worker "
         "costs for being Rust compiled to wasm, before the gateway does anything.")
+    add("- \"JS I/O floor\" and \"Rust I/O floor\": the same two Workers called with `?io`, doing the I/O a "
+        "gateway that counts tokens and prices answers cannot skip, and no decision: the body read whole and "
+        "parsed, sent again as a new request under a deadline (`AbortSignal.timeout`), the answer read whole and "
+        "parsed for its usage, answered in a new Response with a header the usage fills (no log line; the "
+        "caller's key passed on). In JS as plainly as it is written; in Rust through the runtime's own types "
+        "(`web_sys`, serde_json), as the gateway does it.")
     add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
         "with the key of each target.")
     add(f"- Load: `hey` (closed loop, keep-alive), on the same 2 cores as the servers. Per round and target: "
@@ -107,18 +115,20 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     phases = ([("before", before)] + ([("after push", after)] if after else [])
               + ([("drained", drained)] if drained else []))
     add("| phase | target | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p50 ms | c=16 p99 ms | "
-        "c=1 p50 / floor | c=1 p99 / floor | c=16 req/s / floor | errors |")
-    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "CPU us/answer c=1 · c=16 | c=1 p50 / floor | c=1 p99 / floor | c=16 req/s / floor | "
+        "c=16 CPU / floor | errors |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rs in phases:
         for t in TARGETS:
             row = [name, LABEL[t], ms(fig(rs, "c1", t, "p50")), ms(fig(rs, "c1", t, "p99")),
                    f"{fig(rs, 'c16', t, 'rps'):,.0f}", ms(fig(rs, "c16", t, "p50")),
-                   ms(fig(rs, "c16", t, "p99"))]
+                   ms(fig(rs, "c16", t, "p99")),
+                   f"{fig(rs, 'c1', t, 'cpu_us'):,.0f} · {fig(rs, 'c16', t, 'cpu_us'):,.0f}"]
             if t == "js":
-                row += ["1", "1", "1"]
+                row += ["1", "1", "1", "1"]
             else:
                 row += [x(vs_floor(rs, "c1", t, "p50")), x(vs_floor(rs, "c1", t, "p99")),
-                        x(vs_floor(rs, "c16", t, "rps"))]
+                        x(vs_floor(rs, "c16", t, "rps")), x(vs_floor(rs, "c16", t, "cpu_us"))]
             row.append(str(sum(r[c][t]["errors"] for r in rs for c in ("c1", "c16"))))
             add("| " + " | ".join(row) + " |")
     add("")
@@ -167,6 +177,25 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         f"The gateway against it: {x(rel(before, 'c1', 'p50'))} at c=1 p50, {x(rel(before, 'c1', 'p99'))} at "
         f"c=1 p99, {x(rel(before, 'c16', 'rps'))} its req/s at c=16 (medians of each round's ratio) — "
         "what the gateway's own work costs.")
+    add("")
+    j50, i50 = vs_floor(before, "c1", "js_io", "p50"), vs_floor(before, "c1", "rust_io", "p50")
+    add(f"The I/O floors: what a gateway that counts tokens cannot skip costs {x(j50)} the floor at c=1 p50 "
+        f"written in JS ({ms(fig(before, 'c1', 'js_io', 'p50'))} ms) and {x(i50)} in Rust "
+        f"({ms(fig(before, 'c1', 'rust_io', 'p50'))} ms; {x(vs_floor(before, 'c1', 'rust_io', 'p99'))} at p99, "
+        f"{x(vs_floor(before, 'c16', 'rust_io', 'rps'))} the floor's req/s at c=16), so the c=1 p50 target "
+        f"({P50_MAX}x) leaves {P50_MAX - j50:+.2f}x of the floor for everything else in JS and "
+        f"{P50_MAX - i50:+.2f}x in Rust. The gateway against the Rust I/O floor: {x(rel(before, 'c1', 'p50', 'rust_io'))} "
+        f"at c=1 p50, {x(rel(before, 'c1', 'p99', 'rust_io'))} at p99, {x(rel(before, 'c16', 'rps', 'rust_io'))} "
+        "its req/s at c=16 — what its decisions and bookkeeping cost.")
+    add("")
+    cpu = {t: fig(before, "c16", t, "cpu_us") for t in ("js", "js_io", "rust", "rust_io", "gateway", "gateway_off")}
+    add(f"CPU per answer at c=16 (the server process's user + system time over the run, all its threads, by "
+        f"/proc; the load tool's not counted; not at hey's 0.1 ms resolution): the floor {cpu['js']:,.0f} us, "
+        f"the JS I/O floor {cpu['js_io']:,.0f}, the Rust pass-through {cpu['rust']:,.0f}, the Rust I/O floor "
+        f"{cpu['rust_io']:,.0f}, the gateway {cpu['gateway']:,.0f} ({x(vs_floor(before, 'c16', 'gateway', 'cpu_us'))} "
+        f"the floor's, {x(cpu['gateway'] / cpu['rust_io'] if cpu['rust_io'] else float('nan'))} the Rust I/O "
+        f"floor's), with credits off {cpu['gateway_off']:,.0f} (its bucket's Durable Object runs in the same "
+        "process).")
     add("")
     if after:
         js_growth = [fig(after, c, "js", k) / fig(before, c, "js", k)
