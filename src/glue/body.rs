@@ -53,11 +53,6 @@ pub async fn read(req: &web_sys::Request, ctx: &Context, limit: u64) -> Result<V
     Ok(body)
 }
 
-/// The whole body of the runtime's response (an upstream's answer, an object's reply).
-pub async fn whole(resp: &web_sys::Response) -> worker::Result<Vec<u8>> {
-    buffered(resp.array_buffer()?).await
-}
-
 /// The bytes of an `arrayBuffer()` promise, copied into Rust.
 async fn buffered(buffer: worker::js_sys::Promise) -> worker::Result<Vec<u8>> {
     let buffer = JsFuture::from(buffer).await?;

@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
+use worker::wasm_bindgen::JsValue;
 use worker::web_sys::AbortController;
 use worker::{web_sys, Context, Delay, Env, Headers, Response};
 
@@ -82,7 +83,7 @@ impl Choice for Cand<'_> {
 pub async fn complete(
     req: web_sys::Request,
     env: &Env,
-    ctx: &Context,
+    (ctx, js_ctx): (&Context, &JsValue),
     config: &Config,
     identity: &Identity<'_>,
     request_id: &str,
@@ -92,7 +93,8 @@ pub async fn complete(
         identity.user.as_deref(),
         now_ms(),
     )));
-    let answer = plan_and_send(req, env, ctx, config, identity, request_id, &trail).await;
+    let ctxs = (ctx, js_ctx);
+    let answer = plan_and_send(req, env, ctxs, config, identity, request_id, &trail).await;
     if let Err((e, _)) = &answer {
         let ending = Ending {
             status: e.status,
@@ -109,7 +111,7 @@ pub async fn complete(
 async fn plan_and_send(
     req: web_sys::Request,
     env: &Env,
-    ctx: &Context,
+    (ctx, js_ctx): (&Context, &JsValue),
     config: &Config,
     identity: &Identity<'_>,
     request_id: &str,
@@ -198,7 +200,7 @@ async fn plan_and_send(
     let mut refused: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let client = Client::of(&req);
     let held = Held::default();
-    let _watchdog = hold::watch(ctx, env, client.clone(), held.clone(), request_id.into());
+    let _watchdog = hold::watch(js_ctx, env, &client, held.clone(), request_id);
     let background = Background {
         env,
         ctx,
@@ -560,8 +562,7 @@ impl Job<'_> {
             stream,
             wait_ms: until.saturating_sub(sent_at),
         };
-        let signal = worker::AbortSignal::from(controller.signal());
-        let (sent, reached) = upstream::send(self.env, attempt, &signal, now_ms).await;
+        let (sent, reached) = upstream::send(self.env, attempt, &controller, now_ms).await;
         let lateness = reached.map(|r| Lateness {
             lag_ms: pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
             bound_ms: stall::lateness_bound(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
@@ -580,10 +581,7 @@ impl Job<'_> {
                     .map(Answer::Stream)
             }
             Sent::Failed(outcome) => Err(outcome),
-            Sent::TimedOut => {
-                controller.abort();
-                Err(classify::timed_out(stream))
-            }
+            Sent::TimedOut => Err(classify::timed_out(stream)),
         };
         (opened, lateness)
     }

@@ -3,20 +3,27 @@
 //! connection closes (released if never sent; if sent, the upstream call is aborted and the
 //! lease settled as cancelled). It also settles any hold left when the request ends.
 //! `Background` runs such settles (and any other bucket calls) off the hot path.
+//!
+//! The watchdog costs a request no Rust future or closure of its own: `helpers.js` `watch`
+//! listens on the request's signal and keeps the invocation alive (the runtime cancels a
+//! request whose client left, but not its `waitUntil` work) until the request ends, calling
+//! one closure of the isolate's (`LEFT`) with the request's watch id if the client leaves first.
 
 use crate::bucket::{credit, AcquireRequest, SettleOutcome};
 use crate::glue::bucket::Bucket;
 use crate::glue::credits::{self, Of};
+use crate::glue::js;
 use crate::glue::{log, settles};
 use crate::openai::ApiError;
 use crate::protocol::{Op, Reply};
-use futures_channel::oneshot;
-use futures_util::future::select;
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use worker::js_sys::Promise;
-use worker::wasm_bindgen_futures::JsFuture;
+use worker::js_sys::Function;
+use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen_futures::{future_to_promise, JsFuture};
 use worker::web_sys::{AbortController, AbortSignal};
 use worker::{web_sys, Context, Env};
 
@@ -24,21 +31,14 @@ use worker::{web_sys, Context, Env};
 #[derive(Clone)]
 pub struct Client {
     signal: AbortSignal,
-    gone: Promise,
 }
 
 impl Client {
-    /// Watches the client of `req`.
+    /// The client of `req`.
     pub fn of(req: &web_sys::Request) -> Client {
-        let signal = req.signal();
-        let gone = Promise::new(&mut |resolve, _reject| {
-            if signal.aborted() {
-                let _ = resolve.call0(&worker::wasm_bindgen::JsValue::UNDEFINED);
-            } else {
-                signal.set_onabort(Some(&resolve));
-            }
-        });
-        Client { signal, gone }
+        Client {
+            signal: req.signal(),
+        }
     }
 
     /// Whether the client has left.
@@ -48,12 +48,7 @@ impl Client {
 
     /// Resolves when the client leaves (never, if it stays).
     pub async fn gone(&self) {
-        let _ = JsFuture::from(self.gone.clone()).await;
-    }
-
-    /// Stops listening: the request is over, its signal must not call back into it.
-    fn forget(&self) {
-        self.signal.set_onabort(None);
+        let _ = JsFuture::from(js::when_aborted(&self.signal)).await;
     }
 }
 
@@ -151,32 +146,76 @@ impl Held {
     }
 }
 
-/// Starts the watchdog of one request. Dropping the returned sender (the request ended)
-/// stops it after settling whatever is still held.
-pub fn watch(
-    ctx: &Context,
-    env: &Env,
-    client: Client,
+/// What a running request's watchdog needs to settle its hold.
+struct Watched {
     held: Held,
+    env: Env,
     request_id: String,
-) -> oneshot::Sender<()> {
-    let (done, ended) = oneshot::channel::<()>();
-    let env = env.clone();
-    ctx.wait_until(async move {
-        let gone = client.gone();
-        futures_util::pin_mut!(gone);
-        select(gone, ended).await;
-        let event = if client.is_gone() {
-            "client_left"
-        } else {
-            client.forget();
-            "hold_left_at_end"
-        };
-        if let Some(hold) = held.take() {
-            abandon(hold, &env, &request_id, event).await;
-        }
+}
+
+thread_local! {
+    /// The running requests of this isolate that hold or may hold a lease, by watch id.
+    static WATCHED: RefCell<HashMap<u32, Watched>> = RefCell::new(HashMap::new());
+    static NEXT_WATCH: Cell<u32> = const { Cell::new(0) };
+    /// Called by `helpers.js` `watch` with the watch id of a request whose client left: one
+    /// closure for the isolate, kept for its life.
+    static LEFT: JsValue = Closure::<dyn FnMut(u32) -> JsValue>::new(left).into_js_value();
+}
+
+/// The watchdog of one running request (`watch`); dropping it (the request ended) settles
+/// whatever is still held.
+pub struct Watch {
+    id: u32,
+    end: Function,
+}
+
+/// Starts the watchdog of one request: `ctx` is the runtime's context object of its invocation.
+pub fn watch(ctx: &JsValue, env: &Env, client: &Client, held: Held, request_id: &str) -> Watch {
+    let id = NEXT_WATCH.with(|next| {
+        let id = next.get();
+        next.set(id.wrapping_add(1));
+        id
     });
-    done
+    let watched = Watched {
+        held,
+        env: env.clone(),
+        request_id: request_id.to_string(),
+    };
+    WATCHED.with(|w| w.borrow_mut().insert(id, watched));
+    let end = LEFT.with(|left| js::watch(ctx, &client.signal, left, id));
+    Watch { id, end }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let left_over = unwatch(self.id, "hold_left_at_end");
+        let _ = self.end.call1(&JsValue::UNDEFINED, &left_over);
+    }
+}
+
+/// The client of watch `id` left: the promise of the settle of what it still holds (the
+/// invocation lives until it settles), or undefined.
+fn left(id: u32) -> JsValue {
+    unwatch(id, "client_left")
+}
+
+/// Stops watching `id`: a promise settling what it still held (`why`, for the log), or
+/// undefined when nothing was (or it was already stopped).
+fn unwatch(id: u32, why: &'static str) -> JsValue {
+    let Some(watched) = WATCHED.with(|w| w.borrow_mut().remove(&id)) else {
+        return JsValue::UNDEFINED;
+    };
+    let Some(hold) = watched.held.take() else {
+        return JsValue::UNDEFINED;
+    };
+    let Watched {
+        env, request_id, ..
+    } = watched;
+    future_to_promise(async move {
+        abandon(hold, &env, &request_id, why).await;
+        Ok(JsValue::UNDEFINED)
+    })
+    .into()
 }
 
 /// Settles a hold nobody will use: released if it never went upstream; otherwise the call is
@@ -217,14 +256,25 @@ impl Background<'_> {
     pub fn settle(&self, hold: Hold, outcome: SettleOutcome, then: &[(Bucket, Op)]) {
         let wait = hold.from_credit && credit::settle_may_wait(&outcome);
         let (bucket, op) = hold.settle(outcome);
+        let op = if wait {
+            // Most served requests: queued now, usually with nothing more to do for it.
+            let within_ms = credit::life_ms(bucket.spec);
+            let rest = settles::send_later(self.env, &bucket, op, self.request_id, within_ms);
+            if let Some(rest) = rest {
+                self.ctx.wait_until(rest);
+            }
+            None
+        } else {
+            Some(op)
+        };
+        if op.is_none() && then.is_empty() {
+            return;
+        }
         let then = then.to_vec();
         let env = self.env.clone();
         let request_id = self.request_id.to_string();
         self.ctx.wait_until(async move {
-            if wait {
-                let within_ms = credit::life_ms(bucket.spec);
-                settles::send_later(&env, &bucket, op, &request_id, within_ms).await;
-            } else {
+            if let Some(op) = op {
                 settles::send(&env, &bucket, op, &request_id).await;
             }
             for (other, op) in then {

@@ -145,6 +145,11 @@ fn give_back(leases: Vec<u64>) -> Option<MeterOp> {
 pub struct Metered(RefCell<Vec<(MeterRef, u64)>>);
 
 impl Metered {
+    /// Whether no lease is held (nothing to settle).
+    pub fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+
     /// Settles every lease still held with what the request used.
     pub async fn settle(&self, env: &Env, spent: Spent, request_id: &str) {
         let leases = std::mem::take(&mut *self.0.borrow_mut());
@@ -164,7 +169,9 @@ async fn settle_one(env: &Env, held: Option<&(MeterRef, u64)>, spent: Spent, req
     };
     if meter::settle_may_wait(&meter.limits, &spent) {
         let within_ms = meter::settle_wait_ms(meter.spec);
-        settles::send_meter_later(env, meter, op, request_id, within_ms).await;
+        if let Some(rest) = settles::send_meter_later(env, meter, op, request_id, within_ms) {
+            rest.await;
+        }
     } else {
         settles::send_meter(env, meter, op, request_id).await;
     }
@@ -211,11 +218,10 @@ fn spend_credit(
         // Rides in front of this isolate's next call to the meter (an ask made beside this
         // request included: tasks start in the order they are made), so the room it holds
         // is free before that call is judged.
-        let (env, meter, request_id) = (env.clone(), meter.clone(), request_id.to_string());
         let within_ms = meter::settle_wait_ms(meter.spec);
-        ctx.wait_until(async move {
-            settles::send_meter_later(&env, &meter, op, &request_id, within_ms).await;
-        });
+        if let Some(rest) = settles::send_meter_later(env, meter, op, request_id, within_ms) {
+            ctx.wait_until(rest);
+        }
     }
     if ask_ahead {
         let (env, meter, request_id) = (env.clone(), meter.clone(), request_id.to_string());

@@ -8,6 +8,7 @@ mod chat;
 mod credits;
 mod history;
 mod hold;
+mod js;
 mod log;
 mod meter;
 mod objects;
@@ -25,6 +26,7 @@ use crate::routes::{self, Route};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
+use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::{event, web_sys, Context, Env, Headers, Response, Result};
 
 /// Unix ms now: the runtime's `Date.now()` (the worker crate's `Date::now` builds a JS `Date`
@@ -47,10 +49,36 @@ fn start() {
     }));
 }
 
-/// Takes the runtime's Request as it is: the worker crate's `Request` would read its `cf`
-/// (which the runtime builds on first read), method, URL and headers into Rust up front.
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+/// The Worker's fetch handler, as `#[event(fetch)]` would export it, with two differences: it
+/// takes the runtime's Request as it is (the worker crate's `Request` would read its `cf`, which
+/// the runtime builds on first read, method, URL and headers into Rust up front), and it keeps
+/// the runtime's context object beside the worker crate's (the client watchdog hands it its
+/// promise: `hold::watch`).
+#[wasm_bindgen(
+    wasm_bindgen = worker::wasm_bindgen,
+    wasm_bindgen_futures = worker::wasm_bindgen_futures
+)]
+pub async fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    ctx: worker::worker_sys::Context,
+) -> std::result::Result<JsValue, JsValue> {
+    let js_ctx = JsValue::from(&ctx);
+    let answer = match answer(req, env, Context::new(ctx), &js_ctx).await {
+        Ok(resp) => Ok(resp),
+        // A runtime failure building the answer: still an OpenAI-shaped 500.
+        Err(e) => respond::error(&respond::internal(e), ""),
+    };
+    Ok(web_sys::Response::from(answer.map_err(JsValue::from)?).into())
+}
+
+/// Routes, handles and answers one request.
+async fn answer(
+    req: web_sys::Request,
+    env: Env,
+    ctx: Context,
+    js_ctx: &JsValue,
+) -> Result<Response> {
     let request_id = respond::new_request_id();
     let url = req.url();
     let path = routes::path_of(&url);
@@ -59,7 +87,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response
         origin: origin.as_deref(),
         allowed: false,
     };
-    let resp = match handle(req, path, &env, &ctx, &request_id, &mut cors).await {
+    let resp = match handle(req, path, &env, (&ctx, js_ctx), &request_id, &mut cors).await {
         Ok(resp) => resp,
         Err((e, headers)) => {
             let mut resp = respond::error(&e, path)?;
@@ -89,7 +117,7 @@ async fn handle(
     req: web_sys::Request,
     path: &str,
     env: &Env,
-    ctx: &Context,
+    (ctx, js_ctx): (&Context, &JsValue),
     request_id: &str,
     cors: &mut Cors<'_>,
 ) -> std::result::Result<Response, (ApiError, Headers)> {
@@ -123,7 +151,7 @@ async fn handle(
         Route::ChatCompletions => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
-            chat::complete(req, env, ctx, &config, &identity, request_id).await
+            chat::complete(req, env, (ctx, js_ctx), &config, &identity, request_id).await
         }
         Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
             respond::authorize_admin(&req, env).map_err(plain)?;

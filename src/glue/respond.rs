@@ -1,6 +1,7 @@
 //! Building client responses: OpenAI-shaped errors, JSON answers, request ids, admin auth.
 
 use crate::access::cors;
+use crate::glue::js;
 use crate::openai::ApiError;
 use crate::routes;
 use futures_util::Stream;
@@ -48,14 +49,30 @@ pub fn error(e: &ApiError, path: &str) -> Result<Response> {
 /// Sets a header, percent-encoding what a header value cannot carry, so an answer the
 /// upstream was already paid for never fails on a header.
 pub fn set_header(headers: &Headers, name: &str, value: &str) {
-    let safe = value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-    let value = if safe {
+    // Names are ours and values are now safe: this cannot fail in practice.
+    let _ = headers.set(name, &safe(value));
+}
+
+/// `set_header` for several headers, in one call into the runtime.
+pub fn set_headers<V: AsRef<str>>(headers: &Headers, pairs: &[(&str, V)]) {
+    let mut lines = String::new();
+    for (name, value) in pairs {
+        lines.push_str(name);
+        lines.push('\n');
+        lines.push_str(&safe(value.as_ref()));
+        lines.push('\n');
+    }
+    js::set_headers(&headers.0, &lines);
+}
+
+/// `value` with what a header value cannot carry (controls, line breaks, non-ASCII)
+/// percent-encoded.
+fn safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         std::borrow::Cow::Borrowed(value)
     } else {
         std::borrow::Cow::Owned(utf8_percent_encode(value, NOT_IN_HEADERS).to_string())
-    };
-    // Names are ours and values are now safe: this cannot fail in practice.
-    let _ = headers.set(name, &value);
+    }
 }
 
 /// An answer with a body the upstream sent, its status and our headers.

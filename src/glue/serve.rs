@@ -15,6 +15,7 @@ use crate::planner::{Choice, Planner};
 use crate::pricing;
 use crate::protocol::Op;
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use worker::{Env, Headers, Response};
 
@@ -48,8 +49,16 @@ impl Bill {
         pricing::served_cost_usd(self.price.as_ref(), usage, self.prompt_estimate)
     }
 
-    /// Charges the meters with the usage and its cost, and logs the request's line.
-    async fn charge(self, env: &Env, usage: Usage, cost_usd: f64, request_id: &str) {
+    /// Logs the request's line, and charges the meters with the usage and its cost: returns
+    /// what is left to run in the background (None when there is no meter to charge and no
+    /// downgrade to count, as for most requests).
+    fn charge(
+        self,
+        env: &Env,
+        usage: Usage,
+        cost_usd: f64,
+        request_id: &str,
+    ) -> Option<impl Future<Output = ()> + 'static> {
         let ending = Ending {
             status: 200,
             served: Some(&self.served),
@@ -58,6 +67,15 @@ impl Bill {
             now_ms: crate::glue::now_ms(),
         };
         self.trail.borrow().end(request_id, ending);
+        if self.downgraded_from.is_none() && self.metered.is_empty() {
+            return None;
+        }
+        let (env, request_id) = (env.clone(), request_id.to_string());
+        Some(async move { self.charge_later(&env, usage, cost_usd, &request_id).await })
+    }
+
+    /// Counts the downgrade (what it saved) at the first choice's bucket and settles the meters.
+    async fn charge_later(self, env: &Env, usage: Usage, cost_usd: f64, request_id: &str) {
         if let Some((first, first_price)) = &self.downgraded_from {
             let priced = |p: &Price| {
                 let usd = pricing::served_cost_usd(Some(p), usage, self.prompt_estimate);
@@ -91,28 +109,28 @@ pub fn serve(
     hold: Hold,
     bill: Bill,
     answer: Answer,
-    headers: Headers,
+    mut headers: Vec<(&str, String)>,
 ) -> Result<Response, ApiError> {
     let env = background.env.clone();
     let request_id = background.request_id.to_string();
     match answer {
         Answer::Whole { status, body } => {
-            respond::set_header(&headers, "content-type", "application/json");
+            headers.push(("content-type", "application/json".into()));
             let usage = Usage::of_body(&body).unwrap_or_default();
             let cost = bill.cost_usd(usage);
             if bill.price.is_some() {
-                respond::set_header(&headers, "x-gateway-cost-usd", &format!("{cost:.6}"));
+                headers.push(("x-gateway-cost-usd", format!("{cost:.6}")));
             }
             let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
             background.settle(hold, served, &[]);
-            background
-                .ctx
-                .wait_until(async move { bill.charge(&env, usage, cost, &request_id).await });
-            respond::bytes(status, body, headers)
+            if let Some(rest) = bill.charge(&env, usage, cost, &request_id) {
+                background.ctx.wait_until(rest);
+            }
+            respond::bytes(status, body, js_headers(&headers))
         }
         Answer::Stream(Started { body, end }) => {
-            respond::set_header(&headers, "content-type", "text/event-stream");
-            respond::set_header(&headers, "cache-control", "no-cache");
+            headers.push(("content-type", "text/event-stream".into()));
+            headers.push(("cache-control", "no-cache".into()));
             let commit = Op::Commit { lease: hold.lease };
             background.ctx.wait_until(async move {
                 settles::send(&env, &hold.bucket, commit, &request_id).await;
@@ -121,31 +139,36 @@ pub fn serve(
                 let served = SettleOutcome::served(usage, pricing::micro_usd(cost));
                 let (bucket, op) = hold.settle(served);
                 settles::send(&env, &bucket, op, &request_id).await;
-                bill.charge(&env, usage, cost, &request_id).await;
+                if let Some(rest) = bill.charge(&env, usage, cost, &request_id) {
+                    rest.await;
+                }
             });
-            respond::stream(body, headers)
+            respond::stream(body, js_headers(&headers))
         }
     }
 }
 
-/// The `x-gateway-*` headers of an answer.
+/// The runtime's headers of `pairs`, made in one call.
+fn js_headers(pairs: &[(&str, String)]) -> Headers {
+    let headers = Headers::new();
+    respond::set_headers(&headers, pairs);
+    headers
+}
+
+/// The `x-gateway-*` headers of an answer (names and values).
 pub fn gateway_headers<C: Choice>(
     requested: &str,
     served: &Candidate,
     planner: &Planner<C>,
-) -> Headers {
-    let headers = Headers::new();
-    let attempts = (planner.attempts() + 1).to_string();
-    for (name, value) in [
-        ("x-gateway-requested-model", requested),
-        ("x-gateway-served-model", served.model),
-        ("x-gateway-upstream", served.upstream_id),
-        ("x-gateway-attempts", attempts.as_str()),
-    ] {
-        respond::set_header(&headers, name, value);
-    }
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("x-gateway-requested-model", requested.to_string()),
+        ("x-gateway-served-model", served.model.to_string()),
+        ("x-gateway-upstream", served.upstream_id.to_string()),
+        ("x-gateway-attempts", (planner.attempts() + 1).to_string()),
+    ];
     if let Some(reason) = planner.fallback_reason() {
-        respond::set_header(&headers, "x-gateway-fallback-reason", &reason);
+        headers.push(("x-gateway-fallback-reason", reason));
     }
     headers
 }

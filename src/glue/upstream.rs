@@ -3,13 +3,13 @@
 
 use crate::classify::{self, Outcome};
 use crate::config::Candidate;
+use crate::glue::js;
 use crate::openai::ApiError;
-use futures_util::future::{select, Either};
-use std::time::Duration;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{web_sys, AbortSignal, Delay, Env, Headers, Response};
+use worker::web_sys::AbortController;
+use worker::{web_sys, Env, Headers, Response};
 
 /// How an upstream call went.
 pub enum Sent {
@@ -24,7 +24,7 @@ pub enum Sent {
     Stream(Response),
     /// Not served: what the answer means.
     Failed(Outcome),
-    /// No answer (for a stream: no headers) within the time allowed; the caller aborts it.
+    /// No answer (for a stream: no headers) within the time allowed: the call was aborted.
     TimedOut,
 }
 
@@ -54,11 +54,12 @@ pub struct Attempt<'a> {
     pub wait_ms: u64,
 }
 
-/// Makes the call; `signal` aborts it. Also says when the answer's headers arrived.
+/// Makes the call; `controller` aborts it (as the deadline does: a runtime timer, cancelled
+/// once the answer is in, or a stream's headers). Also says when the answer's headers arrived.
 pub async fn send(
     env: &Env,
     attempt: Attempt<'_>,
-    signal: &AbortSignal,
+    controller: &AbortController,
     now_ms: impl Fn() -> u64,
 ) -> (Sent, Option<Reached>) {
     let Attempt {
@@ -76,19 +77,18 @@ pub async fn send(
         return (Sent::Failed(Outcome::Client(missing)), None);
     };
     let url = format!("{}/chat/completions", candidate.upstream.base_url);
-    let Ok(init) = init(&key, &body, signal) else {
-        return (Sent::Failed(Outcome::Retry { after_ms: None }), None);
-    };
+    let signal = controller.signal();
     let exchange = async {
-        // The runtime's fetch, called directly: the worker crate's Request and Response
-        // wrappers cost a copy of each (and several calls into the runtime) per answer.
-        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-        let resp: web_sys::Response = JsFuture::from(global.fetch_with_str_and_init(&url, &init))
-            .await?
-            .dyn_into()?;
+        // The runtime's fetch, with the request made and a whole answer read on the JavaScript
+        // side (`helpers.js` `post`): one call and one promise for what takes a dozen calls,
+        // two promises and the worker crate's copies from Rust.
+        let body = Uint8Array::from(body.as_slice());
+        let sent = js::post(&url, &key, &body, &signal, stream);
+        let answer: js_sys::Array = JsFuture::from(sent).await?.unchecked_into();
+        let resp: web_sys::Response = answer.get(0).dyn_into()?;
         let answer_headers = resp.headers();
         let reached = Reached {
-            headers_at_ms: now_ms(),
+            headers_at_ms: answer.get(1).as_f64().map_or_else(&now_ms, |ms| ms as u64),
             processing_ms: PROCESSING_HEADERS.iter().find_map(|name| {
                 crate::hints::decimal_ms(&answer_headers.get(name).ok().flatten()?)
             }),
@@ -103,7 +103,7 @@ pub async fn send(
             true => Vec::new(),
             false => Headers(answer_headers).entries().collect(),
         };
-        let body = crate::glue::body::whole(&resp).await?;
+        let body = answer.get(2).dyn_into::<Uint8Array>()?.to_vec();
         let sent = if served {
             Sent::Whole { status, body }
         } else {
@@ -118,25 +118,15 @@ pub async fn send(
         };
         Ok::<_, worker::Error>((sent, reached))
     };
-    let timer = Delay::from(Duration::from_millis(wait_ms.max(1)));
-    futures_util::pin_mut!(exchange);
-    match select(exchange, timer).await {
-        Either::Left((Ok((sent, reached)), _)) => (sent, Some(reached)),
-        // Connection refused, reset or cut: a network failure, retried like a 5xx.
-        Either::Left((Err(_), _)) => (Sent::Failed(Outcome::Retry { after_ms: None }), None),
-        Either::Right(_) => (Sent::TimedOut, None),
+    // The deadline aborts the call: no Rust timer or future to race with it.
+    let timer = js::abort_after(controller, wait_ms.max(1) as f64);
+    let result = exchange.await;
+    js::cancel_timer(&timer);
+    match result {
+        Ok((sent, reached)) => (sent, Some(reached)),
+        Err(_) if js::timed_out(&signal) => (Sent::TimedOut, None),
+        // Connection refused, reset or cut (or the call aborted because the client left): a
+        // network failure, retried like a 5xx.
+        Err(_) => (Sent::Failed(Outcome::Retry { after_ms: None }), None),
     }
-}
-
-/// The POST with the key and the body, aborted by `signal`.
-fn init(key: &str, body: &[u8], signal: &AbortSignal) -> worker::Result<web_sys::RequestInit> {
-    let headers = web_sys::Headers::new()?;
-    headers.set("content-type", "application/json")?;
-    headers.set("authorization", &format!("Bearer {key}"))?;
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&Uint8Array::from(body));
-    init.set_signal(Some(signal));
-    Ok(init)
 }

@@ -1,0 +1,44 @@
+//! Bindings of `helpers.js`: small JavaScript helpers that save calls across the wasm boundary
+//! on the request path.
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use worker::js_sys::{Function, Promise, Uint8Array};
+use worker::web_sys::{AbortController, AbortSignal, Headers};
+
+#[wasm_bindgen(module = "/src/glue/helpers.js")]
+extern "C" {
+    /// Sets each pair of `lines` ("name\nvalue\n...") on `headers`.
+    #[wasm_bindgen(js_name = setHeaders)]
+    pub fn set_headers(headers: &Headers, lines: &str);
+
+    /// Aborts `controller` with a `TimeoutError` after `ms`; the timer, for `cancel_timer`.
+    #[wasm_bindgen(js_name = abortAfter)]
+    pub fn abort_after(controller: &AbortController, ms: f64) -> JsValue;
+
+    /// Stops a timer of `abort_after`.
+    #[wasm_bindgen(js_name = cancelTimer)]
+    pub fn cancel_timer(timer: &JsValue);
+
+    /// Whether `signal` was aborted by the timer of `abort_after`.
+    #[wasm_bindgen(js_name = timedOut)]
+    pub fn timed_out(signal: &AbortSignal) -> bool;
+
+    /// Watches the client of one request (`signal`): calls `left(id)` if it leaves before the
+    /// returned function is called; the invocation lives until then (see helpers.js).
+    pub fn watch(ctx: &JsValue, signal: &AbortSignal, left: &JsValue, id: u32) -> Function;
+
+    /// POSTs `body` to `url` with `key`, aborted by `signal`: a promise of [the response, when
+    /// its headers arrived (Unix ms), its body whole or null for a served stream].
+    pub fn post(
+        url: &str,
+        key: &str,
+        body: &Uint8Array,
+        signal: &AbortSignal,
+        stream: bool,
+    ) -> Promise;
+
+    /// A promise that resolves when `signal` aborts.
+    #[wasm_bindgen(js_name = whenAborted)]
+    pub fn when_aborted(signal: &AbortSignal) -> Promise;
+}
