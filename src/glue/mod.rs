@@ -66,8 +66,15 @@ pub async fn fetch(
     let js_ctx = JsValue::from(&ctx);
     let answer = match answer(req, env, Context::new(ctx), &js_ctx).await {
         Ok(resp) => Ok(resp),
-        // A runtime failure building the answer: still an OpenAI-shaped 500.
-        Err(e) => respond::error(&respond::internal(e), ""),
+        // A runtime failure building the answer: logged, and still an OpenAI-shaped 500.
+        Err(e) => {
+            log::warn(
+                "answer_failed",
+                "",
+                serde_json::json!({ "error": e.to_string() }),
+            );
+            respond::error(&respond::internal(e), "")
+        }
     };
     Ok(web_sys::Response::from(answer.map_err(JsValue::from)?).into())
 }
