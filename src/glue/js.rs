@@ -8,9 +8,10 @@ use worker::web_sys::{AbortController, AbortSignal, Headers};
 
 #[wasm_bindgen(module = "/src/glue/helpers.js")]
 extern "C" {
-    /// Sets each pair of `lines` ("name\nvalue\n...") on `headers`.
-    #[wasm_bindgen(js_name = setHeaders)]
-    pub fn set_headers(headers: &Headers, lines: &str);
+    /// Sets each pair of `lines` ("name\nvalue\n...") on `headers` (an invalid one is an
+    /// error, not an exception through the wasm frames).
+    #[wasm_bindgen(js_name = setHeaders, catch)]
+    pub fn set_headers(headers: &Headers, lines: &str) -> Result<(), JsValue>;
 
     /// Aborts `controller` with a `TimeoutError` after `ms`; the timer, for `cancel_timer`.
     #[wasm_bindgen(js_name = abortAfter)]

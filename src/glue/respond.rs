@@ -62,7 +62,8 @@ pub fn set_headers<V: AsRef<str>>(headers: &Headers, pairs: &[(&str, V)]) {
         lines.push_str(&safe(value.as_ref()));
         lines.push('\n');
     }
-    js::set_headers(&headers.0, &lines);
+    // Names are ours and values are now safe: this cannot fail in practice.
+    let _ = js::set_headers(&headers.0, &lines);
 }
 
 /// `value` with what a header value cannot carry (controls, line breaks, non-ASCII)
