@@ -79,11 +79,13 @@ impl Choice for Cand<'_> {
 }
 
 /// Serves one chat completion, streamed or not, and logs it as one `request` line (a served
-/// answer's line is written when its usage is known: a stream's at its end).
+/// answer's line is written when its usage is known: a stream's at its end). `ctxs`: the
+/// invocation's context, as the worker crate's and as the runtime's own object (which the
+/// client watchdog hands its promise).
 pub async fn complete(
     req: web_sys::Request,
     env: &Env,
-    (ctx, js_ctx): (&Context, &JsValue),
+    ctxs: (&Context, &JsValue),
     config: &Config,
     identity: &Identity<'_>,
     request_id: &str,
@@ -93,7 +95,6 @@ pub async fn complete(
         identity.user.as_deref(),
         now_ms(),
     )));
-    let ctxs = (ctx, js_ctx);
     let answer = plan_and_send(req, env, ctxs, config, identity, request_id, &trail).await;
     if let Err((e, _)) = &answer {
         let ending = Ending {

@@ -28,7 +28,6 @@ use worker::web_sys::{AbortController, AbortSignal};
 use worker::{web_sys, Context, Env};
 
 /// The client's side of the connection (needs the `enable_request_signal` compatibility flag).
-#[derive(Clone)]
 pub struct Client {
     signal: AbortSignal,
 }
