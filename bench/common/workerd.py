@@ -3,9 +3,12 @@ process (workerd.capnp.in), on 127.0.0.1 ephemeral ports read back through --con
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -60,11 +63,31 @@ def sim_gateway(sim_url: str, limits: dict | None = None, slow_start: bool | Non
     }
 
 
+def storage_root(work: Path) -> Path:
+    """Where the Durable Objects' SQLite files go: a new directory in memory (/dev/shm, removed
+    at exit) where the machine has one, else WORK. On one bare workerd the objects run on the
+    requests' own thread, and each SQLite commit's fsync to a disk would stall every request
+    meanwhile, which never happens in production (an object's storage is written on its own
+    machine, not on the thread of the isolate that calls it)."""
+    global _STORAGE
+    if _STORAGE is None:
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            _STORAGE = Path(tempfile.mkdtemp(prefix="edge-gateway-bench-do-", dir=shm))
+            atexit.register(shutil.rmtree, _STORAGE, ignore_errors=True)
+        else:
+            _STORAGE = work
+    return _STORAGE
+
+
+_STORAGE: Path | None = None
+
+
 def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
-                 name: str = "config.capnp", do_dir: Path | None = None) -> Path:
+                 name: str = "config.capnp", do_name: str = "do") -> Path:
     """WORK/NAME: the template filled in. The bundle must be WORK/bundle (the config embeds
-    bundle/...); the pass-through forwards to upstream_url; Durable Objects live in do_dir
-    (WORK/do by default; a new dir starts with no state)."""
+    bundle/...); the pass-through forwards to upstream_url; Durable Objects live in the
+    directory DO_NAME of `storage_root` (a new name starts with no state)."""
     if (work / "bundle").resolve() != bundle.resolve():
         raise BenchError("the bundle must be WORK/bundle (the workerd config embeds bundle/...)")
     wasm = sorted(p.name for p in bundle.glob("*.wasm"))
@@ -73,7 +96,7 @@ def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,
     imports = re.findall(r'from\s+"\./([^"]+\.wasm)"', (bundle / "index.js").read_text())
     if imports != wasm:
         raise BenchError(f"index.js imports {imports}, the bundle has {wasm}")
-    do_dir = do_dir or work / "do"
+    do_dir = storage_root(work) / do_name
     do_dir.mkdir(exist_ok=True)
     (work / "passthrough.js").write_text((HERE / "passthrough.js").read_text())
     return fill("workerd.capnp.in", work / name, {

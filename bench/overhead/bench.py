@@ -42,7 +42,7 @@ from bench.common import ROOT, BenchError, notes
 from bench.common.procs import Stopped, stop_all, stop_on
 from bench.common.sim import start_sim
 from bench.common.workerd import (add_run_args, find_workerd, launch_workerd, sim_gateway, start_workerd,
-                                   write_config, write_rust_floor_config)
+                                   storage_root, write_config, write_rust_floor_config)
 from bench.overhead import hey
 from bench.overhead.report import TARGETS, report
 
@@ -103,7 +103,7 @@ def cold_start(workerd: Path, work: Path, bundle: Path, sim_url: str, i: int, ta
     the first 200 answer from TARGET (gateway or js), polled every 2 ms."""
     tag = f"cold-{i}-{target}"
     capnp = write_config(work, bundle, sim_url, gateway_config(sim_url), name=f"{tag}.capnp",
-                         do_dir=work / f"do-{tag}")
+                         do_name=f"do-{tag}")
     socket, path, key = (("gateway", GATEWAY_PATH, "bench-key") if target == "gateway"
                          else ("passthrough", SIM_PATH, "sk-a1"))
     body = json.dumps(BODY).encode()
@@ -298,7 +298,7 @@ def main() -> int:
         # The same gateway with admission credits off, in its own workerd (its own bucket Durable
         # Object; its floor socket stays idle), measured in the same rounds.
         capnp_off = write_config(work, bundle, sim_url, gateway_config(sim_url, credits=0),
-                                 name="config-credits-off.capnp", do_dir=work / "do-credits-off")
+                                 name="config-credits-off.capnp", do_name="do-credits-off")
         wd_off, ports_off = start_workerd(workerd, work, capnp_off, tag="workerd-credits-off")
         log(f"workerd pid {wd_off.pid}: gateway with credits off 127.0.0.1:{ports_off['gateway']}")
         capnp_rust = write_rust_floor_config(work, args.rust_floor.resolve(), sim_url)
@@ -357,6 +357,7 @@ def main() -> int:
 
         meta |= {"load_end": notes.load(), "minutes": (time.monotonic() - started) / 60,
                  "sizes": wasm_sizes(bundle), "cold": cold, "push": pushed, "warm_bucket": warm,
+                 "do_storage": "memory" if storage_root(work) != work else "disk",
                  "final_bucket": final}
         text = report(before, after, drained, meta)
         print(text)

@@ -58,6 +58,15 @@ def gzip_kib(upload: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+STORAGE = {
+    "memory": "the Durable Objects' storage in memory (`/dev/shm`: here the objects run on the requests' "
+              "own thread, and a SQLite commit's fsync to disk would stall them all, which never happens in "
+              "production, where an object's storage is written on its own machine).",
+    "disk": "the Durable Objects' storage on local disk (this machine has no `/dev/shm`: each SQLite commit's "
+            "fsync stalls the requests' thread, which production never does).",
+}
+
+
 def report(before: list[dict], after: list[dict], drained: list[dict], meta: dict) -> str:
     lines: list[str] = []
     add = lines.append
@@ -77,7 +86,7 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "\"openai-compatible\"`: a `dashscope` upstream's buckets never grant admission credits.")
     add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
         "(`bench/common/passthrough.js`, the floor) and the gateway, both in one bare `workerd serve` "
-        "(not `wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk. "
+        f"(not `wrangler dev`) on the `wrangler deploy --dry-run` bundle, {STORAGE[meta.get('do_storage', 'disk')]} "
         "The gateway has one account and one model (one bucket) limited to 10,000,000 rpm, no rps, "
         "slow start off: it never waits. Admission credits at the default (32): the bucket hands the "
         "isolate up to 32 admissions ahead, spent with no round trip to its Durable Object.")

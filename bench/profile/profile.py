@@ -1,5 +1,5 @@
 """Where the gateway's isolate spends its time: a V8 CPU profile of one bare `workerd serve`
-(the gateway bundle, the JS pass-through floor, Durable Objects on local disk, the simulator as
+(the gateway bundle, the JS pass-through floor, Durable Objects stored in memory, the simulator as
 upstream, as bench/overhead runs them) taken over workerd's inspector while `hey` loads one
 target, then summarised: self and inclusive time per function, wasm functions named from the
 build's symbol map (build/index_bg.symbols), wasm-bindgen's JS glue by its import name.

@@ -204,7 +204,8 @@ def report(scenarios, rounds: list[dict], meta: dict) -> str:
         f"Streamed requests {usage}.")
     add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
         "(`bench/common/passthrough.js`) and the gateway, both in one bare `workerd serve` (not "
-        "`wrangler dev`) on the `wrangler deploy --dry-run` bundle, Durable Objects on local disk.")
+        "`wrangler dev`) on the `wrangler deploy --dry-run` bundle, the Durable Objects' storage in "
+        "memory where the machine has `/dev/shm` (bench/common/workerd.py `storage_root`).")
     add("- Client: closed-loop Python asyncio + httpx on keep-alive connections, on the same 2 cores "
         "as the servers (its own overhead is in every figure, equally). TTFB = first body byte; "
         "first token = the chunk carrying the first non-empty `content`; last byte = end of the body.")
