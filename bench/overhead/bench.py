@@ -7,7 +7,9 @@ gateway bundle (`wrangler deploy --dry-run --outdir`) and passes --bundle. This 
 simulator (no latency, its OpenAI-compatible /v1 dialect) and one bare `workerd serve` holding the
 gateway and the floor (bench/common/workerd.py, on 127.0.0.1 ephemeral ports), plus a second one
 whose gateway has admission credits off (`admission_credits: 0`: every request asks the bucket's
-Durable Object), then measures with `hey` (raw latencies from its CSV; bench/overhead/hey.py):
+Durable Object), then measures c=1 with its own client (one keep-alive connection, each
+request timed to the microsecond: bench/overhead/serial.py) and c=16 with `hey` (raw latencies
+from its CSV; bench/overhead/hey.py):
 
 1. cold starts: new workerd processes, launch to the first 200 answer (gateway, and floor);
 2. rounds "before", target order alternating: c=1 (p50/p99) and c=16 (req/s) for the
@@ -43,7 +45,7 @@ from bench.common.procs import Stopped, stop_all, stop_on
 from bench.common.sim import start_sim
 from bench.common.workerd import (add_run_args, find_workerd, launch_workerd, sim_gateway, start_workerd,
                                    storage_root, write_config, write_rust_floor_config)
-from bench.overhead import hey
+from bench.overhead import hey, serial
 from bench.overhead.report import TARGETS, report
 
 HERE = Path(__file__).resolve().parent
@@ -199,7 +201,7 @@ def rounds(phase: str, count: int, targets: dict, body: Path, args, admin_port: 
                 url, key = targets[t]
                 cpu0 = cpu_seconds(pids[t])
                 if cell == "c1":
-                    r = hey.run(url, key, body, conc, n=args.requests_c1)
+                    r = serial.run(url, key, body, n=args.requests_c1)
                 else:
                     r = hey.run(url, key, body, conc, seconds=args.seconds_c16)
                 s = res[cell][t] = summarize(r, cpu_seconds(pids[t]) - cpu0)
@@ -249,7 +251,7 @@ def main() -> int:
     ap.add_argument("--rust-floor", type=Path, required=True,
                     help="WORK/rust-floor: the Rust pass-through's index.js and index_bg.wasm (run.sh builds it)")
     ap.add_argument("--rounds", type=int, default=3, help="before the push, and again after it")
-    ap.add_argument("--requests-c1", type=int, default=1000, help="per target per round at c=1")
+    ap.add_argument("--requests-c1", type=int, default=2000, help="per target per round at c=1")
     ap.add_argument("--seconds-c16", type=float, default=5, help="per target per round at c=16")
     ap.add_argument("--push", type=int, default=50_000, help="gateway requests at c=16 between the phases")
     ap.add_argument("--no-drained", dest="drained", action="store_false",

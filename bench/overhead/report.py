@@ -27,7 +27,7 @@ def ms(x: float) -> str:
         return "n/a"
     if x == 0:
         return "<0.05"  # hey's CSV rounds to 0.1 ms
-    return f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
+    return f"{x:.3f}" if abs(x) < 1 else f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
 
 
 def x(r: float) -> str:
@@ -111,10 +111,12 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "(`web_sys`, serde_json), as the gateway does it.")
     add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
         "with the key of each target.")
-    add(f"- Load: `hey` (closed loop, keep-alive), on the same 2 cores as the servers. Per round and target: "
-        f"c=1 for {a['requests_c1']:,} requests (p50/p99: nearest rank over the raw latencies of hey's CSV, "
-        f"0.1 ms resolution, no coordinated-omission correction) and c=16 for {a['seconds_c16']:g} s (req/s: "
-        "200 answers from the first send to the last answer).")
+    add(f"- Load, on the same 2 cores as the servers, closed loop on keep-alive connections. Per round and target: "
+        f"c=1 for {a['requests_c1']:,} requests from the benchmark's own client (`bench/overhead/serial.py`: raw "
+        "HTTP/1.1 on one connection, each request timed from its first byte sent to its answer's last byte read, "
+        "to the microsecond; p50/p99 nearest rank, no coordinated-omission correction) and c=16 for "
+        f"{a['seconds_c16']:g} s from `hey` (req/s: 200 answers from the first send to the last answer; its "
+        "latencies at 0.1 ms resolution).")
     add(f"- Rounds: {len(before)} before and {len(after)} after a push of {a['push']:,} gateway (credits on) "
         "requests at c=16 into the same bucket, target order alternating; figures are medians over rounds, ratios "
         "the median of each round's ratio." + (" Then, after the bucket's minute window has emptied "
@@ -149,8 +151,8 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
     kb = kib * 1.024
     add("**Targets** (issue 9), on the gateway with credits on (the default), figures before the push. Growth is judged on the "
         "gateway's ratio to the floor measured in the same rounds, after the push against before it (medians of each round's "
-        "ratio): the machine drifts between phases (the floor's own after/before is below), and hey's "
-        "0.1 ms resolution is 10 % of a 1 ms figure. The raw figures against the first round are beside it:")
+        "ratio): the machine drifts between phases (the floor's own after/before is below). The raw figures "
+        "against the first round are beside it:")
     add("")
     add("| target | measured | verdict |")
     add("|---|---|---|")
