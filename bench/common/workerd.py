@@ -24,7 +24,7 @@ def add_run_args(ap) -> None:
     """The arguments every bare-workerd benchmark's run.sh passes (and the binaries to use)."""
     from bench.common.sim import SIM_BIN
     ap.add_argument("--bundle", type=Path, required=True, help="WORK/bundle from `wrangler deploy --dry-run --outdir`")
-    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs, logs, DO storage")
+    ap.add_argument("--work", type=Path, required=True, help="a temp dir for configs and logs")
     ap.add_argument("--sim-bin", type=Path, default=SIM_BIN)
     ap.add_argument("--workerd", type=Path, default=None)
     ap.add_argument("--upload", default="?", help="wrangler's `Total Upload` figure")
