@@ -205,7 +205,11 @@ def report(scenarios, rounds: list[dict], meta: dict) -> str:
     add("- Targets on 127.0.0.1: the simulator direct; a minimal JS pass-through Worker "
         "(`bench/common/passthrough.js`) and the gateway, both in one bare `workerd serve` (not "
         "`wrangler dev`) on the `wrangler deploy --dry-run` bundle, the Durable Objects' storage in "
-        "memory where the machine has `/dev/shm` (bench/common/workerd.py `storage_root`).")
+        "memory where the machine has `/dev/shm` (bench/common/workerd.py `storage_root`). The gateway's "
+        "DashScope upstream has slow start off: on (its default), a quiet bucket ramps its send rate up "
+        "over seconds and every round starts quiet, so the figures would be its pacing, not its overhead. "
+        "No admission credits (a `dashscope` upstream's buckets never grant them): every request asks "
+        "its bucket's Durable Object.")
     add("- Client: closed-loop Python asyncio + httpx on keep-alive connections, on the same 2 cores "
         "as the servers (its own overhead is in every figure, equally). TTFB = first body byte; "
         "first token = the chunk carrying the first non-empty `content`; last byte = end of the body.")
@@ -303,7 +307,10 @@ def main() -> int:
     try:
         sim, sim_url = start_sim(sim_config(args.chunk_delay_ms, args.tokens), work, binary=args.sim_bin)
         log(f"upstream-sim pid {sim.pid} on {sim_url.removeprefix('http://')}")
-        capnp = write_config(work, args.bundle.resolve(), sim_url, sim_gateway(sim_url))
+        # Slow start off (on by default for a DashScope upstream): with it, each round's quiet
+        # bucket would ramp its send rate up over seconds and refuse what exceeds the ramp
+        # within the allowed wait, which is pacing, not the stream's overhead measured here.
+        capnp = write_config(work, args.bundle.resolve(), sim_url, sim_gateway(sim_url, slow_start=False))
         wd, ports = start_workerd(workerd, work, capnp)
         log(f"workerd pid {wd.pid}: gateway 127.0.0.1:{ports['gateway']}, JS pass-through 127.0.0.1:{ports['passthrough']}")
         path = "/compatible-mode/v1/chat/completions"
