@@ -63,6 +63,9 @@ def sim_gateway(sim_url: str, limits: dict | None = None, slow_start: bool | Non
     }
 
 
+_STORAGE: Path | None = None  # storage_root's directory, once chosen
+
+
 def storage_root(work: Path) -> Path:
     """Where the Durable Objects' SQLite files go: a new directory in memory (/dev/shm, removed
     at exit) where the machine has one, else WORK. On one bare workerd the objects run on the
@@ -78,9 +81,6 @@ def storage_root(work: Path) -> Path:
         else:
             _STORAGE = work
     return _STORAGE
-
-
-_STORAGE: Path | None = None
 
 
 def write_config(work: Path, bundle: Path, upstream_url: str, gateway: dict,

@@ -70,7 +70,7 @@ def read_answer(conn: socket.socket) -> tuple[int, bool]:
         headers[name.strip().lower()] = value.strip().lower()
     keep = headers.get("connection") != "close"
     if headers.get("transfer-encoding") == "chunked":
-        while not (rest.endswith(b"0\r\n\r\n") and chunked_done(rest)):
+        while not chunked_done(rest):
             rest += recv(conn)
     else:
         length = int(headers.get("content-length", "0"))
