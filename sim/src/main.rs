@@ -85,18 +85,29 @@ fn load_config(args: &Args) -> Result<SimConfig, String> {
     Ok(config)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a caller that installs them before announcing its URL never dies
+/// of a signal sent right after the announcement (the default action would kill it uncleanly).
+fn signal_received() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term {
+                Some(mut term) => term.recv().await,
+                None => std::future::pending().await,
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        };
+        let interrupt = async {
+            match interrupt {
+                Some(mut interrupt) => interrupt.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = interrupt => {}
         }
     }
 }
@@ -124,12 +135,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop = signal_received();
     // The parent process reads this one line to learn the port.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "upstream-sim listening on {}", sim.url());
     let _ = out.flush();
     drop(out);
-    wait_for_signal().await;
+    stop.await;
     sim.shutdown().await;
     ExitCode::SUCCESS
 }
