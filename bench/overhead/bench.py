@@ -317,9 +317,12 @@ def main() -> int:
             # The same two Workers in their I/O mode (`?io`): what a gateway that counts tokens
             # cannot skip, in JS and in Rust, with no decision.
             "js_io": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}?io", "sk-a1"),
+            # The JS I/O floor with the gateway's per-request runtime work (watchdog, deadline,
+            # request id, headers, log line) and still no decision.
+            "js_features": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}?features", "sk-a1"),
             "rust_io": (f"http://127.0.0.1:{ports_rust['rust']}{SIM_PATH}?io", "sk-a1"),
         }
-        pids = {"direct": sim.pid, "js": wd.pid, "js_io": wd.pid, "gateway": wd.pid, "gateway_client": wd.pid,
+        pids = {"direct": sim.pid, "js": wd.pid, "js_io": wd.pid, "js_features": wd.pid, "gateway": wd.pid, "gateway_client": wd.pid,
                 "gateway_off": wd_off.pid, "rust": wd_rust.pid, "rust_io": wd_rust.pid}
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)

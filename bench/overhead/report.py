@@ -7,7 +7,7 @@ import re
 
 from bench.common.stats import med
 
-TARGETS = ("direct", "js", "js_io", "rust", "rust_io", "gateway", "gateway_off", "gateway_client")
+TARGETS = ("direct", "js", "js_io", "js_features", "rust", "rust_io", "gateway", "gateway_off", "gateway_client")
 LABEL = {
     "direct": "simulator direct",
     "js": "JS pass-through (floor)",
@@ -16,6 +16,7 @@ LABEL = {
     "gateway_client": "gateway, client with limits",
     "rust": "Rust pass-through (wasm floor)",
     "js_io": "JS I/O floor",
+    "js_features": "JS features floor",
     "rust_io": "Rust I/O floor",
 }
 # Issue 9's targets.
@@ -109,6 +110,12 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         "parsed for its usage, answered in a new Response with a header the usage fills (no log line; the "
         "caller's key passed on). In JS as plainly as it is written; in Rust through the runtime's own types "
         "(`web_sys`, serde_json), as the gateway does it.")
+    add("- \"JS features floor\": the JS floor's Worker called with `?features`: the JS I/O floor plus the "
+        "runtime work the gateway does on every request, done as the gateway does it: the client watchdog "
+        "(a `waitUntil` promise ended by an abort listener on `request.signal`), the deadline (a timer "
+        "aborting the call's AbortController, cleared once answered), a random request id, the gateway's "
+        "response headers and its one JSON log line; no decision (every value one would make is a "
+        "constant). Any gateway with these features pays it, in whatever language.")
     add("- Requests: `POST` `{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}` "
         "with the key of each target.")
     add(f"- Load, on the same 2 cores as the servers, closed loop on keep-alive connections. Per round and target: "
@@ -199,10 +206,23 @@ def report(before: list[dict], after: list[dict], drained: list[dict], meta: dic
         f"at c=1 p50, {x(rel(before, 'c1', 'p99', 'rust_io'))} at p99, {x(rel(before, 'c16', 'rps', 'rust_io'))} "
         "its req/s at c=16 — what its decisions and bookkeeping cost.")
     add("")
-    cpu = {t: fig(before, "c16", t, "cpu_us") for t in ("js", "js_io", "rust", "rust_io", "gateway", "gateway_off")}
+    f50 = vs_floor(before, "c1", "js_features", "p50")
+    add(f"The features floor: the JS I/O floor plus the gateway's per-request runtime work (watchdog, deadline, "
+        f"request id, headers, log line) is {x(f50)} the floor at c=1 p50 ({ms(fig(before, 'c1', 'js_features', 'p50'))} "
+        f"ms), {x(vs_floor(before, 'c1', 'js_features', 'p99'))} at p99 and {x(vs_floor(before, 'c16', 'js_features', 'rps'))} "
+        f"the floor's req/s at c=16, with no decision and no Rust: "
+        + ("on this runtime, a gateway that keeps these features misses the c=1 p50 target whatever it is "
+           "written in. "
+           if f50 > P50_MAX else "")
+        + f"The gateway against it: {x(rel(before, 'c1', 'p50', 'js_features'))} at c=1 p50, "
+        f"{x(rel(before, 'c1', 'p99', 'js_features'))} at p99, {x(rel(before, 'c16', 'rps', 'js_features'))} its "
+        "req/s at c=16 — what being Rust in wasm and deciding cost on top of the features.")
+    add("")
+    cpu = {t: fig(before, "c16", t, "cpu_us")
+           for t in ("js", "js_io", "js_features", "rust", "rust_io", "gateway", "gateway_off")}
     add(f"CPU per answer at c=16 (the server process's user + system time over the run, all its threads, by "
         f"/proc; the load tool's not counted; not at hey's 0.1 ms resolution): the floor {cpu['js']:,.0f} us, "
-        f"the JS I/O floor {cpu['js_io']:,.0f}, the Rust pass-through {cpu['rust']:,.0f}, the Rust I/O floor "
+        f"the JS I/O floor {cpu['js_io']:,.0f}, the JS features floor {cpu['js_features']:,.0f}, the Rust pass-through {cpu['rust']:,.0f}, the Rust I/O floor "
         f"{cpu['rust_io']:,.0f}, the gateway {cpu['gateway']:,.0f} ({x(vs_floor(before, 'c16', 'gateway', 'cpu_us'))} "
         f"the floor's, {x(cpu['gateway'] / cpu['rust_io'] if cpu['rust_io'] else float('nan'))} the Rust I/O "
         f"floor's), with credits off {cpu['gateway_off']:,.0f} (its bucket's Durable Object runs in the same "
