@@ -7,7 +7,7 @@ ENV := source scripts/env.sh &&
 dev: bootstrap
 	bash scripts/dev.sh
 
-test: bootstrap lint unit build e2e
+test: bootstrap lint unit build deploy-dry-run e2e
 
 bootstrap:
 	bash scripts/bootstrap.sh
