@@ -322,8 +322,8 @@ def main() -> int:
             "js_features": (f"http://127.0.0.1:{ports['passthrough']}{SIM_PATH}?features", "sk-a1"),
             "rust_io": (f"http://127.0.0.1:{ports_rust['rust']}{SIM_PATH}?io", "sk-a1"),
         }
-        pids = {"direct": sim.pid, "js": wd.pid, "js_io": wd.pid, "js_features": wd.pid, "gateway": wd.pid, "gateway_client": wd.pid,
-                "gateway_off": wd_off.pid, "rust": wd_rust.pid, "rust_io": wd_rust.pid}
+        pids = {"direct": sim.pid, "js": wd.pid, "js_io": wd.pid, "js_features": wd.pid, "gateway": wd.pid,
+                "gateway_client": wd.pid, "gateway_off": wd_off.pid, "rust": wd_rust.pid, "rust_io": wd_rust.pid}
         for t in TARGETS:
             w = hey.run(*targets[t], body, 4, n=args.warmup)
             if w.errors:

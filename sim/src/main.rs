@@ -86,25 +86,21 @@ fn load_config(args: &Args) -> Result<SimConfig, String> {
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
-/// future is first polled, so a caller that installs them before announcing its URL never dies
-/// of a signal sent right after the announcement (the default action would kill it uncleanly).
+/// future is first polled: installed before the URL is announced, a signal sent right after the
+/// announcement is never met by the default action (which would kill the process uncleanly).
 fn signal_received() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate()).ok();
-    let interrupt = signal(SignalKind::interrupt()).ok();
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let term = received(signal(SignalKind::terminate()).ok());
+    let interrupt = received(signal(SignalKind::interrupt()).ok());
     async move {
-        let term = async {
-            match term {
-                Some(mut term) => term.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let interrupt = async {
-            match interrupt {
-                Some(mut interrupt) => interrupt.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = term => {}
             _ = interrupt => {}
