@@ -45,4 +45,4 @@ bench-profile: bootstrap
 	bash bench/profile/run.sh $(ARGS)
 
 deploy-dry-run: bootstrap
-	$(ENV) wrangler deploy --dry-run --outdir dist
+	$(ENV) wrangler deploy --dry-run --env="" --outdir dist
