@@ -273,6 +273,17 @@ impl ChatRequest {
                 }
             }
         }
+        // Each of `n` choices may use the whole output cap, so the reservation multiplies by it.
+        match body.get("n") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {}
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "`n` must be a positive integer.",
+                    Some("n"),
+                ))
+            }
+        }
         Ok(ChatRequest {
             model,
             stream,
@@ -383,6 +394,9 @@ mod tests {
                 r#"{"model":"m","messages":[{}],"max_completion_tokens":"9"}"#,
                 Some("max_completion_tokens"),
             ),
+            (r#"{"model":"m","messages":[{}],"n":0}"#, Some("n")),
+            (r#"{"model":"m","messages":[{}],"n":2.5}"#, Some("n")),
+            (r#"{"model":"m","messages":[{}],"n":"2"}"#, Some("n")),
         ] {
             let e = err(body);
             assert_eq!(e.status, 400, "{body}");

@@ -73,12 +73,15 @@ fn strings_tokens(v: &Value) -> u64 {
     }
 }
 
-/// Output tokens to reserve: the request's own cap, else `default_output`.
+/// Output tokens to reserve: the request's own cap, else `default_output`, for each of its
+/// `n` choices (upstreams bill and count every choice's tokens).
 pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
-    ["max_completion_tokens", "max_tokens"]
+    let per_choice = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(default_output)
+        .unwrap_or(default_output);
+    let choices = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    per_choice.saturating_mul(choices)
 }
 
 /// Input plus output estimate: what a TPM window must have room for (saturating: a client's
@@ -150,5 +153,21 @@ mod tests {
         let b = body(json!({"messages": [], "max_completion_tokens": 7, "max_tokens": 9}));
         assert_eq!(output_tokens(&b, 256), 7);
         assert_eq!(output_tokens(&body(json!({"messages": []})), 256), 256);
+    }
+
+    #[test]
+    fn reserves_the_output_of_every_choice() {
+        let b = body(json!({"messages": [], "max_tokens": 100, "n": 4}));
+        assert_eq!(output_tokens(&b, 256), 400);
+        assert_eq!(
+            output_tokens(&body(json!({"messages": [], "n": 3})), 256),
+            768
+        );
+        assert_eq!(
+            output_tokens(&body(json!({"messages": [], "n": null})), 256),
+            256
+        );
+        let huge = body(json!({"messages": [], "max_tokens": u64::MAX, "n": 2}));
+        assert_eq!(output_tokens(&huge, 256), u64::MAX);
     }
 }

@@ -72,7 +72,7 @@ pub async fn chat(
         &account,
         &request.model,
         completion.prompt_tokens,
-        completion.completion_tokens,
+        completion.total_completion_tokens(),
     );
     if let Some(refusal) = admission.refusal {
         let mut resp = limit_answer(dialect, &id, started, &request.model, &admission, refusal);
@@ -82,7 +82,7 @@ pub async fn chat(
         return Ok(resp);
     }
     let mut resp = if request.stream {
-        let mut items: Vec<StreamItem> = vec![data(completion.role_event())];
+        let mut items: Vec<StreamItem> = completion.role_events().into_iter().map(data).collect();
         items.extend(completion.content_events().into_iter().map(data));
         items.extend(
             completion
@@ -190,6 +190,7 @@ fn accept(
         created: unix_now(),
         prompt_tokens: request.prompt_tokens,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
+        choices: request.choices,
     };
     let chunk_delay_ms = match fault {
         Some(FaultKind::SlowStream { ms }) => ms,
@@ -256,7 +257,7 @@ fn faulty_stream(kind: &FaultKind, id: &str, completion: &Completion) -> Vec<Str
     };
     let mut items = Vec::new();
     if after > 0 {
-        items.push(data(completion.role_event()));
+        items.extend(completion.role_events().into_iter().map(data));
         items.extend(
             completion
                 .content_events()

@@ -33,6 +33,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// `stream_options.include_usage: true`.
     pub include_usage: bool,
+    /// `n`: how many choices to answer with, each counted in full.
+    pub choices: u64,
 }
 
 impl ChatRequest {
@@ -59,6 +61,13 @@ impl ChatRequest {
             Value::Bool(b) => *b,
             _ => return Err("Invalid type for 'stream': expected a boolean.".into()),
         };
+        let choices = match &v["n"] {
+            Value::Null => 1,
+            n => n
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .ok_or("Invalid value for 'n': expected a positive integer.")?,
+        };
         let max_tokens = ["max_tokens", "max_completion_tokens"]
             .iter()
             .filter_map(|k| v[*k].as_u64())
@@ -69,10 +78,11 @@ impl ChatRequest {
             max_tokens,
             stream,
             include_usage: v["stream_options"]["include_usage"] == Value::Bool(true),
+            choices,
         })
     }
 
-    /// Completion tokens of the answer: the request's cap, bounded by the configured size.
+    /// Completion tokens of each choice: the request's cap, bounded by the configured size.
     pub fn completion_tokens(&self, configured: u32) -> u64 {
         let configured = u64::from(configured);
         self.max_tokens.map_or(configured, |m| m.min(configured))
@@ -107,8 +117,10 @@ pub struct Completion {
     pub created: u64,
     /// Prompt tokens charged.
     pub prompt_tokens: u64,
-    /// Completion tokens produced (one per word).
+    /// Completion tokens of each choice (one per word).
     pub completion_tokens: u64,
+    /// Choices answered (the request's `n`), each with the same words.
+    pub choices: u64,
 }
 
 impl Completion {
@@ -126,23 +138,37 @@ impl Completion {
         self.words().collect::<Vec<_>>().join(" ")
     }
 
+    /// Completion tokens of the whole answer, every choice's: what usage reports and the
+    /// limits count.
+    pub fn total_completion_tokens(&self) -> u64 {
+        self.completion_tokens * self.choices
+    }
+
     fn usage(&self) -> String {
+        let completion = self.total_completion_tokens();
         format!(
-            r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}"#,
+            r#"{{"prompt_tokens":{},"completion_tokens":{completion},"total_tokens":{}}}"#,
             self.prompt_tokens,
-            self.completion_tokens,
-            self.prompt_tokens + self.completion_tokens
+            self.prompt_tokens + completion
         )
     }
 
     /// Non-stream `chat.completion` body.
     pub fn to_json(&self) -> String {
+        let content = json_str(&self.content());
+        let choices: Vec<String> = (0..self.choices)
+            .map(|i| {
+                format!(
+                    r#"{{"index":{i},"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop","logprobs":null}}"#
+                )
+            })
+            .collect();
         format!(
-            r#"{{"id":{},"object":"chat.completion","created":{},"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":{}}},"finish_reason":"stop","logprobs":null}}],"usage":{},"system_fingerprint":null}}"#,
+            r#"{{"id":{},"object":"chat.completion","created":{},"model":{},"choices":[{}],"usage":{},"system_fingerprint":null}}"#,
             json_str(&self.id),
             self.created,
             json_str(&self.model),
-            json_str(&self.content()),
+            choices.join(","),
             self.usage()
         )
     }
@@ -157,37 +183,43 @@ impl Completion {
         )
     }
 
-    fn delta_event(&self, delta: &str, finish_reason: &str) -> String {
-        let choices = format!(
-            r#"[{{"index":0,"delta":{delta},"finish_reason":{finish_reason},"logprobs":null}}]"#
-        );
-        self.event(&choices, "null")
+    /// One event per choice, each with `delta`, as OpenAI interleaves choices.
+    fn delta_events(&self, delta: &str, finish_reason: &str) -> Vec<String> {
+        (0..self.choices)
+            .map(|i| {
+                let choices = format!(
+                    r#"[{{"index":{i},"delta":{delta},"finish_reason":{finish_reason},"logprobs":null}}]"#
+                );
+                self.event(&choices, "null")
+            })
+            .collect()
     }
 
-    /// First event: the assistant role with empty content.
-    pub fn role_event(&self) -> String {
-        self.delta_event(r#"{"role":"assistant","content":""}"#, "null")
+    /// First events: the assistant role with empty content (one per choice).
+    pub fn role_events(&self) -> Vec<String> {
+        self.delta_events(r#"{"role":"assistant","content":""}"#, "null")
     }
 
-    /// One event per word; their contents concatenate to [`Completion::content`].
+    /// One event per word and choice; each choice's contents concatenate to
+    /// [`Completion::content`].
     pub fn content_events(&self) -> Vec<String> {
         let n = self.completion_tokens as usize;
         self.words()
             .enumerate()
-            .map(|(i, word)| {
+            .flat_map(|(i, word)| {
                 let text = if i + 1 < n {
                     format!("{word} ")
                 } else {
                     word.to_string()
                 };
-                self.delta_event(&format!(r#"{{"content":{}}}"#, json_str(&text)), "null")
+                self.delta_events(&format!(r#"{{"content":{}}}"#, json_str(&text)), "null")
             })
             .collect()
     }
 
-    /// Events after the content: finish, optional usage, `[DONE]`.
+    /// Events after the content: finish (per choice), optional usage, `[DONE]`.
     pub fn closing_events(&self, include_usage: bool) -> Vec<String> {
-        let mut events = vec![self.delta_event("{}", r#""stop""#)];
+        let mut events = self.delta_events("{}", r#""stop""#);
         if include_usage {
             events.push(self.event("[]", &self.usage()));
         }
@@ -207,6 +239,7 @@ mod tests {
             created: 1,
             prompt_tokens: 9,
             completion_tokens: n,
+            choices: 1,
         }
     }
 
@@ -239,6 +272,8 @@ mod tests {
             br#"{"model":"m"}"#,
             br#"{"model":"m","messages":[]}"#,
             br#"{"model":3,"messages":[{}]}"#,
+            br#"{"model":"m","messages":[{}],"n":0}"#,
+            br#"{"model":"m","messages":[{}],"n":"2"}"#,
         ] {
             assert!(ChatRequest::parse(body).is_err());
         }
@@ -264,5 +299,36 @@ mod tests {
             .collect();
         assert_eq!(joined, content);
         assert_eq!(body["usage"]["total_tokens"], 23);
+    }
+
+    #[test]
+    fn answers_n_choices_and_counts_them_all() {
+        let body =
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3,"max_tokens":4}"#;
+        let r = ChatRequest::parse(body).unwrap();
+        assert_eq!(r.choices, 3);
+        let c = Completion {
+            choices: r.choices,
+            ..completion(r.completion_tokens(12))
+        };
+        let body: Value = serde_json::from_str(&c.to_json()).unwrap();
+        let choices = body["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3);
+        for (i, choice) in choices.iter().enumerate() {
+            assert_eq!(choice["index"], i);
+            assert_eq!(choice["message"]["content"], "Simulated answer from the");
+        }
+        assert_eq!(body["usage"]["completion_tokens"], 12);
+        let mut streamed = vec![String::new(); 3];
+        for event in c.role_events().iter().chain(&c.content_events()) {
+            let v: Value = serde_json::from_str(event["data: ".len()..].trim_end()).unwrap();
+            let choice = &v["choices"][0];
+            let i = choice["index"].as_u64().unwrap() as usize;
+            streamed[i].push_str(choice["delta"]["content"].as_str().unwrap());
+        }
+        assert!(streamed.iter().all(|s| s == "Simulated answer from the"));
+        let closing = c.closing_events(true);
+        assert_eq!(closing.len(), 3 + 2, "a finish per choice, usage, [DONE]");
+        assert!(closing[3].contains(r#""completion_tokens":12"#));
     }
 }

@@ -35,6 +35,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("credits_with_room_then_past_the_limit_never_over", |c| {
             Box::pin(credits_then_past_the_limit(c))
         }),
+        ("several_choices_are_reserved_in_full", |c| {
+            Box::pin(choices_reserved_in_full(c))
+        }),
     ]
 }
 
@@ -383,4 +386,67 @@ async fn load_200(ctx: Arc<Ctx>) {
             }
         }
     }
+}
+
+async fn choices_reserved_in_full(ctx: Arc<Ctx>) {
+    // `n` choices each use up to `max_tokens`: 10 requests of 4 choices of 8 tokens (40 tokens
+    // each upstream, 42 reserved) against 300 tokens a minute. Reserving one choice's (18) would
+    // send all 10 at once and the upstream would refuse 3; reserved in full, 7 go now and 3
+    // wait for the window to move.
+    let body = json!({"model": "choices-test", "messages": [{"role": "user", "content": "hi"}],
+                      "n": 4, "max_tokens": 8});
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (ctx, body) = (ctx.clone(), body.clone());
+            tokio::spawn(async move { ctx.chat(&body).await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.expect("request task");
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(
+            r.json()["choices"].as_array().map(Vec::len),
+            Some(4),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.json()["usage"]["completion_tokens"], 32, "{}", r.text);
+    }
+    // A stream of several choices passes every choice's events through.
+    let stream = json!({"model": "choices-test", "messages": [{"role": "user", "content": "hi"}],
+                        "n": 2, "max_tokens": 3, "stream": true});
+    let r = ctx.chat(&stream).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut texts = [String::new(), String::new()];
+    for line in r.text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(chunk) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let i = choice["index"].as_u64().expect("index") as usize;
+            texts[i].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(
+        texts,
+        ["Simulated answer from", "Simulated answer from"],
+        "{}",
+        r.text
+    );
+    let upstream = ctx.sim_model("acct-tpm", "qwen-plus");
+    assert_eq!(
+        upstream["over_limit"], 0,
+        "sent over the token limit: {upstream}"
+    );
+    assert_eq!(upstream["ok"], 11, "{upstream}");
+    let settled = eventually(10, || async {
+        let c = counters(&ctx, "acct-tpm", "qwen-plus").await;
+        stat(&c, &["completion_tokens"]) == upstream["completion_tokens"].as_u64().unwrap_or(0)
+    })
+    .await;
+    let c = counters(&ctx, "acct-tpm", "qwen-plus").await;
+    assert!(
+        settled,
+        "the gateway counts the tokens the upstream counted: {c} vs {upstream}"
+    );
 }

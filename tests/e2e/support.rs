@@ -13,7 +13,7 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 10] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 11] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
@@ -24,6 +24,7 @@ pub const UPSTREAM_KEYS: [(&str, &str); 10] = [
     ("SIM_KEY_REVOKED3", "sk-revoked-3333333333"),
     ("SIM_KEY_ROOM", "sk-room-4242"),
     ("SIM_KEY_WIDE", "sk-wide-5555"),
+    ("SIM_KEY_TPM", "sk-tpm-7777"),
 ];
 /// Client `app-a`'s key (the config holds its SHA-256), its user tokens' signing secret, and
 /// client `app-b`'s key (held as a secret).
@@ -127,6 +128,7 @@ pub fn sim_config() -> SimConfig {
             "acct-c": {"keys": ["sk-c1"], "state": "ok", "limits": small_limits()},
             "acct-room": {"keys": ["sk-room-4242"], "state": "ok", "limits": {"qwen-turbo": {"rpm": 120}}},
             "acct-wide": {"keys": ["sk-wide-5555"], "state": "ok", "limits": {"qwen-turbo": {}}},
+            "acct-tpm": {"keys": ["sk-tpm-7777"], "state": "ok", "limits": {"qwen-plus": {"tpm": 300}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
@@ -217,7 +219,9 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             // serve relays; DashScope's buckets pace every send).
             "relay-room": {"upstream": "relay", "keys": ["SIM_KEY_ROOM"], "limits": {"qwen-turbo": {"rpm": 120}}},
             // No limits anywhere: the clients' own limits are what binds.
-            "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}}
+            "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}},
+            // A token limit that binds on a few requests of several choices each.
+            "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}}}
         },
         "clients": test_clients(),
         "prices": {"qwen3-max": {"tiers": [
@@ -250,7 +254,8 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "long-stream": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-b"]}], "deadline_ms": 3000},
             "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
             "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
-            "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]}
+            "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
+            "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000}
         }
     });
     GatewaySpec {
