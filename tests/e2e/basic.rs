@@ -370,6 +370,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         [
             "abandon-test",
             "burst-test",
+            "choices-test",
             "client-test",
             "keys-test",
             "keys4-test",
