@@ -44,15 +44,30 @@ pub fn text_tokens(text: &str) -> u64 {
     count.tokens()
 }
 
+/// Tokens of one image part, whatever its size or URL: the most Qwen-VL models give an image
+/// by default (2560); OpenAI's models count one at or below about that.
+const IMAGE_TOKENS: u64 = 2_560;
+/// Tokens of one image when the request asks DashScope for `vl_high_resolution_images`.
+const HIGH_RES_IMAGE_TOKENS: u64 = 16_384;
+/// Base64 characters of audio per token: 128 makes at least 25 tokens a second (Qwen-Omni's
+/// rate, above OpenAI's) of audio encoded at 24 kbit/s or more.
+const AUDIO_CHARS_PER_TOKEN: u64 = 128;
+
 /// Estimated input tokens of a chat body: every string inside each message (content, parts,
-/// tool calls, names) plus framing; tool definitions count as their JSON text.
+/// tool calls, names) plus framing, an image part as an image and an audio part by its length
+/// (their base64 is not text); tool definitions count as their JSON text.
 pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
     let messages = match body.get("messages") {
         Some(Value::Array(m)) => m.as_slice(),
         _ => &[],
     };
+    let image = if body.get("vl_high_resolution_images") == Some(&Value::Bool(true)) {
+        HIGH_RES_IMAGE_TOKENS
+    } else {
+        IMAGE_TOKENS
+    };
     let in_messages = messages.iter().fold(0u64, |sum, m| {
-        sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m)))
+        sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m, image)))
     });
     let tools = body.get("tools").map_or(0, |t| text_tokens(&t.to_string()));
     PER_REQUEST
@@ -60,15 +75,23 @@ pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
         .saturating_add(tools)
 }
 
-fn strings_tokens(v: &Value) -> u64 {
+fn strings_tokens(v: &Value, image: u64) -> u64 {
     match v {
         Value::String(s) => text_tokens(s),
-        Value::Array(items) => items
-            .iter()
-            .fold(0, |sum, item| sum.saturating_add(strings_tokens(item))),
-        Value::Object(fields) => fields
-            .values()
-            .fold(0, |sum, item| sum.saturating_add(strings_tokens(item))),
+        Value::Array(items) => items.iter().fold(0, |sum, item| {
+            sum.saturating_add(strings_tokens(item, image))
+        }),
+        Value::Object(fields) => match fields.get("type").and_then(Value::as_str) {
+            Some("image_url") => image,
+            Some("input_audio") => {
+                let data = fields.get("input_audio").and_then(|a| a.get("data"));
+                let chars = data.and_then(Value::as_str).map_or(0, str::len) as u64;
+                chars.div_ceil(AUDIO_CHARS_PER_TOKEN)
+            }
+            _ => fields.values().fold(0, |sum, item| {
+                sum.saturating_add(strings_tokens(item, image))
+            }),
+        },
         _ => 0,
     }
 }
@@ -130,6 +153,37 @@ mod tests {
         // The simulator (and a BPE) counts about chars/4 per message: the estimate must not be lower.
         let sim_count = 3 + (4 + 14_u64.div_ceil(4)) + (4 + 31_u64.div_ceil(4));
         assert!(prompt_tokens(&b) >= sim_count);
+    }
+
+    #[test]
+    fn counts_images_and_audio_as_media_not_as_their_base64() {
+        let photo = format!("data:image/jpeg;base64,{}", "A".repeat(3_000_000));
+        let parts = |image: &str| {
+            json!([{"type": "text", "text": "What is this?"},
+                   {"type": "image_url", "image_url": {"url": image, "detail": "high"}}])
+        };
+        let with =
+            |content: Value| body(json!({"messages": [{"role": "user", "content": content}]}));
+        // framing 3 + 4, role 2, the text part: "text" 2 + 5.
+        let text_only = 3 + 4 + 2 + 2 + 5;
+        assert_eq!(
+            prompt_tokens(&with(parts(&photo))),
+            text_only + IMAGE_TOKENS
+        );
+        let url = "https://example.com/cat.png";
+        assert_eq!(prompt_tokens(&with(parts(url))), text_only + IMAGE_TOKENS);
+        let mut high = with(parts(url));
+        high.insert("vl_high_resolution_images".into(), json!(true));
+        assert_eq!(prompt_tokens(&high), text_only + HIGH_RES_IMAGE_TOKENS);
+        // 10 s of 16 kHz 16-bit mono WAV: 320 KB, 426,668 base64 characters.
+        let audio = json!([{"type": "input_audio",
+                            "input_audio": {"data": "A".repeat(426_668), "format": "wav"}}]);
+        let audio_tokens = prompt_tokens(&with(audio)) - (3 + 4 + 2);
+        assert_eq!(audio_tokens, 426_668_u64.div_ceil(AUDIO_CHARS_PER_TOKEN));
+        assert!(
+            audio_tokens >= 25 * 10,
+            "at least Qwen-Omni's 25 tokens a second"
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("an_oversized_request_gets_a_400_naming_its_size", |c| {
             Box::pin(oversized(c))
         }),
+        ("a_photo_is_counted_as_an_image_not_as_its_base64", |c| {
+            Box::pin(photo(c))
+        }),
         (
             "one_oversized_request_does_not_make_others_downgrade",
             |c| Box::pin(no_cache_poisoning(c)),
@@ -147,6 +150,20 @@ async fn oversized(ctx: Arc<Ctx>) {
         1,
         "one call in all"
     );
+}
+
+async fn photo(ctx: Arc<Ctx>) {
+    // A phone's photo sent inline: 2 MB of base64, which as text would be about 700,000 tokens
+    // (too large for every account) but is one image (2,560 tokens at most on Qwen-VL).
+    let photo = format!("data:image/jpeg;base64,{}", "A".repeat(2_000_000));
+    let body = json!({"model": "qwen3-max", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this photo?"},
+        {"type": "image_url", "image_url": {"url": photo}}
+    ]}]});
+    let reply = ctx.chat(&body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen3-max");
+    assert_eq!(reply.header("x-gateway-fallback-reason"), "");
 }
 
 async fn no_cache_poisoning(ctx: Arc<Ctx>) {
