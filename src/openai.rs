@@ -328,11 +328,14 @@ impl Usage {
     }
 }
 
+/// One public model, as `GET /v1/models` lists it and `GET /v1/models/<model>` answers.
+pub fn model_object(id: &str) -> Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"})
+}
+
 /// The `GET /v1/models` answer listing the public model names.
 pub fn model_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let data: Vec<Value> = names
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"}))
-        .collect();
+    let data: Vec<Value> = names.map(model_object).collect();
     serde_json::json!({"object": "list", "data": data}).to_string()
 }
 

@@ -10,6 +10,11 @@ pub enum Route {
     ChatCompletions,
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/<model>` (the SDKs' `models.retrieve`), percent-decoded; it may hold `/`.
+    Model {
+        /// Public model name.
+        id: String,
+    },
     /// `GET /healthz`.
     Health,
     /// `GET /admin/buckets/<account>/<model>`: one bucket's live state.
@@ -54,7 +59,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
-    let api = matches!(path, "/v1/chat/completions" | "/v1/models");
+    let model = path.strip_prefix("/v1/models/");
+    let api = matches!(path, "/v1/chat/completions" | "/v1/models") || model.is_some();
     if method == "OPTIONS" && api {
         return Ok(Route::Preflight);
     }
@@ -62,6 +68,15 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
+        _ if model.is_some() => match model.map(percent_decode_str).map(|m| m.decode_utf8()) {
+            Some(Ok(id)) => (
+                "GET",
+                Route::Model {
+                    id: id.into_owned(),
+                },
+            ),
+            _ => return Err(ApiError::unknown_route(method, path)),
+        },
         "/admin" => ("GET", Route::AdminDashboard),
         "/admin/state" => ("GET", Route::AdminState),
         "/admin/metrics" => ("GET", Route::AdminMetrics),
@@ -163,7 +178,7 @@ pub fn allowed_methods(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
     if path == "/v1/chat/completions" {
         "POST, OPTIONS"
-    } else if path == "/v1/models" {
+    } else if path == "/v1/models" || path.starts_with("/v1/models/") {
         "GET, HEAD, OPTIONS"
     } else if path.ends_with("/clear") || path.ends_with("/reset") {
         "POST"
@@ -209,6 +224,28 @@ mod tests {
             Ok(Route::ChatCompletions)
         );
         assert_eq!(route("GET", "/v1/models"), Ok(Route::Models));
+        let model = |id: &str| Ok(Route::Model { id: id.into() });
+        assert_eq!(route("GET", "/v1/models/qwen3-max"), model("qwen3-max"));
+        assert_eq!(
+            route("GET", "/v1/models/qwen/qwen3-max"),
+            model("qwen/qwen3-max")
+        );
+        assert_eq!(
+            route("HEAD", "/v1/models/qwen%2Fqwen3-max/"),
+            model("qwen/qwen3-max")
+        );
+        assert_eq!(
+            route("OPTIONS", "/v1/models/qwen3-max"),
+            Ok(Route::Preflight)
+        );
+        assert_eq!(
+            route("POST", "/v1/models/qwen3-max").map_err(|e| e.status),
+            Err(405)
+        );
+        assert_eq!(
+            route("GET", "/v1/models/%FF").map_err(|e| e.status),
+            Err(404)
+        );
         assert_eq!(route("HEAD", "/healthz"), Ok(Route::Health));
         assert_eq!(
             route("GET", "/admin/buckets/acct-a/qwen3-max"),

@@ -155,6 +155,18 @@ async fn handle(
             let names = names.filter(|m| identity.may_call(m));
             respond::json(200, openai::model_list(names)).map_err(plain)
         }
+        Route::Model { id } => {
+            let config = load_config(env).map_err(plain)?;
+            let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
+            // As a chat request naming it would be answered.
+            if !config.models.contains_key(&id) {
+                return Err(plain(ApiError::model_not_found(&id)));
+            }
+            if !identity.may_call(&id) {
+                return Err(plain(identity.model_refused(&id)));
+            }
+            respond::json(200, openai::model_object(&id).to_string()).map_err(plain)
+        }
         Route::ChatCompletions => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;

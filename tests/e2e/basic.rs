@@ -1,6 +1,6 @@
 //! First scenarios: proxying, request checks, upstream failures, the Durable Object counter, secrecy.
 
-use crate::support::{chat_body, Ctx, ADMIN_TOKEN, CLIENT_KEY, UPSTREAM_KEYS};
+use crate::support::{chat_body, Ctx, ADMIN_TOKEN, APP_B_KEY, CLIENT_KEY, UPSTREAM_KEYS};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -385,6 +385,38 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "write-test"
         ]
     );
+    // The SDKs' `models.retrieve`: one model as the list shows it, an unknown one 404, one
+    // the client may not call refused as a chat request naming it would be.
+    let retrieve = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+print(client.models.retrieve("qwen3-max").to_json(indent=None))
+try:
+    client.models.retrieve("no-such-model")
+except openai.NotFoundError as e:
+    print(e.body["code"])
+"#;
+    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
+        .args(["-c", retrieve, &ctx.url(), CLIENT_KEY])
+        .output()
+        .expect("the .venv's python (make bootstrap)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let model: Value = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        model,
+        models.json()["data"][ids.iter().position(|m| m == "qwen3-max").unwrap()]
+    );
+    assert_eq!(lines.next(), Some("model_not_found"), "{stdout}");
+    let refused = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/v1/models/qwen3-max", ctx.url()))
+                .bearer_auth(APP_B_KEY),
+        )
+        .await;
+    assert_eq!(refused.assert_error(403)["code"], "model_not_allowed");
     let health = ctx
         .send(ctx.http.get(format!("{}/healthz", ctx.url())))
         .await;
