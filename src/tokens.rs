@@ -55,7 +55,8 @@ const AUDIO_CHARS_PER_TOKEN: u64 = 128;
 
 /// Estimated input tokens of a chat body: every string inside each message (content, parts,
 /// tool calls, names) plus framing, an image part as an image and an audio part by its length
-/// (their base64 is not text); tool definitions count as their JSON text.
+/// (their base64 is not text); tool definitions (`tools`, the older `functions`) and a
+/// `response_format` schema, which upstreams put in the prompt, count as their JSON text.
 pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
     let messages = match body.get("messages") {
         Some(Value::Array(m)) => m.as_slice(),
@@ -69,10 +70,15 @@ pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
     let in_messages = messages.iter().fold(0u64, |sum, m| {
         sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m, image)))
     });
-    let tools = body.get("tools").map_or(0, |t| text_tokens(&t.to_string()));
+    let schemas = ["tools", "functions", "response_format"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .fold(0u64, |sum, v| {
+            sum.saturating_add(text_tokens(&v.to_string()))
+        });
     PER_REQUEST
         .saturating_add(in_messages)
-        .saturating_add(tools)
+        .saturating_add(schemas)
 }
 
 fn strings_tokens(v: &Value, image: u64) -> u64 {
@@ -184,6 +190,26 @@ mod tests {
             audio_tokens >= 25 * 10,
             "at least Qwen-Omni's 25 tokens a second"
         );
+    }
+
+    #[test]
+    fn counts_tool_and_response_schemas_as_their_json() {
+        let schema = json!({"type": "json_schema", "json_schema": {"name": "answer",
+            "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+        let bare = prompt_tokens(&body(json!({"messages": []})));
+        for (key, value) in [
+            ("response_format", &schema),
+            ("tools", &tools),
+            ("functions", &tools),
+        ] {
+            let with = body(json!({"messages": [], key: value}));
+            assert_eq!(
+                prompt_tokens(&with),
+                bare + text_tokens(&value.to_string()),
+                "{key}"
+            );
+        }
     }
 
     #[test]
