@@ -102,13 +102,22 @@ fn strings_tokens(v: &Value, image: u64) -> u64 {
     }
 }
 
-/// Output tokens to reserve: the request's own cap, else `default_output`, for each of its
-/// `n` choices (upstreams bill and count every choice's tokens).
+/// Output tokens to reserve: the request's own cap, else `default_output`, plus its
+/// `thinking_budget` unless thinking is off (Qwen's `max_tokens` caps the answer, not the
+/// reasoning before it), for each of its `n` choices (upstreams count every choice's tokens).
 pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
-    let per_choice = ["max_completion_tokens", "max_tokens"]
+    let answer = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .unwrap_or(default_output);
+    let thinking = match body.get("enable_thinking") {
+        Some(Value::Bool(false)) => 0,
+        _ => body
+            .get("thinking_budget")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    };
+    let per_choice = answer.saturating_add(thinking);
     let choices = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     per_choice.saturating_mul(choices)
 }
@@ -233,6 +242,23 @@ mod tests {
         let b = body(json!({"messages": [], "max_completion_tokens": 7, "max_tokens": 9}));
         assert_eq!(output_tokens(&b, 256), 7);
         assert_eq!(output_tokens(&body(json!({"messages": []})), 256), 256);
+    }
+
+    #[test]
+    fn reserves_the_thinking_budget_unless_thinking_is_off() {
+        let thinking = |extra: Value| {
+            let mut b = body(json!({"messages": [], "max_tokens": 100, "thinking_budget": 500}));
+            b.extend(extra.as_object().cloned().unwrap());
+            output_tokens(&b, 256)
+        };
+        assert_eq!(thinking(json!({"enable_thinking": true})), 600);
+        assert_eq!(
+            thinking(json!({})),
+            600,
+            "thinking-only models need no switch"
+        );
+        assert_eq!(thinking(json!({"enable_thinking": false})), 100);
+        assert_eq!(thinking(json!({"enable_thinking": true, "n": 2})), 1200);
     }
 
     #[test]
