@@ -54,9 +54,10 @@ const HIGH_RES_IMAGE_TOKENS: u64 = 16_384;
 const AUDIO_CHARS_PER_TOKEN: u64 = 128;
 
 /// Estimated input tokens of a chat body: every string inside each message (content, parts,
-/// tool calls, names) plus framing, an image part as an image and an audio part by its length
-/// (their base64 is not text); tool definitions (`tools`, the older `functions`) and a
-/// `response_format` schema, which upstreams put in the prompt, count as their JSON text.
+/// tool calls, names) plus framing, an image part as an image (a video as its frames), an
+/// audio part by its length (their base64 is not text); tool definitions (`tools`, the older
+/// `functions`) and a `response_format` schema, which upstreams put in the prompt, count as
+/// their JSON text.
 pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
     let messages = match body.get("messages") {
         Some(Value::Array(m)) => m.as_slice(),
@@ -89,6 +90,14 @@ fn strings_tokens(v: &Value, image: u64) -> u64 {
         }),
         Value::Object(fields) => match fields.get("type").and_then(Value::as_str) {
             Some("image_url") => image,
+            // DashScope's video as its frames, each an image.
+            Some("video") => {
+                let frames = fields
+                    .get("video")
+                    .and_then(Value::as_array)
+                    .map_or(1, Vec::len);
+                image.saturating_mul(frames as u64)
+            }
             Some("input_audio") => {
                 let data = fields.get("input_audio").and_then(|a| a.get("data"));
                 let chars = data.and_then(Value::as_str).map_or(0, str::len) as u64;
@@ -190,6 +199,8 @@ mod tests {
         let mut high = with(parts(url));
         high.insert("vl_high_resolution_images".into(), json!(true));
         assert_eq!(prompt_tokens(&high), text_only + HIGH_RES_IMAGE_TOKENS);
+        let video = json!([{"type": "video", "video": [url, url, url]}]);
+        assert_eq!(prompt_tokens(&with(video)), 3 + 4 + 2 + 3 * IMAGE_TOKENS);
         // 10 s of 16 kHz 16-bit mono WAV: 320 KB, 426,668 base64 characters.
         let audio = json!([{"type": "input_audio",
                             "input_audio": {"data": "A".repeat(426_668), "format": "wav"}}]);
