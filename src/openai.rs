@@ -179,10 +179,31 @@ impl ApiError {
     }
 }
 
-/// A chat request that passed the gateway's checks; the raw JSON is kept so unknown
-/// fields reach the upstream untouched.
+/// The model endpoints the gateway serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Its path under an upstream's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat/completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A request to a model endpoint that passed the gateway's checks; the raw JSON is kept so
+/// unknown fields reach the upstream untouched.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest {
+pub struct ApiRequest {
+    /// Where it goes.
+    pub endpoint: Endpoint,
     /// The public model name the client asked for.
     pub model: String,
     /// Whether the client asked for a server-sent-event stream.
@@ -191,9 +212,13 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
-impl ChatRequest {
-    /// Parses and checks a `/v1/chat/completions` body of at most `max_messages` messages.
-    pub fn parse(bytes: &[u8], max_messages: usize) -> Result<ChatRequest, ApiError> {
+impl ApiRequest {
+    /// Parses and checks a body for `endpoint`; a chat's of at most `max_messages` messages.
+    pub fn parse(
+        bytes: &[u8],
+        endpoint: Endpoint,
+        max_messages: usize,
+    ) -> Result<ApiRequest, ApiError> {
         let value: Value = crate::json::from_bytes(bytes).map_err(|e| {
             ApiError::invalid_request(
                 format!("We could not parse the JSON body of your request: {e}."),
@@ -221,6 +246,15 @@ impl ChatRequest {
                 ))
             }
         };
+        if endpoint == Endpoint::Embeddings {
+            check_input(&body)?;
+            return Ok(ApiRequest {
+                endpoint,
+                model,
+                stream: false,
+                body,
+            });
+        }
         match body.get("messages") {
             Some(Value::Array(m)) if m.len() > max_messages => {
                 return Err(ApiError::invalid_request(
@@ -284,7 +318,8 @@ impl ChatRequest {
                 ))
             }
         }
-        Ok(ChatRequest {
+        Ok(ApiRequest {
+            endpoint,
             model,
             stream,
             body,
@@ -299,7 +334,40 @@ impl ChatRequest {
     }
 }
 
-/// A chat body written with another `model` (`parse` made sure it has one).
+/// An embeddings `input`: a string, or a non-empty array of strings, of token ids, or of
+/// arrays of token ids.
+fn check_input(body: &Map<String, Value>) -> Result<(), ApiError> {
+    let token_ids = |v: &Value| {
+        v.as_array()
+            .is_some_and(|a| a.iter().all(|t| t.as_u64().is_some()))
+    };
+    let valid = match body.get("input") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_request(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            ))
+        }
+        Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => {
+            !items.is_empty()
+                && (items.iter().all(Value::is_string)
+                    || items.iter().all(|t| t.as_u64().is_some())
+                    || items.iter().all(token_ids))
+        }
+        Some(_) => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_request(
+            "`input` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+            Some("input"),
+        ))
+    }
+}
+
+/// A body written with another `model` (`parse` made sure it has one).
 struct WithModel<'a>(&'a Map<String, Value>, &'a str);
 
 impl Serialize for WithModel<'_> {
@@ -319,13 +387,33 @@ impl Serialize for WithModel<'_> {
 
 /// Token counts from an upstream's `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "UsageFields")]
 pub struct Usage {
     /// Input tokens.
-    #[serde(default)]
     pub prompt_tokens: Option<u64>,
     /// Output tokens (reasoning included, as the upstream bills them).
-    #[serde(default)]
     pub completion_tokens: Option<u64>,
+}
+
+/// A `usage` as sent: an embeddings answer reports no output, only its total.
+#[derive(Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+impl From<UsageFields> for Usage {
+    fn from(u: UsageFields) -> Usage {
+        let output = || u.total_tokens?.checked_sub(u.prompt_tokens?);
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens.or_else(output),
+        }
+    }
 }
 
 impl Usage {
@@ -362,7 +450,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> ApiError {
-        ChatRequest::parse(body.as_bytes(), 4).unwrap_err()
+        ApiRequest::parse(body.as_bytes(), Endpoint::Chat, 4).unwrap_err()
     }
 
     #[test]
@@ -427,9 +515,52 @@ mod tests {
     }
 
     #[test]
+    fn checks_an_embeddings_input() {
+        let parse = |body: &str| ApiRequest::parse(body.as_bytes(), Endpoint::Embeddings, 4);
+        for input in [r#""hi""#, r#"["a","b"]"#, "[1,2,3]", "[[1,2],[3]]"] {
+            let r = parse(&format!(
+                r#"{{"model":"e","input":{input},"dimensions":256}}"#
+            ));
+            assert_eq!(
+                r.map(|r| (r.endpoint, r.stream)),
+                Ok((Endpoint::Embeddings, false))
+            );
+        }
+        for input in [
+            "",
+            r#","input":null"#,
+            r#","input":[]"#,
+            r#","input":7"#,
+            r#","input":["a",1]"#,
+            r#","input":[[1],["a"]]"#,
+        ] {
+            let e = parse(&format!(r#"{{"model":"e"{input}}}"#)).unwrap_err();
+            assert_eq!(
+                (e.status, e.param.as_deref()),
+                (400, Some("input")),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse(r#"{"input":"hi"}"#).unwrap_err().param.as_deref(),
+            Some("model")
+        );
+    }
+
+    #[test]
+    fn an_embeddings_usage_has_no_output() {
+        let body = br#"{"data":[],"usage":{"prompt_tokens":7,"total_tokens":7}}"#;
+        let usage = Usage::of_body(body).unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(7), Some(0))
+        );
+    }
+
+    #[test]
     fn keeps_unknown_fields_and_swaps_the_model() {
         let body = br#"{"model":"qwen3-max","messages":[{"role":"user","content":"hi"}],"stream":true,"enable_thinking":false,"max_tokens":null}"#;
-        let r = ChatRequest::parse(body, 4).unwrap();
+        let r = ApiRequest::parse(body, Endpoint::Chat, 4).unwrap();
         assert_eq!(r.model, "qwen3-max");
         assert!(r.stream);
         let sent: Value = serde_json::from_slice(&r.upstream_body("qwen-plus")).unwrap();

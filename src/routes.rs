@@ -8,6 +8,8 @@ use percent_encoding::percent_decode_str;
 pub enum Route {
     /// `POST /v1/chat/completions`.
     ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
     /// `GET /v1/models`.
     Models,
     /// `GET /v1/models/<model>` (the SDKs' `models.retrieve`), percent-decoded; it may hold `/`.
@@ -60,12 +62,16 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
     let model = path.strip_prefix("/v1/models/");
-    let api = matches!(path, "/v1/chat/completions" | "/v1/models") || model.is_some();
+    let api = matches!(
+        path,
+        "/v1/chat/completions" | "/v1/embeddings" | "/v1/models"
+    ) || model.is_some();
     if method == "OPTIONS" && api {
         return Ok(Route::Preflight);
     }
     let (expected, route) = match path {
         "/v1/chat/completions" => ("POST", Route::ChatCompletions),
+        "/v1/embeddings" => ("POST", Route::Embeddings),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
         _ if model.is_some() => match model.map(percent_decode_str).map(|m| m.decode_utf8()) {
@@ -176,7 +182,7 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 /// The methods a route accepts, for the `Allow` header of a 405.
 pub fn allowed_methods(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
-    if path == "/v1/chat/completions" {
+    if path == "/v1/chat/completions" || path == "/v1/embeddings" {
         "POST, OPTIONS"
     } else if path == "/v1/models" || path.starts_with("/v1/models/") {
         "GET, HEAD, OPTIONS"
@@ -224,6 +230,12 @@ mod tests {
             Ok(Route::ChatCompletions)
         );
         assert_eq!(route("GET", "/v1/models"), Ok(Route::Models));
+        assert_eq!(route("POST", "/v1/embeddings"), Ok(Route::Embeddings));
+        assert_eq!(route("OPTIONS", "/v1/embeddings"), Ok(Route::Preflight));
+        assert_eq!(
+            route("GET", "/v1/embeddings").map_err(|e| e.status),
+            Err(405)
+        );
         let model = |id: &str| Ok(Route::Model { id: id.into() });
         assert_eq!(route("GET", "/v1/models/qwen3-max"), model("qwen3-max"));
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Conservative token estimate of a chat request, reserved before sending and reconciled with `usage` after.
 
+use crate::openai::{ApiRequest, Endpoint};
 use serde_json::{Map, Value};
 
 /// Tokens of framing per message (role, separators), as chat templates add.
@@ -131,10 +132,37 @@ pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
     per_choice.saturating_mul(choices)
 }
 
-/// Input plus output estimate: what a TPM window must have room for (saturating: a client's
-/// `max_tokens` near `u64::MAX` makes it huge, never small).
-pub fn estimate(body: &Map<String, Value>, default_output: u64) -> u64 {
-    prompt_tokens(body).saturating_add(output_tokens(body, default_output))
+/// Estimated tokens of an embeddings `input`: its texts by the token rule, token ids one each.
+pub fn input_tokens(body: &Map<String, Value>) -> u64 {
+    fn count(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => text_tokens(s),
+            Value::Number(_) => 1,
+            Value::Array(items) => items.iter().fold(0, |sum, i| sum.saturating_add(count(i))),
+            _ => 0,
+        }
+    }
+    body.get("input").map_or(0, count)
+}
+
+/// The input estimate and the input plus output estimate of a request, what a TPM window must
+/// have room for (saturating: a client's `max_tokens` near `u64::MAX` makes it huge, never
+/// small). Embeddings have no output.
+pub fn estimate(request: &ApiRequest, default_output: u64) -> (u64, u64) {
+    let body = &request.body;
+    match request.endpoint {
+        Endpoint::Chat => {
+            let input = prompt_tokens(body);
+            (
+                input,
+                input.saturating_add(output_tokens(body, default_output)),
+            )
+        }
+        Endpoint::Embeddings => {
+            let input = input_tokens(body);
+            (input, input)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +172,15 @@ mod tests {
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    fn request(endpoint: Endpoint, body: Map<String, Value>) -> ApiRequest {
+        ApiRequest {
+            endpoint,
+            model: "m".into(),
+            stream: false,
+            body,
+        }
     }
 
     #[test]
@@ -173,7 +210,10 @@ mod tests {
         // roles (system 2, user 2), part type "text" 2, texts (5 + 11), framing 4*2 + 3.
         assert_eq!(prompt_tokens(&b), 33);
         assert_eq!(output_tokens(&b, 256), 100);
-        assert_eq!(estimate(&b, 256), 133);
+        assert_eq!(
+            estimate(&request(Endpoint::Chat, b.clone()), 256),
+            (33, 133)
+        );
         // The simulator (and a BPE) counts about chars/4 per message: the estimate must not be lower.
         let sim_count = 3 + (4 + 14_u64.div_ceil(4)) + (4 + 31_u64.div_ceil(4));
         assert!(prompt_tokens(&b) >= sim_count);
@@ -233,10 +273,18 @@ mod tests {
     }
 
     #[test]
+    fn estimates_embeddings_by_their_input_alone() {
+        let texts = body(json!({"input": ["Say hello", "안녕"], "max_tokens": 100}));
+        assert_eq!(estimate(&request(Endpoint::Embeddings, texts), 256), (5, 5));
+        let ids = body(json!({"input": [[1, 2, 3], [4]]}));
+        assert_eq!(estimate(&request(Endpoint::Embeddings, ids), 256), (4, 4));
+    }
+
+    #[test]
     fn huge_max_tokens_saturates_instead_of_wrapping() {
         let b =
             body(json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": u64::MAX}));
-        assert_eq!(estimate(&b, 256), u64::MAX);
+        assert_eq!(estimate(&request(Endpoint::Chat, b), 256).1, u64::MAX);
     }
 
     #[test]

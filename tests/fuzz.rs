@@ -13,7 +13,7 @@
 use edge_gateway::classify::{classify, classify_stream_error, Outcome};
 use edge_gateway::config::{Config, Profile};
 use edge_gateway::hints::MAX_HINT_MS;
-use edge_gateway::openai::{ApiError, ChatRequest};
+use edge_gateway::openai::{ApiError, ApiRequest, Endpoint};
 use edge_gateway::routes;
 use edge_gateway::sse::{self, Frame, SseParser};
 use edge_gateway::tokens;
@@ -107,6 +107,7 @@ const REQUESTS: &[&str] = &[
     r#"{"model":"qwen3-max","messages":[{"role":"system","content":"terse"},{"role":"user","content":[{"type":"text","text":"안녕하세요"}]}],"stream":true,"stream_options":{"include_usage":false},"max_tokens":18446744073709551615}"#,
     r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}],"tools":[{"type":"function","function":{"name":"f"}}],"max_completion_tokens":0}"#,
     r#"{"model":"","messages":[]}"#,
+    r#"{"model":"text-embedding-v4","input":["Say hello",[1,2,3]],"dimensions":256,"encoding_format":"float"}"#,
 ];
 
 const STREAMS: &[&str] = &[
@@ -148,16 +149,18 @@ fn fuzz_every_outside_input() {
 
     run("request", &mut |r| {
         r.run(&mutated(REQUESTS), |bytes| {
-            match ChatRequest::parse(&bytes, 8) {
-                Ok(req) => {
-                    let est = tokens::estimate(&req.body, 256);
-                    prop_assert!(est >= tokens::prompt_tokens(&req.body));
-                    let sent: Value = serde_json::from_slice(&req.upstream_body("x")).unwrap();
-                    prop_assert_eq!(&sent["model"], "x");
-                }
-                Err(e) => {
-                    openai_shaped(&e)?;
-                    prop_assert_eq!(e.status, 400);
+            for endpoint in [Endpoint::Chat, Endpoint::Embeddings] {
+                match ApiRequest::parse(&bytes, endpoint, 8) {
+                    Ok(req) => {
+                        let (input, total) = tokens::estimate(&req, 256);
+                        prop_assert!(total >= input);
+                        let sent: Value = serde_json::from_slice(&req.upstream_body("x")).unwrap();
+                        prop_assert_eq!(&sent["model"], "x");
+                    }
+                    Err(e) => {
+                        openai_shaped(&e)?;
+                        prop_assert_eq!(e.status, 400);
+                    }
                 }
             }
             Ok(())

@@ -1,4 +1,5 @@
-//! The chat and models endpoints: key, body, model, account state, faults, limits, answer.
+//! The chat, embeddings and models endpoints: key, body, model, account state, faults,
+//! limits, answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,15 +29,19 @@ struct Accepted {
     chunk_delay_ms: u64,
 }
 
-/// `POST .../chat/completions`. `Err` closes the connection without an answer.
+/// How a request's body is read: `ChatRequest::parse` or `ChatRequest::parse_embeddings`.
+pub type Parse = fn(&[u8]) -> Result<ChatRequest, String>;
+
+/// `POST .../chat/completions` and `.../embeddings` (`parse` says which). `Err` closes the
+/// connection without an answer.
 pub async fn chat(
     state: &Arc<Mutex<SimState>>,
     dialect: Dialect,
     key: &str,
-    body: &[u8],
+    (body, parse): (&[u8], Parse),
     started: Instant,
 ) -> Result<Response<SimBody>, Aborted> {
-    let accepted = match accept(state, dialect, key, body, started) {
+    let accepted = match accept(state, dialect, key, body, parse, started) {
         Ok(a) => a,
         Err(refused) => return Ok(*refused),
     };
@@ -134,6 +139,7 @@ fn accept(
     dialect: Dialect,
     key: &str,
     body: &[u8],
+    parse: Parse,
     started: Instant,
 ) -> Result<Accepted, Box<Response<SimBody>>> {
     let mut s = lock(state);
@@ -146,7 +152,7 @@ fn accept(
         return Err(refuse(401, bodies::invalid_api_key(dialect, &id, key)));
     };
     s.record_key_call(key, &account);
-    let request = match ChatRequest::parse(body) {
+    let request = match parse(body) {
         Ok(r) => r,
         Err(what) => {
             s.record_invalid(&account);
@@ -191,6 +197,7 @@ fn accept(
         prompt_tokens: request.prompt_tokens,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
         choices: request.choices,
+        embeddings: request.embeddings,
     };
     let chunk_delay_ms = match fault {
         Some(FaultKind::SlowStream { ms }) => ms,

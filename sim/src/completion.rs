@@ -1,4 +1,5 @@
-//! Chat request parsing and deterministic answers: token counts, JSON body and SSE events.
+//! Chat and embeddings request parsing and deterministic answers: token counts, JSON body
+//! and SSE events.
 
 use serde_json::Value;
 
@@ -35,6 +36,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `n`: how many choices to answer with, each counted in full.
     pub choices: u64,
+    /// An embeddings request: its inputs and `dimensions` (8 when not given).
+    pub embeddings: Option<(usize, usize)>,
 }
 
 impl ChatRequest {
@@ -79,6 +82,46 @@ impl ChatRequest {
             stream,
             include_usage: v["stream_options"]["include_usage"] == Value::Bool(true),
             choices,
+            embeddings: None,
+        })
+    }
+
+    /// Parses an embeddings body: `input` a string or an array of strings, of token ids or of
+    /// arrays of token ids; its tokens are ceil(chars / 4) a text, one a token id.
+    pub fn parse_embeddings(body: &[u8]) -> Result<ChatRequest, String> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+        let model = match &v["model"] {
+            Value::String(m) if !m.is_empty() => m.clone(),
+            Value::Null => return Err("Missing required parameter: 'model'.".into()),
+            _ => return Err("Invalid type for 'model': expected a non-empty string.".into()),
+        };
+        let inputs: Vec<&Value> = match &v["input"] {
+            Value::String(_) => vec![&v["input"]],
+            Value::Array(items) if items.is_empty() => {
+                return Err("Invalid value for 'input': must not be empty.".into())
+            }
+            Value::Array(items) if items.iter().all(Value::is_u64) => vec![&v["input"]],
+            Value::Array(items) => items.iter().collect(),
+            _ => return Err("Invalid value for 'input': expected a string or an array.".into()),
+        };
+        let tokens = inputs.iter().map(|input| match input {
+            Value::String(s) => Ok((s.chars().count() as u64).div_ceil(4)),
+            Value::Array(ids) if ids.iter().all(Value::is_u64) => Ok(ids.len() as u64),
+            _ => Err("Invalid value for 'input': mixed types.".to_string()),
+        });
+        let prompt_tokens = tokens.sum::<Result<u64, String>>()?;
+        let dimensions = v["dimensions"]
+            .as_u64()
+            .map_or(8, |d| d.clamp(1, 4096) as usize);
+        Ok(ChatRequest {
+            model,
+            prompt_tokens,
+            max_tokens: Some(0),
+            stream: false,
+            include_usage: false,
+            choices: 1,
+            embeddings: Some((inputs.len(), dimensions)),
         })
     }
 
@@ -121,6 +164,8 @@ pub struct Completion {
     pub completion_tokens: u64,
     /// Choices answered (the request's `n`), each with the same words.
     pub choices: u64,
+    /// An embeddings answer instead: its inputs and dimensions.
+    pub embeddings: Option<(usize, usize)>,
 }
 
 impl Completion {
@@ -153,8 +198,26 @@ impl Completion {
         )
     }
 
-    /// Non-stream `chat.completion` body.
+    /// Non-stream `chat.completion` body (or the embeddings list, for an embeddings request).
     pub fn to_json(&self) -> String {
+        if let Some((inputs, dimensions)) = self.embeddings {
+            let vector: Vec<String> = (0..dimensions).map(|i| format!("0.{}", i % 10)).collect();
+            let data: Vec<String> = (0..inputs)
+                .map(|i| {
+                    format!(
+                        r#"{{"object":"embedding","index":{i},"embedding":[{}]}}"#,
+                        vector.join(",")
+                    )
+                })
+                .collect();
+            return format!(
+                r#"{{"object":"list","data":[{}],"model":{},"usage":{{"prompt_tokens":{p},"total_tokens":{p}}},"id":{}}}"#,
+                data.join(","),
+                json_str(&self.model),
+                json_str(self.id.trim_start_matches("chatcmpl-")),
+                p = self.prompt_tokens,
+            );
+        }
         let content = json_str(&self.content());
         let choices: Vec<String> = (0..self.choices)
             .map(|i| {
@@ -240,6 +303,7 @@ mod tests {
             prompt_tokens: 9,
             completion_tokens: n,
             choices: 1,
+            embeddings: None,
         }
     }
 
@@ -330,5 +394,31 @@ mod tests {
         let closing = c.closing_events(true);
         assert_eq!(closing.len(), 3 + 2, "a finish per choice, usage, [DONE]");
         assert!(closing[3].contains(r#""completion_tokens":12"#));
+    }
+
+    #[test]
+    fn answers_embeddings_one_vector_an_input() {
+        let body = br#"{"model":"e","input":["abcdefgh","x",[1,2,3]],"dimensions":4}"#;
+        let r = ChatRequest::parse_embeddings(body).unwrap();
+        assert_eq!((r.prompt_tokens, r.embeddings), (2 + 1 + 3, Some((3, 4))));
+        assert_eq!(r.completion_tokens(12), 0);
+        let c = Completion {
+            embeddings: r.embeddings,
+            ..completion(0)
+        };
+        let body: Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 3);
+        assert_eq!(body["data"][2]["index"], 2);
+        assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 4);
+        assert_eq!(body["usage"]["prompt_tokens"], 9);
+        let single = ChatRequest::parse_embeddings(br#"{"model":"e","input":[5,6]}"#).unwrap();
+        assert_eq!(single.embeddings, Some((1, 8)));
+        for bad in [
+            &br#"{"model":"e"}"#[..],
+            br#"{"model":"e","input":[]}"#,
+            br#"{"input":"x"}"#,
+        ] {
+            assert!(ChatRequest::parse_embeddings(bad).is_err());
+        }
     }
 }

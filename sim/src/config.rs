@@ -140,9 +140,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Three accounts (`acct-a`: sk-a1, sk-a2; `acct-b`: sk-b1; `acct-c`: sk-c1) serving
-    /// qwen3-max, qwen-plus and qwen-turbo with small limits, at real time.
+    /// qwen3-max, qwen-plus, qwen-turbo and text-embedding-v4 with small limits, at real time.
     pub fn demo() -> SimConfig {
-        let models = ["qwen3-max", "qwen-plus", "qwen-turbo"];
+        let models = ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"];
         let limits = |rpm, rps, tpm| Limits {
             rpm: Some(rpm),
             rps: Some(rps),
@@ -155,6 +155,7 @@ impl SimConfig {
             ("qwen3-max", limits(6, 2, 20_000)),
             ("qwen-plus", limits(12, 3, 40_000)),
             ("qwen-turbo", limits(30, 5, 100_000)),
+            ("text-embedding-v4", limits(30, 5, 100_000)),
         ]
         .into_iter()
         .map(|(m, l)| (m.to_string(), l))

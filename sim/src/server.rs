@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::bodies::{self, Dialect};
 use crate::body::{Aborted, SimBody};
 use crate::chat;
+use crate::completion::ChatRequest;
 use crate::control::control;
 use crate::respond::plain_json;
 use crate::state::SimState;
@@ -99,10 +100,15 @@ async fn handle(
     let key = bearer(&parts.headers);
     match (endpoint, &parts.method) {
         ("chat/completions", &Method::POST) => {
-            chat::chat(&state, dialect, &key, &body, started).await
+            let read: chat::Parse = ChatRequest::parse;
+            chat::chat(&state, dialect, &key, (&body, read), started).await
+        }
+        ("embeddings", &Method::POST) => {
+            let read: chat::Parse = ChatRequest::parse_embeddings;
+            chat::chat(&state, dialect, &key, (&body, read), started).await
         }
         ("models", &Method::GET) => Ok(chat::models(&state, dialect, &key, started)),
-        ("chat/completions" | "models", _) => {
+        ("chat/completions" | "embeddings" | "models", _) => {
             let msg = bodies::invalid_parameter(Dialect::OpenAi, "", "method not allowed");
             Ok(plain_json(StatusCode::METHOD_NOT_ALLOWED, msg))
         }

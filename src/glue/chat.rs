@@ -1,4 +1,5 @@
-//! `POST /v1/chat/completions`: the planner loop over bucket admissions and upstream sends.
+//! `POST /v1/chat/completions` and `/v1/embeddings`: the planner loop over bucket admissions
+//! and upstream sends.
 //!
 //! I/O only: every decision is made by the pure modules (planner, classify, bucket, pricing);
 //! this loop asks buckets, sleeps, sends, and reports back.
@@ -16,7 +17,7 @@ use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
 use crate::glue::{body, cache, log, now_ms, respond};
-use crate::openai::{ApiError, ChatRequest};
+use crate::openai::{ApiError, ApiRequest, Endpoint};
 use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
 use crate::protocol::{Op, Reply};
@@ -78,12 +79,14 @@ impl Choice for Cand<'_> {
     }
 }
 
-/// Serves one chat completion, streamed or not, and logs it as one `request` line (a served
+/// Serves one chat completion, streamed or not, or one embeddings request (never downgraded:
+/// another model's vectors do not compare), and logs it as one `request` line (a served
 /// answer's line is written when its usage is known: a stream's at its end). `ctxs`: the
 /// invocation's context, as the worker crate's and as the runtime's own object (which the
 /// client watchdog hands its promise).
 pub async fn complete(
     req: web_sys::Request,
+    endpoint: Endpoint,
     env: &Env,
     ctxs: (&Context, &JsValue),
     config: &Config,
@@ -95,7 +98,10 @@ pub async fn complete(
         identity.user.as_deref(),
         now_ms(),
     )));
-    let answer = plan_and_send(req, env, ctxs, config, identity, request_id, &trail).await;
+    let answer = plan_and_send(
+        req, endpoint, env, ctxs, config, identity, request_id, &trail,
+    )
+    .await;
     if let Err((e, _)) = &answer {
         let ending = Ending {
             status: e.status,
@@ -109,8 +115,10 @@ pub async fn complete(
     answer
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn plan_and_send(
     req: web_sys::Request,
+    endpoint: Endpoint,
     env: &Env,
     (ctx, js_ctx): (&Context, &JsValue),
     config: &Config,
@@ -122,7 +130,7 @@ async fn plan_and_send(
     let bytes = body::read(&req, ctx, config.max_body_bytes)
         .await
         .map_err(plain)?;
-    let mut chat = ChatRequest::parse(&bytes, config.max_messages).map_err(plain)?;
+    let mut chat = ApiRequest::parse(&bytes, endpoint, config.max_messages).map_err(plain)?;
     drop(bytes);
     // Streams always ask the upstream for usage, to count tokens; the client sees the usage
     // chunk only if it asked for it.
@@ -135,10 +143,11 @@ async fn plan_and_send(
     if !identity.may_call(&chat.model) {
         return Err(plain(identity.model_refused(&chat.model)));
     }
-    let allow_fallback = !matches!(
-        respond::header(&req, NO_FALLBACK_HEADER).as_deref(),
-        Some("none" | "off" | "false" | "0")
-    );
+    let allow_fallback = endpoint == Endpoint::Chat
+        && !matches!(
+            respond::header(&req, NO_FALLBACK_HEADER).as_deref(),
+            Some("none" | "off" | "false" | "0")
+        );
 
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
@@ -146,11 +155,7 @@ async fn plan_and_send(
     let first_token_ms = route
         .first_token_timeout_ms
         .unwrap_or(config.default_first_token_timeout_ms);
-    let prompt_tokens = tokens::prompt_tokens(&chat.body);
-    let est_tokens = prompt_tokens.saturating_add(tokens::output_tokens(
-        &chat.body,
-        config.default_output_tokens,
-    ));
+    let (prompt_tokens, est_tokens) = tokens::estimate(&chat, config.default_output_tokens);
     let steps = route
         .fallback
         .iter()
@@ -527,7 +532,7 @@ fn downgraded_from(
 /// What every upstream attempt of one request shares.
 struct Job<'a> {
     env: &'a Env,
-    chat: &'a ChatRequest,
+    chat: &'a ApiRequest,
     client_wants_usage: bool,
     deadline_at: u64,
     first_token_ms: u64,
@@ -559,6 +564,7 @@ impl Job<'_> {
         let attempt = Attempt {
             candidate: c,
             key_name: key,
+            path: self.chat.endpoint.path(),
             body: self.chat.upstream_body(c.model),
             stream,
             wait_ms: until.saturating_sub(sent_at),

@@ -21,7 +21,7 @@ mod upstream;
 use crate::access::cors::{self, Judged};
 use crate::access::{self, Identity, Keyring};
 use crate::config::Config;
-use crate::openai::{self, ApiError};
+use crate::openai::{self, ApiError, Endpoint};
 use crate::routes::{self, Route};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -167,10 +167,23 @@ async fn handle(
             }
             respond::json(200, openai::model_object(&id).to_string()).map_err(plain)
         }
-        Route::ChatCompletions => {
+        route @ (Route::ChatCompletions | Route::Embeddings) => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
-            chat::complete(req, env, (ctx, js_ctx), &config, &identity, request_id).await
+            let endpoint = match route {
+                Route::Embeddings => Endpoint::Embeddings,
+                _ => Endpoint::Chat,
+            };
+            chat::complete(
+                req,
+                endpoint,
+                env,
+                (ctx, js_ctx),
+                &config,
+                &identity,
+                request_id,
+            )
+            .await
         }
         Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
             respond::authorize_admin(&req, env).map_err(plain)?;

@@ -46,6 +46,8 @@ pub struct Attempt<'a> {
     pub candidate: &'a Candidate<'a>,
     /// The secret holding the key to use.
     pub key_name: &'a str,
+    /// The endpoint's path under the upstream's base URL.
+    pub path: &'static str,
     /// The request body for the upstream.
     pub body: Vec<u8>,
     /// Whether the answer is a stream (then only its headers are awaited).
@@ -65,6 +67,7 @@ pub async fn send(
     let Attempt {
         candidate,
         key_name,
+        path,
         body,
         stream,
         wait_ms,
@@ -76,7 +79,7 @@ pub async fn send(
         ));
         return (Sent::Failed(Outcome::Client(missing)), None);
     };
-    let url = format!("{}/chat/completions", candidate.upstream.base_url);
+    let url = format!("{}/{path}", candidate.upstream.base_url);
     let signal = controller.signal();
     let exchange = async {
         // The runtime's fetch, with the request made and a whole answer read on the JavaScript

@@ -1,6 +1,8 @@
 //! First scenarios: proxying, request checks, upstream failures, the Durable Object counter, secrecy.
 
-use crate::support::{chat_body, Ctx, ADMIN_TOKEN, APP_B_KEY, CLIENT_KEY, UPSTREAM_KEYS};
+use crate::support::{
+    chat_body, counters, eventually, stat, Ctx, ADMIN_TOKEN, APP_B_KEY, CLIENT_KEY, UPSTREAM_KEYS,
+};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             Box::pin(client_key_required(c))
         }),
         ("unknown_model_is_a_404", |c| Box::pin(unknown_model(c))),
+        ("embeddings_are_served_counted_and_never_downgraded", |c| {
+            Box::pin(embeddings(c))
+        }),
         ("upstream_500_is_retried_then_an_openai_shaped_502", |c| {
             Box::pin(upstream_500(c))
         }),
@@ -382,6 +387,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "room-test",
             "rotate-test",
             "stream-test",
+            "text-embedding-v4",
             "write-test"
         ]
     );
@@ -442,4 +448,74 @@ async fn no_secret_in_logs(ctx: Arc<Ctx>) {
             "secret {secret:?} appears in the gateway log"
         );
     }
+}
+
+async fn embeddings(ctx: Arc<Ctx>) {
+    // Through the official SDK, as a RAG app calls it beside its chat.
+    let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+r = client.embeddings.create(model="text-embedding-v4", input=["Say hello", "bonjour"], dimensions=4)
+print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
+"#;
+    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
+        .args(["-c", script, &ctx.url(), CLIENT_KEY])
+        .output()
+        .expect("the .venv's python (make bootstrap)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "2 4 text-embedding-v4 5",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let send = |input: Value| {
+        let ctx = ctx.clone();
+        async move {
+            let body = json!({"model": "text-embedding-v4", "input": input});
+            ctx.send(
+                ctx.http
+                    .post(format!("{}/v1/embeddings", ctx.url()))
+                    .bearer_auth(CLIENT_KEY)
+                    .json(&body),
+            )
+            .await
+        }
+    };
+    let bad = send(json!([])).await;
+    assert_eq!(bad.assert_error(400)["param"], "input");
+    // 6 a minute upstream, 9 asked: what does not fit is refused with an honest Retry-After,
+    // never answered by the free chat model after it in the chain.
+    let replies =
+        futures_util::future::join_all((0..8).map(|i| send(json!(format!("text {i}"))))).await;
+    let mut served = 1;
+    for r in &replies {
+        match r.status {
+            200 => {
+                served += 1;
+                assert_eq!(r.header("x-gateway-served-model"), "text-embedding-v4");
+                assert_eq!(r.json()["data"][0]["object"], "embedding");
+            }
+            429 => {
+                r.assert_error(429);
+                assert!(r.header("retry-after").parse::<u64>().is_ok(), "{}", r.text);
+            }
+            other => panic!("status {other}: {}", r.text),
+        }
+    }
+    // The burst alone is more than a minute's 6, wherever the window stands.
+    assert!((2..=7).contains(&served), "served {served} of 9");
+    let upstream = ctx.sim_model("acct-embed", "text-embedding-v4");
+    assert_eq!(upstream["ok"].as_u64(), Some(served), "{upstream}");
+    assert_eq!(upstream["over_limit"].as_u64(), Some(0), "{upstream}");
+    let counted = eventually(10, || async {
+        let c = counters(&ctx, "acct-embed", "text-embedding-v4").await;
+        stat(&c, &["prompt_tokens"]) == upstream["prompt_tokens"].as_u64().unwrap_or(0)
+            && stat(&c, &["completion_tokens"]) == 0
+    })
+    .await;
+    assert!(
+        counted,
+        "the gateway counts the upstream's tokens: {upstream}"
+    );
 }

@@ -13,7 +13,7 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 11] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 12] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
@@ -25,6 +25,7 @@ pub const UPSTREAM_KEYS: [(&str, &str); 11] = [
     ("SIM_KEY_ROOM", "sk-room-4242"),
     ("SIM_KEY_WIDE", "sk-wide-5555"),
     ("SIM_KEY_TPM", "sk-tpm-7777"),
+    ("SIM_KEY_EMBED", "sk-embed-8888"),
 ];
 /// Client `app-a`'s key (the config holds its SHA-256), its user tokens' signing secret, and
 /// client `app-b`'s key (held as a secret).
@@ -129,10 +130,11 @@ pub fn sim_config() -> SimConfig {
             "acct-room": {"keys": ["sk-room-4242"], "state": "ok", "limits": {"qwen-turbo": {"rpm": 120}}},
             "acct-wide": {"keys": ["sk-wide-5555"], "state": "ok", "limits": {"qwen-turbo": {}}},
             "acct-tpm": {"keys": ["sk-tpm-7777"], "state": "ok", "limits": {"qwen-plus": {"tpm": 300}}},
+            "acct-embed": {"keys": ["sk-embed-8888"], "state": "ok", "limits": {"text-embedding-v4": {"rpm": 6}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
-        "models": ["qwen3-max", "qwen-plus", "qwen-turbo"],
+        "models": ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"],
         "completion_tokens": 8,
         "stream_chunk_delay_ms": 0
     }))
@@ -221,7 +223,8 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             // No limits anywhere: the clients' own limits are what binds.
             "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}},
             // A token limit that binds on a few requests of several choices each.
-            "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}}}
+            "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}}},
+            "acct-embed": {"upstream": "sim", "keys": ["SIM_KEY_EMBED"], "limits": {"text-embedding-v4": {"rpm": 6}}}
         },
         "clients": test_clients(),
         "prices": {"qwen3-max": {"tiers": [
@@ -255,7 +258,11 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
             "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
             "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
-            "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000}
+            "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
+            // A step after the embeddings model that must never serve them.
+            "text-embedding-v4": {"fallback": [{"model": "text-embedding-v4", "accounts": ["acct-embed"]},
+                                               {"model": "qwen-turbo", "accounts": ["wide"]}],
+                                  "max_wait_ms": 0}
         }
     });
     GatewaySpec {

@@ -188,7 +188,10 @@ async fn models_endpoint_in_both_dialects() {
             .iter()
             .map(|m| m["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["qwen3-max", "qwen-plus", "qwen-turbo"]);
+        assert_eq!(
+            ids,
+            ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"]
+        );
         assert_eq!(v["data"][0]["owned_by"], "system");
         let resp = client()
             .get(format!("{}{prefix}/models", sim.url()))
@@ -197,6 +200,32 @@ async fn models_endpoint_in_both_dialects() {
             .unwrap();
         assert_eq!(resp.status(), 401);
     }
+}
+
+#[tokio::test]
+async fn embeddings_in_both_dialects_count_their_input() {
+    let sim = start(SimConfig::demo()).await;
+    for prefix in [DS, OA] {
+        let resp = client()
+            .post(format!("{}{prefix}/embeddings", sim.url()))
+            .bearer_auth("sk-c1")
+            .json(&serde_json::json!({"model": "text-embedding-v4", "input": ["abcd", "efgh"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(
+            v["usage"],
+            serde_json::json!({"prompt_tokens": 2, "total_tokens": 2})
+        );
+    }
+    let counted = &sim.stats()["accounts"]["acct-c"]["models"]["text-embedding-v4"];
+    assert_eq!(
+        (counted["ok"].as_u64(), counted["prompt_tokens"].as_u64()),
+        (Some(2), Some(4))
+    );
 }
 
 #[tokio::test]
