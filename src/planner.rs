@@ -143,6 +143,9 @@ pub struct PlanSettings {
     pub est_tokens: u64,
     /// Of which input.
     pub prompt_tokens: u64,
+    /// The request's field holding that input (`messages`, an embeddings' `input`): what an
+    /// error names when the input alone is too large.
+    pub input_param: &'static str,
 }
 
 /// The planner of one client request.
@@ -550,6 +553,7 @@ impl<C: Choice> Planner<C> {
         let too_large = (all_too_large && tried().next().is_some()).then(|| TooLarge {
             est_tokens: self.settings.est_tokens,
             prompt_tokens: self.settings.prompt_tokens,
+            input_param: self.settings.input_param,
             largest_limit: tried().filter_map(|p| p.choice.token_cap()).max(),
         });
         giveup::render(&Facts {

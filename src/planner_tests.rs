@@ -72,6 +72,7 @@ fn settings() -> PlanSettings {
         seed: 7,
         est_tokens: 100,
         prompt_tokens: 10,
+        input_param: "messages",
     }
 }
 

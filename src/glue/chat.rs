@@ -181,6 +181,10 @@ async fn plan_and_send(
             seed: random_u64(),
             est_tokens,
             prompt_tokens,
+            input_param: match endpoint {
+                Endpoint::Chat => "messages",
+                Endpoint::Embeddings => "input",
+            },
         },
     );
     let ask = AcquireRequest {

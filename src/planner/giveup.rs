@@ -34,6 +34,8 @@ pub struct TooLarge {
     pub est_tokens: u64,
     /// Of which input.
     pub prompt_tokens: u64,
+    /// The field holding the input.
+    pub input_param: &'static str,
     /// The largest per-request token limit among the candidates (None: unknown, the upstream
     /// said so itself).
     pub largest_limit: Option<u64>,
@@ -112,7 +114,7 @@ fn too_large(public_model: &str, t: &TooLarge) -> ApiError {
             if t.prompt_tokens < limit {
                 "max_tokens"
             } else {
-                "messages"
+                t.input_param
             },
         ),
         None => (
@@ -120,9 +122,13 @@ fn too_large(public_model: &str, t: &TooLarge) -> ApiError {
             "max_tokens",
         ),
     };
+    let shrink = match output {
+        0 => format!("Shorten the {}.", t.input_param),
+        _ => format!("Lower max_tokens or shorten the {}.", t.input_param),
+    };
     let mut e = ApiError::invalid_request(
         format!(
-            "This request needs an estimated {} tokens ({} input + {output} reserved for output) and {limit} for `{public_model}`. Lower max_tokens or shorten the messages.",
+            "This request needs an estimated {} tokens ({} input + {output} reserved for output) and {limit} for `{public_model}`. {shrink}",
             t.est_tokens, t.prompt_tokens
         ),
         Some(param),
@@ -155,6 +161,7 @@ mod tests {
         f.too_large = Some(TooLarge {
             est_tokens: 100_000_003,
             prompt_tokens: 3,
+            input_param: "messages",
             largest_limit: Some(1_000_000),
         });
         let e = render(&f);
@@ -171,9 +178,20 @@ mod tests {
         f.too_large = Some(TooLarge {
             est_tokens: 3_000_000,
             prompt_tokens: 2_000_000,
+            input_param: "messages",
             largest_limit: Some(1_000_000),
         });
         assert_eq!(render(&f).param.as_deref(), Some("messages"));
+        // Embeddings: all input, no output to lower.
+        f.too_large = Some(TooLarge {
+            est_tokens: 2_000_000,
+            prompt_tokens: 2_000_000,
+            input_param: "input",
+            largest_limit: Some(1_000_000),
+        });
+        let e = render(&f);
+        assert_eq!(e.param.as_deref(), Some("input"));
+        assert!(e.message.ends_with("Shorten the input."), "{}", e.message);
     }
 
     #[test]
