@@ -402,14 +402,10 @@ try:
 except openai.NotFoundError as e:
     print(e.body["code"])
 "#;
-    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
-        .args(["-c", retrieve, &ctx.url(), CLIENT_KEY])
-        .output()
-        .expect("the .venv's python (make bootstrap)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = sdk(&ctx, retrieve);
     let mut lines = stdout.lines();
     let model: Value = serde_json::from_str(lines.next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(
         model,
         models.json()["data"][ids.iter().position(|m| m == "qwen3-max").unwrap()]
@@ -458,17 +454,7 @@ client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_re
 r = client.embeddings.create(model="text-embedding-v4", input=["Say hello", "bonjour"], dimensions=4)
 print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
 "#;
-    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
-        .args(["-c", script, &ctx.url(), CLIENT_KEY])
-        .output()
-        .expect("the .venv's python (make bootstrap)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        stdout.trim(),
-        "2 4 text-embedding-v4 5",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(sdk(&ctx, script).trim(), "2 4 text-embedding-v4 5");
     let send = |input: Value| {
         let ctx = ctx.clone();
         async move {
@@ -518,4 +504,16 @@ print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
         counted,
         "the gateway counts the upstream's tokens: {upstream}"
     );
+}
+
+/// What `script` prints, run by the project's Python (the official SDK) with the gateway's URL
+/// and the client key as its arguments; a script that fails fails the test with its error.
+fn sdk(ctx: &Ctx, script: &str) -> String {
+    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
+        .args(["-c", script, &ctx.url(), CLIENT_KEY])
+        .output()
+        .expect("the .venv's python (make bootstrap)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK script failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
