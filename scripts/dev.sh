@@ -52,6 +52,12 @@ curl -s http://127.0.0.1:$gateway_port/v1/chat/completions \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
   -d '{"model":"qwen3-max","messages":[{"role":"user","content":"Hello!"}]}'
 
+Embeddings (the same key, limits and counters):
+
+curl -s http://127.0.0.1:$gateway_port/v1/embeddings \\
+  -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
+  -d '{"model":"text-embedding-v4","input":["Hello!","Bonjour !"]}'
+
 A browser app (client demo-web, pages on http://localhost:5173) calls with a user token its
 backend mints; mint one for user alice, valid 10 minutes:
 
