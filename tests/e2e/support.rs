@@ -43,7 +43,7 @@ pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
-const BUCKETS: [(&str, &str); 19] = [
+const BUCKETS: [(&str, &str); 21] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -63,6 +63,8 @@ const BUCKETS: [(&str, &str); 19] = [
     ("relay-a", "qwen/qwen3-max"),
     ("relay-room", "qwen-turbo"),
     ("wide", "qwen-turbo"),
+    ("acct-tpm", "qwen-plus"),
+    ("acct-embed", "text-embedding-v4"),
 ];
 
 /// What a suite runs against: the simulator's config, the gateway's, the buckets to clear
