@@ -196,6 +196,20 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
         }
     }
+
+    /// The request's field holding its input, named when the input alone is too large.
+    pub fn input_param(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Embeddings => "input",
+        }
+    }
+
+    /// Whether a lower model may answer: not embeddings, whose vectors from another model
+    /// would not compare with the ones the client has.
+    pub fn may_downgrade(self) -> bool {
+        self == Endpoint::Chat
+    }
 }
 
 /// A request to a model endpoint that passed the gateway's checks; the raw JSON is kept so

@@ -1,15 +1,13 @@
 //! Maps (method, path) to the gateway's endpoints, with 404 and 405 in OpenAI's shape.
 
-use crate::openai::ApiError;
+use crate::openai::{ApiError, Endpoint};
 use percent_encoding::percent_decode_str;
 
 /// An endpoint the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// `POST /v1/embeddings`.
-    Embeddings,
+    /// `POST /v1/chat/completions` or `/v1/embeddings`: a call to a model.
+    Call(Endpoint),
     /// `GET /v1/models`.
     Models,
     /// `GET /v1/models/<model>` (the SDKs' `models.retrieve`), percent-decoded; it may hold `/`.
@@ -70,8 +68,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         return Ok(Route::Preflight);
     }
     let (expected, route) = match path {
-        "/v1/chat/completions" => ("POST", Route::ChatCompletions),
-        "/v1/embeddings" => ("POST", Route::Embeddings),
+        "/v1/chat/completions" => ("POST", Route::Call(Endpoint::Chat)),
+        "/v1/embeddings" => ("POST", Route::Call(Endpoint::Embeddings)),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
         _ if model.is_some() => match model.map(percent_decode_str).map(|m| m.decode_utf8()) {
@@ -223,14 +221,17 @@ mod tests {
     fn routes_known_paths() {
         assert_eq!(
             route("POST", "/v1/chat/completions"),
-            Ok(Route::ChatCompletions)
+            Ok(Route::Call(Endpoint::Chat))
         );
         assert_eq!(
             route("POST", "/v1/chat/completions/"),
-            Ok(Route::ChatCompletions)
+            Ok(Route::Call(Endpoint::Chat))
         );
         assert_eq!(route("GET", "/v1/models"), Ok(Route::Models));
-        assert_eq!(route("POST", "/v1/embeddings"), Ok(Route::Embeddings));
+        assert_eq!(
+            route("POST", "/v1/embeddings"),
+            Ok(Route::Call(Endpoint::Embeddings))
+        );
         assert_eq!(route("OPTIONS", "/v1/embeddings"), Ok(Route::Preflight));
         assert_eq!(
             route("GET", "/v1/embeddings").map_err(|e| e.status),

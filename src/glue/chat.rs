@@ -143,7 +143,7 @@ async fn plan_and_send(
     if !identity.may_call(&chat.model) {
         return Err(plain(identity.model_refused(&chat.model)));
     }
-    let allow_fallback = endpoint == Endpoint::Chat
+    let allow_fallback = endpoint.may_downgrade()
         && !matches!(
             respond::header(&req, NO_FALLBACK_HEADER).as_deref(),
             Some("none" | "off" | "false" | "0")
@@ -181,10 +181,7 @@ async fn plan_and_send(
             seed: random_u64(),
             est_tokens,
             prompt_tokens,
-            input_param: match endpoint {
-                Endpoint::Chat => "messages",
-                Endpoint::Embeddings => "input",
-            },
+            input_param: endpoint.input_param(),
         },
     );
     let ask = AcquireRequest {

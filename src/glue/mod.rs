@@ -21,7 +21,7 @@ mod upstream;
 use crate::access::cors::{self, Judged};
 use crate::access::{self, Identity, Keyring};
 use crate::config::Config;
-use crate::openai::{self, ApiError, Endpoint};
+use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -167,13 +167,9 @@ async fn handle(
             }
             respond::json(200, openai::model_object(&id).to_string()).map_err(plain)
         }
-        route @ (Route::ChatCompletions | Route::Embeddings) => {
+        Route::Call(endpoint) => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
-            let endpoint = match route {
-                Route::Embeddings => Endpoint::Embeddings,
-                _ => Endpoint::Chat,
-            };
             chat::complete(
                 req,
                 endpoint,
