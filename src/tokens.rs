@@ -1,4 +1,5 @@
-//! Conservative token estimate of a chat request, reserved before sending and reconciled with `usage` after.
+//! Conservative token estimate of a chat or embeddings request, reserved before sending and
+//! reconciled with `usage` after.
 
 use crate::openai::{ApiRequest, Endpoint};
 use serde_json::{Map, Value};
@@ -83,9 +84,12 @@ pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
         .saturating_add(schemas)
 }
 
+/// Tokens of every string in `v` by the token rule, a number one (an embeddings token id),
+/// media parts as `image` tokens or by their length.
 fn strings_tokens(v: &Value, image: u64) -> u64 {
     match v {
         Value::String(s) => text_tokens(s),
+        Value::Number(_) => 1,
         Value::Array(items) => items.iter().fold(0, |sum, item| {
             sum.saturating_add(strings_tokens(item, image))
         }),
@@ -134,15 +138,8 @@ pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
 
 /// Estimated tokens of an embeddings `input`: its texts by the token rule, token ids one each.
 pub fn input_tokens(body: &Map<String, Value>) -> u64 {
-    fn count(v: &Value) -> u64 {
-        match v {
-            Value::String(s) => text_tokens(s),
-            Value::Number(_) => 1,
-            Value::Array(items) => items.iter().fold(0, |sum, i| sum.saturating_add(count(i))),
-            _ => 0,
-        }
-    }
-    body.get("input").map_or(0, count)
+    body.get("input")
+        .map_or(0, |v| strings_tokens(v, IMAGE_TOKENS))
 }
 
 /// The input estimate and the input plus output estimate of a request, what a TPM window must
