@@ -38,7 +38,8 @@ pub async fn chat(
     state: &Arc<Mutex<SimState>>,
     dialect: Dialect,
     key: &str,
-    (body, parse): (&[u8], Parse),
+    body: &[u8],
+    parse: Parse,
     started: Instant,
 ) -> Result<Response<SimBody>, Aborted> {
     let accepted = match accept(state, dialect, key, body, parse, started) {

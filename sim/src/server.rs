@@ -100,12 +100,11 @@ async fn handle(
     let key = bearer(&parts.headers);
     match (endpoint, &parts.method) {
         ("chat/completions", &Method::POST) => {
-            let read: chat::Parse = ChatRequest::parse;
-            chat::chat(&state, dialect, &key, (&body, read), started).await
+            chat::chat(&state, dialect, &key, &body, ChatRequest::parse, started).await
         }
         ("embeddings", &Method::POST) => {
-            let read: chat::Parse = ChatRequest::parse_embeddings;
-            chat::chat(&state, dialect, &key, (&body, read), started).await
+            let parse = ChatRequest::parse_embeddings;
+            chat::chat(&state, dialect, &key, &body, parse, started).await
         }
         ("models", &Method::GET) => Ok(chat::models(&state, dialect, &key, started)),
         ("chat/completions" | "embeddings" | "models", _) => {
