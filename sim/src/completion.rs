@@ -43,16 +43,7 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses a request body; the error says what is wrong, for a 400.
     pub fn parse(body: &[u8]) -> Result<ChatRequest, String> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-        if !v.is_object() {
-            return Err("The request body must be a JSON object.".into());
-        }
-        let model = match &v["model"] {
-            Value::String(m) if !m.is_empty() => m.clone(),
-            Value::Null => return Err("Missing required parameter: 'model'.".into()),
-            _ => return Err("Invalid type for 'model': expected a non-empty string.".into()),
-        };
+        let (v, model) = object_with_model(body)?;
         let messages = match &v["messages"] {
             Value::Array(m) if !m.is_empty() => m,
             Value::Array(_) => return Err("'messages' must not be empty.".into()),
@@ -89,13 +80,7 @@ impl ChatRequest {
     /// Parses an embeddings body: `input` a string or an array of strings, of token ids or of
     /// arrays of token ids; its tokens are ceil(chars / 4) a text, one a token id.
     pub fn parse_embeddings(body: &[u8]) -> Result<ChatRequest, String> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-        let model = match &v["model"] {
-            Value::String(m) if !m.is_empty() => m.clone(),
-            Value::Null => return Err("Missing required parameter: 'model'.".into()),
-            _ => return Err("Invalid type for 'model': expected a non-empty string.".into()),
-        };
+        let (v, model) = object_with_model(body)?;
         let inputs: Vec<&Value> = match &v["input"] {
             Value::String(_) => vec![&v["input"]],
             Value::Array(items) if items.is_empty() => {
@@ -130,6 +115,21 @@ impl ChatRequest {
         let configured = u64::from(configured);
         self.max_tokens.map_or(configured, |m| m.min(configured))
     }
+}
+
+/// A request body: a JSON object and its non-empty `model`.
+fn object_with_model(body: &[u8]) -> Result<(Value, String), String> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    if !v.is_object() {
+        return Err("The request body must be a JSON object.".into());
+    }
+    let model = match &v["model"] {
+        Value::String(m) if !m.is_empty() => m.clone(),
+        Value::Null => return Err("Missing required parameter: 'model'.".into()),
+        _ => return Err("Invalid type for 'model': expected a non-empty string.".into()),
+    };
+    Ok((v, model))
 }
 
 /// Per message 4 + ceil(chars / 4) of its text, plus 3 for the reply's priming.
