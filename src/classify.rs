@@ -405,9 +405,16 @@ fn rate_limit(p: &Parsed, hint: Option<u64>) -> Outcome {
 /// What no specific rule decided, for every profile. The model name and the credentials are
 /// the gateway's own, so a 401-404 is about this account, not the client's request: rotate.
 /// Only errors about the request's content (400 bad parameters, moderation, context too long,
-/// 413, 422) go back to the client.
+/// 413, 422, stored context the upstream does not hold) go back to the client.
 fn fallback(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
+    // Context the client named (a Responses API `previous_response_id`, a conversation) that
+    // the upstream does not have: the request's, whatever the status, never the account's.
+    let context = matches!(
+        p.up.param.as_deref(),
+        Some("previous_response_id" | "conversation")
+    ) || p.is(&["previous_response_not_found", "conversation_not_found"]);
     match status {
+        400..=499 if context => Outcome::Client(client(status, &p.up)),
         401 => p.refuse_key(status),
         402 => p.park(ParkScope::Account, status, Some(PAYMENT_PARK_MS)),
         403 => p.park(ParkScope::Bucket, status, Some(ACCESS_DENIED_PARK_MS)),

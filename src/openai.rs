@@ -1,4 +1,4 @@
-//! OpenAI wire shapes the gateway speaks: the error body, chat-request checks, `usage`.
+//! OpenAI wire shapes the gateway speaks: the error body, request checks, `usage`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -186,6 +186,8 @@ pub enum Endpoint {
     Chat,
     /// `/v1/embeddings`.
     Embeddings,
+    /// `/v1/responses` (the Responses API).
+    Responses,
 }
 
 impl Endpoint {
@@ -194,6 +196,7 @@ impl Endpoint {
         match self {
             Endpoint::Chat => "chat/completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -201,14 +204,14 @@ impl Endpoint {
     pub fn input_param(self) -> &'static str {
         match self {
             Endpoint::Chat => "messages",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
         }
     }
 
     /// Whether a lower model may answer: not embeddings, whose vectors from another model
     /// would not compare with the ones the client has.
     pub fn may_downgrade(self) -> bool {
-        self == Endpoint::Chat
+        self != Endpoint::Embeddings
     }
 }
 
@@ -260,44 +263,18 @@ impl ApiRequest {
                 ))
             }
         };
-        if endpoint == Endpoint::Embeddings {
-            check_input(&body)?;
-            return Ok(ApiRequest {
-                endpoint,
-                model,
-                stream: false,
-                body,
-            });
-        }
-        match body.get("messages") {
-            Some(Value::Array(m)) if m.len() > max_messages => {
-                return Err(ApiError::invalid_request(
-                    format!(
-                        "`messages` holds {} messages; this gateway accepts at most {max_messages}.",
-                        m.len()
-                    ),
-                    Some("messages"),
-                ))
+        match endpoint {
+            Endpoint::Embeddings => {
+                check_input(&body)?;
+                return Ok(ApiRequest {
+                    endpoint,
+                    model,
+                    stream: false,
+                    body,
+                });
             }
-            Some(Value::Array(m)) if !m.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(ApiError::invalid_request(
-                    "`messages` must contain at least one message.",
-                    Some("messages"),
-                ))
-            }
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "`messages` must be an array of messages.",
-                    Some("messages"),
-                ))
-            }
-            None => {
-                return Err(ApiError::invalid_request(
-                    "Missing required parameter: 'messages'.",
-                    Some("messages"),
-                ))
-            }
+            Endpoint::Chat => check_messages(&body, max_messages)?,
+            Endpoint::Responses => check_response_input(&body, max_messages)?,
         }
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
@@ -309,7 +286,7 @@ impl ApiRequest {
                 ))
             }
         };
-        for field in ["max_tokens", "max_completion_tokens"] {
+        for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
             match body.get(field) {
                 None | Some(Value::Null) => {}
                 Some(v) if v.as_u64().is_some() => {}
@@ -345,6 +322,52 @@ impl ApiRequest {
     /// attempt writes the body again.
     pub fn upstream_body(&self, upstream_model: &str) -> Vec<u8> {
         serde_json::to_vec(&WithModel(&self.body, upstream_model)).unwrap_or_default()
+    }
+}
+
+/// A chat's `messages`: a non-empty array of at most `max_messages`.
+fn check_messages(body: &Map<String, Value>, max_messages: usize) -> Result<(), ApiError> {
+    let invalid = |message: String| Err(ApiError::invalid_request(message, Some("messages")));
+    match body.get("messages") {
+        Some(Value::Array(m)) if m.len() > max_messages => invalid(format!(
+            "`messages` holds {} messages; this gateway accepts at most {max_messages}.",
+            m.len()
+        )),
+        Some(Value::Array(m)) if !m.is_empty() => Ok(()),
+        Some(Value::Array(_)) => invalid("`messages` must contain at least one message.".into()),
+        Some(_) => invalid("`messages` must be an array of messages.".into()),
+        None => invalid("Missing required parameter: 'messages'.".into()),
+    }
+}
+
+/// A Responses request's `input`: a string or an array of at most `max_messages` items; it
+/// may be left out only when the context lives upstream (`previous_response_id`,
+/// `conversation`, a stored `prompt`). `background` is refused: its answer is fetched later
+/// from the account that made it, which a gateway rotating accounts cannot promise.
+fn check_response_input(body: &Map<String, Value>, max_messages: usize) -> Result<(), ApiError> {
+    if body.get("background") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid_request(
+            "`background` responses are not served by this gateway (their result is fetched later from the upstream account that ran them); send the request without it.",
+            Some("background"),
+        ));
+    }
+    let invalid = |message: String| Err(ApiError::invalid_request(message, Some("input")));
+    match body.get("input") {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.len() > max_messages => invalid(format!(
+            "`input` holds {} items; this gateway accepts at most {max_messages}.",
+            items.len()
+        )),
+        Some(Value::Array(_)) => Ok(()),
+        None | Some(Value::Null)
+            if ["previous_response_id", "conversation", "prompt"]
+                .iter()
+                .any(|k| body.get(*k).is_some_and(|v| !v.is_null())) =>
+        {
+            Ok(())
+        }
+        None | Some(Value::Null) => invalid("Missing required parameter: 'input'.".into()),
+        Some(_) => invalid("`input` must be a string or an array of input items.".into()),
     }
 }
 
@@ -409,7 +432,9 @@ pub struct Usage {
     pub completion_tokens: Option<u64>,
 }
 
-/// A `usage` as sent: an embeddings answer reports no output, only its total.
+/// A `usage` as sent: chat's names or the Responses API's (`input_tokens`, `output_tokens`;
+/// relays may send both, so they are read apart, not as aliases); an embeddings answer
+/// reports no output, only its total.
 #[derive(Deserialize)]
 struct UsageFields {
     #[serde(default)]
@@ -417,15 +442,20 @@ struct UsageFields {
     #[serde(default)]
     completion_tokens: Option<u64>,
     #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
     total_tokens: Option<u64>,
 }
 
 impl From<UsageFields> for Usage {
     fn from(u: UsageFields) -> Usage {
-        let output = || u.total_tokens?.checked_sub(u.prompt_tokens?);
+        let input = u.prompt_tokens.or(u.input_tokens);
+        let output = || u.total_tokens?.checked_sub(input?);
         Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens.or_else(output),
+            prompt_tokens: input,
+            completion_tokens: u.completion_tokens.or(u.output_tokens).or_else(output),
         }
     }
 }
@@ -558,6 +588,59 @@ mod tests {
         assert_eq!(
             parse(r#"{"input":"hi"}"#).unwrap_err().param.as_deref(),
             Some("model")
+        );
+    }
+
+    #[test]
+    fn checks_a_responses_input() {
+        let parse = |body: &str| ApiRequest::parse(body.as_bytes(), Endpoint::Responses, 2);
+        for body in [
+            r#"{"model":"m","input":"hi"}"#,
+            r#"{"model":"m","input":[{"role":"user","content":"hi"}],"stream":true}"#,
+            r#"{"model":"m","input":[],"previous_response_id":"resp_1"}"#,
+            r#"{"model":"m","previous_response_id":"resp_1"}"#,
+            r#"{"model":"m","prompt":{"id":"pmpt_1"},"max_output_tokens":9}"#,
+            r#"{"model":"m","input":"hi","background":false}"#,
+        ] {
+            let r = parse(body).unwrap();
+            assert_eq!(r.endpoint, Endpoint::Responses, "{body}");
+            assert_eq!(r.stream, body.contains("stream"), "{body}");
+        }
+        for (body, param) in [
+            (r#"{"model":"m"}"#, "input"),
+            (r#"{"model":"m","input":null}"#, "input"),
+            (r#"{"model":"m","input":7}"#, "input"),
+            (r#"{"model":"m","input":[{},{},{}]}"#, "input"),
+            (r#"{"model":"m","input":"hi","stream":1}"#, "stream"),
+            (
+                r#"{"model":"m","input":"hi","max_output_tokens":-5}"#,
+                "max_output_tokens",
+            ),
+            (
+                r#"{"model":"m","input":"hi","background":true}"#,
+                "background",
+            ),
+            (r#"{"input":"hi"}"#, "model"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}");
+        }
+    }
+
+    #[test]
+    fn reads_a_responses_usage() {
+        let body = br#"{"object":"response","usage":{"input_tokens":7,"output_tokens":3,"total_tokens":10}}"#;
+        let usage = Usage::of_body(body).unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(7), Some(3))
+        );
+        // A relay that sends both names: the chat ones, and no duplicate-field failure.
+        let both = serde_json::json!({"prompt_tokens": 5, "input_tokens": 5, "completion_tokens": 2, "output_tokens": 2});
+        let usage = Usage::from_value(&both).unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(5), Some(2))
         );
     }
 

@@ -6,7 +6,7 @@ use percent_encoding::percent_decode_str;
 /// An endpoint the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `POST /v1/chat/completions` or `/v1/embeddings`: a call to a model.
+    /// `POST /v1/chat/completions`, `/v1/responses` or `/v1/embeddings`: a call to a model.
     Call(Endpoint),
     /// `GET /v1/models`.
     Models,
@@ -62,7 +62,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let model = path.strip_prefix("/v1/models/");
     let api = matches!(
         path,
-        "/v1/chat/completions" | "/v1/embeddings" | "/v1/models"
+        "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings" | "/v1/models"
     ) || model.is_some();
     if method == "OPTIONS" && api {
         return Ok(Route::Preflight);
@@ -70,6 +70,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let (expected, route) = match path {
         "/v1/chat/completions" => ("POST", Route::Call(Endpoint::Chat)),
         "/v1/embeddings" => ("POST", Route::Call(Endpoint::Embeddings)),
+        "/v1/responses" => ("POST", Route::Call(Endpoint::Responses)),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
         _ if model.is_some() => match model.map(percent_decode_str).map(|m| m.decode_utf8()) {
@@ -233,6 +234,11 @@ mod tests {
             Ok(Route::Call(Endpoint::Embeddings))
         );
         assert_eq!(route("OPTIONS", "/v1/embeddings"), Ok(Route::Preflight));
+        assert_eq!(
+            route("POST", "/v1/responses"),
+            Ok(Route::Call(Endpoint::Responses))
+        );
+        assert_eq!(route("OPTIONS", "/v1/responses"), Ok(Route::Preflight));
         assert_eq!(
             route("GET", "/v1/embeddings").map_err(|e| e.status),
             Err(405)

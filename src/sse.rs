@@ -1,4 +1,5 @@
-//! Incremental server-sent-event parsing of chat.completions streams, and what each event means.
+//! Incremental server-sent-event parsing of chat.completions and Responses API streams, and
+//! what each event means.
 //!
 //! Pure: the glue feeds upstream body chunks in as they arrive and forwards each returned
 //! event's exact bytes, so the client sees the upstream's stream event by event.
@@ -210,30 +211,35 @@ impl SseParser {
     }
 }
 
-/// What a chat-stream event means to the gateway.
+/// What a stream event means to the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A normal chunk (`data: {...}` with choices); `usage` is its non-null usage, if any;
     /// `has_content` is true when any choice's delta carries non-empty `content`,
     /// `reasoning_content`, `refusal`, `tool_calls` or `function_call` (the first token has
     /// started); `usage_only` marks the include_usage final chunk (`"choices": []` with usage).
+    /// A Responses API event (`{"type": ...}`) that is no end and no error is a chunk too,
+    /// with content when it is a `*.delta` with a non-empty `delta`.
     Chunk {
         usage: Option<Usage>,
         has_content: bool,
         usage_only: bool,
     },
-    /// `data: [DONE]`.
-    Done,
+    /// The answer is complete: chat's `data: [DONE]`, or the Responses API's
+    /// `response.completed` / `response.incomplete` with the response's usage.
+    Done { usage: Option<Usage> },
     /// An error frame in either DashScope shape (`data: {"error":{...}}`, or `event:error`
-    /// with a flat `{"code","message"}`): the HTTP status it stands for (from a
-    /// `:HTTP_STATUS/NNN` comment of 400 or more, else from the error code; None if unknown)
-    /// and the data exactly as sent, which `crate::classify::classify` reads in either shape.
+    /// with a flat `{"code","message"}`), or the Responses API's `error` and `response.failed`
+    /// events: the HTTP status it stands for (from a `:HTTP_STATUS/NNN` comment of 400 or
+    /// more, else from the error code; None if unknown) and the error, which
+    /// `crate::classify::classify` reads in either shape (the data exactly as sent; for
+    /// `response.failed`, its `response.error` as `{"error": ...}`).
     Error { status: Option<u16>, body: Vec<u8> },
     /// Comments, keep-alives, unknown events: forward untouched.
     Other,
 }
 
-/// Classifies one event of a chat.completions stream.
+/// Classifies one event of a chat.completions or Responses API stream.
 pub fn frame(event: &Event) -> Frame {
     let comment_status = event
         .comments
@@ -249,14 +255,24 @@ pub fn frame(event: &Event) -> Frame {
         .as_ref()
         .and_then(|v| v.get("error"))
         .filter(|e| truthy(e));
-    if event.event.as_deref() == Some("error") || error_value.is_some() || comment_status.is_some()
+    let kind = json
+        .as_ref()
+        .and_then(|v| v.get("type"))
+        .and_then(Value::as_str);
+    if event.event.as_deref() == Some("error")
+        || kind == Some("error")
+        || error_value.is_some()
+        || comment_status.is_some()
     {
         let status = comment_status.or_else(|| json.as_ref().and_then(code_status));
         let body = data.unwrap_or_default().as_bytes().to_vec();
         return Frame::Error { status, body };
     }
     if data.is_some_and(|d| d.trim() == "[DONE]") {
-        return Frame::Done;
+        return Frame::Done { usage: None };
+    }
+    if let (Some(kind), Some(json)) = (kind, &json) {
+        return response_frame(kind, json);
     }
     match json.as_ref().and_then(chunk_choices) {
         Some((chunk, choices)) => {
@@ -272,6 +288,46 @@ pub fn frame(event: &Event) -> Frame {
         }
         None => Frame::Other,
     }
+}
+
+/// A Responses API event, by its `type`.
+fn response_frame(kind: &str, json: &Value) -> Frame {
+    let response = json.get("response");
+    match kind {
+        "response.completed" | "response.incomplete" => Frame::Done {
+            usage: response
+                .and_then(|r| r.get("usage"))
+                .and_then(Usage::from_value),
+        },
+        "response.failed" => {
+            let error = response
+                .and_then(|r| r.get("error"))
+                .filter(|e| e.is_object())
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"message": "The response failed."}));
+            let status = code_status(&error);
+            let body = serde_json::json!({ "error": error })
+                .to_string()
+                .into_bytes();
+            Frame::Error { status, body }
+        }
+        _ => Frame::Chunk {
+            usage: None,
+            has_content: response_delta(kind, json).is_some(),
+            usage_only: false,
+        },
+    }
+}
+
+/// The text of a Responses API `*.delta` event (output text, reasoning, refusal, a tool
+/// call's arguments), when it has some; audio deltas are base64, not text.
+fn response_delta<'a>(kind: &str, json: &'a Value) -> Option<&'a str> {
+    if !kind.ends_with(".delta") || kind.contains("audio") {
+        return None;
+    }
+    json.get("delta")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
 }
 
 fn data_json(event: &Event) -> Option<Value> {
@@ -353,16 +409,27 @@ pub fn error_event(error: &ApiError) -> Vec<u8> {
 
 /// Estimated completion tokens of streamed text when an upstream sends no usage: the one
 /// token-count rule (`crate::tokens::TextCount`) over the concatenated delta texts (content,
-/// reasoning, refusal, tool-call names and arguments).
+/// reasoning, refusal, tool-call names and arguments; a Responses API stream's deltas).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TextCounter {
     count: TextCount,
 }
 
 impl TextCounter {
-    /// Counts the delta texts of one chunk event; other events are ignored.
+    /// Counts the delta texts of one chunk event (or a Responses API `*.delta`); other events
+    /// are ignored.
     pub fn add(&mut self, event: &Event) {
         let json = data_json(event);
+        let kind = json
+            .as_ref()
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str);
+        if let (Some(kind), Some(json)) = (kind, &json) {
+            if let Some(delta) = response_delta(kind, json) {
+                self.count.add(delta);
+            }
+            return;
+        }
         let Some((_, choices)) = json.as_ref().and_then(chunk_choices) else {
             return;
         };

@@ -131,7 +131,7 @@ fn finish_returns_a_trailing_event_only_when_it_has_data() {
     assert!(p.push(b"data: [DONE]").unwrap().is_empty());
     let last = p.finish().unwrap().unwrap();
     assert_eq!(last.raw, b"data: [DONE]");
-    assert_eq!(frame(&last), Frame::Done);
+    assert_eq!(frame(&last), Frame::Done { usage: None });
     assert_eq!(
         p.finish().unwrap(),
         None,
@@ -160,7 +160,7 @@ fn frames_the_simulator_and_dashscope_shapes() {
         completion_tokens: Some(17),
     };
     assert_eq!(frame_of(USAGE), chunk(Some(usage), false, true));
-    assert_eq!(frame_of(DONE), Frame::Done);
+    assert_eq!(frame_of(DONE), Frame::Done { usage: None });
     assert_eq!(
         frame_of(COMPAT_ERROR),
         Frame::Error {
@@ -454,6 +454,109 @@ fn counts_streamed_text_like_text_tokens_of_the_whole() {
         counter.add(&parse(ignored.as_bytes())[0]);
     }
     assert_eq!(counter.tokens(), text_tokens("Hello 안녕abget{\"a\":1}x"));
+}
+
+/// One Responses API event as OpenAI sends it: its type named twice, as `event:` and `type`.
+fn response_event(data: Value) -> String {
+    format!(
+        "event: {}\ndata: {data}\n\n",
+        data["type"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn frames_a_responses_stream() {
+    let chunk = |has_content| Frame::Chunk {
+        usage: None,
+        has_content,
+        usage_only: false,
+    };
+    let created = json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress", "usage": null}});
+    let delta = |kind: &str, delta: &str| {
+        json!({"type": kind, "sequence_number": 3, "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "delta": delta})
+    };
+    for (event, want) in [
+        (created, chunk(false)),
+        (
+            json!({"type": "response.output_item.added", "item": {"type": "message"}}),
+            chunk(false),
+        ),
+        (delta("response.output_text.delta", ""), chunk(false)),
+        (delta("response.output_audio.delta", "AAAA"), chunk(false)),
+        (delta("response.output_text.delta", "Hi"), chunk(true)),
+        (
+            delta("response.reasoning_text.delta", "Let me think"),
+            chunk(true),
+        ),
+        (
+            delta("response.function_call_arguments.delta", "{\"city\""),
+            chunk(true),
+        ),
+        (
+            json!({"type": "response.output_text.done", "text": "Hi"}),
+            chunk(false),
+        ),
+    ] {
+        assert_eq!(frame_of(&response_event(event.clone())), want, "{event}");
+    }
+    let usage = json!({"input_tokens": 12, "output_tokens": 5, "total_tokens": 17});
+    for end in ["response.completed", "response.incomplete"] {
+        let event = json!({"type": end, "response": {"status": "completed", "usage": usage}});
+        assert_eq!(
+            frame_of(&response_event(event)),
+            Frame::Done {
+                usage: Some(Usage {
+                    prompt_tokens: Some(12),
+                    completion_tokens: Some(5)
+                })
+            },
+            "{end}"
+        );
+    }
+    // Both error events, classified like the same error in a body.
+    let limit =
+        json!({"code": "rate_limit_exceeded", "message": "Rate limit reached for requests"});
+    let failed =
+        json!({"type": "response.failed", "response": {"status": "failed", "error": limit}});
+    let Frame::Error { status, body } = frame_of(&response_event(failed)) else {
+        panic!("response.failed is an error");
+    };
+    assert_eq!(status, Some(429));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"error": limit})
+    );
+    let error = json!({"type": "error", "code": "rate_limit_exceeded", "message": "Rate limit reached for requests", "param": null});
+    for stream in [response_event(error.clone()), format!("data: {error}\n\n")] {
+        let Frame::Error { status, body } = frame_of(&stream) else {
+            panic!("an error event is an error: {stream}");
+        };
+        assert_eq!(status, Some(429), "{stream}");
+        let outcome = classify(Profile::Openai, 429, &[], &body, 0);
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Cooldown {
+                    kind: LimitKind::Requests,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // Counted from the deltas when no usage comes.
+    let mut counter = TextCounter::default();
+    for (kind, text) in [
+        ("response.output_text.delta", "Hello "),
+        ("response.output_text.delta", "안녕"),
+        ("response.output_audio.delta", "QUFBQQ=="),
+        ("response.function_call_arguments.delta", "{}"),
+    ] {
+        counter.add(&parse(response_event(delta(kind, text)).as_bytes())[0]);
+    }
+    assert_eq!(counter.tokens(), text_tokens("Hello 안녕{}"));
 }
 
 // ---- properties ----

@@ -1,4 +1,4 @@
-//! Conservative token estimate of a chat or embeddings request, reserved before sending and
+//! Conservative token estimate of a chat, Responses or embeddings request, reserved before sending and
 //! reconciled with `usage` after.
 
 use crate::openai::{ApiRequest, Endpoint};
@@ -65,23 +65,60 @@ pub fn prompt_tokens(body: &Map<String, Value>) -> u64 {
         Some(Value::Array(m)) => m.as_slice(),
         _ => &[],
     };
-    let image = if body.get("vl_high_resolution_images") == Some(&Value::Bool(true)) {
-        HIGH_RES_IMAGE_TOKENS
-    } else {
-        IMAGE_TOKENS
+    PER_REQUEST
+        .saturating_add(items_tokens(messages, image_tokens(body)))
+        .saturating_add(json_tokens(
+            body,
+            &["tools", "functions", "response_format"],
+        ))
+}
+
+/// Estimated input tokens of a Responses body, by the chat rules: `instructions` a message,
+/// each `input` item a message (a string input one), a stored `prompt`'s variables as their
+/// texts; `tools` and the `text` format's schema as their JSON text. Context kept upstream
+/// (`previous_response_id`, `conversation`) cannot be seen: the usage corrects it after.
+pub fn response_input_tokens(body: &Map<String, Value>) -> u64 {
+    let image = image_tokens(body);
+    let input = match body.get("input") {
+        Some(Value::Array(items)) => items_tokens(items, image),
+        Some(text @ Value::String(_)) => items_tokens(std::slice::from_ref(text), image),
+        _ => 0,
     };
-    let in_messages = messages.iter().fold(0u64, |sum, m| {
-        sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m, image)))
-    });
-    let schemas = ["tools", "functions", "response_format"]
+    let texts = ["instructions", "prompt"]
         .iter()
         .filter_map(|k| body.get(*k))
         .fold(0u64, |sum, v| {
-            sum.saturating_add(text_tokens(&v.to_string()))
+            sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(v, image)))
         });
     PER_REQUEST
-        .saturating_add(in_messages)
-        .saturating_add(schemas)
+        .saturating_add(input)
+        .saturating_add(texts)
+        .saturating_add(json_tokens(body, &["tools", "text"]))
+}
+
+/// Tokens an image counts for in this request.
+fn image_tokens(body: &Map<String, Value>) -> u64 {
+    if body.get("vl_high_resolution_images") == Some(&Value::Bool(true)) {
+        HIGH_RES_IMAGE_TOKENS
+    } else {
+        IMAGE_TOKENS
+    }
+}
+
+/// Messages (or input items): each its strings plus framing.
+fn items_tokens(items: &[Value], image: u64) -> u64 {
+    items.iter().fold(0u64, |sum, m| {
+        sum.saturating_add(PER_MESSAGE.saturating_add(strings_tokens(m, image)))
+    })
+}
+
+/// The JSON text of the fields `keys`, which upstreams put in the prompt as they are.
+fn json_tokens(body: &Map<String, Value>, keys: &[&str]) -> u64 {
+    keys.iter()
+        .filter_map(|k| body.get(*k))
+        .fold(0u64, |sum, v| {
+            sum.saturating_add(text_tokens(&v.to_string()))
+        })
 }
 
 /// Tokens of every string in `v` by the token rule, a number one (an embeddings token id),
@@ -94,7 +131,8 @@ fn strings_tokens(v: &Value, image: u64) -> u64 {
             sum.saturating_add(strings_tokens(item, image))
         }),
         Value::Object(fields) => match fields.get("type").and_then(Value::as_str) {
-            Some("image_url") => image,
+            // Chat's part, and the Responses API's.
+            Some("image_url" | "input_image") => image,
             // DashScope's video as its frames, each an image.
             Some("video") => {
                 let frames = fields
@@ -116,11 +154,12 @@ fn strings_tokens(v: &Value, image: u64) -> u64 {
     }
 }
 
-/// Output tokens to reserve: the request's own cap, else `default_output`, plus its
+/// Output tokens to reserve: the request's own cap (a Responses request's `max_output_tokens`),
+/// else `default_output`, plus its
 /// `thinking_budget` unless thinking is off (Qwen's `max_tokens` caps the answer, not the
 /// reasoning before it), for each of its `n` choices (upstreams count every choice's tokens).
 pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
-    let answer = ["max_completion_tokens", "max_tokens"]
+    let answer = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .unwrap_or(default_output);
@@ -147,19 +186,18 @@ pub fn input_tokens(body: &Map<String, Value>) -> u64 {
 /// small). Embeddings have no output.
 pub fn estimate(request: &ApiRequest, default_output: u64) -> (u64, u64) {
     let body = &request.body;
-    match request.endpoint {
-        Endpoint::Chat => {
-            let input = prompt_tokens(body);
-            (
-                input,
-                input.saturating_add(output_tokens(body, default_output)),
-            )
-        }
+    let input = match request.endpoint {
+        Endpoint::Chat => prompt_tokens(body),
+        Endpoint::Responses => response_input_tokens(body),
         Endpoint::Embeddings => {
             let input = input_tokens(body);
-            (input, input)
+            return (input, input);
         }
-    }
+    };
+    (
+        input,
+        input.saturating_add(output_tokens(body, default_output)),
+    )
 }
 
 #[cfg(test)]
@@ -275,6 +313,52 @@ mod tests {
         assert_eq!(estimate(&request(Endpoint::Embeddings, texts), 256), (5, 5));
         let ids = body(json!({"input": [[1, 2, 3], [4]]}));
         assert_eq!(estimate(&request(Endpoint::Embeddings, ids), 256), (4, 4));
+    }
+
+    #[test]
+    fn estimates_a_responses_request_as_its_chat_would_be() {
+        let photo = format!("data:image/png;base64,{}", "A".repeat(2_000_000));
+        let chat = body(json!({
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Say hello"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "max_tokens": 40,
+        }));
+        let responses = body(json!({
+            "instructions": "Be brief.",
+            "input": "Say hello",
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "max_output_tokens": 40,
+        }));
+        // A string input is one message; `instructions` another, without its role's word.
+        let system_role = text_tokens("system") + text_tokens("user");
+        let (chat_in, chat_total) = estimate(&request(Endpoint::Chat, chat), 256);
+        let (in_, total) = estimate(&request(Endpoint::Responses, responses), 256);
+        assert_eq!(in_, chat_in - system_role);
+        assert_eq!((total - in_, chat_total - chat_in), (40, 40));
+        // Items with an inline image: the image, not its base64; the `text` format's schema
+        // as its JSON.
+        let format = json!({"format": {"type": "json_schema", "name": "a", "schema": {}}});
+        let items = body(json!({
+            "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": photo},
+            ]}],
+            "text": format,
+        }));
+        let (in_, total) = estimate(&request(Endpoint::Responses, items), 256);
+        let words = text_tokens("user")
+            + text_tokens("input_text")
+            + text_tokens("What is this?")
+            + text_tokens("input_image");
+        assert_eq!(
+            in_,
+            3 + 4 + words + IMAGE_TOKENS - text_tokens("input_image")
+                + text_tokens(&format.to_string())
+        );
+        assert_eq!(total - in_, 256);
     }
 
     #[test]

@@ -108,11 +108,13 @@ const REQUESTS: &[&str] = &[
     r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}],"tools":[{"type":"function","function":{"name":"f"}}],"max_completion_tokens":0}"#,
     r#"{"model":"","messages":[]}"#,
     r#"{"model":"text-embedding-v4","input":["Say hello",[1,2,3]],"dimensions":256,"encoding_format":"float"}"#,
+    r#"{"model":"qwen3-max","instructions":"terse","input":[{"role":"user","content":[{"type":"input_text","text":"hi"},{"type":"input_image","image_url":"data:image/png;base64,AAAA"}]}],"max_output_tokens":64,"stream":true,"text":{"format":{"type":"text"}}}"#,
 ];
 
 const STREAMS: &[&str] = &[
     "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":22,\"completion_tokens\":17}}\n\ndata: [DONE]\n\n",
     "id:1\nevent:error\n:HTTP_STATUS/429\ndata:{\"request_id\":\"r\",\"code\":\"Throttling.AllocationQuota\",\"message\":\"Allocated quota exceeded\"}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n",
     "data: {\"error\":{\"message\":\"Output data may contain inappropriate content.\",\"type\":\"data_inspection_failed\",\"code\":\"data_inspection_failed\"}}\r\n\r\n: keep-alive\r\rdata: x\n",
 ];
 
@@ -149,7 +151,7 @@ fn fuzz_every_outside_input() {
 
     run("request", &mut |r| {
         r.run(&mutated(REQUESTS), |bytes| {
-            for endpoint in [Endpoint::Chat, Endpoint::Embeddings] {
+            for endpoint in [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Responses] {
                 match ApiRequest::parse(&bytes, endpoint, 8) {
                     Ok(req) => {
                         let (input, total) = tokens::estimate(&req, 256);

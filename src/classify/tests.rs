@@ -75,6 +75,11 @@ const TABLE: &[(Profile, u16, &str, &str)] = &[
     // 404 wrong model name: the configured upstream name, so the gateway's problem, not the client's.
     (DS, 404, r#"{"error":{"message":"The model `qwen-nope` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#, "park Bucket model_not_found Some(3600000)"),
     (DS, 404, r#"{"request_id":"r","code":"model_not_supported","message":"Unsupported model `qwen-nope` for OpenAI compatibility mode."}"#, "park Bucket model_not_supported Some(3600000)"),
+    // Stored context the account does not hold (a Responses API `previous_response_id`): the
+    // request's, even as a 404, never a park.
+    (OA, 400, r#"{"error":{"message":"Previous response with id 'resp_1' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#, "client 400 previous_response_not_found"),
+    (DS, 404, r#"{"error":{"message":"Response resp_1 not found.","type":"invalid_request_error","param":"previous_response_id","code":"NotFound"}}"#, "client 404 NotFound"),
+    (RELAY, 404, r#"{"error":{"message":"Conversation not found.","type":"invalid_request_error","param":null,"code":"conversation_not_found"}}"#, "client 404 conversation_not_found"),
     // 400 moderation and context too long.
     (DS, 400, r#"{"error":{"code":"data_inspection_failed","param":null,"message":"Input data may contain inappropriate content.","type":"data_inspection_failed"},"id":"chatcmpl-1"}"#, "client 400 data_inspection_failed"),
     (DS, 400, r#"{"request_id":"r","code":"DataInspectionFailed","message":"Input data may contain inappropriate content."}"#, "client 400 DataInspectionFailed"),

@@ -132,9 +132,10 @@ async fn plan_and_send(
         .map_err(plain)?;
     let mut chat = ApiRequest::parse(&bytes, endpoint, config.max_messages).map_err(plain)?;
     drop(bytes);
-    // Streams always ask the upstream for usage, to count tokens; the client sees the usage
-    // chunk only if it asked for it.
-    let client_wants_usage = chat.stream && sse::request_usage(&mut chat.body);
+    // Chat streams always ask the upstream for usage, to count tokens; the client sees the
+    // usage chunk only if it asked for it. (A Responses stream always ends with its usage.)
+    let client_wants_usage =
+        chat.stream && endpoint == Endpoint::Chat && sse::request_usage(&mut chat.body);
     let route = config
         .models
         .get(&chat.model)

@@ -1,6 +1,7 @@
 //! Streams an upstream SSE answer to the client: held until the first content token, so a
 //! failure before it stays invisible and the planner can go elsewhere; then passed through
 //! event by event, ending cleanly with an OpenAI-style error event if the upstream breaks.
+//! Chat and Responses API streams alike (`crate::sse::frame` reads both).
 
 use crate::classify::{self, Outcome};
 use crate::config::Profile;
@@ -91,7 +92,7 @@ pub async fn open(
                 frame => {
                     started |= matches!(
                         frame,
-                        Frame::Done
+                        Frame::Done { .. }
                             | Frame::Chunk {
                                 has_content: true,
                                 ..
@@ -147,7 +148,12 @@ impl Pass {
                     return Vec::new();
                 }
             }
-            Frame::Done => self.done = true,
+            Frame::Done { usage } => {
+                if let Some(u) = usage {
+                    self.usage = Some(*u);
+                }
+                self.done = true;
+            }
             Frame::Error { .. } | Frame::Other => {}
         }
         event.raw.clone()
