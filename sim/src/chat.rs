@@ -1,5 +1,5 @@
-//! The chat, embeddings and models endpoints: key, body, model, account state, faults,
-//! limits, answer.
+//! The chat, Responses, embeddings and models endpoints: key, body, model, account state,
+//! faults, limits, answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 
 use crate::bodies::{self, json_str, Dialect};
 use crate::body::{Aborted, SimBody, StreamItem, StreamPlan};
-use crate::completion::{ChatRequest, Completion};
+use crate::completion::{ChatRequest, Completion, Shape};
 use crate::config::AccountState;
 use crate::faults::{FaultKind, StreamErrorShape, Target};
 use crate::limits::{LimitKind, Refusal};
@@ -29,10 +29,10 @@ struct Accepted {
     chunk_delay_ms: u64,
 }
 
-/// How a request's body is read: `ChatRequest::parse` or `ChatRequest::parse_embeddings`.
+/// How a request's body is read: `ChatRequest::parse`, `parse_responses` or `parse_embeddings`.
 pub type Parse = fn(&[u8]) -> Result<ChatRequest, String>;
 
-/// `POST .../chat/completions` and `.../embeddings` (`parse` says which). `Err` closes the
+/// `POST .../chat/completions`, `.../responses` and `.../embeddings` (`parse` says which). `Err` closes the
 /// connection without an answer.
 pub async fn chat(
     state: &Arc<Mutex<SimState>>,
@@ -198,7 +198,7 @@ fn accept(
         prompt_tokens: request.prompt_tokens,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
         choices: request.choices,
-        embeddings: request.embeddings,
+        shape: request.shape,
     };
     let chunk_delay_ms = match fault {
         Some(FaultKind::SlowStream { ms }) => ms,
@@ -253,6 +253,12 @@ fn faulty_stream(kind: &FaultKind, id: &str, completion: &Completion) -> Vec<Str
             message,
         } => {
             let frame = match shape {
+                // A Responses stream fails with its own events: `error`, or `response.failed`.
+                _ if completion.shape == Shape::Response => completion.response_error_event(
+                    *shape == StreamErrorShape::Native,
+                    code.as_deref().unwrap_or("server_error"),
+                    message.as_deref().unwrap_or("The model failed to answer."),
+                ),
                 StreamErrorShape::Compat => {
                     bodies::compat_stream_error(code.as_deref(), message.as_deref())
                 }

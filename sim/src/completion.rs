@@ -1,5 +1,5 @@
 //! Chat and embeddings request parsing and deterministic answers: token counts, JSON body
-//! and SSE events.
+//! and SSE events (the Responses API's own in `responses.rs`).
 
 use serde_json::Value;
 
@@ -36,8 +36,19 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `n`: how many choices to answer with, each counted in full.
     pub choices: u64,
-    /// An embeddings request: its inputs and `dimensions` (8 when not given).
-    pub embeddings: Option<(usize, usize)>,
+    /// Which API's request it is, and what its answer holds.
+    pub shape: Shape,
+}
+
+/// The API a request came to, and what its answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Chat completions.
+    Chat,
+    /// Embeddings: one vector of `dimensions` (8 when not given) per input.
+    Embeddings { inputs: usize, dimensions: usize },
+    /// The Responses API.
+    Response,
 }
 
 impl ChatRequest {
@@ -73,7 +84,7 @@ impl ChatRequest {
             stream,
             include_usage: v["stream_options"]["include_usage"] == Value::Bool(true),
             choices,
-            embeddings: None,
+            shape: Shape::Chat,
         })
     }
 
@@ -106,7 +117,10 @@ impl ChatRequest {
             stream: false,
             include_usage: false,
             choices: 1,
-            embeddings: Some((inputs.len(), dimensions)),
+            shape: Shape::Embeddings {
+                inputs: inputs.len(),
+                dimensions,
+            },
         })
     }
 
@@ -118,7 +132,7 @@ impl ChatRequest {
 }
 
 /// A request body: a JSON object and its non-empty `model`.
-fn object_with_model(body: &[u8]) -> Result<(Value, String), String> {
+pub(crate) fn object_with_model(body: &[u8]) -> Result<(Value, String), String> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
     if !v.is_object() {
@@ -164,8 +178,8 @@ pub struct Completion {
     pub completion_tokens: u64,
     /// Choices answered (the request's `n`), each with the same words.
     pub choices: u64,
-    /// An embeddings answer instead: its inputs and dimensions.
-    pub embeddings: Option<(usize, usize)>,
+    /// The request's API: what the answer holds.
+    pub shape: Shape,
 }
 
 impl Completion {
@@ -181,6 +195,26 @@ impl Completion {
     /// The whole answer text: the words joined by spaces.
     pub fn content(&self) -> String {
         self.words().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The answer text in streamed pieces, a word each (with the space after it).
+    pub fn content_pieces(&self) -> Vec<String> {
+        let n = self.completion_tokens as usize;
+        self.words()
+            .enumerate()
+            .map(|(i, word)| {
+                if i + 1 < n {
+                    format!("{word} ")
+                } else {
+                    word.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// The simulator's request id the answer's ids are made of.
+    pub fn request_id(&self) -> &str {
+        self.id.trim_start_matches("chatcmpl-")
     }
 
     /// Completion tokens of the whole answer, every choice's: what usage reports and the
@@ -200,7 +234,10 @@ impl Completion {
 
     /// Non-stream `chat.completion` body (or the embeddings list, for an embeddings request).
     pub fn to_json(&self) -> String {
-        if let Some((inputs, dimensions)) = self.embeddings {
+        if self.shape == Shape::Response {
+            return self.response_json();
+        }
+        if let Shape::Embeddings { inputs, dimensions } = self.shape {
             let vector: Vec<String> = (0..dimensions).map(|i| format!("0.{}", i % 10)).collect();
             let data: Vec<String> = (0..inputs)
                 .map(|i| {
@@ -214,7 +251,7 @@ impl Completion {
                 r#"{{"object":"list","data":[{}],"model":{},"usage":{{"prompt_tokens":{p},"total_tokens":{p}}},"id":{}}}"#,
                 data.join(","),
                 json_str(&self.model),
-                json_str(self.id.trim_start_matches("chatcmpl-")),
+                json_str(self.request_id()),
                 p = self.prompt_tokens,
             );
         }
@@ -258,30 +295,35 @@ impl Completion {
             .collect()
     }
 
-    /// First events: the assistant role with empty content (one per choice).
+    /// First events: the assistant role with empty content (one per choice); a Responses
+    /// stream's opening events.
     pub fn role_events(&self) -> Vec<String> {
+        if self.shape == Shape::Response {
+            return self.response_opening_events();
+        }
         self.delta_events(r#"{"role":"assistant","content":""}"#, "null")
     }
 
     /// One event per word and choice; each choice's contents concatenate to
     /// [`Completion::content`].
     pub fn content_events(&self) -> Vec<String> {
-        let n = self.completion_tokens as usize;
-        self.words()
-            .enumerate()
-            .flat_map(|(i, word)| {
-                let text = if i + 1 < n {
-                    format!("{word} ")
-                } else {
-                    word.to_string()
-                };
-                self.delta_events(&format!(r#"{{"content":{}}}"#, json_str(&text)), "null")
+        if self.shape == Shape::Response {
+            return self.response_delta_events(self.content_pieces());
+        }
+        self.content_pieces()
+            .iter()
+            .flat_map(|text| {
+                self.delta_events(&format!(r#"{{"content":{}}}"#, json_str(text)), "null")
             })
             .collect()
     }
 
-    /// Events after the content: finish (per choice), optional usage, `[DONE]`.
+    /// Events after the content: finish (per choice), optional usage, `[DONE]`; a Responses
+    /// stream's closing events, its usage always in `response.completed`.
     pub fn closing_events(&self, include_usage: bool) -> Vec<String> {
+        if self.shape == Shape::Response {
+            return self.response_closing_events();
+        }
         let mut events = self.delta_events("{}", r#""stop""#);
         if include_usage {
             events.push(self.event("[]", &self.usage()));
@@ -303,7 +345,7 @@ mod tests {
             prompt_tokens: 9,
             completion_tokens: n,
             choices: 1,
-            embeddings: None,
+            shape: Shape::Chat,
         }
     }
 
@@ -400,10 +442,14 @@ mod tests {
     fn answers_embeddings_one_vector_an_input() {
         let body = br#"{"model":"e","input":["abcdefgh","x",[1,2,3]],"dimensions":4}"#;
         let r = ChatRequest::parse_embeddings(body).unwrap();
-        assert_eq!((r.prompt_tokens, r.embeddings), (2 + 1 + 3, Some((3, 4))));
+        let shape = Shape::Embeddings {
+            inputs: 3,
+            dimensions: 4,
+        };
+        assert_eq!((r.prompt_tokens, r.shape), (2 + 1 + 3, shape));
         assert_eq!(r.completion_tokens(12), 0);
         let c = Completion {
-            embeddings: r.embeddings,
+            shape: r.shape,
             ..completion(0)
         };
         let body: Value = serde_json::from_str(&c.to_json()).unwrap();
@@ -412,7 +458,11 @@ mod tests {
         assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 4);
         assert_eq!(body["usage"]["prompt_tokens"], 9);
         let single = ChatRequest::parse_embeddings(br#"{"model":"e","input":[5,6]}"#).unwrap();
-        assert_eq!(single.embeddings, Some((1, 8)));
+        let one = Shape::Embeddings {
+            inputs: 1,
+            dimensions: 8,
+        };
+        assert_eq!(single.shape, one);
         for bad in [
             &br#"{"model":"e"}"#[..],
             br#"{"model":"e","input":[]}"#,

@@ -11,6 +11,7 @@ mod control;
 mod faults;
 mod limits;
 mod respond;
+mod responses;
 mod server;
 mod state;
 mod stats;

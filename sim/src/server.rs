@@ -102,12 +102,16 @@ async fn handle(
         ("chat/completions", &Method::POST) => {
             chat::chat(&state, dialect, &key, &body, ChatRequest::parse, started).await
         }
+        ("responses", &Method::POST) => {
+            let parse = ChatRequest::parse_responses;
+            chat::chat(&state, dialect, &key, &body, parse, started).await
+        }
         ("embeddings", &Method::POST) => {
             let parse = ChatRequest::parse_embeddings;
             chat::chat(&state, dialect, &key, &body, parse, started).await
         }
         ("models", &Method::GET) => Ok(chat::models(&state, dialect, &key, started)),
-        ("chat/completions" | "embeddings" | "models", _) => {
+        ("chat/completions" | "responses" | "embeddings" | "models", _) => {
             let msg = bodies::invalid_parameter(Dialect::OpenAi, "", "method not allowed");
             Ok(plain_json(StatusCode::METHOD_NOT_ALLOWED, msg))
         }

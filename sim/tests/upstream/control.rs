@@ -229,6 +229,45 @@ async fn embeddings_in_both_dialects_count_their_input() {
 }
 
 #[tokio::test]
+async fn responses_in_both_dialects_whole_and_streamed() {
+    let sim = start(SimConfig::demo()).await;
+    for prefix in [DS, OA] {
+        for stream in [false, true] {
+            let body = serde_json::json!({"model": "qwen-turbo", "input": "abcd",
+                "max_output_tokens": 3, "stream": stream});
+            let resp = client()
+                .post(format!("{}{prefix}/responses", sim.url()))
+                .bearer_auth("sk-c1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let text = resp.text().await.unwrap();
+            let last = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .next_back()
+                .unwrap_or(&text);
+            let v: Value = serde_json::from_str(last).unwrap();
+            let response = if stream { &v["response"] } else { &v };
+            assert_eq!(response["status"], "completed", "{text}");
+            // (4 + 1) + 3 in, 3 out.
+            assert_eq!(response["usage"]["input_tokens"], 8, "{text}");
+            assert_eq!(response["usage"]["output_tokens"], 3, "{text}");
+        }
+    }
+    let counted = &sim.stats()["accounts"]["acct-c"]["models"]["qwen-turbo"];
+    assert_eq!(
+        (
+            counted["ok"].as_u64(),
+            counted["completion_tokens"].as_u64()
+        ),
+        (Some(4), Some(12))
+    );
+}
+
+#[tokio::test]
 async fn demo_config_and_shutdown() {
     let sim = start(SimConfig::demo()).await;
     assert!(sim.url().starts_with("http://127.0.0.1:"));
