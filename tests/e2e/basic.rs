@@ -402,7 +402,7 @@ try:
 except openai.NotFoundError as e:
     print(e.body["code"])
 "#;
-    let stdout = sdk(&ctx, retrieve);
+    let stdout = ctx.sdk(retrieve);
     let mut lines = stdout.lines();
     let model: Value = serde_json::from_str(lines.next().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -454,7 +454,7 @@ client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_re
 r = client.embeddings.create(model="text-embedding-v4", input=["Say hello", "bonjour"], dimensions=4)
 print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
 "#;
-    assert_eq!(sdk(&ctx, script).trim(), "2 4 text-embedding-v4 5");
+    assert_eq!(ctx.sdk(script).trim(), "2 4 text-embedding-v4 5");
     let send = |input: Value| {
         let ctx = ctx.clone();
         async move {
@@ -504,16 +504,4 @@ print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
         counted,
         "the gateway counts the upstream's tokens: {upstream}"
     );
-}
-
-/// What `script` prints, run by the project's Python (the official SDK) with the gateway's URL
-/// and the client key as its arguments; a script that fails fails the test with its error.
-fn sdk(ctx: &Ctx, script: &str) -> String {
-    let out = std::process::Command::new(ctx.root().join(".venv/bin/python"))
-        .args(["-c", script, &ctx.url(), CLIENT_KEY])
-        .output()
-        .expect("the .venv's python (make bootstrap)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the SDK script failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

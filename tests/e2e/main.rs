@@ -19,6 +19,7 @@ mod misconfig;
 mod pacing;
 mod quota;
 mod recorder;
+mod responses;
 mod streams;
 mod support;
 mod visibility;
@@ -38,6 +39,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     compressed.extend(basic::scenarios());
     compressed.extend(quota::scenarios());
     compressed.extend(streams::scenarios());
+    compressed.extend(responses::scenarios());
     compressed.extend(hardening::scenarios());
     compressed.extend(visibility::scenarios());
     compressed.extend(clients::scenarios());

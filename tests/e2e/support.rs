@@ -391,6 +391,19 @@ impl Ctx {
         &self.root
     }
 
+    /// What `script` prints, run by the project's Python (the official SDK) with the gateway's
+    /// URL and the client key as its arguments; a script that fails fails the test with its
+    /// error.
+    pub fn sdk(&self, script: &str) -> String {
+        let out = std::process::Command::new(self.root.join(".venv/bin/python"))
+            .args(["-c", script, &self.url(), CLIENT_KEY])
+            .output()
+            .expect("the .venv's python (make bootstrap)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the SDK script failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Drops every queued simulator fault.
     pub async fn clear_faults(&self) {
         let url = format!("{}/_sim/faults", self.sim.url());

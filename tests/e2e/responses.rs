@@ -1,0 +1,214 @@
+//! The Responses API end to end: served whole and streamed through the official SDK, counted,
+//! failed over before its first token, ended with an error event after it.
+
+use crate::support::{Ctx, CLIENT_KEY};
+use crate::Scenario;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        ("responses_are_served_whole_and_streamed_and_counted", |c| {
+            Box::pin(served(c))
+        }),
+        ("a_responses_stream_fails_over_or_ends_with_an_error", |c| {
+            Box::pin(failures(c))
+        }),
+    ]
+}
+
+async fn respond(ctx: &Ctx, body: Value) -> crate::support::Reply {
+    ctx.send(
+        ctx.http
+            .post(format!("{}/v1/responses", ctx.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(&body),
+    )
+    .await
+}
+
+/// The `data:` payloads of a stream, parsed.
+fn events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+fn delta_text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect()
+}
+
+async fn served(ctx: Arc<Ctx>) {
+    // As DashScope's docs call it: the official SDK, a string input, then a stream.
+    let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+r = client.responses.create(model="stream-test", input="Say hello", instructions="Be brief.", max_output_tokens=5)
+print(r.model, r.status, r.usage.input_tokens, r.usage.output_tokens, repr(r.output_text))
+text, done = "", None
+for event in client.responses.create(model="stream-test", input=[{"role": "user", "content": "Say hello"}], stream=True):
+    if event.type == "response.output_text.delta":
+        text += event.delta
+    elif event.type == "response.completed":
+        done = event.response
+print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
+"#;
+    let out = ctx.sdk(script);
+    let lines: Vec<&str> = out.lines().collect();
+    // (4 + 3) + (4 + 3) + 3 in, as the simulator counts the same chat.
+    assert_eq!(
+        lines.first().copied(),
+        Some("qwen-turbo completed 17 5 'Simulated answer from the upstream'"),
+        "{out}"
+    );
+    // The simulator answers 8 words unless capped.
+    let answer = "'Simulated answer from the upstream simulator with deterministic'";
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(format!("{answer} completed 8 {answer}").as_str()),
+        "{out}"
+    );
+
+    // The headers, and the counting: the bucket settles with the upstream's usage.
+    let before = ctx.bucket("acct-a", "qwen-turbo").await["state"]["counters"].clone();
+    let sim_before = ctx.sim_model("acct-a", "qwen-turbo");
+    let reply = respond(
+        &ctx,
+        json!({"model": "stream-test", "input": "Hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-gateway-requested-model"), "stream-test");
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen-turbo");
+    let got = events(&reply.text);
+    assert_eq!(
+        got.last().map(|e| e["type"].clone()),
+        Some(json!("response.completed")),
+        "{}",
+        reply.text
+    );
+    assert!(
+        !reply.text.contains("stream_options") && !reply.text.contains("[DONE]"),
+        "{}",
+        reply.text
+    );
+    let sim = ctx.sim_model("acct-a", "qwen-turbo");
+    let delta =
+        |a: &Value, b: &Value, k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
+    let mut settled = false;
+    for _ in 0..30 {
+        let now = ctx.bucket("acct-a", "qwen-turbo").await["state"]["counters"].clone();
+        if delta(&now, &before, "ok") == 1 {
+            for k in ["prompt_tokens", "completion_tokens"] {
+                assert_eq!(
+                    delta(&now, &before, k),
+                    delta(&sim, &sim_before, k),
+                    "{k}: the upstream's usage, not the estimate"
+                );
+            }
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the stream was never settled");
+
+    // Bad input is the gateway's clear 400, never sent upstream.
+    let calls = ctx.sim.stats()["total_calls"].clone();
+    for (body, param) in [
+        (json!({"model": "stream-test"}), "input"),
+        (
+            json!({"model": "stream-test", "input": "x", "background": true}),
+            "background",
+        ),
+        (
+            json!({"model": "stream-test", "input": "x", "max_output_tokens": "9"}),
+            "max_output_tokens",
+        ),
+    ] {
+        let reply = respond(&ctx, body).await;
+        assert_eq!(reply.assert_error(400)["param"], param, "{}", reply.text);
+    }
+    assert_eq!(
+        ctx.sim.stats()["total_calls"],
+        calls,
+        "nothing reached the upstream"
+    );
+}
+
+async fn failures(ctx: Arc<Ctx>) {
+    let body = json!({"model": "stream-test", "input": "Say hello", "stream": true});
+    // Before the first token: an `error` event, or `response.failed`, from acct-a; acct-b
+    // answers and the client never sees it.
+    for shape in ["compat", "native"] {
+        ctx.reset(false).await;
+        let fault = json!({"kind": "stream_error", "shape": shape, "after_chunks": 0,
+            "account": "acct-a", "code": "rate_limit_exceeded", "message": "Rate limit reached"});
+        ctx.sim.push_fault(fault.clone()).unwrap();
+        let reply = respond(&ctx, body.clone()).await;
+        assert_eq!(reply.status, 200, "{fault}: {}", reply.text);
+        let got = events(&reply.text);
+        assert!(
+            got.iter().all(|e| e["type"] != "error"
+                && e["type"] != "response.failed"
+                && e["error"].is_null()),
+            "{fault}: the client sees no error: {}",
+            reply.text
+        );
+        assert_eq!(reply.header("x-gateway-attempts"), "2", "{fault}");
+        assert_eq!(ctx.sim_model("acct-b", "qwen-turbo")["ok"], 1, "{fault}");
+        assert_eq!(
+            got.last().map(|e| e["type"].clone()),
+            Some(json!("response.completed"))
+        );
+    }
+
+    // After it: the words so far, then an error event the SDK raises, never a hang.
+    for shape in ["compat", "native"] {
+        ctx.reset(false).await;
+        let fault = json!({"kind": "stream_error", "shape": shape, "after_chunks": 3, "times": 0});
+        ctx.sim.push_fault(fault.clone()).unwrap();
+        let reply = respond(&ctx, body.clone()).await;
+        assert_eq!(reply.status, 200, "committed after the first token");
+        let got = events(&reply.text);
+        assert_eq!(
+            delta_text(&got),
+            "Simulated answer from ",
+            "{fault}: {}",
+            reply.text
+        );
+        let last = got.last().cloned().unwrap_or_default();
+        assert!(
+            last["error"]["message"].is_string(),
+            "{fault}: ends with an error event: {}",
+            reply.text
+        );
+        let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0, timeout=20)
+text = ""
+try:
+    for event in client.responses.create(model="stream-test", input="Say hello", stream=True):
+        if event.type == "response.output_text.delta":
+            text += event.delta
+    print("no error")
+except openai.APITimeoutError:
+    print("hung")
+except openai.APIError:
+    print("APIError after", repr(text))
+"#;
+        let out = ctx.sdk(script);
+        assert_eq!(
+            out.trim(),
+            "APIError after 'Simulated answer from '",
+            "{fault}"
+        );
+        ctx.clear_faults().await;
+    }
+}
