@@ -52,7 +52,11 @@ curl -s http://127.0.0.1:$gateway_port/v1/chat/completions \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
   -d '{"model":"qwen3-max","messages":[{"role":"user","content":"Hello!"}]}'
 
-Embeddings (the same key, limits and counters):
+The Responses API, and embeddings (the same key, limits and counters):
+
+curl -s http://127.0.0.1:$gateway_port/v1/responses \\
+  -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
+  -d '{"model":"qwen3-max","input":"Hello!"}'
 
 curl -s http://127.0.0.1:$gateway_port/v1/embeddings \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
