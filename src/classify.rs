@@ -6,7 +6,7 @@
 
 use crate::config::Profile;
 use crate::hints::retry_hint_ms;
-use crate::openai::ApiError;
+use crate::openai::{ApiError, Endpoint};
 pub use body::UpstreamError;
 use body::{redact_keys, Parsed};
 
@@ -75,6 +75,9 @@ pub enum Outcome {
     Unavailable { cooldown_ms: u64 },
     /// This single request is larger than the bucket's token limit: never retry it on this bucket.
     TooLarge,
+    /// The upstream does not serve this model on the request's endpoint (the Responses API),
+    /// though it may for chat: try elsewhere; the bucket, which chat shares, is not parked.
+    Unsupported,
     /// The request itself is at fault (bad input, moderation, context too long, unknown model):
     /// return this error to the client; never retry, never downgrade.
     Client(ApiError),
@@ -119,6 +122,7 @@ impl Outcome {
             Outcome::Retry { .. } => "server_error",
             Outcome::Unavailable { .. } => "unavailable",
             Outcome::TooLarge => "too_large",
+            Outcome::Unsupported => "unsupported",
             Outcome::Client(_) => "client_error",
         }
     }
@@ -190,6 +194,43 @@ pub fn classify(
         Profile::Openai => openai(status, &p, hint),
         Profile::OpenaiCompatible => relay(status, &p, hint),
     }
+}
+
+/// Classifies one upstream answer to a call on `endpoint`. An upstream may serve a model for
+/// chat and not on the Responses API (DashScope serves it for some models only; a relay may
+/// not have the path): there, "no such model" (a 404, a model-not-found code, a 400 saying the
+/// model is not supported) is `Unsupported`, never a park of the bucket chat shares.
+pub fn classify_call(
+    endpoint: Endpoint,
+    profile: Profile,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    now_ms: u64,
+) -> Outcome {
+    let outcome = classify(profile, status, headers, body, now_ms);
+    if endpoint != Endpoint::Responses || !matches!(status, 400 | 404) {
+        return outcome;
+    }
+    let p = Parsed::parse(body);
+    let no_model = status == 404
+        || p.is(&["model_not_found", "model_not_supported", "ModelNotFound"])
+        || (p.says(&["model"]) && p.says(&["not support", "unsupported"]));
+    match outcome {
+        Outcome::Park { .. } | Outcome::Client(_) if no_model && !names_stored_context(&p) => {
+            Outcome::Unsupported
+        }
+        other => other,
+    }
+}
+
+/// Whether the error is about context the client named (a Responses API
+/// `previous_response_id`, a conversation) that the upstream does not have.
+fn names_stored_context(p: &Parsed) -> bool {
+    matches!(
+        p.up.param.as_deref(),
+        Some("previous_response_id" | "conversation")
+    ) || p.is(&["previous_response_not_found", "conversation_not_found"])
 }
 
 /// No answer (or, for a stream, no first token) before the time allowed: a stream that is slow
@@ -407,14 +448,10 @@ fn rate_limit(p: &Parsed, hint: Option<u64>) -> Outcome {
 /// Only errors about the request's content (400 bad parameters, moderation, context too long,
 /// 413, 422, stored context the upstream does not hold) go back to the client.
 fn fallback(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
-    // Context the client named (a Responses API `previous_response_id`, a conversation) that
-    // the upstream does not have: the request's, whatever the status, never the account's.
-    let context = matches!(
-        p.up.param.as_deref(),
-        Some("previous_response_id" | "conversation")
-    ) || p.is(&["previous_response_not_found", "conversation_not_found"]);
     match status {
-        400..=499 if context => Outcome::Client(client(status, &p.up)),
+        // Context the client named that the upstream does not have: the request's, whatever
+        // the status, never the account's.
+        400..=499 if names_stored_context(p) => Outcome::Client(client(status, &p.up)),
         401 => p.refuse_key(status),
         402 => p.park(ParkScope::Account, status, Some(PAYMENT_PARK_MS)),
         403 => p.park(ParkScope::Bucket, status, Some(ACCESS_DENIED_PARK_MS)),

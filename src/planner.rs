@@ -119,6 +119,8 @@ enum Out {
     Failing,
     /// Its bucket's Durable Object did not answer in time.
     Unreachable,
+    /// Its upstream does not serve the model on the request's endpoint.
+    Unsupported,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +339,8 @@ impl<C: Choice> Planner<C> {
         };
         if states().all(|s| s == State::Out(Out::TooLarge)) {
             "too_large"
+        } else if states().all(|s| s == State::Out(Out::Unsupported)) {
+            "unsupported"
         } else if states().all(|s| matches!(s, State::Out(_) | State::Busy { free_at: None, .. })) {
             if self.server_error {
                 "upstream_error"
@@ -453,6 +457,7 @@ impl<C: Choice> Planner<C> {
                 }
             }
             Outcome::TooLarge => self.set(slot, State::Out(Out::TooLarge)),
+            Outcome::Unsupported => self.set(slot, State::Out(Out::Unsupported)),
             Outcome::Retry { after_ms } => {
                 self.server_error = true;
                 if retries < MAX_RETRIES {
@@ -556,6 +561,8 @@ impl<C: Choice> Planner<C> {
             input_param: self.settings.input_param,
             largest_limit: tried().filter_map(|p| p.choice.token_cap()).max(),
         });
+        let unsupported =
+            tried().next().is_some() && tried().all(|p| p.state == State::Out(Out::Unsupported));
         giveup::render(&Facts {
             public_model: &self.public_model,
             tried: self
@@ -570,6 +577,7 @@ impl<C: Choice> Planner<C> {
             unreachable: self.unreachable,
             parked: &self.parked,
             too_large,
+            unsupported,
         })
     }
 }

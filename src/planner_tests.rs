@@ -321,6 +321,46 @@ fn client_errors_end_at_once_without_downgrade() {
 }
 
 #[test]
+fn an_endpoint_a_model_lacks_moves_on_without_parking_and_ends_404_when_none_has_it() {
+    // qwen3-max's two accounts lack it; qwen-plus serves, and the header says why.
+    let mut p = P::new("qwen3-max", chain(), settings());
+    for lease in 1..=2 {
+        let (slot, _, _) = acquire(&mut p, 0);
+        p.on_admission(slot, &go(lease, 0));
+        let _ = send(&mut p, 0);
+        p.on_outcome(slot, &Outcome::Unsupported, 0);
+    }
+    let (slot, account, _) = acquire(&mut p, 0);
+    assert_eq!((slot.step, account.as_str()), (1, "a"));
+    p.on_admission(slot, &go(3, 0));
+    let _ = send(&mut p, 0);
+    p.on_outcome(slot, &Outcome::Success, 0);
+    assert_eq!(
+        p.fallback_reason().as_deref(),
+        Some("qwen3-max:unsupported")
+    );
+    // None has it: a 404 saying so, never retried, never a 429 or a park.
+    let mut p = P::new("qwen3-max", chain(), settings());
+    for lease in 1..=3 {
+        let (slot, _, _) = acquire(&mut p, 0);
+        p.on_admission(slot, &go(lease, 0));
+        let _ = send(&mut p, 0);
+        p.on_outcome(slot, &Outcome::Unsupported, 0);
+    }
+    let e = give_up(&mut p, 0);
+    assert_eq!(
+        (
+            e.status,
+            e.code.as_deref(),
+            e.param.as_deref(),
+            e.should_retry
+        ),
+        (404, Some("model_not_supported"), Some("model"), Some(false))
+    );
+    assert!(e.message.contains("qwen3-max, qwen-plus"), "{}", e.message);
+}
+
+#[test]
 fn account_park_skips_that_account_in_every_step() {
     let mut p = P::new("qwen3-max", chain(), settings());
     let (first, parked, _) = acquire(&mut p, 0);

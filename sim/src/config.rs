@@ -17,6 +17,10 @@ pub struct SimConfig {
     /// Models the upstream serves; anything else is `model_not_found`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Served models the Responses API does not serve (DashScope serves it for some models
+    /// only): a Responses request naming one is answered 404 `model_not_found`.
+    #[serde(default)]
+    pub chat_only: Vec<String>,
     /// Upper bound of completion tokens per answer (the request's `max_tokens` may lower it).
     #[serde(default = "default_completion_tokens")]
     pub completion_tokens: u32,
@@ -132,6 +136,7 @@ impl Default for SimConfig {
             time_scale: default_time_scale(),
             accounts: BTreeMap::new(),
             models: Vec::new(),
+            chat_only: Vec::new(),
             completion_tokens: default_completion_tokens(),
             stream_chunk_delay_ms: 0,
         }
@@ -176,6 +181,7 @@ impl SimConfig {
             .map(|(id, a)| (id.to_string(), a))
             .collect(),
             models: models.iter().map(|m| m.to_string()).collect(),
+            chat_only: Vec::new(),
             completion_tokens: 12,
             stream_chunk_delay_ms: 0,
         }

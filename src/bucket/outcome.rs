@@ -40,7 +40,10 @@ impl SettleOutcome {
             },
             // Neither counted upstream: a refused key or a request too large never ran.
             Outcome::KeyRefused { .. } | Outcome::TooLarge => SettleOutcome::Released,
-            Outcome::Success | Outcome::Retry { .. } | Outcome::Client(_) => SettleOutcome::Failed,
+            Outcome::Success
+            | Outcome::Retry { .. }
+            | Outcome::Unsupported
+            | Outcome::Client(_) => SettleOutcome::Failed,
         }
     }
 }
@@ -68,6 +71,7 @@ pub fn busy_until(outcome: &Outcome, now_ms: u64) -> Option<Option<u64>> {
         | Outcome::KeyRefused { .. }
         | Outcome::Retry { .. }
         | Outcome::TooLarge
+        | Outcome::Unsupported
         | Outcome::Client(_) => None,
     }
 }

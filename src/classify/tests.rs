@@ -1,6 +1,7 @@
 //! Table tests for the classifier: one row per line of the reference table, both DashScope shapes (compiled only under #[cfg(test)]).
 
 use super::*;
+use crate::openai::Endpoint;
 
 const DS: Profile = Profile::Dashscope;
 const OA: Profile = Profile::Openai;
@@ -30,6 +31,7 @@ fn show(o: &Outcome) -> String {
         Outcome::Retry { after_ms } => format!("retry {after_ms:?}"),
         Outcome::Unavailable { cooldown_ms } => format!("unavailable {cooldown_ms}"),
         Outcome::TooLarge => "too-large".into(),
+        Outcome::Unsupported => "unsupported".into(),
         Outcome::Client(e) => format!("client {} {}", e.status, e.code.as_deref().unwrap_or("-")),
     }
 }
@@ -261,4 +263,53 @@ fn parses_both_dashscope_shapes() {
     assert_eq!(UpstreamError::parse(b"<html>"), UpstreamError::default());
     let text = UpstreamError::parse(br#"{"error":"busy"}"#);
     assert_eq!(text.message.as_deref(), Some("busy"));
+}
+
+#[test]
+fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
+    let call = |endpoint, profile, status, body: &str| {
+        show(&classify_call(
+            endpoint,
+            profile,
+            status,
+            &[],
+            body.as_bytes(),
+            0,
+        ))
+    };
+    let missing = r#"{"error":{"message":"The model `qwen-turbo` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
+    let unsupported = r#"{"error":{"message":"<400> InternalError.Algo.InvalidParameter: The model qwen-turbo is not supported by the Responses API.","type":"invalid_request_error","param":null,"code":"invalid_parameter_error"}}"#;
+    let no_path = "<html>404 Not Found</html>";
+    for (profile, status, body) in [
+        (DS, 404, missing),
+        (DS, 400, unsupported),
+        (RELAY, 404, no_path),
+        (OA, 404, missing),
+    ] {
+        assert_eq!(
+            call(Endpoint::Responses, profile, status, body),
+            "unsupported",
+            "{body}"
+        );
+    }
+    // On chat, the same answers mean what they always did.
+    assert_eq!(
+        call(Endpoint::Chat, DS, 404, missing),
+        "park Bucket model_not_found Some(3600000)"
+    );
+    assert_eq!(
+        call(Endpoint::Chat, DS, 400, unsupported),
+        "client 400 invalid_parameter_error"
+    );
+    // Other answers on the Responses API: as on chat.
+    let context = r#"{"error":{"message":"Previous response with id 'resp_1' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#;
+    let bad = r#"{"error":{"message":"Invalid value for 'temperature'.","type":"invalid_request_error","param":"temperature","code":"invalid_value"}}"#;
+    let limit = r#"{"error":{"message":"Requests rate limit exceeded, please try again later.","type":"limit_requests","param":null,"code":"limit_requests"}}"#;
+    for (status, body, shown) in [
+        (404, context, "client 404 previous_response_not_found"),
+        (400, bad, "client 400 invalid_value"),
+        (429, limit, &call(Endpoint::Chat, DS, 429, limit)),
+    ] {
+        assert_eq!(call(Endpoint::Responses, DS, status, body), shown, "{body}");
+    }
 }

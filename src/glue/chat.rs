@@ -566,7 +566,7 @@ impl Job<'_> {
         let attempt = Attempt {
             candidate: c,
             key_name: key,
-            path: self.chat.endpoint.path(),
+            endpoint: self.chat.endpoint,
             body: self.chat.upstream_body(c.model),
             stream,
             wait_ms: until.saturating_sub(sent_at),

@@ -4,7 +4,7 @@
 use crate::classify::{self, Outcome};
 use crate::config::Candidate;
 use crate::glue::js;
-use crate::openai::ApiError;
+use crate::openai::{ApiError, Endpoint};
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -46,8 +46,8 @@ pub struct Attempt<'a> {
     pub candidate: &'a Candidate<'a>,
     /// The secret holding the key to use.
     pub key_name: &'a str,
-    /// The endpoint's path under the upstream's base URL.
-    pub path: &'static str,
+    /// The endpoint called.
+    pub endpoint: Endpoint,
     /// The request body for the upstream.
     pub body: Vec<u8>,
     /// Whether the answer is a stream (then only its headers are awaited).
@@ -67,7 +67,7 @@ pub async fn send(
     let Attempt {
         candidate,
         key_name,
-        path,
+        endpoint,
         body,
         stream,
         wait_ms,
@@ -79,7 +79,7 @@ pub async fn send(
         ));
         return (Sent::Failed(Outcome::Client(missing)), None);
     };
-    let url = format!("{}/{path}", candidate.upstream.base_url);
+    let url = format!("{}/{}", candidate.upstream.base_url, endpoint.path());
     let signal = controller.signal();
     let exchange = async {
         // The runtime's fetch, with the request made and a whole answer read on the JavaScript
@@ -111,7 +111,8 @@ pub async fn send(
             Sent::Whole { status, body }
         } else {
             let profile = candidate.upstream.profile;
-            Sent::Failed(classify::classify(
+            Sent::Failed(classify::classify_call(
+                endpoint,
                 profile,
                 status,
                 &headers,

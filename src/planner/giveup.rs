@@ -25,6 +25,8 @@ pub struct Facts<'a> {
     pub parked: &'a [String],
     /// Set when every tried bucket was too small for the request.
     pub too_large: Option<TooLarge>,
+    /// Every tried upstream said it does not serve the model on the request's endpoint.
+    pub unsupported: bool,
 }
 
 /// A request no tried bucket can hold: its estimate and the largest token limit seen.
@@ -46,6 +48,21 @@ pub fn render(f: &Facts) -> ApiError {
     let models = f.tried.join(", ");
     if let Some(t) = &f.too_large {
         return too_large(f.public_model, t);
+    }
+    if f.unsupported {
+        // As OpenAI answers a model called on an endpoint it does not serve.
+        let mut e = ApiError::new(
+            404,
+            "invalid_request_error",
+            Some("model_not_supported"),
+            format!(
+                "No upstream configured for `{}` serves it on this endpoint (tried {models}); call it through /v1/chat/completions.",
+                f.public_model
+            ),
+        );
+        e.param = Some("model".to_string());
+        e.should_retry = Some(false);
+        return e;
     }
     if let Some(wait_ms) = f.earliest_free_in_ms {
         let wait_s = wait_ms.div_ceil(1000).max(1);
@@ -151,6 +168,7 @@ mod tests {
             unreachable: false,
             parked: &[],
             too_large: None,
+            unsupported: false,
         }
     }
 

@@ -375,6 +375,8 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         [
             "abandon-test",
             "burst-test",
+            "chat-first",
+            "chat-only",
             "choices-test",
             "client-test",
             "keys-test",

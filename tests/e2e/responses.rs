@@ -15,6 +15,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("a_responses_stream_fails_over_or_ends_with_an_error", |c| {
             Box::pin(failures(c))
         }),
+        (
+            "a_model_without_the_responses_api_is_passed_over_not_parked",
+            |c| Box::pin(chat_only(c)),
+        ),
     ]
 }
 
@@ -211,4 +215,28 @@ except openai.APIError:
         );
         ctx.clear_faults().await;
     }
+}
+
+async fn chat_only(ctx: Arc<Ctx>) {
+    // qwen-plus is served for chat only: a Responses request goes on to qwen-turbo and says why.
+    let reply = respond(&ctx, json!({"model": "chat-first", "input": "Say hello"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen-turbo");
+    assert_eq!(
+        reply.header("x-gateway-fallback-reason"),
+        "qwen-plus:unsupported"
+    );
+    // The bucket chat shares is not parked: chat is still served by qwen-plus.
+    let chat = ctx
+        .chat(&json!({"model": "chat-first", "messages": [{"role": "user", "content": "Hi"}]}))
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text);
+    assert_eq!(chat.header("x-gateway-served-model"), "qwen-plus");
+    let state = &ctx.bucket("acct-c", "qwen-plus").await["state"];
+    assert_eq!(state["parked"], Value::Null, "not parked: {state}");
+    // Nothing serves it there: a 404 the SDKs do not retry.
+    let reply = respond(&ctx, json!({"model": "chat-only", "input": "Say hello"})).await;
+    let error = reply.assert_error(404);
+    assert_eq!(error["code"], "model_not_supported", "{}", reply.text);
+    assert_eq!(reply.header("x-should-retry"), "false");
 }

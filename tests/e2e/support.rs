@@ -137,6 +137,7 @@ pub fn sim_config() -> SimConfig {
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
         "models": ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"],
+        "chat_only": ["qwen-plus"],
         "completion_tokens": 8,
         "stream_chunk_delay_ms": 0
     }))
@@ -248,6 +249,14 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "room-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-room"]}], "max_wait_ms": 0},
             "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]},
             "keys-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-keys"]}]},
+            "chat-first": {
+                "fallback": [
+                    {"model": "qwen-plus", "accounts": ["acct-c"]},
+                    {"model": "qwen-turbo", "accounts": ["acct-c"]}
+                ],
+                "max_wait_ms": 50
+            },
+            "chat-only": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
             "stream-test": {
                 "fallback": [{"model": "qwen-turbo", "accounts": ["acct-a", "acct-b"]}],
                 "max_wait_ms": 50,

@@ -230,7 +230,9 @@ async fn embeddings_in_both_dialects_count_their_input() {
 
 #[tokio::test]
 async fn responses_in_both_dialects_whole_and_streamed() {
-    let sim = start(SimConfig::demo()).await;
+    let mut config = SimConfig::demo();
+    config.chat_only = vec!["qwen-plus".into()];
+    let sim = start(config).await;
     for prefix in [DS, OA] {
         for stream in [false, true] {
             let body = serde_json::json!({"model": "qwen-turbo", "input": "abcd",
@@ -256,6 +258,21 @@ async fn responses_in_both_dialects_whole_and_streamed() {
             assert_eq!(response["usage"]["input_tokens"], 8, "{text}");
             assert_eq!(response["usage"]["output_tokens"], 3, "{text}");
         }
+    }
+    // A chat-only model: not on the Responses API, served on chat.
+    for (path, body) in [
+        ("responses", json!({"model": "qwen-plus", "input": "abcd"})),
+        ("chat/completions", hello("qwen-plus")),
+    ] {
+        let resp = client()
+            .post(format!("{}{DS}/{path}", sim.url()))
+            .bearer_auth("sk-c1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let want = if path == "responses" { 404 } else { 200 };
+        assert_eq!(resp.status(), want, "{path}");
     }
     let counted = &sim.stats()["accounts"]["acct-c"]["models"]["qwen-turbo"];
     assert_eq!(
