@@ -48,6 +48,11 @@ pub trait Choice: Clone {
     fn keys(&self) -> usize;
     /// What this isolate last heard of the bucket: free from then (None: unknown or free).
     fn known_free_at_ms(&self) -> Option<u64>;
+    /// This isolate heard lately that the upstream does not serve the model on the request's
+    /// endpoint (`Outcome::Unsupported`): it is passed over without a call.
+    fn known_unsupported(&self) -> bool {
+        false
+    }
 }
 
 /// One model of the fallback chain and the candidates that may serve it.
@@ -192,8 +197,11 @@ impl<C: Choice> Planner<C> {
             .into_iter()
             .map(|s| {
                 let places = s.candidates.into_iter().map(|choice| Place {
+                    state: match choice.known_unsupported() {
+                        true => State::Out(Out::Unsupported),
+                        false => State::Unasked,
+                    },
                     choice,
-                    state: State::Unasked,
                     keys_refused: 0,
                 });
                 (s.model, places.collect())

@@ -13,6 +13,7 @@ struct Cand {
     cap: Option<u64>,
     keys: usize,
     known_free_at_ms: Option<u64>,
+    unsupported: bool,
 }
 
 impl Choice for Cand {
@@ -37,6 +38,9 @@ impl Choice for Cand {
     fn known_free_at_ms(&self) -> Option<u64> {
         self.known_free_at_ms
     }
+    fn known_unsupported(&self) -> bool {
+        self.unsupported
+    }
 }
 
 fn cand(account: &str, upstream: &str) -> Cand {
@@ -48,6 +52,7 @@ fn cand(account: &str, upstream: &str) -> Cand {
         cap: None,
         keys: 1,
         known_free_at_ms: None,
+        unsupported: false,
     }
 }
 
@@ -223,6 +228,29 @@ fn gives_up_with_the_earliest_retry_after_across_the_chain() {
     let e = give_up(&mut p, 1_000);
     assert_eq!(e.retry_after_s, Some(12), "ceil((12345 - 1000) / 1000)");
     assert!(e.message.contains("qwen3-max, qwen-plus"), "{}", e.message);
+    // What the isolate heard: those are passed over without a call.
+    let mut steps = chain();
+    for c in steps
+        .iter_mut()
+        .take(1)
+        .flat_map(|s| s.candidates.iter_mut())
+    {
+        c.unsupported = true;
+    }
+    let mut p = P::new("qwen3-max", steps, settings());
+    let (slot, _, _) = acquire(&mut p, 0);
+    assert_eq!(slot.step, 1);
+    assert_eq!(
+        p.fallback_reason().as_deref(),
+        Some("qwen3-max:unsupported")
+    );
+    let mut steps = chain();
+    for c in steps.iter_mut().flat_map(|s| s.candidates.iter_mut()) {
+        c.unsupported = true;
+    }
+    let mut p = P::new("qwen3-max", steps, settings());
+    assert_eq!(give_up(&mut p, 0).status, 404);
+    assert_eq!(p.attempts(), 0);
 }
 
 #[test]

@@ -50,6 +50,7 @@ struct Cand<'a> {
     c: Candidate<'a>,
     known_free_at_ms: Option<u64>,
     headroom: Option<f64>,
+    unsupported: bool,
 }
 
 impl Choice for Cand<'_> {
@@ -76,6 +77,9 @@ impl Choice for Cand<'_> {
     }
     fn known_free_at_ms(&self) -> Option<u64> {
         self.known_free_at_ms
+    }
+    fn known_unsupported(&self) -> bool {
+        self.unsupported
     }
 }
 
@@ -167,6 +171,8 @@ async fn plan_and_send(
                 .map(|c| Cand {
                     known_free_at_ms: cache::free_at(&c.bucket(), started),
                     headroom: cache::headroom(&c.bucket(), started),
+                    unsupported: endpoint == Endpoint::Responses
+                        && cache::lacks_responses(&c.bucket(), started),
                     c,
                 })
                 .collect(),
@@ -460,6 +466,9 @@ async fn plan_and_send(
                 };
                 if let Some(until) = bucket::busy_until(&outcome, now_ms()) {
                     cache::busy(&name, until, now_ms());
+                }
+                if outcome == Outcome::Unsupported {
+                    cache::heard_lacks_responses(&name, now_ms());
                 }
                 // Any push back from the upstream ends this isolate's credit there: the bucket
                 // decides again, one admission at a time.

@@ -226,6 +226,17 @@ async fn chat_only(ctx: Arc<Ctx>) {
         reply.header("x-gateway-fallback-reason"),
         "qwen-plus:unsupported"
     );
+    // The isolate remembers: the next one goes straight to qwen-turbo (one isolate under
+    // wrangler dev), without a call to qwen-plus.
+    let calls = ctx.sim_model("acct-c", "qwen-plus")["calls"].clone();
+    let again = respond(&ctx, json!({"model": "chat-first", "input": "Say hello"})).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.header("x-gateway-attempts"), "1");
+    assert_eq!(
+        again.header("x-gateway-fallback-reason"),
+        "qwen-plus:unsupported"
+    );
+    assert_eq!(ctx.sim_model("acct-c", "qwen-plus")["calls"], calls);
     // The bucket chat shares is not parked: chat is still served by qwen-plus.
     let chat = ctx
         .chat(&json!({"model": "chat-first", "messages": [{"role": "user", "content": "Hi"}]}))
