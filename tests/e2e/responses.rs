@@ -175,7 +175,6 @@ async fn failures(ctx: Arc<Ctx>) {
 
     // After it: the words so far, then an error event the SDK raises, never a hang.
     for shape in ["compat", "native"] {
-        ctx.reset(false).await;
         let fault = json!({"kind": "stream_error", "shape": shape, "after_chunks": 3, "times": 0});
         ctx.sim.push_fault(fault.clone()).unwrap();
         let reply = respond(&ctx, body.clone()).await;
