@@ -302,14 +302,15 @@ fn response_frame(kind: &str, json: &Value) -> Frame {
         "response.failed" => {
             let error = response
                 .and_then(|r| r.get("error"))
-                .filter(|e| e.is_object())
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({"message": "The response failed."}));
-            let status = code_status(&error);
-            let body = serde_json::json!({ "error": error })
-                .to_string()
-                .into_bytes();
-            Frame::Error { status, body }
+                .filter(|e| e.is_object());
+            let body = match error {
+                Some(error) => format!("{{\"error\":{error}}}"),
+                None => r#"{"error":{"message":"The response failed."}}"#.to_string(),
+            };
+            Frame::Error {
+                status: error.and_then(code_status),
+                body: body.into_bytes(),
+            }
         }
         _ => Frame::Chunk {
             usage: None,
