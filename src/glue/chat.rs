@@ -144,7 +144,7 @@ async fn plan_and_send(
         .models
         .get(&chat.model)
         .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
-    trail.borrow_mut().requested(&chat.model);
+    trail.borrow_mut().requested(endpoint, &chat.model);
     if !identity.may_call(&chat.model) {
         return Err(plain(identity.model_refused(&chat.model)));
     }

@@ -1,6 +1,7 @@
 //! Structured logs: one JSON line per event on `console.log`, read by `wrangler tail` and
 //! Workers Logs. Callers pass ids, names and outcomes only: never a key, a token or prompt text.
 
+use crate::openai::Endpoint;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -42,6 +43,7 @@ pub fn info(event: &str, request_id: &str, fields: Value) {
 pub struct Trail {
     client: String,
     user: Option<String>,
+    endpoint: Option<&'static str>,
     requested: String,
     attempts: Vec<Attempt>,
     wait_ms: u64,
@@ -63,6 +65,7 @@ struct RequestLine<'a> {
     request_id: &'a str,
     client: &'a str,
     user: Option<&'a str>,
+    endpoint: Option<&'a str>,
     requested_model: &'a str,
     served_model: Option<&'a str>,
     attempts: &'a [Attempt],
@@ -99,8 +102,9 @@ impl Trail {
         }
     }
 
-    /// The public model asked for.
-    pub fn requested(&mut self, model: &str) {
+    /// The endpoint called (its path under `/v1/`) and the public model asked for.
+    pub fn requested(&mut self, endpoint: Endpoint, model: &str) {
+        self.endpoint = Some(endpoint.path());
         self.requested = model.to_string();
     }
 
@@ -126,6 +130,7 @@ impl Trail {
             request_id,
             client: &self.client,
             user: self.user.as_deref(),
+            endpoint: self.endpoint,
             requested_model: &self.requested,
             served_model: ending.served,
             attempts: &self.attempts,

@@ -258,6 +258,7 @@ async fn request_lines(ctx: Arc<Ctx>) {
     let line = line_of(&id).unwrap();
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["client"], "gateway-keys");
+    assert_eq!(line["endpoint"], "chat/completions");
     assert_eq!(line["requested_model"], "rotate-test");
     assert_eq!(line["served_model"], "qwen3-max");
     assert!(
