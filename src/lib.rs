@@ -14,6 +14,7 @@
 )]
 
 pub mod access;
+pub mod affinity;
 pub mod bucket;
 pub mod calendar;
 pub mod classify;

@@ -317,11 +317,19 @@ impl ApiRequest {
         })
     }
 
-    /// The body to send upstream, with `model` set to the upstream model name. Written from
-    /// the parsed body as it is, not from a copy: an inline photo is megabytes, and each
-    /// attempt writes the body again.
+    /// The body to send upstream, with `model` set to the upstream model name and a
+    /// `previous_response_id` the gateway handed out as the upstream's own id
+    /// (`crate::affinity`). Written from the parsed body as it is, not from a copy: an inline
+    /// photo is megabytes, and each attempt writes the body again.
     pub fn upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        serde_json::to_vec(&WithModel(&self.body, upstream_model)).unwrap_or_default()
+        serde_json::to_vec(&Upstream(&self.body, upstream_model)).unwrap_or_default()
+    }
+
+    /// The account tag of the stored response a Responses request continues
+    /// (`previous_response_id`, as the gateway handed it out): only that account has it.
+    pub fn stored_at(&self) -> Option<&str> {
+        let id = self.body.get("previous_response_id")?.as_str()?;
+        crate::affinity::untag(id).map(|(_, tag)| tag)
     }
 }
 
@@ -404,18 +412,23 @@ fn check_input(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-/// A body written with another `model` (`parse` made sure it has one).
-struct WithModel<'a>(&'a Map<String, Value>, &'a str);
+/// A body as the upstream gets it: with another `model` (`parse` made sure it has one), and
+/// a tagged `previous_response_id` as the upstream's own.
+struct Upstream<'a>(&'a Map<String, Value>, &'a str);
 
-impl Serialize for WithModel<'_> {
+impl Serialize for Upstream<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (key, value) in self.0 {
-            if key == "model" {
-                map.serialize_entry(key, self.1)?;
-            } else {
-                map.serialize_entry(key, value)?;
+            let stored = match value {
+                Value::String(id) if key == "previous_response_id" => crate::affinity::untag(id),
+                _ => None,
+            };
+            match stored {
+                _ if key == "model" => map.serialize_entry(key, self.1)?,
+                Some((id, _)) => map.serialize_entry(key, id)?,
+                None => map.serialize_entry(key, value)?,
             }
         }
         map.end()
@@ -625,6 +638,26 @@ mod tests {
             let e = parse(body).unwrap_err();
             assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}");
         }
+    }
+
+    #[test]
+    fn a_follow_up_goes_upstream_with_the_upstreams_own_id() {
+        let id = crate::affinity::tagged("resp_9", "acct-b");
+        let body =
+            format!(r#"{{"model":"qwen3-max","input":"and then?","previous_response_id":"{id}"}}"#);
+        let r = ApiRequest::parse(body.as_bytes(), Endpoint::Responses, 4).unwrap();
+        assert_eq!(r.stored_at(), Some(crate::affinity::tag("acct-b").as_str()));
+        let sent: Value = serde_json::from_slice(&r.upstream_body("qwen-plus")).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"model": "qwen-plus", "input": "and then?", "previous_response_id": "resp_9"})
+        );
+        // An id the gateway did not hand out goes as it came, pinned nowhere.
+        let body = br#"{"model":"m","input":"x","previous_response_id":"resp_9"}"#;
+        let r = ApiRequest::parse(body, Endpoint::Responses, 4).unwrap();
+        assert_eq!(r.stored_at(), None);
+        let sent: Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
+        assert_eq!(sent["previous_response_id"], "resp_9");
     }
 
     #[test]

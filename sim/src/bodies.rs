@@ -57,6 +57,16 @@ pub fn invalid_parameter(dialect: Dialect, id: &str, what: &str) -> String {
     with_request_id(dialect, id, &object)
 }
 
+/// 400 for a `previous_response_id` this account does not hold, as OpenAI answers it.
+pub fn previous_response_not_found(dialect: Dialect, id: &str, previous: &str) -> String {
+    let message = format!("Previous response with id '{previous}' not found.");
+    let object = format!(
+        r#"{{"message":{},"type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#,
+        json_str(&message)
+    );
+    with_request_id(dialect, id, &object)
+}
+
 /// 404 for a model the upstream does not serve.
 pub fn model_not_found(dialect: Dialect, id: &str, model: &str) -> String {
     let message = format!("The model `{model}` does not exist or you do not have access to it.");

@@ -166,6 +166,16 @@ fn accept(
         let body = bodies::model_not_found(dialect, &id, &request.model);
         return Err(refuse(404, body));
     }
+    if let Some(previous) = &request.previous_response_id {
+        if !s.holds_response(&account, previous) {
+            s.record_invalid(&account);
+            let body = bodies::previous_response_not_found(dialect, &id, previous);
+            return Err(refuse(400, body));
+        }
+    }
+    if request.shape == Shape::Response {
+        s.store_response(format!("resp_{id}"), &account);
+    }
     let model = request.model.clone();
     s.record_model_call(&account, &model);
     let refusal = match s.account_state(&account) {

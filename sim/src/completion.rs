@@ -38,6 +38,8 @@ pub struct ChatRequest {
     pub choices: u64,
     /// Which API's request it is, and what its answer holds.
     pub shape: Shape,
+    /// A Responses request's `previous_response_id`: the stored response it continues.
+    pub previous_response_id: Option<String>,
 }
 
 /// The API a request came to, and what its answer holds.
@@ -85,6 +87,7 @@ impl ChatRequest {
             include_usage: v["stream_options"]["include_usage"] == Value::Bool(true),
             choices,
             shape: Shape::Chat,
+            previous_response_id: None,
         })
     }
 
@@ -121,6 +124,7 @@ impl ChatRequest {
                 inputs: inputs.len(),
                 dimensions,
             },
+            previous_response_id: None,
         })
     }
 

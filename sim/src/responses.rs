@@ -36,6 +36,7 @@ impl ChatRequest {
             include_usage: false,
             choices: 1,
             shape: Shape::Response,
+            previous_response_id: v["previous_response_id"].as_str().map(str::to_string),
         })
     }
 }

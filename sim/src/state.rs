@@ -48,6 +48,9 @@ pub struct SimState {
     pub faults: FaultQueue,
     stats: Stats,
     next_id: u64,
+    /// Responses API answers, by id: the account that holds each (a follow-up naming one,
+    /// `previous_response_id`, from another account is refused, as the upstream keeps them).
+    stored: HashMap<String, String>,
 }
 
 /// Locks the state, recovering from a panicked holder (the counters stay usable).
@@ -73,7 +76,18 @@ impl SimState {
             faults: FaultQueue::default(),
             stats: Stats::default(),
             next_id: 0,
+            stored: HashMap::new(),
         }
+    }
+
+    /// Keeps a response's id under the account that answered it.
+    pub fn store_response(&mut self, id: String, account: &str) {
+        self.stored.insert(id, account.to_string());
+    }
+
+    /// Whether `account` holds the response `id`.
+    pub fn holds_response(&self, account: &str, id: &str) -> bool {
+        self.stored.get(id).is_some_and(|a| a == account)
     }
 
     /// Next request id: uuid-shaped, deterministic from a counter that never rewinds.

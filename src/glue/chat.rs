@@ -5,6 +5,7 @@
 //! this loop asks buckets, sleeps, sends, and reports back.
 
 use crate::access::{meter, Identity};
+use crate::affinity;
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, ModelRoute, Price};
@@ -161,6 +162,12 @@ async fn plan_and_send(
         .first_token_timeout_ms
         .unwrap_or(config.default_first_token_timeout_ms);
     let (prompt_tokens, est_tokens) = tokens::estimate(&chat, config.default_output_tokens);
+    // A follow-up of a stored response goes to the account that stored it, if it can serve
+    // the model (otherwise anywhere: the upstream then says it does not know the response).
+    let stored_by = chat.stored_at().and_then(|at| {
+        let accounts = route.fallback.iter().flat_map(|s| config.candidates(s));
+        affinity::stored_by(at, accounts.map(|c| c.account))
+    });
     let steps = route
         .fallback
         .iter()
@@ -168,6 +175,7 @@ async fn plan_and_send(
             model: s.model().to_string(),
             candidates: config
                 .candidates(s)
+                .filter(|c| stored_by.is_none_or(|a| c.account == a))
                 .map(|c| Cand {
                     known_free_at_ms: cache::free_at(&c.bucket(), started),
                     headroom: cache::headroom(&c.bucket(), started),
@@ -585,14 +593,25 @@ impl Job<'_> {
             lag_ms: pace::lag_ms(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
             bound_ms: stall::lateness_bound(slot_ms, sent_at, r.headers_at_ms, r.processing_ms),
         });
+        // A stored response's id says which account has it (`crate::affinity`).
+        let stored_by = (self.chat.endpoint == Endpoint::Responses).then_some(c.account);
         let opened = match sent {
-            Sent::Whole { status, body } => Ok(Answer::Whole { status, body }),
+            Sent::Whole { status, body } => {
+                let tagged = stored_by.and_then(|account| {
+                    affinity::retag(&body, &affinity::response_id(&body)?, account)
+                });
+                Ok(Answer::Whole {
+                    status,
+                    body: tagged.unwrap_or(body),
+                })
+            }
             Sent::Stream(response) => {
                 let rules = StreamRules {
                     profile: c.upstream.profile,
                     client_wants_usage: self.client_wants_usage,
                     first_token_at_ms: first_token_at,
                     idle_ms: self.idle_ms,
+                    stored_by: stored_by.map(str::to_string),
                 };
                 stream::open(response, controller, rules, now_ms)
                     .await

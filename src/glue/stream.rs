@@ -3,6 +3,7 @@
 //! event by event, ending cleanly with an OpenAI-style error event if the upstream breaks.
 //! Chat and Responses API streams alike (`crate::sse::frame` reads both).
 
+use crate::affinity;
 use crate::classify::{self, Outcome};
 use crate::config::Profile;
 use crate::openai::{ApiError, Usage};
@@ -18,7 +19,7 @@ use worker::{ByteStream, Delay, Response};
 const MAX_EVENT_BYTES: usize = 4 << 20;
 
 /// Timing and shape rules for one stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamRules {
     /// Upstream dialect, to classify error frames.
     pub profile: Profile,
@@ -28,6 +29,9 @@ pub struct StreamRules {
     pub first_token_at_ms: u64,
     /// Longest silence between two upstream chunks once started.
     pub idle_ms: u64,
+    /// A Responses API stream's account: the response's id is handed out tagged with it
+    /// (`crate::affinity`).
+    pub stored_by: Option<String>,
 }
 
 /// A stream that has started: the client's body and where its final usage will arrive.
@@ -55,6 +59,8 @@ pub async fn open(
         text: TextCounter::default(),
         client_wants_usage: rules.client_wants_usage,
         done: false,
+        stored_by: rules.stored_by,
+        response_id: None,
     };
     let mut held = Vec::new();
     let first_token_in = rules.first_token_at_ms.saturating_sub(now_ms()).max(1);
@@ -131,11 +137,31 @@ struct Pass {
     text: TextCounter,
     client_wants_usage: bool,
     done: bool,
+    /// See `StreamRules::stored_by`.
+    stored_by: Option<String>,
+    /// The response's id, once an event said it (the first does: `response.created`).
+    response_id: Option<String>,
 }
 
 impl Pass {
-    /// The bytes of `event` the client should see, recording usage and text on the way.
+    /// The bytes of `event` the client should see, recording usage and text on the way, the
+    /// response's id tagged with its account.
     fn forward(&mut self, event: &Event, frame: &Frame) -> Vec<u8> {
+        let raw = self.forward_raw(event, frame);
+        let Some(account) = &self.stored_by else {
+            return raw;
+        };
+        if self.response_id.is_none() {
+            let data = event.data.as_deref().unwrap_or_default();
+            self.response_id = affinity::response_id(data.as_bytes());
+        }
+        match &self.response_id {
+            Some(id) => affinity::retag(&raw, id, account).unwrap_or(raw),
+            None => raw,
+        }
+    }
+
+    fn forward_raw(&mut self, event: &Event, frame: &Frame) -> Vec<u8> {
         match frame {
             Frame::Chunk {
                 usage, usage_only, ..

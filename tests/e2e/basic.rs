@@ -379,6 +379,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "chat-only",
             "choices-test",
             "client-test",
+            "follow-test",
             "keys-test",
             "keys4-test",
             "long-stream",

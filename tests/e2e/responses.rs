@@ -19,6 +19,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "a_model_without_the_responses_api_is_passed_over_not_parked",
             |c| Box::pin(chat_only(c)),
         ),
+        (
+            "a_follow_up_goes_back_to_the_account_that_stored_its_response",
+            |c| Box::pin(follow_ups(c)),
+        ),
     ]
 }
 
@@ -249,4 +253,53 @@ async fn chat_only(ctx: Arc<Ctx>) {
     let error = reply.assert_error(404);
     assert_eq!(error["code"], "model_not_supported", "{}", reply.text);
     assert_eq!(reply.header("x-should-retry"), "false");
+}
+
+async fn follow_ups(ctx: Arc<Ctx>) {
+    // Two accounts of equal weight serve follow-test, and each keeps its own responses: a
+    // chain of follow-ups
+    // (as an app keeping its conversation upstream sends them) must each reach the first's.
+    let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+r = client.responses.create(model="follow-test", input="Say hello")
+ids = [r.id]
+for _ in range(6):
+    r = client.responses.create(model="follow-test", input="And then?", previous_response_id=r.id)
+    ids.append(r.id)
+done = None
+for event in client.responses.create(model="follow-test", input="And then?", previous_response_id=r.id, stream=True):
+    if event.type == "response.completed":
+        done = event.response
+ids.append(done.id)
+r = client.responses.create(model="follow-test", input="Last", previous_response_id=done.id)
+ids.append(r.id)
+print(len(set(ids)), len({i.rsplit(".gw", 1)[1] for i in ids}), r.status)
+"#;
+    assert_eq!(ctx.sdk(script).trim(), "9 1 completed");
+    let served: Vec<u64> = ["acct-b", "acct-c"]
+        .iter()
+        .map(|a| ctx.sim_model(a, "qwen-turbo")["ok"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        served.contains(&9) && served.contains(&0),
+        "one account served them all: {served:?}"
+    );
+    // An id the gateway did not hand out goes anywhere, and the upstream's refusal is the
+    // client's to fix: a 400, and no account is parked for it.
+    let reply = respond(
+        &ctx,
+        json!({"model": "follow-test", "input": "x", "previous_response_id": "resp_unknown"}),
+    )
+    .await;
+    let error = reply.assert_error(400);
+    assert_eq!(
+        error["code"], "previous_response_not_found",
+        "{}",
+        reply.text
+    );
+    for account in ["acct-b", "acct-c"] {
+        let state = &ctx.bucket(account, "qwen-turbo").await["state"];
+        assert_eq!(state["parked"], Value::Null, "{account}: {state}");
+    }
 }

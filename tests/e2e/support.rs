@@ -257,6 +257,8 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
                 "max_wait_ms": 50
             },
             "chat-only": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
+            // Two accounts of equal weight: requests spread over both.
+            "follow-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-b", "acct-c"]}], "max_wait_ms": 50},
             "stream-test": {
                 "fallback": [{"model": "qwen-turbo", "accounts": ["acct-a", "acct-b"]}],
                 "max_wait_ms": 50,

@@ -232,6 +232,9 @@ async fn embeddings_in_both_dialects_count_their_input() {
 async fn responses_in_both_dialects_whole_and_streamed() {
     let mut config = SimConfig::demo();
     config.chat_only = vec!["qwen-plus".into()];
+    for account in config.accounts.values_mut() {
+        account.limits.remove("qwen-turbo");
+    }
     let sim = start(config).await;
     for prefix in [DS, OA] {
         for stream in [false, true] {
@@ -259,6 +262,33 @@ async fn responses_in_both_dialects_whole_and_streamed() {
             assert_eq!(response["usage"]["output_tokens"], 3, "{text}");
         }
     }
+    // A stored response is held by the account that made it.
+    let first: Value = client()
+        .post(format!("{}{DS}/responses", sim.url()))
+        .bearer_auth("sk-c1")
+        .json(&json!({"model": "qwen-turbo", "input": "abcd"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let follow_up =
+        json!({"model": "qwen-turbo", "input": "more", "previous_response_id": first["id"]});
+    for (key, want) in [("sk-c1", 200), ("sk-a1", 400)] {
+        let resp = client()
+            .post(format!("{}{DS}/responses", sim.url()))
+            .bearer_auth(key)
+            .json(&follow_up)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{key}");
+        if want == 400 {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "previous_response_not_found", "{v}");
+        }
+    }
     // A chat-only model: not on the Responses API, served on chat.
     for (path, body) in [
         ("responses", json!({"model": "qwen-plus", "input": "abcd"})),
@@ -280,7 +310,7 @@ async fn responses_in_both_dialects_whole_and_streamed() {
             counted["ok"].as_u64(),
             counted["completion_tokens"].as_u64()
         ),
-        (Some(4), Some(12))
+        (Some(6), Some(36))
     );
 }
 
