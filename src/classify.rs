@@ -466,6 +466,16 @@ fn fallback(status: u16, p: &Parsed, hint: Option<u64>) -> Outcome {
     }
 }
 
+/// An upstream's refusal of a call passed through as it is (about a stored response: not
+/// found, deleted), for the client: a 4xx as the upstream said it, with no key in it; else 502.
+pub fn passed_through(status: u16, body: &[u8]) -> ApiError {
+    let up = UpstreamError::parse(body);
+    match status {
+        400..=499 => client(status, &up),
+        _ => ApiError::bad_gateway("upstream_error", format!("The upstream failed ({status}).")),
+    }
+}
+
 /// The upstream's own error for the client: status, type, code, param and a key-free message.
 fn client(status: u16, up: &UpstreamError) -> ApiError {
     let message = up.message.as_deref().map_or_else(

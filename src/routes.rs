@@ -15,6 +15,14 @@ pub enum Route {
         /// Public model name.
         id: String,
     },
+    /// `GET` or `DELETE /v1/responses/<id>`, `GET /v1/responses/<id>/input_items`: a
+    /// response stored upstream, at the account that holds it.
+    Stored {
+        /// The id as the gateway handed it out (percent-decoded).
+        id: String,
+        /// Its input items rather than the response.
+        input_items: bool,
+    },
     /// `GET /healthz`.
     Health,
     /// `GET /admin/buckets/<account>/<model>`: one bucket's live state.
@@ -60,10 +68,12 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
     let model = path.strip_prefix("/v1/models/");
+    let stored = path.strip_prefix("/v1/responses/");
     let api = matches!(
         path,
         "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings" | "/v1/models"
-    ) || model.is_some();
+    ) || model.is_some()
+        || stored.is_some();
     if method == "OPTIONS" && api {
         return Ok(Route::Preflight);
     }
@@ -73,6 +83,22 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/responses" => ("POST", Route::Call(Endpoint::Responses)),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
+        _ if stored.is_some() => {
+            let rest = stored.unwrap_or_default();
+            let (id, input_items) = match rest.strip_suffix("/input_items") {
+                Some(id) => (id, true),
+                None => (rest, false),
+            };
+            let id = match percent_decode_str(id).decode_utf8() {
+                Ok(id) if !id.is_empty() && !id.contains('/') => id.into_owned(),
+                _ => return Err(ApiError::unknown_route(method, path)),
+            };
+            let expected = match (input_items, method) {
+                (false, "DELETE") => "DELETE",
+                _ => "GET",
+            };
+            (expected, Route::Stored { id, input_items })
+        }
         _ if model.is_some() => match model.map(percent_decode_str).map(|m| m.decode_utf8()) {
             Some(Ok(id)) => (
                 "GET",
@@ -162,6 +188,20 @@ pub fn path_of(url: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or("/")
 }
 
+/// The query of `url` with its `?` (without a fragment), or "" when it has none.
+pub fn query_of(url: &str) -> &str {
+    let url = url.split('#').next().unwrap_or_default();
+    let query = url
+        .find('?')
+        .and_then(|at| url.get(at..))
+        .unwrap_or_default();
+    if query == "?" {
+        ""
+    } else {
+        query
+    }
+}
+
 /// The value of query parameter `name` in `url` (form-decoded: `+` is a space), if present.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
@@ -239,6 +279,45 @@ mod tests {
             Ok(Route::Call(Endpoint::Responses))
         );
         assert_eq!(route("OPTIONS", "/v1/responses"), Ok(Route::Preflight));
+        let stored = |id: &str, input_items| {
+            Ok(Route::Stored {
+                id: id.into(),
+                input_items,
+            })
+        };
+        assert_eq!(
+            route("GET", "/v1/responses/resp_1.gw0a"),
+            stored("resp_1.gw0a", false)
+        );
+        assert_eq!(
+            route("DELETE", "/v1/responses/resp_1"),
+            stored("resp_1", false)
+        );
+        assert_eq!(
+            route("GET", "/v1/responses/r%2E1/input_items"),
+            stored("r.1", true)
+        );
+        assert_eq!(
+            route("OPTIONS", "/v1/responses/resp_1"),
+            Ok(Route::Preflight)
+        );
+        for (method, path) in [
+            ("DELETE", "/v1/responses/resp_1/input_items"),
+            ("POST", "/v1/responses/resp_1"),
+        ] {
+            assert_eq!(
+                route(method, path).map_err(|e| e.status),
+                Err(405),
+                "{method} {path}"
+            );
+        }
+        for path in [
+            "/v1/responses/a/b",
+            "/v1/responses/%FF",
+            "/v1/responses/resp_1/cancel",
+        ] {
+            assert_eq!(route("GET", path).map_err(|e| e.status), Err(404), "{path}");
+        }
         assert_eq!(
             route("GET", "/v1/embeddings").map_err(|e| e.status),
             Err(405)
@@ -327,6 +406,21 @@ mod tests {
             );
         }
         assert_eq!(allowed_methods("/v1/chat/completions"), "POST, OPTIONS");
+    }
+
+    #[test]
+    fn a_query_goes_along_as_it_came() {
+        for (url, query) in [
+            (
+                "https://gw/v1/responses/r/input_items?limit=2&after=x#f",
+                "?limit=2&after=x",
+            ),
+            ("https://gw/v1/responses/r?", ""),
+            ("https://gw/v1/responses/r#a?b", ""),
+            ("https://gw/v1/responses/r", ""),
+        ] {
+            assert_eq!(query_of(url), query, "{url}");
+        }
     }
 
     #[test]

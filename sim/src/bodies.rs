@@ -67,6 +67,16 @@ pub fn previous_response_not_found(dialect: Dialect, id: &str, previous: &str) -
     with_request_id(dialect, id, &object)
 }
 
+/// 404 for a stored response this account does not hold, as OpenAI answers it.
+pub fn response_not_found(dialect: Dialect, id: &str, response_id: &str) -> String {
+    let message = format!("Response with id '{response_id}' not found.");
+    let object = format!(
+        r#"{{"message":{},"type":"invalid_request_error","param":null,"code":null}}"#,
+        json_str(&message)
+    );
+    with_request_id(dialect, id, &object)
+}
+
 /// 404 for a model the upstream does not serve.
 pub fn model_not_found(dialect: Dialect, id: &str, model: &str) -> String {
     let message = format!("The model `{model}` does not exist or you do not have access to it.");

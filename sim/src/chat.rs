@@ -14,7 +14,7 @@ use crate::config::AccountState;
 use crate::faults::{FaultKind, StreamErrorShape, Target};
 use crate::limits::{LimitKind, Refusal};
 use crate::respond::{add_rate_headers, answer, json_answer, EVENT_STREAM, JSON};
-use crate::state::{lock, Admission, SimState};
+use crate::state::{lock, Admission, SimState, Stored};
 
 /// `created` of every listed model.
 const MODEL_CREATED: u64 = 1_735_689_600;
@@ -167,14 +167,11 @@ fn accept(
         return Err(refuse(404, body));
     }
     if let Some(previous) = &request.previous_response_id {
-        if !s.holds_response(&account, previous) {
+        if s.stored_response(&account, previous).is_none() {
             s.record_invalid(&account);
             let body = bodies::previous_response_not_found(dialect, &id, previous);
             return Err(refuse(400, body));
         }
-    }
-    if request.shape == Shape::Response {
-        s.store_response(format!("resp_{id}"), &account);
     }
     let model = request.model.clone();
     s.record_model_call(&account, &model);
@@ -211,6 +208,14 @@ fn accept(
         choices: request.choices,
         shape: request.shape,
     };
+    if completion.shape == Shape::Response {
+        let stored = Stored {
+            account: account.clone(),
+            answer: completion.to_json(),
+            input: request.input.clone(),
+        };
+        s.store_response(format!("resp_{id}"), stored);
+    }
     let chunk_delay_ms = match fault {
         Some(FaultKind::SlowStream { ms }) => ms,
         _ => s.config.stream_chunk_delay_ms,
@@ -316,6 +321,58 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `GET` or `DELETE .../responses/<id>`, `GET .../responses/<id>/input_items`: a response
+/// the key's account holds (any other is not found, as another account's is upstream).
+pub fn stored_response(
+    state: &Arc<Mutex<SimState>>,
+    dialect: Dialect,
+    key: &str,
+    delete: bool,
+    rest: &str,
+    started: Instant,
+) -> Response<SimBody> {
+    let mut s = lock(state);
+    let id = s.next_request_id();
+    let Some(account) = s.account_of(key) else {
+        let body = bodies::invalid_api_key(dialect, &id, key);
+        return json_answer(dialect, &id, started, 401, body);
+    };
+    let (response_id, input_items) = match rest.strip_suffix("/input_items") {
+        Some(response_id) => (response_id, true),
+        None => (rest, false),
+    };
+    let answer = match s.stored_response(&account, response_id) {
+        None => None,
+        Some(_) if delete => {
+            s.delete_response(&account, response_id);
+            Some(serde_json::json!({"id": response_id, "object": "response.deleted", "deleted": true}).to_string())
+        }
+        Some(stored) if input_items => {
+            let data: Vec<serde_json::Value> = stored
+                .input
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut item = item.clone();
+                    item["id"] = format!("msg_{i}").into();
+                    item["type"] = "message".into();
+                    item
+                })
+                .collect();
+            Some(serde_json::json!({"object": "list", "data": data, "has_more": false}).to_string())
+        }
+        Some(stored) => Some(stored.answer.clone()),
+    };
+    drop(s);
+    match answer {
+        Some(body) => json_answer(dialect, &id, started, 200, body),
+        None => {
+            let body = bodies::response_not_found(dialect, &id, response_id);
+            json_answer(dialect, &id, started, 404, body)
+        }
+    }
 }
 
 /// `GET .../models`: the served models, for any valid key.

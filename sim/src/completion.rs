@@ -40,6 +40,8 @@ pub struct ChatRequest {
     pub shape: Shape,
     /// A Responses request's `previous_response_id`: the stored response it continues.
     pub previous_response_id: Option<String>,
+    /// A Responses request's input items (a string input as one user message).
+    pub input: Vec<Value>,
 }
 
 /// The API a request came to, and what its answer holds.
@@ -88,6 +90,7 @@ impl ChatRequest {
             choices,
             shape: Shape::Chat,
             previous_response_id: None,
+            input: Vec::new(),
         })
     }
 
@@ -125,6 +128,7 @@ impl ChatRequest {
                 dimensions,
             },
             previous_response_id: None,
+            input: Vec::new(),
         })
     }
 

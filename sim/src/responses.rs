@@ -27,7 +27,7 @@ impl ChatRequest {
             Value::Bool(b) => *b,
             _ => return Err("Invalid type for 'stream': expected a boolean.".into()),
         };
-        let messages: Vec<Value> = instructions.into_iter().chain(items).collect();
+        let messages: Vec<Value> = instructions.iter().chain(&items).cloned().collect();
         Ok(ChatRequest {
             model,
             prompt_tokens: prompt_tokens(&messages),
@@ -37,6 +37,7 @@ impl ChatRequest {
             choices: 1,
             shape: Shape::Response,
             previous_response_id: v["previous_response_id"].as_str().map(str::to_string),
+            input: items,
         })
     }
 }

@@ -111,6 +111,12 @@ async fn handle(
             chat::chat(&state, dialect, &key, &body, parse, started).await
         }
         ("models", &Method::GET) => Ok(chat::models(&state, dialect, &key, started)),
+        (stored, method @ (&Method::GET | &Method::DELETE)) if stored.starts_with("responses/") => {
+            let rest = stored.trim_start_matches("responses/");
+            let delete = method == Method::DELETE;
+            let answer = chat::stored_response(&state, dialect, &key, delete, rest, started);
+            Ok(answer)
+        }
         ("chat/completions" | "responses" | "embeddings" | "models", _) => {
             let msg = bodies::invalid_parameter(Dialect::OpenAi, "", "method not allowed");
             Ok(plain_json(StatusCode::METHOD_NOT_ALLOWED, msg))

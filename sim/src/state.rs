@@ -48,9 +48,21 @@ pub struct SimState {
     pub faults: FaultQueue,
     stats: Stats,
     next_id: u64,
-    /// Responses API answers, by id: the account that holds each (a follow-up naming one,
-    /// `previous_response_id`, from another account is refused, as the upstream keeps them).
-    stored: HashMap<String, String>,
+    /// Responses API answers, by id: the account that holds each, the answer and its input
+    /// items (a follow-up naming one, `previous_response_id`, from another account is
+    /// refused, as the upstream keeps them).
+    stored: HashMap<String, Stored>,
+}
+
+/// A response kept by the upstream: whose it is, the answer, and the input it answered.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The account holding it.
+    pub account: String,
+    /// The `response` object as answered.
+    pub answer: String,
+    /// Its input items, as sent.
+    pub input: Vec<Value>,
 }
 
 /// Locks the state, recovering from a panicked holder (the counters stay usable).
@@ -80,14 +92,19 @@ impl SimState {
         }
     }
 
-    /// Keeps a response's id under the account that answered it.
-    pub fn store_response(&mut self, id: String, account: &str) {
-        self.stored.insert(id, account.to_string());
+    /// Keeps a response under the account that answered it.
+    pub fn store_response(&mut self, id: String, stored: Stored) {
+        self.stored.insert(id, stored);
     }
 
-    /// Whether `account` holds the response `id`.
-    pub fn holds_response(&self, account: &str, id: &str) -> bool {
-        self.stored.get(id).is_some_and(|a| a == account)
+    /// The response `id`, if `account` holds it.
+    pub fn stored_response(&self, account: &str, id: &str) -> Option<&Stored> {
+        self.stored.get(id).filter(|s| s.account == account)
+    }
+
+    /// Deletes the response `id` if `account` holds it; whether it did.
+    pub fn delete_response(&mut self, account: &str, id: &str) -> bool {
+        self.stored_response(account, id).is_some() && self.stored.remove(id).is_some()
     }
 
     /// Next request id: uuid-shaped, deterministic from a counter that never rewinds.

@@ -48,6 +48,13 @@ export function whenAborted(signal) {
   });
 }
 
+/** Sends `method` to `url` with the API `key` and no body, aborted by `signal`: resolves to [the
+ * response, its body read whole (a Uint8Array)]. */
+export async function call(method, url, key, signal) {
+  const response = await fetch(url, { method, headers: { authorization: `Bearer ${key}` }, signal });
+  return [response, new Uint8Array(await response.arrayBuffer())];
+}
+
 /**
  * POSTs `body` (JSON bytes) to `url` with the API `key`, aborted by `signal`. Resolves to
  * [the response, when its headers arrived (Unix ms), its body read whole (a Uint8Array), or

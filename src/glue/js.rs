@@ -39,6 +39,10 @@ extern "C" {
         stream: bool,
     ) -> Promise;
 
+    /// Sends `method` to `url` with `key` and no body, aborted by `signal`: a promise of
+    /// [the response, its body whole].
+    pub fn call(method: &str, url: &str, key: &str, signal: &AbortSignal) -> Promise;
+
     /// A promise that resolves when `signal` aborts.
     #[wasm_bindgen(js_name = whenAborted)]
     pub fn when_aborted(signal: &AbortSignal) -> Promise;

@@ -15,6 +15,7 @@ mod objects;
 mod respond;
 mod serve;
 mod settles;
+mod stored;
 mod stream;
 mod upstream;
 
@@ -166,6 +167,15 @@ async fn handle(
                 return Err(plain(identity.model_refused(&id)));
             }
             respond::json(200, openai::model_object(&id).to_string()).map_err(plain)
+        }
+        Route::Stored { id, input_items } => {
+            let config = load_config(env).map_err(plain)?;
+            authenticate(&req, env, &config, cors).map_err(plain)?;
+            let url = req.url();
+            let query = routes::query_of(&url);
+            stored::call(env, &config, &method, &id, input_items, query)
+                .await
+                .map_err(plain)
         }
         Route::Call(endpoint) => {
             let config = load_config(env).map_err(plain)?;

@@ -23,6 +23,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "a_follow_up_goes_back_to_the_account_that_stored_its_response",
             |c| Box::pin(follow_ups(c)),
         ),
+        (
+            "a_stored_response_is_retrieved_listed_and_deleted_at_its_account",
+            |c| Box::pin(stored(c)),
+        ),
     ]
 }
 
@@ -302,4 +306,51 @@ print(len(set(ids)), len({i.rsplit(".gw", 1)[1] for i in ids}), r.status)
         let state = &ctx.bucket(account, "qwen-turbo").await["state"];
         assert_eq!(state["parked"], Value::Null, "{account}: {state}");
     }
+}
+
+async fn stored(ctx: Arc<Ctx>) {
+    // Through the official SDK, several times over so both accounts hold some.
+    let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+out = []
+for i in range(4):
+    r = client.responses.create(model="follow-test", input=f"Remember {i}")
+    got = client.responses.retrieve(r.id)
+    items = client.responses.input_items.list(r.id)
+    client.responses.delete(r.id)
+    try:
+        client.responses.retrieve(r.id)
+        gone = "kept"
+    except openai.NotFoundError:
+        gone = "gone"
+    out.append(f"{got.id == r.id} {got.output_text == r.output_text} {items.data[0].content} {gone}")
+print("\n".join(out))
+"#;
+    let out = ctx.sdk(script);
+    let want: Vec<String> = (0..4)
+        .map(|i| format!("True True Remember {i} gone"))
+        .collect();
+    assert_eq!(out.trim(), want.join("\n"));
+    let served: Vec<u64> = ["acct-b", "acct-c"]
+        .iter()
+        .map(|a| ctx.sim_model(a, "qwen-turbo")["ok"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(served.iter().sum::<u64>(), 4, "{served:?}");
+    // An id the gateway did not hand out, or one of an account it has not: 404, OpenAI-shaped.
+    for id in ["resp_unknown", "resp_1.gw00000000"] {
+        let reply = ctx
+            .send(
+                ctx.http
+                    .get(format!("{}/v1/responses/{id}", ctx.url()))
+                    .bearer_auth(CLIENT_KEY),
+            )
+            .await;
+        reply.assert_error(404);
+    }
+    // A client key is needed, as for every /v1 call.
+    let anonymous = ctx
+        .send(ctx.http.get(format!("{}/v1/responses/resp_1", ctx.url())))
+        .await;
+    anonymous.assert_error(401);
 }

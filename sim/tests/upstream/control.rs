@@ -289,6 +289,31 @@ async fn responses_in_both_dialects_whole_and_streamed() {
             assert_eq!(v["error"]["code"], "previous_response_not_found", "{v}");
         }
     }
+    // Kept for its account only: retrieved, its input listed, deleted.
+    let id = first["id"].as_str().unwrap();
+    let url = |tail: &str| format!("{}{DS}/responses/{id}{tail}", sim.url());
+    let get = |tail: &str, key: &'static str| client().get(url(tail)).bearer_auth(key).send();
+    let answer: Value = get("", "sk-c1").await.unwrap().json().await.unwrap();
+    assert_eq!(answer, first);
+    let items: Value = get("/input_items", "sk-c1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(items["data"][0]["content"], "abcd", "{items}");
+    assert_eq!(get("", "sk-a1").await.unwrap().status(), 404);
+    let deleted: Value = client()
+        .delete(url(""))
+        .bearer_auth("sk-c1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(get("", "sk-c1").await.unwrap().status(), 404);
     // A chat-only model: not on the Responses API, served on chat.
     for (path, body) in [
         ("responses", json!({"model": "qwen-plus", "input": "abcd"})),

@@ -1,0 +1,90 @@
+//! Calls about a response stored upstream (retrieve, delete, list its input items), sent to
+//! the account that holds it: the one its id's tag names (`crate::affinity`).
+
+use crate::affinity;
+use crate::classify;
+use crate::config::Config;
+use crate::glue::{js, respond};
+use crate::openai::ApiError;
+use worker::js_sys::{self, Uint8Array};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::AbortController;
+use worker::{web_sys, Env, Headers, Response};
+
+/// Answers `method` (GET or DELETE) on the stored response `id` (as the gateway handed it
+/// out), or on its input items; `query` (with its `?`, or empty) goes along, for paging.
+pub async fn call(
+    env: &Env,
+    config: &Config,
+    method: &str,
+    id: &str,
+    input_items: bool,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        let mut e = ApiError::new(
+            404,
+            "invalid_request_error",
+            None,
+            format!("Response with id '{id}' not found."),
+        );
+        e.param = Some("response_id".to_string());
+        e
+    };
+    let (upstream_id, tag) = affinity::untag(id).ok_or_else(not_found)?;
+    let (account_id, account) = config
+        .accounts
+        .iter()
+        .find(|(a, _)| affinity::tag(a) == tag)
+        .ok_or_else(not_found)?;
+    let upstream = config
+        .upstreams
+        .get(&account.upstream)
+        .ok_or_else(not_found)?;
+    let tail = if input_items { "/input_items" } else { "" };
+    let url = format!("{}/responses/{upstream_id}{tail}{query}", upstream.base_url);
+    let mut last = None;
+    // The account's keys in turn: a refused one (401) is not the caller's problem.
+    for key in account.keys.iter().filter_map(|k| env.secret(k).ok()) {
+        let (status, body) = send(method, &url, &key.to_string(), config.default_deadline_ms)
+            .await
+            .map_err(|_| {
+                ApiError::bad_gateway("upstream_error", "The upstream could not be reached.")
+            })?;
+        if status == 401 {
+            last = Some((status, body));
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            return Err(classify::passed_through(status, &body));
+        }
+        let body = affinity::retag(&body, upstream_id, account_id).unwrap_or(body);
+        let headers = Headers::new();
+        respond::set_header(&headers, "content-type", "application/json");
+        return respond::bytes(status, body, headers);
+    }
+    Err(match last {
+        Some((status, body)) => classify::passed_through(status, &body),
+        None => ApiError::config(format!(
+            "No key of accounts.{account_id}.keys is set as a secret."
+        )),
+    })
+}
+
+/// One call, aborted after `wait_ms`: its status and body.
+async fn send(
+    method: &str,
+    url: &str,
+    key: &str,
+    wait_ms: u64,
+) -> Result<(u16, Vec<u8>), worker::Error> {
+    let controller = AbortController::new()?;
+    let timer = js::abort_after(&controller, wait_ms.max(1) as f64);
+    let answer = JsFuture::from(js::call(method, url, key, &controller.signal())).await;
+    js::cancel_timer(&timer);
+    let answer: js_sys::Array = answer?.unchecked_into();
+    let resp: web_sys::Response = answer.get(0).dyn_into()?;
+    let body = answer.get(1).dyn_into::<Uint8Array>()?.to_vec();
+    Ok((resp.status(), body))
+}
