@@ -198,8 +198,9 @@ pub fn classify(
 
 /// Classifies one upstream answer to a call on `endpoint`. An upstream may serve a model for
 /// chat and not on the Responses API (DashScope serves it for some models only; a relay may
-/// not have the path): there, "no such model" (a 404, a model-not-found code, a 400 saying the
-/// model is not supported) is `Unsupported`, never a park of the bucket chat shares.
+/// not have the path): there, "no such model" (a 404, or a model-not-found code about no
+/// other parameter) is `Unsupported`, never a park of the bucket chat shares. A message is
+/// not read for it: "'temperature' is not supported with this model" is the request's.
 pub fn classify_call(
     endpoint: Endpoint,
     profile: Profile,
@@ -214,8 +215,8 @@ pub fn classify_call(
     }
     let p = Parsed::parse(body);
     let no_model = status == 404
-        || p.is(&["model_not_found", "model_not_supported", "ModelNotFound"])
-        || (p.says(&["model"]) && p.says(&["not support", "unsupported"]));
+        || (p.is(&["model_not_found", "model_not_supported", "ModelNotFound"])
+            && p.up.param.as_deref().is_none_or(|param| param == "model"));
     match outcome {
         Outcome::Park { .. } | Outcome::Client(_) if no_model && !names_stored_context(&p) => {
             Outcome::Unsupported

@@ -278,7 +278,7 @@ fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
         ))
     };
     let missing = r#"{"error":{"message":"The model `qwen-turbo` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
-    let unsupported = r#"{"error":{"message":"<400> InternalError.Algo.InvalidParameter: The model qwen-turbo is not supported by the Responses API.","type":"invalid_request_error","param":null,"code":"invalid_parameter_error"}}"#;
+    let unsupported = r#"{"error":{"message":"The model qwen-turbo is not supported by the Responses API.","type":"invalid_request_error","param":"model","code":"model_not_supported"}}"#;
     let no_path = "<html>404 Not Found</html>";
     for (profile, status, body) in [
         (DS, 404, missing),
@@ -299,15 +299,15 @@ fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
     );
     assert_eq!(
         call(Endpoint::Chat, DS, 400, unsupported),
-        "client 400 invalid_parameter_error"
+        "park Bucket model_not_supported Some(3600000)"
     );
     // Other answers on the Responses API: as on chat.
     let context = r#"{"error":{"message":"Previous response with id 'resp_1' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#;
-    let bad = r#"{"error":{"message":"Invalid value for 'temperature'.","type":"invalid_request_error","param":"temperature","code":"invalid_value"}}"#;
+    let bad = r#"{"error":{"message":"Unsupported parameter: 'temperature' is not supported with this model.","type":"invalid_request_error","param":"temperature","code":"unsupported_parameter"}}"#;
     let limit = r#"{"error":{"message":"Requests rate limit exceeded, please try again later.","type":"limit_requests","param":null,"code":"limit_requests"}}"#;
     for (status, body, shown) in [
         (404, context, "client 404 previous_response_not_found"),
-        (400, bad, "client 400 invalid_value"),
+        (400, bad, "client 400 unsupported_parameter"),
         (429, limit, &call(Endpoint::Chat, DS, 429, limit)),
     ] {
         assert_eq!(call(Endpoint::Responses, DS, status, body), shown, "{body}");
