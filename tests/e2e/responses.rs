@@ -1,11 +1,10 @@
 //! The Responses API end to end: served whole and streamed through the official SDK, counted,
 //! failed over before its first token, ended with an error event after it.
 
-use crate::support::{Ctx, CLIENT_KEY};
+use crate::support::{counters, eventually, stat, Ctx, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
@@ -88,7 +87,7 @@ print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
     );
 
     // The headers, and the counting: the bucket settles with the upstream's usage.
-    let before = ctx.bucket("acct-a", "qwen-turbo").await["state"]["counters"].clone();
+    let before = counters(&ctx, "acct-a", "qwen-turbo").await;
     let sim_before = ctx.sim_model("acct-a", "qwen-turbo");
     let reply = respond(
         &ctx,
@@ -111,25 +110,19 @@ print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
         reply.text
     );
     let sim = ctx.sim_model("acct-a", "qwen-turbo");
-    let delta =
-        |a: &Value, b: &Value, k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
-    let mut settled = false;
-    for _ in 0..30 {
-        let now = ctx.bucket("acct-a", "qwen-turbo").await["state"]["counters"].clone();
-        if delta(&now, &before, "ok") == 1 {
-            for k in ["prompt_tokens", "completion_tokens"] {
-                assert_eq!(
-                    delta(&now, &before, k),
-                    delta(&sim, &sim_before, k),
-                    "{k}: the upstream's usage, not the estimate"
-                );
-            }
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(settled, "the stream was never settled");
+    let grew = |now: &Value, was: &Value, k: &str| stat(now, &[k]) - stat(was, &[k]);
+    let settled = eventually(3, || async {
+        let now = counters(&ctx, "acct-a", "qwen-turbo").await;
+        grew(&now, &before, "ok") == 1
+            && ["prompt_tokens", "completion_tokens"]
+                .iter()
+                .all(|k| grew(&now, &before, k) == grew(&sim, &sim_before, k))
+    })
+    .await;
+    assert!(
+        settled,
+        "the stream is settled with the upstream's usage, not the estimate"
+    );
 
     // Bad input is the gateway's clear 400, never sent upstream.
     let calls = ctx.sim.stats()["total_calls"].clone();

@@ -54,8 +54,19 @@ pub fn hello(model: &str) -> Value {
 }
 
 pub async fn post(sim: &Simulator, prefix: &str, key: &str, body: &Value) -> reqwest::Response {
+    post_to(sim, prefix, "chat/completions", key, body).await
+}
+
+/// POSTs `body` to `endpoint` (e.g. `responses`) under the dialect's `prefix`.
+pub async fn post_to(
+    sim: &Simulator,
+    prefix: &str,
+    endpoint: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
     client()
-        .post(format!("{}{prefix}/chat/completions", sim.url()))
+        .post(format!("{}{prefix}/{endpoint}", sim.url()))
         .bearer_auth(key)
         .json(body)
         .send()

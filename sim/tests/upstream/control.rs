@@ -240,13 +240,7 @@ async fn responses_in_both_dialects_whole_and_streamed() {
         for stream in [false, true] {
             let body = serde_json::json!({"model": "qwen-turbo", "input": "abcd",
                 "max_output_tokens": 3, "stream": stream});
-            let resp = client()
-                .post(format!("{}{prefix}/responses", sim.url()))
-                .bearer_auth("sk-c1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let resp = post_to(&sim, prefix, "responses", "sk-c1", &body).await;
             assert_eq!(resp.status(), 200);
             let text = resp.text().await.unwrap();
             let last = text
@@ -263,26 +257,16 @@ async fn responses_in_both_dialects_whole_and_streamed() {
         }
     }
     // A stored response is held by the account that made it.
-    let first: Value = client()
-        .post(format!("{}{DS}/responses", sim.url()))
-        .bearer_auth("sk-c1")
-        .json(&json!({"model": "qwen-turbo", "input": "abcd"}))
-        .send()
+    let first = json!({"model": "qwen-turbo", "input": "abcd"});
+    let first: Value = post_to(&sim, DS, "responses", "sk-c1", &first)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let follow_up =
         json!({"model": "qwen-turbo", "input": "more", "previous_response_id": first["id"]});
     for (key, want) in [("sk-c1", 200), ("sk-a1", 400)] {
-        let resp = client()
-            .post(format!("{}{DS}/responses", sim.url()))
-            .bearer_auth(key)
-            .json(&follow_up)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_to(&sim, DS, "responses", key, &follow_up).await;
         assert_eq!(resp.status(), want, "{key}");
         if want == 400 {
             let v: Value = resp.json().await.unwrap();
@@ -319,13 +303,7 @@ async fn responses_in_both_dialects_whole_and_streamed() {
         ("responses", json!({"model": "qwen-plus", "input": "abcd"})),
         ("chat/completions", hello("qwen-plus")),
     ] {
-        let resp = client()
-            .post(format!("{}{DS}/{path}", sim.url()))
-            .bearer_auth("sk-c1")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_to(&sim, DS, path, "sk-c1", &body).await;
         let want = if path == "responses" { 404 } else { 200 };
         assert_eq!(resp.status(), want, "{path}");
     }
