@@ -219,7 +219,7 @@ pub enum Frame {
     /// `reasoning_content`, `refusal`, `tool_calls` or `function_call` (the first token has
     /// started); `usage_only` marks the include_usage final chunk (`"choices": []` with usage).
     /// A Responses API event (`{"type": ...}`) that is no end and no error is a chunk too,
-    /// with content when it is a `*.delta` with a non-empty `delta`.
+    /// with content when it is a `*.delta` with a non-empty `delta` or opens a tool call.
     Chunk {
         usage: Option<Usage>,
         has_content: bool,
@@ -314,10 +314,21 @@ fn response_frame(kind: &str, json: &Value) -> Frame {
         }
         _ => Frame::Chunk {
             usage: None,
-            has_content: response_delta(kind, json).is_some(),
+            has_content: response_delta(kind, json).is_some() || starts_a_call(kind, json),
             usage_only: false,
         },
     }
+}
+
+/// Whether the event opens a tool call (a function's, or a built-in tool's such as web search,
+/// which may run long before any text): output begun, as a chat delta's `tool_calls` is. A
+/// message or a reasoning item is not: its text follows at once.
+fn starts_a_call(kind: &str, json: &Value) -> bool {
+    let item = json
+        .get("item")
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str);
+    kind == "response.output_item.added" && item.is_some_and(|t| t != "message" && t != "reasoning")
 }
 
 /// The text of a Responses API `*.delta` event (output text, reasoning, refusal, a tool

@@ -483,6 +483,20 @@ fn frames_a_responses_stream() {
             json!({"type": "response.output_item.added", "item": {"type": "message"}}),
             chunk(false),
         ),
+        (
+            json!({"type": "response.output_item.added", "item": {"type": "reasoning"}}),
+            chunk(false),
+        ),
+        // A tool call begun is output, as a chat delta's `tool_calls`: a web search may run
+        // longer than the first token's timeout before any text.
+        (
+            json!({"type": "response.output_item.added", "item": {"type": "web_search_call"}}),
+            chunk(true),
+        ),
+        (
+            json!({"type": "response.output_item.added", "item": {"type": "function_call"}}),
+            chunk(true),
+        ),
         (delta("response.output_text.delta", ""), chunk(false)),
         (delta("response.output_audio.delta", "AAAA"), chunk(false)),
         (delta("response.output_text.delta", "Hi"), chunk(true)),
