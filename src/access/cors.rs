@@ -102,9 +102,10 @@ pub fn preflight_headers(origin: &str, requested: Option<&str>) -> Vec<(&'static
         .map_or_else(|| ALLOWED_HEADERS.to_string(), str::to_ascii_lowercase);
     vec![
         ("access-control-allow-origin", origin.to_string()),
+        // DELETE: a browser app deletes the responses it had stored.
         (
             "access-control-allow-methods",
-            "GET, POST, OPTIONS".to_string(),
+            "GET, POST, DELETE, OPTIONS".to_string(),
         ),
         ("access-control-allow-headers", headers),
         ("access-control-max-age", MAX_AGE_S.to_string()),
