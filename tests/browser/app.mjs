@@ -29,6 +29,16 @@ async function run() {
       text += chunk.choices[0]?.delta?.content ?? "";
     }
     out.stream = { text, chunks };
+    // The Responses API, and a stored response deleted (a DELETE, preflighted).
+    const answer = await client.responses.create({ model: "client-test", input: "Say hello", max_output_tokens: 16 });
+    await client.responses.delete(answer.id);
+    let gone = false;
+    try {
+      await client.responses.retrieve(answer.id);
+    } catch (e) {
+      gone = e.status === 404;
+    }
+    out.response = { text: answer.output_text, gone };
   } catch (e) {
     out.error = { name: e.constructor.name, message: String(e.message) };
   }

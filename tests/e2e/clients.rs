@@ -621,11 +621,19 @@ async fn browser(ctx: Arc<Ctx>) {
         !page["stream"]["text"].as_str().unwrap_or("").is_empty(),
         "{page}"
     );
+    assert!(
+        !page["response"]["text"].as_str().unwrap_or("").is_empty(),
+        "{page}"
+    );
+    assert_eq!(
+        page["response"]["gone"], true,
+        "deleted from the browser: {page}"
+    );
     let refused = &result["other"];
     assert_eq!(refused["error"]["name"], "APIConnectionError", "{refused}");
     assert!(out_dir.join("browser-allowed.png").exists());
-    // Two answers for the allowed page; the other page's preflight was refused, so its
+    // Three answers for the allowed page; the other page's preflight was refused, so its
     // request never left the browser.
     let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
-    assert_eq!(served - served_before, 2);
+    assert_eq!(served - served_before, 3);
 }
