@@ -29,7 +29,8 @@ async function run() {
       text += chunk.choices[0]?.delta?.content ?? "";
     }
     out.stream = { text, chunks };
-    // The Responses API, and a stored response deleted (a DELETE, preflighted).
+    // The Responses API, whole and streamed, and a stored response deleted (a DELETE,
+    // preflighted).
     const answer = await client.responses.create({ model: "client-test", input: "Say hello", max_output_tokens: 16 });
     await client.responses.delete(answer.id);
     let gone = false;
@@ -38,7 +39,15 @@ async function run() {
     } catch (e) {
       gone = e.status === 404;
     }
-    out.response = { text: answer.output_text, gone };
+    let streamed = "";
+    let completed = null;
+    const events = await client.responses.create({ model: "client-test", input: "Say hello", stream: true });
+    for await (const event of events) {
+      if (event.type === "response.output_text.delta") streamed += event.delta;
+      if (event.type === "response.completed") completed = event.response;
+    }
+    const completedText = completed?.output?.[0]?.content?.[0]?.text ?? null;
+    out.response = { text: answer.output_text, gone, streamed, completedText };
   } catch (e) {
     out.error = { name: e.constructor.name, message: String(e.message) };
   }

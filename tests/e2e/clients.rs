@@ -629,11 +629,17 @@ async fn browser(ctx: Arc<Ctx>) {
         page["response"]["gone"], true,
         "deleted from the browser: {page}"
     );
+    let streamed = &page["response"]["streamed"];
+    assert!(!streamed.as_str().unwrap_or("").is_empty(), "{page}");
+    assert_eq!(
+        *streamed, page["response"]["completedText"],
+        "the deltas add up to the completed response: {page}"
+    );
     let refused = &result["other"];
     assert_eq!(refused["error"]["name"], "APIConnectionError", "{refused}");
     assert!(out_dir.join("browser-allowed.png").exists());
-    // Three answers for the allowed page; the other page's preflight was refused, so its
+    // Four answers for the allowed page; the other page's preflight was refused, so its
     // request never left the browser.
     let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
-    assert_eq!(served - served_before, 3);
+    assert_eq!(served - served_before, 4);
 }
