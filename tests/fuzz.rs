@@ -10,6 +10,7 @@
     clippy::panic
 )]
 
+use edge_gateway::affinity;
 use edge_gateway::classify::{classify, classify_stream_error, Outcome};
 use edge_gateway::config::{Config, Profile};
 use edge_gateway::hints::MAX_HINT_MS;
@@ -271,6 +272,7 @@ fn fuzz_every_outside_input() {
         let path = prop_oneof![
             "/(v1|admin|healthz)(/[a-z%0-9A-F._-]{0,12}){0,5}/?".boxed(),
             "/admin/buckets(/[^?#]{0,10}){0,4}".boxed(),
+            "/v1/responses(/[^?#]{0,16}){0,3}".boxed(),
             ".{0,30}".boxed(),
         ];
         r.run(&(method, path), |(method, path)| {
@@ -278,6 +280,26 @@ fn fuzz_every_outside_input() {
                 openai_shaped(&e)?;
                 prop_assert!(e.status == 404 || e.status == 405);
             }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())
+    });
+
+    run("affinity", &mut |r| {
+        let bytes = || prop::collection::vec(any::<u8>(), 0..100);
+        r.run(&(bytes(), ".{0,24}", bytes()), |(head, id, tail)| {
+            // An answer holding the id quoted, amid anything.
+            let raw = [head, format!("\"{id}\"").into_bytes(), tail].concat();
+            if let Some((upstream, tag)) = affinity::untag(&id) {
+                prop_assert!(upstream.len() + tag.len() < id.len());
+            }
+            // Ids needing no escape are always found and tagged.
+            let plain = !id.is_empty() && id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            match affinity::retag(&raw, &id, "acct") {
+                Some(out) => prop_assert!(out.len() > raw.len()),
+                None => prop_assert!(!plain, "{id:?} was not tagged"),
+            }
+            let _ = affinity::response_id(&raw);
             Ok(())
         })
         .map_err(|e| e.to_string())
