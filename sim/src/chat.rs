@@ -1,5 +1,5 @@
-//! The chat, Responses, embeddings and models endpoints: key, body, model, account state,
-//! faults, limits, answer.
+//! The chat, Responses, embeddings and models endpoints (key, body, model, account state,
+//! faults, limits, answer), and the stored responses' retrieve, delete and input items.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
