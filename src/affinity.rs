@@ -51,28 +51,48 @@ pub fn response_id(json: &[u8]) -> Option<String> {
     Some(response.get("id")?.as_str()?.to_string())
 }
 
-/// `raw` with every quoted `"id"` (a JSON string as the upstream wrote it) written as its
-/// tagged form, the rest byte for byte; None when `id` does not occur (or needs escaping,
-/// which no upstream's id does).
+/// `raw` with every quoted `"id"` written as its tagged form (`Retag`), for one answer.
 pub fn retag(raw: &[u8], id: &str, account: &str) -> Option<Vec<u8>> {
-    if id.is_empty() || id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        return None;
+    Retag::new(id, account)?.apply(raw)
+}
+
+/// Writes one response's id as handed out, in as many answers or events as it appears in:
+/// the tag is computed once.
+#[derive(Debug, Clone)]
+pub struct Retag {
+    /// `"id"`, as the upstream wrote it.
+    quoted: String,
+    /// `"id.gw<tag>"`.
+    tagged: String,
+}
+
+impl Retag {
+    /// None when `id` is empty or would need escaping in JSON (no upstream's id does).
+    pub fn new(id: &str, account: &str) -> Option<Retag> {
+        let plain = !id.is_empty() && id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        plain.then(|| Retag {
+            quoted: format!("\"{id}\""),
+            tagged: format!("\"{}\"", tagged(id, account)),
+        })
     }
-    let quoted = format!("\"{id}\"");
-    let needle = quoted.as_bytes();
-    let first = find(raw, needle, 0)?;
-    let replacement = format!("\"{}\"", tagged(id, account));
-    let mut out = Vec::with_capacity(raw.len() + replacement.len() - needle.len());
-    let mut from = 0;
-    let mut at = Some(first);
-    while let Some(i) = at {
-        out.extend_from_slice(raw.get(from..i)?);
-        out.extend_from_slice(replacement.as_bytes());
-        from = i + needle.len();
-        at = find(raw, needle, from);
+
+    /// `raw` with every quoted id (a JSON string) tagged, the rest byte for byte; None when
+    /// the id does not occur.
+    pub fn apply(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let needle = self.quoted.as_bytes();
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = find(raw, needle, from) {
+            out.extend_from_slice(raw.get(from..at)?);
+            out.extend_from_slice(self.tagged.as_bytes());
+            from = at + needle.len();
+        }
+        if from == 0 {
+            return None;
+        }
+        out.extend_from_slice(raw.get(from..)?);
+        Some(out)
     }
-    out.extend_from_slice(raw.get(from..)?);
-    Some(out)
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {

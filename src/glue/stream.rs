@@ -3,7 +3,7 @@
 //! event by event, ending cleanly with an OpenAI-style error event if the upstream breaks.
 //! Chat and Responses API streams alike (`crate::sse::frame` reads both).
 
-use crate::affinity;
+use crate::affinity::{self, Retag};
 use crate::classify::{self, Outcome};
 use crate::config::Profile;
 use crate::openai::{ApiError, Usage};
@@ -60,7 +60,7 @@ pub async fn open(
         client_wants_usage: rules.client_wants_usage,
         done: false,
         stored_by: rules.stored_by,
-        response_id: None,
+        retag: None,
     };
     let mut held = Vec::new();
     let first_token_in = rules.first_token_at_ms.saturating_sub(now_ms()).max(1);
@@ -139,8 +139,9 @@ struct Pass {
     done: bool,
     /// See `StreamRules::stored_by`.
     stored_by: Option<String>,
-    /// The response's id, once an event said it (the first does: `response.created`).
-    response_id: Option<String>,
+    /// How the response's id is handed out, once an event said it (the first does:
+    /// `response.created`).
+    retag: Option<Retag>,
 }
 
 impl Pass {
@@ -151,12 +152,13 @@ impl Pass {
         let Some(account) = &self.stored_by else {
             return raw;
         };
-        if self.response_id.is_none() {
+        if self.retag.is_none() {
             let data = event.data.as_deref().unwrap_or_default();
-            self.response_id = affinity::response_id(data.as_bytes());
+            let id = affinity::response_id(data.as_bytes());
+            self.retag = id.and_then(|id| Retag::new(&id, account));
         }
-        match &self.response_id {
-            Some(id) => affinity::retag(&raw, id, account).unwrap_or(raw),
+        match &self.retag {
+            Some(retag) => retag.apply(&raw).unwrap_or(raw),
             None => raw,
         }
     }
