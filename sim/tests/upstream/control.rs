@@ -206,13 +206,8 @@ async fn models_endpoint_in_both_dialects() {
 async fn embeddings_in_both_dialects_count_their_input() {
     let sim = start(SimConfig::demo()).await;
     for prefix in [DS, OA] {
-        let resp = client()
-            .post(format!("{}{prefix}/embeddings", sim.url()))
-            .bearer_auth("sk-c1")
-            .json(&serde_json::json!({"model": "text-embedding-v4", "input": ["abcd", "efgh"]}))
-            .send()
-            .await
-            .unwrap();
+        let body = json!({"model": "text-embedding-v4", "input": ["abcd", "efgh"]});
+        let resp = post_to(&sim, prefix, "embeddings", "sk-c1", &body).await;
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
