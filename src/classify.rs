@@ -197,10 +197,11 @@ pub fn classify(
 }
 
 /// Classifies one upstream answer to a call on `endpoint`. An upstream may serve a model for
-/// chat and not on the Responses API (DashScope serves it for some models only; a relay may
-/// not have the path): there, "no such model" (a 404, or a model-not-found code about no
-/// other parameter) is `Unsupported`, never a park of the bucket chat shares. A message is
-/// not read for it: "'temperature' is not supported with this model" is the request's.
+/// chat and not on the Responses API or text completion (DashScope serves the one for some
+/// models, the other for its Qwen Coder models only; a relay may not have the path): there,
+/// "no such model" (a 404, or a model-not-found code about no other parameter) is
+/// `Unsupported`, never a park of the bucket chat shares. A message is not read for it:
+/// "'temperature' is not supported with this model" is the request's.
 pub fn classify_call(
     endpoint: Endpoint,
     profile: Profile,
@@ -210,7 +211,7 @@ pub fn classify_call(
     now_ms: u64,
 ) -> Outcome {
     let outcome = classify(profile, status, headers, body, now_ms);
-    if endpoint != Endpoint::Responses || !matches!(status, 400 | 404) {
+    if !endpoint.may_lack_model() || !matches!(status, 400 | 404) {
         return outcome;
     }
     let p = Parsed::parse(body);

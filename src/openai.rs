@@ -180,7 +180,7 @@ impl ApiError {
 }
 
 /// The model endpoints the gateway serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// `/v1/chat/completions`.
     Chat,
@@ -188,6 +188,8 @@ pub enum Endpoint {
     Embeddings,
     /// `/v1/responses` (the Responses API).
     Responses,
+    /// `/v1/completions` (text completion: a `prompt`, e.g. an editor's fill-in-the-middle).
+    Completions,
 }
 
 impl Endpoint {
@@ -197,6 +199,7 @@ impl Endpoint {
             Endpoint::Chat => "chat/completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::Completions => "completions",
         }
     }
 
@@ -205,6 +208,7 @@ impl Endpoint {
         match self {
             Endpoint::Chat => "messages",
             Endpoint::Embeddings | Endpoint::Responses => "input",
+            Endpoint::Completions => "prompt",
         }
     }
 
@@ -212,6 +216,12 @@ impl Endpoint {
     /// would not compare with the ones the client has.
     pub fn may_downgrade(self) -> bool {
         self != Endpoint::Embeddings
+    }
+
+    /// Whether an upstream may serve a model for chat and not here: DashScope serves the
+    /// Responses API for some models, and text completion for its Qwen Coder models only.
+    pub fn may_lack_model(self) -> bool {
+        matches!(self, Endpoint::Responses | Endpoint::Completions)
     }
 }
 
@@ -265,7 +275,7 @@ impl ApiRequest {
         };
         match endpoint {
             Endpoint::Embeddings => {
-                check_input(&body)?;
+                check_texts(&body, "input")?;
                 return Ok(ApiRequest {
                     endpoint,
                     model,
@@ -275,6 +285,7 @@ impl ApiRequest {
             }
             Endpoint::Chat => check_messages(&body, max_messages)?,
             Endpoint::Responses => check_response_input(&body, max_messages)?,
+            Endpoint::Completions => check_texts(&body, "prompt")?,
         }
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
@@ -298,15 +309,18 @@ impl ApiRequest {
                 }
             }
         }
-        // Each of `n` choices may use the whole output cap, so the reservation multiplies by it.
-        match body.get("n") {
-            None | Some(Value::Null) => {}
-            Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {}
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "`n` must be a positive integer.",
-                    Some("n"),
-                ))
+        // Each of `n` choices (text completion's `best_of` candidates) may use the whole
+        // output cap, so the reservation multiplies by it.
+        for field in ["n", "best_of"] {
+            match body.get(field) {
+                None | Some(Value::Null) => {}
+                Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {}
+                Some(_) => {
+                    return Err(ApiError::invalid_request(
+                        format!("`{field}` must be a positive integer."),
+                        Some(field),
+                    ))
+                }
             }
         }
         Ok(ApiRequest {
@@ -379,18 +393,18 @@ fn check_response_input(body: &Map<String, Value>, max_messages: usize) -> Resul
     }
 }
 
-/// An embeddings `input`: a string, or a non-empty array of strings, of token ids, or of
-/// arrays of token ids.
-fn check_input(body: &Map<String, Value>) -> Result<(), ApiError> {
+/// An embeddings `input` or a text completion's `prompt` (`field`): a string, or a non-empty
+/// array of strings, of token ids, or of arrays of token ids.
+fn check_texts(body: &Map<String, Value>, field: &'static str) -> Result<(), ApiError> {
     let token_ids = |v: &Value| {
         v.as_array()
             .is_some_and(|a| a.iter().all(|t| t.as_u64().is_some()))
     };
-    let valid = match body.get("input") {
+    let valid = match body.get(field) {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid_request(
-                "Missing required parameter: 'input'.",
-                Some("input"),
+                format!("Missing required parameter: '{field}'."),
+                Some(field),
             ))
         }
         Some(Value::String(_)) => true,
@@ -406,8 +420,8 @@ fn check_input(body: &Map<String, Value>) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid_request(
-            "`input` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
-            Some("input"),
+            format!("`{field}` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids."),
+            Some(field),
         ))
     }
 }
@@ -602,6 +616,34 @@ mod tests {
             parse(r#"{"input":"hi"}"#).unwrap_err().param.as_deref(),
             Some("model")
         );
+    }
+
+    #[test]
+    fn checks_a_text_completion() {
+        let parse = |body: &str| ApiRequest::parse(body.as_bytes(), Endpoint::Completions, 4);
+        for prompt in [r#""def f(""#, r#"["a","b"]"#, "[1,2,3]", "[[1,2],[3]]"] {
+            let r = parse(&format!(
+                r#"{{"model":"c","prompt":{prompt},"suffix":"x","stream":true,"best_of":2}}"#
+            ));
+            let r = r.map(|r| (r.endpoint, r.stream));
+            assert_eq!(r, Ok((Endpoint::Completions, true)), "{prompt}");
+        }
+        for (rest, param) in [
+            ("", "prompt"),
+            (r#","prompt":[]"#, "prompt"),
+            (r#","prompt":{"text":"a"}"#, "prompt"),
+            (r#","prompt":"a","max_tokens":-1"#, "max_tokens"),
+            (r#","prompt":"a","best_of":0"#, "best_of"),
+            (r#","prompt":"a","n":"2""#, "n"),
+            (r#","prompt":"a","stream":"yes""#, "stream"),
+        ] {
+            let e = parse(&format!(r#"{{"model":"c"{rest}}}"#)).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{rest}");
+        }
+        assert_eq!(Endpoint::Completions.path(), "completions");
+        assert_eq!(Endpoint::Completions.input_param(), "prompt");
+        assert!(Endpoint::Completions.may_downgrade() && Endpoint::Completions.may_lack_model());
+        assert!(!Endpoint::Chat.may_lack_model() && !Endpoint::Embeddings.may_lack_model());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use percent_encoding::percent_decode_str;
 /// An endpoint the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `POST /v1/chat/completions`, `/v1/responses` or `/v1/embeddings`: a call to a model.
+    /// `POST /v1/chat/completions`, `/v1/responses`, `/v1/completions` or `/v1/embeddings`: a
+    /// call to a model.
     Call(Endpoint),
     /// `GET /v1/models`.
     Models,
@@ -71,7 +72,11 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let stored = path.strip_prefix("/v1/responses/");
     let api = matches!(
         path,
-        "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings" | "/v1/models"
+        "/v1/chat/completions"
+            | "/v1/responses"
+            | "/v1/completions"
+            | "/v1/embeddings"
+            | "/v1/models"
     ) || model.is_some()
         || stored.is_some();
     if method == "OPTIONS" && api {
@@ -81,6 +86,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => ("POST", Route::Call(Endpoint::Chat)),
         "/v1/embeddings" => ("POST", Route::Call(Endpoint::Embeddings)),
         "/v1/responses" => ("POST", Route::Call(Endpoint::Responses)),
+        "/v1/completions" => ("POST", Route::Call(Endpoint::Completions)),
         "/v1/models" => ("GET", Route::Models),
         "/healthz" => ("GET", Route::Health),
         _ if stored.is_some() => {
@@ -221,8 +227,16 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 /// The methods a route accepts, for the `Allow` header of a 405.
 pub fn allowed_methods(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
-    if path == "/v1/chat/completions" || path == "/v1/embeddings" {
+    let calls = [
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
+        "/v1/embeddings",
+    ];
+    if calls.contains(&path) {
         "POST, OPTIONS"
+    } else if path.starts_with("/v1/responses/") && !path.ends_with("/input_items") {
+        "GET, HEAD, DELETE, OPTIONS"
     } else if path == "/v1/models" || path.starts_with("/v1/models/") {
         "GET, HEAD, OPTIONS"
     } else if path.ends_with("/clear") || path.ends_with("/reset") {
@@ -279,6 +293,11 @@ mod tests {
             Ok(Route::Call(Endpoint::Responses))
         );
         assert_eq!(route("OPTIONS", "/v1/responses"), Ok(Route::Preflight));
+        assert_eq!(
+            route("POST", "/v1/completions"),
+            Ok(Route::Call(Endpoint::Completions))
+        );
+        assert_eq!(route("OPTIONS", "/v1/completions"), Ok(Route::Preflight));
         let stored = |id: &str, input_items| {
             Ok(Route::Stored {
                 id: id.into(),
@@ -390,7 +409,9 @@ mod tests {
     fn unknown_paths_are_404_and_wrong_methods_405() {
         for (method, path, status) in [
             ("GET", "/", 404),
-            ("POST", "/v1/completions", 404),
+            ("POST", "/v1/engines/x/completions", 404),
+            ("GET", "/v1/completions", 405),
+            ("GET", "/v1/responses", 405),
             ("GET", "/admin/buckets/acct-a", 404),
             ("GET", "/admin/buckets/a//b", 404),
             ("GET", "/admin/buckets/a/%FF", 404),
@@ -406,6 +427,11 @@ mod tests {
             );
         }
         assert_eq!(allowed_methods("/v1/chat/completions"), "POST, OPTIONS");
+        assert_eq!(allowed_methods("/v1/responses"), "POST, OPTIONS");
+        assert_eq!(allowed_methods("/v1/completions"), "POST, OPTIONS");
+        let stored = "GET, HEAD, DELETE, OPTIONS";
+        assert_eq!(allowed_methods("/v1/responses/resp_1.gw00000000"), stored);
+        assert_eq!(allowed_methods("/v1/responses/r/input_items"), "GET, HEAD");
     }
 
     #[test]

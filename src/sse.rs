@@ -239,7 +239,7 @@ pub enum Frame {
     Other,
 }
 
-/// Classifies one event of a chat.completions or Responses API stream.
+/// Classifies one event of a chat.completions, text completion or Responses API stream.
 pub fn frame(event: &Event) -> Frame {
     let comment_status = event
         .comments
@@ -277,9 +277,10 @@ pub fn frame(event: &Event) -> Frame {
     match json.as_ref().and_then(chunk_choices) {
         Some((chunk, choices)) => {
             let usage = chunk.get("usage").and_then(Usage::from_value);
-            let has_content = choices
-                .iter()
-                .any(|c| c.get("delta").is_some_and(delta_has_content));
+            // A chat delta's content, or a text completion's `text`.
+            let has_content = choices.iter().any(|c| {
+                c.get("delta").is_some_and(delta_has_content) || c.get("text").is_some_and(truthy)
+            });
             Frame::Chunk {
                 usage,
                 has_content,
@@ -445,6 +446,9 @@ impl TextCounter {
         let Some((_, choices)) = json.as_ref().and_then(chunk_choices) else {
             return;
         };
+        for choice in choices {
+            self.count(choice.get("text"));
+        }
         for delta in choices.iter().filter_map(|c| c.get("delta")) {
             for key in ["content", "reasoning_content", "refusal"] {
                 self.count(delta.get(key));

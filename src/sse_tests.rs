@@ -456,6 +456,43 @@ fn counts_streamed_text_like_text_tokens_of_the_whole() {
     assert_eq!(counter.tokens(), text_tokens("Hello 안녕abget{\"a\":1}x"));
 }
 
+#[test]
+fn frames_and_counts_a_text_completion_stream() {
+    // As OpenAI's legacy completions and DashScope's Completions API send them.
+    let chunk = |text: &str| {
+        let c = json!({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "qwen-coder-turbo",
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": null}]});
+        format!("data: {c}\n\n")
+    };
+    let mut counter = TextCounter::default();
+    for (text, has_content) in [("", false), ("def ", true), ("f():", true)] {
+        let stream = chunk(text);
+        let frame = frame_of(&stream);
+        let want = Frame::Chunk {
+            usage: None,
+            has_content,
+            usage_only: false,
+        };
+        assert_eq!(frame, want, "{stream}");
+        counter.add(&parse(stream.as_bytes())[0]);
+    }
+    assert_eq!(counter.tokens(), text_tokens("def f():"));
+    let usage = json!({"id": "cmpl-1", "object": "text_completion", "choices": [],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}});
+    let usage = frame_of(&format!("data: {usage}\n\n"));
+    assert!(
+        matches!(
+            usage,
+            Frame::Chunk {
+                usage_only: true,
+                ..
+            }
+        ),
+        "{usage:?}"
+    );
+    assert_eq!(frame_of(DONE), Frame::Done { usage: None });
+}
+
 /// One Responses API event as OpenAI sends it: its type named twice, as `event:` and `type`.
 fn response_event(data: Value) -> String {
     format!(

@@ -171,8 +171,23 @@ pub fn output_tokens(body: &Map<String, Value>, default_output: u64) -> u64 {
             .unwrap_or(0),
     };
     let per_choice = answer.saturating_add(thinking);
-    let choices = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    // A text completion generates `best_of` candidates server-side and bills them all.
+    let choices = ["n", "best_of"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     per_choice.saturating_mul(choices)
+}
+
+/// Prompts of a text completion: each of an array's strings (or token id arrays) is answered
+/// with its own choices; a string or one array of token ids is one.
+fn prompts(body: &Map<String, Value>) -> u64 {
+    match body.get("prompt") {
+        Some(Value::Array(items)) if items.iter().all(|i| !i.is_number()) => items.len() as u64,
+        _ => 1,
+    }
 }
 
 /// Estimated tokens of an embeddings `input`: its texts by the token rule, token ids one each.
@@ -189,6 +204,12 @@ pub fn estimate(request: &ApiRequest, default_output: u64) -> (u64, u64) {
     let input = match request.endpoint {
         Endpoint::Chat => prompt_tokens(body),
         Endpoint::Responses => response_input_tokens(body),
+        Endpoint::Completions => {
+            let text = ["prompt", "suffix"].iter().filter_map(|k| body.get(*k));
+            let input = text.map(|v| strings_tokens(v, IMAGE_TOKENS)).sum::<u64>();
+            let output = output_tokens(body, default_output).saturating_mul(prompts(body));
+            return (input, input.saturating_add(output));
+        }
         Endpoint::Embeddings => {
             let input = input_tokens(body);
             return (input, input);
@@ -305,6 +326,29 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn reserves_every_prompt_choice_and_candidate_of_a_text_completion() {
+        let est = |v: Value| estimate(&request(Endpoint::Completions, body(v)), 256);
+        let one = text_tokens("def quick_sort(arr):");
+        let fim = text_tokens("return result");
+        let prompt = json!({"prompt": "def quick_sort(arr):", "max_tokens": 10});
+        assert_eq!(est(prompt), (one, one + 10));
+        let suffix = json!({"prompt": "def quick_sort(arr):", "suffix": "return result"});
+        assert_eq!(est(suffix), (one + fim, one + fim + 256));
+        // Each prompt of a batch is answered with its own `n` choices; `best_of` candidates
+        // are generated (and billed) whether returned or not.
+        let batch = json!({"prompt": ["a", "b", "c"], "max_tokens": 10, "n": 2});
+        assert_eq!(est(batch), (3, 3 + 3 * 2 * 10));
+        let best = json!({"prompt": "a", "max_tokens": 10, "n": 2, "best_of": 5});
+        assert_eq!(est(best), (1, 1 + 5 * 10));
+        // Token ids: one prompt of three, or two prompts.
+        assert_eq!(est(json!({"prompt": [1, 2, 3], "max_tokens": 1})), (3, 4));
+        assert_eq!(
+            est(json!({"prompt": [[1, 2], [3]], "max_tokens": 1})),
+            (3, 5)
+        );
     }
 
     #[test]

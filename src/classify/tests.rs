@@ -286,11 +286,10 @@ fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
         (RELAY, 404, no_path),
         (OA, 404, missing),
     ] {
-        assert_eq!(
-            call(Endpoint::Responses, profile, status, body),
-            "unsupported",
-            "{body}"
-        );
+        for endpoint in [Endpoint::Responses, Endpoint::Completions] {
+            let outcome = call(endpoint, profile, status, body);
+            assert_eq!(outcome, "unsupported", "{endpoint:?} {body}");
+        }
     }
     // On chat, the same answers mean what they always did.
     assert_eq!(

@@ -1,10 +1,11 @@
 //! What this isolate knows of each bucket: what it last heard (so known-busy buckets cost no
 //! round trip), which of its own sends may have stalled (`pace::stall`), and whether its
-//! upstream lacks the Responses API for its model.
+//! upstream lacks the Responses API or text completion for its model.
 //!
 //! Only a hint: entries are capped to a short horizon, so a cleared or freed bucket is asked
 //! again soon, and the bucket DO stays the only authority.
 
+use crate::openai::Endpoint;
 use crate::pace::stall::Stalls;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,8 +13,8 @@ use std::collections::HashMap;
 /// Longest time this isolate trusts "busy until" without asking again.
 const HORIZON_MS: u64 = 5_000;
 /// How long this isolate passes over a bucket whose upstream said it does not serve its
-/// model on the Responses API (one call an isolate in that time learns it again).
-const LACKS_RESPONSES_MS: u64 = 600_000;
+/// model on an endpoint (one call an isolate in that time learns it again).
+const UNSUPPORTED_MS: u64 = 600_000;
 
 thread_local! {
     static FREE_AT: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
@@ -21,29 +22,28 @@ thread_local! {
     static HEADROOM: RefCell<HashMap<String, (f64, u64)>> = RefCell::new(HashMap::new());
     /// Recent sends per bucket that may have arrived later than their slots allowed for.
     static STALLS: RefCell<HashMap<String, Stalls>> = RefCell::new(HashMap::new());
-    /// When each bucket's upstream said it does not serve the model on the Responses API
-    /// (the one endpoint beside chat that shares chat's buckets).
-    static LACKS_RESPONSES: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// When each bucket's upstream said it does not serve the model on an endpoint
+    /// (`Endpoint::may_lack_model`), by endpoint and bucket.
+    static UNSUPPORTED: RefCell<HashMap<(Endpoint, String), u64>> = RefCell::new(HashMap::new());
 }
 
-/// Whether the bucket's upstream said lately that it does not serve the model on the
-/// Responses API.
-pub fn lacks_responses(bucket: &str, now_ms: u64) -> bool {
-    LACKS_RESPONSES.with(|m| {
+/// Whether the bucket's upstream said lately that it does not serve the model on `endpoint`.
+pub fn unsupported(endpoint: Endpoint, bucket: &str, now_ms: u64) -> bool {
+    UNSUPPORTED.with(|m| {
         m.borrow()
-            .get(bucket)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < LACKS_RESPONSES_MS)
+            .get(&(endpoint, bucket.to_string()))
+            .is_some_and(|at| now_ms.saturating_sub(*at) < UNSUPPORTED_MS)
     })
 }
 
-/// Records that the bucket's upstream does not serve the model on the Responses API.
-pub fn heard_lacks_responses(bucket: &str, now_ms: u64) {
-    LACKS_RESPONSES.with(|m| {
+/// Records that the bucket's upstream does not serve the model on `endpoint`.
+pub fn heard_unsupported(endpoint: Endpoint, bucket: &str, now_ms: u64) {
+    UNSUPPORTED.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() > 10_000 {
-            m.retain(|_, at| now_ms.saturating_sub(*at) < LACKS_RESPONSES_MS);
+            m.retain(|_, at| now_ms.saturating_sub(*at) < UNSUPPORTED_MS);
         }
-        m.insert(bucket.to_string(), now_ms);
+        m.insert((endpoint, bucket.to_string()), now_ms);
     });
 }
 

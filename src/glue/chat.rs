@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions` and `/v1/embeddings`: the planner loop over bucket admissions
-//! and upstream sends.
+//! `POST /v1/chat/completions`, `/v1/responses`, `/v1/completions` and `/v1/embeddings`: the
+//! planner loop over bucket admissions and upstream sends.
 //!
 //! I/O only: every decision is made by the pure modules (planner, classify, bucket, pricing);
 //! this loop asks buckets, sleeps, sends, and reports back.
@@ -84,7 +84,8 @@ impl Choice for Cand<'_> {
     }
 }
 
-/// Serves one chat completion, streamed or not, or one embeddings request (never downgraded:
+/// Serves one chat completion, Responses API call or text completion, streamed or not, or
+/// one embeddings request (never downgraded:
 /// another model's vectors do not compare), and logs it as one `request` line (a served
 /// answer's line is written when its usage is known: a stream's at its end). `ctxs`: the
 /// invocation's context, as the worker crate's and as the runtime's own object (which the
@@ -137,10 +138,11 @@ async fn plan_and_send(
         .map_err(plain)?;
     let mut chat = ApiRequest::parse(&bytes, endpoint, config.max_messages).map_err(plain)?;
     drop(bytes);
-    // Chat streams always ask the upstream for usage, to count tokens; the client sees the
-    // usage chunk only if it asked for it. (A Responses stream always ends with its usage.)
-    let client_wants_usage =
-        chat.stream && endpoint == Endpoint::Chat && sse::request_usage(&mut chat.body);
+    // Chat and text completion streams always ask the upstream for usage, to count tokens;
+    // the client sees the usage chunk only if it asked for it. (A Responses stream always
+    // ends with its usage.)
+    let asks_usage = matches!(endpoint, Endpoint::Chat | Endpoint::Completions);
+    let client_wants_usage = chat.stream && asks_usage && sse::request_usage(&mut chat.body);
     let route = config
         .models
         .get(&chat.model)
@@ -179,8 +181,8 @@ async fn plan_and_send(
                 .map(|c| Cand {
                     known_free_at_ms: cache::free_at(&c.bucket(), started),
                     headroom: cache::headroom(&c.bucket(), started),
-                    unsupported: endpoint == Endpoint::Responses
-                        && cache::lacks_responses(&c.bucket(), started),
+                    unsupported: endpoint.may_lack_model()
+                        && cache::unsupported(endpoint, &c.bucket(), started),
                     c,
                 })
                 .collect(),
@@ -476,7 +478,7 @@ async fn plan_and_send(
                     cache::busy(&name, until, now_ms());
                 }
                 if outcome == Outcome::Unsupported {
-                    cache::heard_lacks_responses(&name, now_ms());
+                    cache::heard_unsupported(endpoint, &name, now_ms());
                 }
                 // Any push back from the upstream ends this isolate's credit there: the bucket
                 // decides again, one admission at a time.
