@@ -110,12 +110,14 @@ const REQUESTS: &[&str] = &[
     r#"{"model":"","messages":[]}"#,
     r#"{"model":"text-embedding-v4","input":["Say hello",[1,2,3]],"dimensions":256,"encoding_format":"float"}"#,
     r#"{"model":"qwen3-max","instructions":"terse","input":[{"role":"user","content":[{"type":"input_text","text":"hi"},{"type":"input_image","image_url":"data:image/png;base64,AAAA"}]}],"max_output_tokens":64,"stream":true,"text":{"format":{"type":"text"}}}"#,
+    r#"{"model":"qwen-coder-turbo","prompt":["<|fim_prefix|>def f(<|fim_suffix|>return x<|fim_middle|>",[1,2]],"suffix":"s","n":2,"best_of":3,"max_tokens":18446744073709551615,"stream":true}"#,
 ];
 
 const STREAMS: &[&str] = &[
     "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":22,\"completion_tokens\":17}}\n\ndata: [DONE]\n\n",
     "id:1\nevent:error\n:HTTP_STATUS/429\ndata:{\"request_id\":\"r\",\"code\":\"Throttling.AllocationQuota\",\"message\":\"Allocated quota exceeded\"}\n\n",
     "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n",
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"def\",\"index\":0,\"finish_reason\":null}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
     "data: {\"error\":{\"message\":\"Output data may contain inappropriate content.\",\"type\":\"data_inspection_failed\",\"code\":\"data_inspection_failed\"}}\r\n\r\n: keep-alive\r\rdata: x\n",
 ];
 
@@ -152,7 +154,13 @@ fn fuzz_every_outside_input() {
 
     run("request", &mut |r| {
         r.run(&mutated(REQUESTS), |bytes| {
-            for endpoint in [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Responses] {
+            let endpoints = [
+                Endpoint::Chat,
+                Endpoint::Embeddings,
+                Endpoint::Responses,
+                Endpoint::Completions,
+            ];
+            for endpoint in endpoints {
                 match ApiRequest::parse(&bytes, endpoint, 8) {
                     Ok(req) => {
                         let (input, total) = tokens::estimate(&req, 256);
@@ -180,6 +188,7 @@ fn fuzz_every_outside_input() {
             let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
             cuts.sort_unstable();
             let mut parser = SseParser::new(256);
+            let mut counter = sse::TextCounter::default();
             let mut last = 0;
             for cut in cuts.into_iter().chain([bytes.len()]) {
                 let Ok(events) = parser.push(&bytes[last..cut]) else {
@@ -187,6 +196,7 @@ fn fuzz_every_outside_input() {
                 };
                 last = cut;
                 for event in events {
+                    counter.add(&event);
                     if let Frame::Error { status, body } = sse::frame(&event) {
                         let o = classify_stream_error(Profile::Dashscope, status, &body, 0);
                         prop_assert!(o != Outcome::Success);

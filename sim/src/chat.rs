@@ -160,7 +160,8 @@ fn accept(
             return Err(refuse(400, bodies::invalid_parameter(dialect, &id, &what)));
         }
     };
-    let chat_only = request.shape == Shape::Response && s.config.chat_only.contains(&request.model);
+    let chat_only =
+        request.shape.lacks_chat_only_models() && s.config.chat_only.contains(&request.model);
     if !s.config.models.contains(&request.model) || chat_only {
         s.record_invalid(&account);
         let body = bodies::model_not_found(dialect, &id, &request.model);

@@ -1,7 +1,7 @@
 //! Chat and embeddings request parsing and deterministic answers: token counts, JSON body
-//! and SSE events (the Responses API's own in `responses.rs`).
+//! and SSE events (the Responses API's own in `responses.rs`, text completion's in `text.rs`).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::bodies::json_str;
 
@@ -53,6 +53,16 @@ pub enum Shape {
     Embeddings { inputs: usize, dimensions: usize },
     /// The Responses API.
     Response,
+    /// Text completion: `generated` answers made and counted (each prompt's `best_of`
+    /// candidates, at least its `n` choices).
+    Text { generated: u64 },
+}
+
+impl Shape {
+    /// Whether a model the simulator serves for chat only (`chat_only`) is missing here.
+    pub fn lacks_chat_only_models(self) -> bool {
+        matches!(self, Shape::Response | Shape::Text { .. })
+    }
 }
 
 impl ChatRequest {
@@ -228,22 +238,32 @@ impl Completion {
     /// Completion tokens of the whole answer, every choice's: what usage reports and the
     /// limits count.
     pub fn total_completion_tokens(&self) -> u64 {
-        self.completion_tokens * self.choices
+        match self.shape {
+            Shape::Text { generated } => self.completion_tokens * generated,
+            _ => self.completion_tokens * self.choices,
+        }
+    }
+
+    pub(crate) fn usage_json(&self) -> Value {
+        let completion = self.total_completion_tokens();
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        })
     }
 
     fn usage(&self) -> String {
-        let completion = self.total_completion_tokens();
-        format!(
-            r#"{{"prompt_tokens":{},"completion_tokens":{completion},"total_tokens":{}}}"#,
-            self.prompt_tokens,
-            self.prompt_tokens + completion
-        )
+        self.usage_json().to_string()
     }
 
     /// Non-stream `chat.completion` body (or the embeddings list, for an embeddings request).
     pub fn to_json(&self) -> String {
         if self.shape == Shape::Response {
             return self.response_json();
+        }
+        if let Shape::Text { .. } = self.shape {
+            return self.text_json();
         }
         if let Shape::Embeddings { inputs, dimensions } = self.shape {
             let vector: Vec<String> = (0..dimensions).map(|i| format!("0.{}", i % 10)).collect();
@@ -309,6 +329,9 @@ impl Completion {
         if self.shape == Shape::Response {
             return self.response_opening_events();
         }
+        if let Shape::Text { .. } = self.shape {
+            return Vec::new();
+        }
         self.delta_events(r#"{"role":"assistant","content":""}"#, "null")
     }
 
@@ -317,6 +340,9 @@ impl Completion {
     pub fn content_events(&self) -> Vec<String> {
         if self.shape == Shape::Response {
             return self.response_delta_events(self.content_pieces());
+        }
+        if let Shape::Text { .. } = self.shape {
+            return self.text_content_events();
         }
         self.content_pieces()
             .iter()
@@ -331,6 +357,9 @@ impl Completion {
     pub fn closing_events(&self, include_usage: bool) -> Vec<String> {
         if self.shape == Shape::Response {
             return self.response_closing_events();
+        }
+        if let Shape::Text { .. } = self.shape {
+            return self.text_closing_events(include_usage);
         }
         let mut events = self.delta_events("{}", r#""stop""#);
         if include_usage {

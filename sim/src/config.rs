@@ -17,8 +17,9 @@ pub struct SimConfig {
     /// Models the upstream serves; anything else is `model_not_found`.
     #[serde(default)]
     pub models: Vec<String>,
-    /// Served models the Responses API does not serve (DashScope serves it for some models
-    /// only): a Responses request naming one is answered 404 `model_not_found`.
+    /// Served models the Responses API and text completion do not serve (DashScope serves
+    /// the one for some models, the other for its Qwen Coder models only): a request there
+    /// naming one is answered 404 `model_not_found`.
     #[serde(default)]
     pub chat_only: Vec<String>,
     /// Upper bound of completion tokens per answer (the request's `max_tokens` may lower it).

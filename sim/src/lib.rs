@@ -15,6 +15,7 @@ mod responses;
 mod server;
 mod state;
 mod stats;
+mod text;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -106,6 +106,10 @@ async fn handle(
             let parse = ChatRequest::parse_responses;
             chat::chat(&state, dialect, &key, &body, parse, started).await
         }
+        ("completions", &Method::POST) => {
+            let parse = ChatRequest::parse_completions;
+            chat::chat(&state, dialect, &key, &body, parse, started).await
+        }
         ("embeddings", &Method::POST) => {
             let parse = ChatRequest::parse_embeddings;
             chat::chat(&state, dialect, &key, &body, parse, started).await
@@ -117,7 +121,7 @@ async fn handle(
             let answer = chat::stored_response(&state, dialect, &key, delete, rest, started);
             Ok(answer)
         }
-        ("chat/completions" | "responses" | "embeddings" | "models", _) => {
+        ("chat/completions" | "responses" | "completions" | "embeddings" | "models", _) => {
             let msg = bodies::invalid_parameter(Dialect::OpenAi, "", "method not allowed");
             Ok(plain_json(StatusCode::METHOD_NOT_ALLOWED, msg))
         }

@@ -13,6 +13,7 @@
 
 mod basic;
 mod clients;
+mod completions;
 mod gateway;
 mod hardening;
 mod misconfig;
@@ -40,6 +41,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     compressed.extend(quota::scenarios());
     compressed.extend(streams::scenarios());
     compressed.extend(responses::scenarios());
+    compressed.extend(completions::scenarios());
     compressed.extend(hardening::scenarios());
     compressed.extend(visibility::scenarios());
     compressed.extend(clients::scenarios());

@@ -30,13 +30,7 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
 }
 
 async fn respond(ctx: &Ctx, body: Value) -> crate::support::Reply {
-    ctx.send(
-        ctx.http
-            .post(format!("{}/v1/responses", ctx.url()))
-            .bearer_auth(CLIENT_KEY)
-            .json(&body),
-    )
-    .await
+    ctx.post("responses", &body).await
 }
 
 /// The `data:` payloads of a stream, parsed.

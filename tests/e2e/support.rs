@@ -43,7 +43,7 @@ pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
-const BUCKETS: [(&str, &str); 21] = [
+const BUCKETS: [(&str, &str); 22] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -64,6 +64,7 @@ const BUCKETS: [(&str, &str); 21] = [
     ("relay-room", "qwen-turbo"),
     ("wide", "qwen-turbo"),
     ("acct-tpm", "qwen-plus"),
+    ("acct-tpm", "qwen-turbo"),
     ("acct-embed", "text-embedding-v4"),
 ];
 
@@ -131,7 +132,7 @@ pub fn sim_config() -> SimConfig {
             "acct-c": {"keys": ["sk-c1"], "state": "ok", "limits": small_limits()},
             "acct-room": {"keys": ["sk-room-4242"], "state": "ok", "limits": {"qwen-turbo": {"rpm": 120}}},
             "acct-wide": {"keys": ["sk-wide-5555"], "state": "ok", "limits": {"qwen-turbo": {}}},
-            "acct-tpm": {"keys": ["sk-tpm-7777"], "state": "ok", "limits": {"qwen-plus": {"tpm": 300}}},
+            "acct-tpm": {"keys": ["sk-tpm-7777"], "state": "ok", "limits": {"qwen-plus": {"tpm": 300}, "qwen-turbo": {"tpm": 300}}},
             "acct-embed": {"keys": ["sk-embed-8888"], "state": "ok", "limits": {"text-embedding-v4": {"rpm": 6}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
@@ -226,7 +227,7 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             // No limits anywhere: the clients' own limits are what binds.
             "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}},
             // A token limit that binds on a few requests of several choices each.
-            "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}}},
+            "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}, "qwen-turbo": {"tpm": 300}}},
             "acct-embed": {"upstream": "sim", "keys": ["SIM_KEY_EMBED"], "limits": {"text-embedding-v4": {"rpm": 6}}}
         },
         "clients": test_clients(),
@@ -272,6 +273,7 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
             "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
             "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
+            "prompts-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
             // A step after the embeddings model that must never serve them.
             "text-embedding-v4": {"fallback": [{"model": "text-embedding-v4", "accounts": ["acct-embed"]},
                                                {"model": "qwen-turbo", "accounts": ["wide"]}],
@@ -464,13 +466,14 @@ impl Ctx {
 
     /// POSTs a chat request with the client key.
     pub async fn chat(&self, body: &Value) -> Reply {
-        self.send(
-            self.http
-                .post(format!("{}/v1/chat/completions", self.url()))
-                .bearer_auth(CLIENT_KEY)
-                .json(body),
-        )
-        .await
+        self.post("chat/completions", body).await
+    }
+
+    /// Posts `body` to `/v1/<path>` with the client key.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        let url = format!("{}/v1/{path}", self.url());
+        self.send(self.http.post(url).bearer_auth(CLIENT_KEY).json(body))
+            .await
     }
 
     /// Sends any request and collects the reply.

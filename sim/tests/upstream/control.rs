@@ -224,6 +224,35 @@ async fn embeddings_in_both_dialects_count_their_input() {
 }
 
 #[tokio::test]
+async fn text_completions_in_both_dialects_whole_and_streamed() {
+    let mut config = SimConfig::demo();
+    config.chat_only = vec!["qwen-plus".into()];
+    let sim = start(config).await;
+    for prefix in [DS, OA] {
+        for stream in [false, true] {
+            let body = json!({"model": "qwen-turbo", "prompt": "abcd", "max_tokens": 3,
+                "stream": stream, "stream_options": {"include_usage": true}});
+            let resp = post_to(&sim, prefix, "completions", "sk-c1", &body).await;
+            assert_eq!(resp.status(), 200);
+            let text = resp.text().await.unwrap();
+            let datas: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            let v: Value = match datas.as_slice() {
+                [.., usage, "[DONE]"] if stream => serde_json::from_str(usage).unwrap(),
+                _ => serde_json::from_str(&text).unwrap(),
+            };
+            assert_eq!(v["usage"]["prompt_tokens"], 1, "{text}");
+            assert_eq!(v["usage"]["completion_tokens"], 3, "{text}");
+        }
+    }
+    let chat_only = json!({"model": "qwen-plus", "prompt": "abcd"});
+    let resp = post_to(&sim, DS, "completions", "sk-c1", &chat_only).await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
 async fn responses_in_both_dialects_whole_and_streamed() {
     let mut config = SimConfig::demo();
     config.chat_only = vec!["qwen-plus".into()];
