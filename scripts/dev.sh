@@ -52,7 +52,7 @@ curl -s http://127.0.0.1:$gateway_port/v1/chat/completions \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
   -d '{"model":"qwen3-max","messages":[{"role":"user","content":"Hello!"}]}'
 
-The Responses API, and embeddings (the same key, limits and counters):
+The Responses API, embeddings and text completion (the same key, limits and counters):
 
 curl -s http://127.0.0.1:$gateway_port/v1/responses \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
@@ -61,6 +61,10 @@ curl -s http://127.0.0.1:$gateway_port/v1/responses \\
 curl -s http://127.0.0.1:$gateway_port/v1/embeddings \\
   -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
   -d '{"model":"text-embedding-v4","input":["Hello!","Bonjour !"]}'
+
+curl -s http://127.0.0.1:$gateway_port/v1/completions \\
+  -H 'Authorization: Bearer gw-dev-key' -H 'Content-Type: application/json' \\
+  -d '{"model":"qwen-coder-turbo","prompt":"<|fim_prefix|>def add(a, b):<|fim_suffix|>","max_tokens":16}'
 
 A browser app (client demo-web, pages on http://localhost:5173) calls with a user token its
 backend mints; mint one for user alice, valid 10 minutes:

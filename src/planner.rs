@@ -49,7 +49,8 @@ pub trait Choice: Clone {
     /// What this isolate last heard of the bucket: free from then (None: unknown or free).
     fn known_free_at_ms(&self) -> Option<u64>;
     /// This isolate heard lately that the upstream does not serve the model on the request's
-    /// endpoint (`Outcome::Unsupported`): it is passed over without a call.
+    /// endpoint (`Outcome::Unsupported`, from any of its accounts): it is passed over
+    /// without a call.
     fn known_unsupported(&self) -> bool {
         false
     }
@@ -465,7 +466,15 @@ impl<C: Choice> Planner<C> {
                 }
             }
             Outcome::TooLarge => self.set(slot, State::Out(Out::TooLarge)),
-            Outcome::Unsupported => self.set(slot, State::Out(Out::Unsupported)),
+            // What an endpoint serves is the upstream's, not the account's: the step's other
+            // accounts there would answer the same.
+            Outcome::Unsupported => {
+                let upstream = self.place(slot).map(|p| p.choice.upstream().to_string());
+                let step = self.places.get_mut(slot.step).into_iter().flatten();
+                for place in step.filter(|p| Some(p.choice.upstream()) == upstream.as_deref()) {
+                    place.state = State::Out(Out::Unsupported);
+                }
+            }
             Outcome::Retry { after_ms } => {
                 self.server_error = true;
                 if retries < MAX_RETRIES {

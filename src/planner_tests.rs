@@ -350,14 +350,13 @@ fn client_errors_end_at_once_without_downgrade() {
 
 #[test]
 fn an_endpoint_a_model_lacks_moves_on_without_parking_and_ends_404_when_none_has_it() {
-    // qwen3-max's two accounts lack it; qwen-plus serves, and the header says why.
+    // qwen3-max lacks it at the upstream both its accounts use: one answer says so for both
+    // (an endpoint's models are the upstream's); qwen-plus serves, and the header says why.
     let mut p = P::new("qwen3-max", chain(), settings());
-    for lease in 1..=2 {
-        let (slot, _, _) = acquire(&mut p, 0);
-        p.on_admission(slot, &go(lease, 0));
-        let _ = send(&mut p, 0);
-        p.on_outcome(slot, &Outcome::Unsupported, 0);
-    }
+    let (slot, _, _) = acquire(&mut p, 0);
+    p.on_admission(slot, &go(1, 0));
+    let _ = send(&mut p, 0);
+    p.on_outcome(slot, &Outcome::Unsupported, 0);
     let (slot, account, _) = acquire(&mut p, 0);
     assert_eq!((slot.step, account.as_str()), (1, "a"));
     p.on_admission(slot, &go(3, 0));
@@ -367,9 +366,20 @@ fn an_endpoint_a_model_lacks_moves_on_without_parking_and_ends_404_when_none_has
         p.fallback_reason().as_deref(),
         Some("qwen3-max:unsupported")
     );
+    // Another upstream of the same step is still asked.
+    let mut steps = chain();
+    steps[0].candidates[1] = cand("r", "relay");
+    let mut p = P::new("qwen3-max", steps, settings());
+    let (slot, first, _) = acquire(&mut p, 0);
+    p.on_admission(slot, &go(1, 0));
+    let _ = send(&mut p, 0);
+    p.on_outcome(slot, &Outcome::Unsupported, 0);
+    let (slot, second, _) = acquire(&mut p, 0);
+    assert_eq!(slot.step, 0);
+    assert_ne!(first, second);
     // None has it: a 404 saying so, never retried, never a 429 or a park.
     let mut p = P::new("qwen3-max", chain(), settings());
-    for lease in 1..=3 {
+    for lease in 1..=2 {
         let (slot, _, _) = acquire(&mut p, 0);
         p.on_admission(slot, &go(lease, 0));
         let _ = send(&mut p, 0);

@@ -160,9 +160,16 @@ fn accept(
             return Err(refuse(400, bodies::invalid_parameter(dialect, &id, &what)));
         }
     };
-    let chat_only =
-        request.shape.lacks_chat_only_models() && s.config.chat_only.contains(&request.model);
-    if !s.config.models.contains(&request.model) || chat_only {
+    let not_here = match request.shape {
+        Shape::Response => s.config.chat_only.contains(&request.model),
+        Shape::Text { .. } => s
+            .config
+            .completion_models
+            .as_ref()
+            .is_some_and(|m| !m.contains(&request.model)),
+        _ => false,
+    };
+    if !s.config.models.contains(&request.model) || not_here {
         s.record_invalid(&account);
         let body = bodies::model_not_found(dialect, &id, &request.model);
         return Err(refuse(404, body));

@@ -58,13 +58,6 @@ pub enum Shape {
     Text { generated: u64 },
 }
 
-impl Shape {
-    /// Whether a model the simulator serves for chat only (`chat_only`) is missing here.
-    pub fn lacks_chat_only_models(self) -> bool {
-        matches!(self, Shape::Response | Shape::Text { .. })
-    }
-}
-
 impl ChatRequest {
     /// Parses a request body; the error says what is wrong, for a 400.
     pub fn parse(body: &[u8]) -> Result<ChatRequest, String> {

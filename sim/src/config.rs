@@ -17,11 +17,14 @@ pub struct SimConfig {
     /// Models the upstream serves; anything else is `model_not_found`.
     #[serde(default)]
     pub models: Vec<String>,
-    /// Served models the Responses API and text completion do not serve (DashScope serves
-    /// the one for some models, the other for its Qwen Coder models only): a request there
-    /// naming one is answered 404 `model_not_found`.
+    /// Served models the Responses API does not serve (DashScope serves it for some models
+    /// only): a Responses request naming one is answered 404 `model_not_found`.
     #[serde(default)]
     pub chat_only: Vec<String>,
+    /// The models text completion (`/completions`) serves (DashScope: its Qwen Coder models);
+    /// a text completion naming another is answered 404 `model_not_found`. Absent: all.
+    #[serde(default)]
+    pub completion_models: Option<Vec<String>>,
     /// Upper bound of completion tokens per answer (the request's `max_tokens` may lower it).
     #[serde(default = "default_completion_tokens")]
     pub completion_tokens: u32,
@@ -138,6 +141,7 @@ impl Default for SimConfig {
             accounts: BTreeMap::new(),
             models: Vec::new(),
             chat_only: Vec::new(),
+            completion_models: None,
             completion_tokens: default_completion_tokens(),
             stream_chunk_delay_ms: 0,
         }
@@ -146,9 +150,16 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Three accounts (`acct-a`: sk-a1, sk-a2; `acct-b`: sk-b1; `acct-c`: sk-c1) serving
-    /// qwen3-max, qwen-plus, qwen-turbo and text-embedding-v4 with small limits, at real time.
+    /// qwen3-max, qwen-plus, qwen-turbo, text-embedding-v4 and qwen-coder-turbo (the one
+    /// text completion serves, as on DashScope) with small limits, at real time.
     pub fn demo() -> SimConfig {
-        let models = ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"];
+        let models = [
+            "qwen3-max",
+            "qwen-plus",
+            "qwen-turbo",
+            "text-embedding-v4",
+            "qwen-coder-turbo",
+        ];
         let limits = |rpm, rps, tpm| Limits {
             rpm: Some(rpm),
             rps: Some(rps),
@@ -162,6 +173,7 @@ impl SimConfig {
             ("qwen-plus", limits(12, 3, 40_000)),
             ("qwen-turbo", limits(30, 5, 100_000)),
             ("text-embedding-v4", limits(30, 5, 100_000)),
+            ("qwen-coder-turbo", limits(30, 5, 100_000)),
         ]
         .into_iter()
         .map(|(m, l)| (m.to_string(), l))
@@ -183,6 +195,7 @@ impl SimConfig {
             .collect(),
             models: models.iter().map(|m| m.to_string()).collect(),
             chat_only: Vec::new(),
+            completion_models: Some(vec!["qwen-coder-turbo".into()]),
             completion_tokens: 12,
             stream_chunk_delay_ms: 0,
         }

@@ -22,28 +22,29 @@ thread_local! {
     static HEADROOM: RefCell<HashMap<String, (f64, u64)>> = RefCell::new(HashMap::new());
     /// Recent sends per bucket that may have arrived later than their slots allowed for.
     static STALLS: RefCell<HashMap<String, Stalls>> = RefCell::new(HashMap::new());
-    /// When each bucket's upstream said it does not serve the model on an endpoint
-    /// (`Endpoint::may_lack_model`), by endpoint and bucket.
+    /// When an upstream said it does not serve a model on an endpoint
+    /// (`Endpoint::may_lack_model`), by endpoint, upstream and model: the upstream's answer,
+    /// whichever of its accounts asked.
     static UNSUPPORTED: RefCell<HashMap<(Endpoint, String), u64>> = RefCell::new(HashMap::new());
 }
 
-/// Whether the bucket's upstream said lately that it does not serve the model on `endpoint`.
-pub fn unsupported(endpoint: Endpoint, bucket: &str, now_ms: u64) -> bool {
+/// Whether `upstream` said lately that it does not serve `model` on `endpoint`.
+pub fn unsupported(endpoint: Endpoint, upstream: &str, model: &str, now_ms: u64) -> bool {
     UNSUPPORTED.with(|m| {
         m.borrow()
-            .get(&(endpoint, bucket.to_string()))
+            .get(&(endpoint, format!("{upstream}:{model}")))
             .is_some_and(|at| now_ms.saturating_sub(*at) < UNSUPPORTED_MS)
     })
 }
 
-/// Records that the bucket's upstream does not serve the model on `endpoint`.
-pub fn heard_unsupported(endpoint: Endpoint, bucket: &str, now_ms: u64) {
+/// Records that `upstream` does not serve `model` on `endpoint`.
+pub fn heard_unsupported(endpoint: Endpoint, upstream: &str, model: &str, now_ms: u64) {
     UNSUPPORTED.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() > 10_000 {
             m.retain(|_, at| now_ms.saturating_sub(*at) < UNSUPPORTED_MS);
         }
-        m.insert((endpoint, bucket.to_string()), now_ms);
+        m.insert((endpoint, format!("{upstream}:{model}")), now_ms);
     });
 }
 

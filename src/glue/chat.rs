@@ -182,7 +182,7 @@ async fn plan_and_send(
                     known_free_at_ms: cache::free_at(&c.bucket(), started),
                     headroom: cache::headroom(&c.bucket(), started),
                     unsupported: endpoint.may_lack_model()
-                        && cache::unsupported(endpoint, &c.bucket(), started),
+                        && cache::unsupported(endpoint, c.upstream_id, c.model, started),
                     c,
                 })
                 .collect(),
@@ -478,7 +478,7 @@ async fn plan_and_send(
                     cache::busy(&name, until, now_ms());
                 }
                 if outcome == Outcome::Unsupported {
-                    cache::heard_unsupported(endpoint, &name, now_ms());
+                    cache::heard_unsupported(endpoint, c.upstream_id, c.model, now_ms());
                 }
                 // Any push back from the upstream ends this isolate's credit there: the bucket
                 // decides again, one admission at a time.

@@ -139,6 +139,7 @@ pub fn sim_config() -> SimConfig {
         },
         "models": ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"],
         "chat_only": ["qwen-plus"],
+        "completion_models": ["qwen3-max", "qwen-turbo"],
         "completion_tokens": 8,
         "stream_chunk_delay_ms": 0
     }))

@@ -190,7 +190,13 @@ async fn models_endpoint_in_both_dialects() {
             .collect();
         assert_eq!(
             ids,
-            ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"]
+            [
+                "qwen3-max",
+                "qwen-plus",
+                "qwen-turbo",
+                "text-embedding-v4",
+                "qwen-coder-turbo"
+            ]
         );
         assert_eq!(v["data"][0]["owned_by"], "system");
         let resp = client()
@@ -225,12 +231,11 @@ async fn embeddings_in_both_dialects_count_their_input() {
 
 #[tokio::test]
 async fn text_completions_in_both_dialects_whole_and_streamed() {
-    let mut config = SimConfig::demo();
-    config.chat_only = vec!["qwen-plus".into()];
-    let sim = start(config).await;
+    // As on DashScope, only the Qwen Coder model serves them.
+    let sim = start(SimConfig::demo()).await;
     for prefix in [DS, OA] {
         for stream in [false, true] {
-            let body = json!({"model": "qwen-turbo", "prompt": "abcd", "max_tokens": 3,
+            let body = json!({"model": "qwen-coder-turbo", "prompt": "abcd", "max_tokens": 3,
                 "stream": stream, "stream_options": {"include_usage": true}});
             let resp = post_to(&sim, prefix, "completions", "sk-c1", &body).await;
             assert_eq!(resp.status(), 200);
@@ -247,9 +252,13 @@ async fn text_completions_in_both_dialects_whole_and_streamed() {
             assert_eq!(v["usage"]["completion_tokens"], 3, "{text}");
         }
     }
-    let chat_only = json!({"model": "qwen-plus", "prompt": "abcd"});
+    let chat_only = json!({"model": "qwen3-max", "prompt": "abcd"});
     let resp = post_to(&sim, DS, "completions", "sk-c1", &chat_only).await;
     assert_eq!(resp.status(), 404);
+    let chat =
+        json!({"model": "qwen-coder-turbo", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post_to(&sim, DS, "chat/completions", "sk-c1", &chat).await;
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
