@@ -383,6 +383,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "keys-test",
             "keys4-test",
             "long-stream",
+            "prompts-test",
             "qwen-turbo-direct",
             "qwen3-max",
             "relay-test",
