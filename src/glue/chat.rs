@@ -6,6 +6,7 @@
 
 use crate::access::{meter, Identity};
 use crate::affinity;
+use crate::asks;
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, ModelRoute, Price};
@@ -40,9 +41,6 @@ struct Lateness {
     lag_ms: i64,
     bound_ms: Option<u64>,
 }
-
-/// Header a client sends to refuse a lower model (`x-gateway-fallback: none`).
-const NO_FALLBACK_HEADER: &str = "x-gateway-fallback";
 
 /// A candidate as the planner sees it: the config's candidate plus what this isolate last
 /// heard of its bucket.
@@ -151,11 +149,12 @@ async fn plan_and_send(
     if !identity.may_call(&chat.model) {
         return Err(plain(identity.model_refused(&chat.model)));
     }
-    let allow_fallback = endpoint.may_downgrade()
-        && !matches!(
-            respond::header(&req, NO_FALLBACK_HEADER).as_deref(),
-            Some("none" | "off" | "false" | "0")
-        );
+    let asks = asks::read(
+        respond::header(&req, asks::FALLBACK_HEADER).as_deref(),
+        respond::header(&req, asks::MAX_WAIT_HEADER).as_deref(),
+    )
+    .map_err(plain)?;
+    let allow_fallback = endpoint.may_downgrade() && !asks.no_fallback;
 
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
@@ -192,7 +191,12 @@ async fn plan_and_send(
         &chat.model,
         steps,
         PlanSettings {
-            max_wait_ms: route.max_wait_ms.unwrap_or(config.default_max_wait_ms),
+            // The client's own wait, if it asked for one; never past the deadline.
+            max_wait_ms: asks
+                .max_wait_ms
+                .or(route.max_wait_ms)
+                .unwrap_or(config.default_max_wait_ms)
+                .min(deadline_ms),
             deadline_ms: deadline_at,
             allow_fallback,
             seed: random_u64(),

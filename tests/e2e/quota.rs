@@ -20,6 +20,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("no_fallback_header_gives_an_honest_429", |c| {
             Box::pin(no_fallback_header(c))
         }),
+        ("a_client_may_wait_longer_for_the_primary", |c| {
+            Box::pin(waits_longer(c))
+        }),
         ("free_quota_exhausted_parks_the_bucket_until_cleared", |c| {
             Box::pin(free_quota_parks(c))
         }),
@@ -202,6 +205,39 @@ async fn no_fallback_header(ctx: Arc<Ctx>) {
         "3 accounts x 6 rpm: {statuses:?}"
     );
     assert_no_upstream_429(&ctx);
+}
+
+async fn waits_longer(ctx: Arc<Ctx>) {
+    // The same 25 requests, from a batch job that would rather queue than be refused: each may
+    // wait two (compressed) minutes for a qwen3-max slot instead of the model's 100 ms.
+    let url = format!("{}/v1/chat/completions", ctx.url());
+    let request = |wait: &str| {
+        ctx.http
+            .post(&url)
+            .bearer_auth(crate::support::CLIENT_KEY)
+            .header("x-gateway-fallback", "none")
+            .header("x-gateway-max-wait-ms", wait)
+            .json(&chat_body("qwen3-max", false))
+    };
+    let started = std::time::Instant::now();
+    let wait = (2 * MINUTE_MS).to_string();
+    for i in 0..25 {
+        let reply = ctx.send(request(&wait)).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+        assert_eq!(reply.header("x-gateway-served-model"), "qwen3-max");
+    }
+    // 3 accounts x 6 a minute: the last 7 waited for the windows to move.
+    assert!(started.elapsed() >= Duration::from_millis(MINUTE_MS / 2));
+    assert_no_upstream_429(&ctx);
+    // A wait that is not a number of milliseconds is the client's to fix, never sent.
+    let calls = ctx.sim.stats()["total_calls"].clone();
+    let reply = ctx.send(request("1m")).await;
+    let error = reply.assert_error(400);
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-gateway-max-wait-ms"));
+    assert_eq!(ctx.sim.stats()["total_calls"], calls);
 }
 
 async fn free_quota_parks(ctx: Arc<Ctx>) {
