@@ -364,6 +364,22 @@ impl Completion {
 }
 
 #[cfg(test)]
+impl Completion {
+    /// The answer to `r` as the simulator makes it (at most 12 tokens a choice), for tests.
+    pub(crate) fn answering(r: &ChatRequest) -> Completion {
+        Completion {
+            id: "chatcmpl-7".into(),
+            model: r.model.clone(),
+            created: 1,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens(12),
+            choices: r.choices,
+            shape: r.shape,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -176,18 +176,6 @@ impl Completion {
 mod tests {
     use super::*;
 
-    fn completion(r: &ChatRequest) -> Completion {
-        Completion {
-            id: "chatcmpl-7".into(),
-            model: r.model.clone(),
-            created: 1,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens(12),
-            choices: 1,
-            shape: r.shape,
-        }
-    }
-
     fn data(event: &str) -> Value {
         let line = event
             .lines()
@@ -225,7 +213,7 @@ mod tests {
         let r =
             ChatRequest::parse_responses(br#"{"model":"m","input":"hi","max_output_tokens":4}"#)
                 .unwrap();
-        let c = completion(&r);
+        let c = Completion::answering(&r);
         let body: Value = serde_json::from_str(&c.response_json()).unwrap();
         assert_eq!(body["object"], "response");
         assert_eq!(body["id"], "resp_7");

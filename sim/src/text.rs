@@ -121,18 +121,6 @@ impl Completion {
 mod tests {
     use super::*;
 
-    fn completion(r: &ChatRequest) -> Completion {
-        Completion {
-            id: "chatcmpl-7".into(),
-            model: r.model.clone(),
-            created: 1,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens(12),
-            choices: r.choices,
-            shape: r.shape,
-        }
-    }
-
     fn data(event: &str) -> Value {
         serde_json::from_str(event.strip_prefix("data: ").unwrap().trim_end()).unwrap()
     }
@@ -143,7 +131,7 @@ mod tests {
         let r = ChatRequest::parse_completions(body).unwrap();
         assert_eq!((r.prompt_tokens, r.choices), (1 + 2 + 1, 4));
         assert_eq!(r.shape, Shape::Text { generated: 6 });
-        let c = completion(&r);
+        let c = Completion::answering(&r);
         // Three candidates of three tokens for each of two prompts.
         assert_eq!(c.total_completion_tokens(), 18);
         let body: Value = serde_json::from_str(&c.text_json()).unwrap();
@@ -167,7 +155,7 @@ mod tests {
     #[test]
     fn streams_each_choice_the_whole_text_then_usage_and_done() {
         let body = br#"{"model":"c","prompt":"def f(","n":2,"max_tokens":5,"stream":true}"#;
-        let c = completion(&ChatRequest::parse_completions(body).unwrap());
+        let c = Completion::answering(&ChatRequest::parse_completions(body).unwrap());
         let mut texts = [String::new(), String::new()];
         for event in c.text_content_events() {
             let chunk = data(&event);

@@ -2,7 +2,7 @@
 //! official SDK and counted, every prompt's choices reserved, a model an upstream serves for
 //! chat only passed over.
 
-use crate::support::{counters, eventually, stat, Ctx};
+use crate::support::{counters, eventually, refused_before_the_upstream, stat, Before, Ctx};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -43,24 +43,15 @@ for chunk in client.completions.create(model="stream-test", prompt=prompt, strea
 print(repr(text), usage.completion_tokens)
 "#;
     let out = ctx.sdk(script);
-    let lines: Vec<&str> = out.lines().collect();
-    // The prompt's 75 characters, as the simulator counts them: ceil(75 / 4).
-    assert_eq!(
-        lines.first().copied(),
-        Some("qwen-turbo text_completion 19 5 'Simulated answer from the upstream'"),
-        "{out}"
-    );
-    let answer = "'Simulated answer from the upstream simulator with deterministic'";
-    assert_eq!(
-        lines.get(1).copied(),
-        Some(format!("{answer} 8").as_str()),
-        "{out}"
-    );
+    // The prompt's 75 characters, as the simulator counts them: ceil(75 / 4); 8 words unless
+    // capped.
+    let whole = "qwen-turbo text_completion 19 5 'Simulated answer from the upstream'";
+    let streamed = "'Simulated answer from the upstream simulator with deterministic' 8";
+    assert_eq!(out.lines().collect::<Vec<_>>(), [whole, streamed], "{out}");
 
     // A client that did not ask for the usage chunk does not get it, and the bucket settles
     // with the usage the gateway asked for on its behalf.
-    let before = counters(&ctx, "acct-a", "qwen-turbo").await;
-    let sim_before = ctx.sim_model("acct-a", "qwen-turbo");
+    let before = Before::take(&ctx, "acct-a", "qwen-turbo").await;
     let body = json!({"model": "stream-test", "prompt": "def f(", "stream": true});
     let reply = ctx.post("completions", &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -77,36 +68,19 @@ print(repr(text), usage.completion_tokens)
         reply.text
     );
     assert!(reply.text.ends_with("data: [DONE]\n\n"), "{}", reply.text);
-    let sim = ctx.sim_model("acct-a", "qwen-turbo");
-    let grew = |now: &Value, was: &Value, k: &str| stat(now, &[k]) - stat(was, &[k]);
-    let settled = eventually(3, || async {
-        let now = counters(&ctx, "acct-a", "qwen-turbo").await;
-        grew(&now, &before, "ok") == 1
-            && ["prompt_tokens", "completion_tokens"]
-                .iter()
-                .all(|k| grew(&now, &before, k) == grew(&sim, &sim_before, k))
-    })
-    .await;
+    let settled = before.settled_one_as_counted_upstream(&ctx).await;
     assert!(settled, "the stream is settled with the upstream's usage");
 
     // Bad input is the gateway's clear 400, never sent upstream.
-    let calls = ctx.sim.stats()["total_calls"].clone();
-    for (body, param) in [
+    let bad = [
         (json!({"model": "stream-test"}), "prompt"),
         (json!({"model": "stream-test", "prompt": {}}), "prompt"),
         (
             json!({"model": "stream-test", "prompt": "x", "best_of": 0}),
             "best_of",
         ),
-    ] {
-        let reply = ctx.post("completions", &body).await;
-        assert_eq!(reply.assert_error(400)["param"], param, "{}", reply.text);
-    }
-    assert_eq!(
-        ctx.sim.stats()["total_calls"],
-        calls,
-        "nothing reached the upstream"
-    );
+    ];
+    refused_before_the_upstream(&ctx, "completions", &bad).await;
 }
 
 async fn prompts_reserved(ctx: Arc<Ctx>) {
@@ -140,34 +114,6 @@ async fn prompts_reserved(ctx: Arc<Ctx>) {
 }
 
 async fn chat_only(ctx: Arc<Ctx>) {
-    // qwen-plus is served for chat only: a text completion goes on to qwen-turbo and says why.
-    let body = json!({"model": "chat-first", "prompt": "def f("});
-    let reply = ctx.post("completions", &body).await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.header("x-gateway-served-model"), "qwen-turbo");
-    assert_eq!(
-        reply.header("x-gateway-fallback-reason"),
-        "qwen-plus:unsupported"
-    );
-    // The isolate remembers: the next one makes no call to qwen-plus.
-    let calls = ctx.sim_model("acct-c", "qwen-plus")["calls"].clone();
-    let again = ctx.post("completions", &body).await;
-    assert_eq!(again.header("x-gateway-attempts"), "1", "{}", again.text);
-    assert_eq!(ctx.sim_model("acct-c", "qwen-plus")["calls"], calls);
-    // Chat is still served by qwen-plus: its bucket is not parked.
-    let chat = json!({"model": "chat-first", "messages": [{"role": "user", "content": "Hi"}]});
-    let chat = ctx.chat(&chat).await;
-    assert_eq!(
-        chat.header("x-gateway-served-model"),
-        "qwen-plus",
-        "{}",
-        chat.text
-    );
-    let state = &ctx.bucket("acct-c", "qwen-plus").await["state"];
-    assert_eq!(state["parked"], Value::Null, "not parked: {state}");
-    // Nothing serves it there: a 404 the SDKs do not retry.
-    let reply = ctx
-        .post("completions", &json!({"model": "chat-only", "prompt": "x"}))
-        .await;
-    assert_eq!(reply.assert_error(404)["code"], "model_not_supported");
+    let body = json!({"prompt": "def f("});
+    crate::responses::passed_over_not_parked(&ctx, "completions", body).await;
 }

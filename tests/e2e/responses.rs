@@ -1,7 +1,7 @@
 //! The Responses API end to end: served whole and streamed through the official SDK, counted,
 //! failed over before its first token, ended with an error event after it.
 
-use crate::support::{counters, eventually, stat, Ctx, CLIENT_KEY};
+use crate::support::{refused_before_the_upstream, Before, Ctx, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -81,8 +81,7 @@ print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
     );
 
     // The headers, and the counting: the bucket settles with the upstream's usage.
-    let before = counters(&ctx, "acct-a", "qwen-turbo").await;
-    let sim_before = ctx.sim_model("acct-a", "qwen-turbo");
+    let before = Before::take(&ctx, "acct-a", "qwen-turbo").await;
     let reply = respond(
         &ctx,
         json!({"model": "stream-test", "input": "Hi", "stream": true}),
@@ -103,24 +102,13 @@ print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
         "{}",
         reply.text
     );
-    let sim = ctx.sim_model("acct-a", "qwen-turbo");
-    let grew = |now: &Value, was: &Value, k: &str| stat(now, &[k]) - stat(was, &[k]);
-    let settled = eventually(3, || async {
-        let now = counters(&ctx, "acct-a", "qwen-turbo").await;
-        grew(&now, &before, "ok") == 1
-            && ["prompt_tokens", "completion_tokens"]
-                .iter()
-                .all(|k| grew(&now, &before, k) == grew(&sim, &sim_before, k))
-    })
-    .await;
     assert!(
-        settled,
+        before.settled_one_as_counted_upstream(&ctx).await,
         "the stream is settled with the upstream's usage, not the estimate"
     );
 
     // Bad input is the gateway's clear 400, never sent upstream.
-    let calls = ctx.sim.stats()["total_calls"].clone();
-    for (body, param) in [
+    let bad = [
         (json!({"model": "stream-test"}), "input"),
         (
             json!({"model": "stream-test", "input": "x", "background": true}),
@@ -130,15 +118,8 @@ print(repr(text), done.status, done.usage.output_tokens, repr(done.output_text))
             json!({"model": "stream-test", "input": "x", "max_output_tokens": "9"}),
             "max_output_tokens",
         ),
-    ] {
-        let reply = respond(&ctx, body).await;
-        assert_eq!(reply.assert_error(400)["param"], param, "{}", reply.text);
-    }
-    assert_eq!(
-        ctx.sim.stats()["total_calls"],
-        calls,
-        "nothing reached the upstream"
-    );
+    ];
+    refused_before_the_upstream(&ctx, "responses", &bad).await;
 }
 
 async fn failures(ctx: Arc<Ctx>) {
@@ -212,8 +193,20 @@ except openai.APIError:
 }
 
 async fn chat_only(ctx: Arc<Ctx>) {
-    // qwen-plus is served for chat only: a Responses request goes on to qwen-turbo and says why.
-    let reply = respond(&ctx, json!({"model": "chat-first", "input": "Say hello"})).await;
+    passed_over_not_parked(&ctx, "responses", json!({"input": "Say hello"})).await;
+}
+
+/// qwen-plus is served for chat only (the simulator's `chat_only`, `completion_models`): a
+/// request to `/v1/<path>` with `body` goes on to qwen-turbo and says why, the isolate then
+/// makes no call to qwen-plus, chat there is unaffected, and where no step serves it the
+/// answer is a 404.
+pub async fn passed_over_not_parked(ctx: &Ctx, path: &str, body: Value) {
+    let with_model = |model: &str| {
+        let mut body = body.clone();
+        body["model"] = json!(model);
+        body
+    };
+    let reply = ctx.post(path, &with_model("chat-first")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.header("x-gateway-served-model"), "qwen-turbo");
     assert_eq!(
@@ -223,7 +216,7 @@ async fn chat_only(ctx: Arc<Ctx>) {
     // The isolate remembers: the next one goes straight to qwen-turbo (one isolate under
     // wrangler dev), without a call to qwen-plus.
     let calls = ctx.sim_model("acct-c", "qwen-plus")["calls"].clone();
-    let again = respond(&ctx, json!({"model": "chat-first", "input": "Say hello"})).await;
+    let again = ctx.post(path, &with_model("chat-first")).await;
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.header("x-gateway-attempts"), "1");
     assert_eq!(
@@ -240,7 +233,7 @@ async fn chat_only(ctx: Arc<Ctx>) {
     let state = &ctx.bucket("acct-c", "qwen-plus").await["state"];
     assert_eq!(state["parked"], Value::Null, "not parked: {state}");
     // Nothing serves it there: a 404 the SDKs do not retry.
-    let reply = respond(&ctx, json!({"model": "chat-only", "input": "Say hello"})).await;
+    let reply = ctx.post(path, &with_model("chat-only")).await;
     let error = reply.assert_error(404);
     assert_eq!(error["code"], "model_not_supported", "{}", reply.text);
     assert_eq!(reply.header("x-should-retry"), "false");

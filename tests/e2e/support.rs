@@ -549,6 +549,53 @@ pub async fn counters(ctx: &Ctx, account: &str, model: &str) -> Value {
     ctx.bucket(account, model).await["state"]["counters"].clone()
 }
 
+/// A bucket's counters and the simulator's for the same account and model, taken before a
+/// request, to check that the bucket then settles it with the usage the upstream counted.
+pub struct Before {
+    account: &'static str,
+    model: &'static str,
+    gateway: Value,
+    upstream: Value,
+}
+
+impl Before {
+    pub async fn take(ctx: &Ctx, account: &'static str, model: &'static str) -> Before {
+        Before {
+            account,
+            model,
+            gateway: counters(ctx, account, model).await,
+            upstream: ctx.sim_model(account, model),
+        }
+    }
+
+    /// Whether one more request was served and settled with the upstream's token counts
+    /// (not the gateway's estimate), within 3 s.
+    pub async fn settled_one_as_counted_upstream(&self, ctx: &Ctx) -> bool {
+        let upstream = ctx.sim_model(self.account, self.model);
+        let grew = |now: &Value, was: &Value, k: &str| stat(now, &[k]) - stat(was, &[k]);
+        eventually(3, || async {
+            let now = counters(ctx, self.account, self.model).await;
+            grew(&now, &self.gateway, "ok") == 1
+                && ["prompt_tokens", "completion_tokens"]
+                    .iter()
+                    .all(|k| grew(&now, &self.gateway, k) == grew(&upstream, &self.upstream, k))
+        })
+        .await
+    }
+}
+
+/// Posts each body to `/v1/<path>`: each must be a 400 naming its parameter, and none may
+/// reach the upstream.
+pub async fn refused_before_the_upstream(ctx: &Ctx, path: &str, cases: &[(Value, &str)]) {
+    let calls = ctx.sim.stats()["total_calls"].clone();
+    for (body, param) in cases {
+        let reply = ctx.post(path, body).await;
+        assert_eq!(reply.assert_error(400)["param"], *param, "{}", reply.text);
+    }
+    let now = ctx.sim.stats()["total_calls"].clone();
+    assert_eq!(now, calls, "nothing reached the upstream");
+}
+
 /// Polls until `check` holds or `secs` pass; returns whether it held.
 pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where
