@@ -339,11 +339,10 @@ impl ApiRequest {
         serde_json::to_vec(&Upstream(&self.body, upstream_model)).unwrap_or_default()
     }
 
-    /// The account tag of the stored response a Responses request continues
-    /// (`previous_response_id`, as the gateway handed it out): only that account has it.
-    pub fn stored_at(&self) -> Option<&str> {
-        let id = self.body.get("previous_response_id")?.as_str()?;
-        crate::affinity::untag(id).map(|(_, tag)| tag)
+    /// The stored response a Responses request continues (`previous_response_id`, as the
+    /// gateway handed it out: `crate::affinity::follow_up` says where it goes).
+    pub fn previous_response_id(&self) -> Option<&str> {
+        self.body.get("previous_response_id")?.as_str()
     }
 }
 
@@ -441,7 +440,7 @@ impl Serialize for Upstream<'_> {
             };
             match stored {
                 _ if key == "model" => map.serialize_entry(key, self.1)?,
-                Some((id, _)) => map.serialize_entry(key, id)?,
+                Some(t) => map.serialize_entry(key, t.upstream_id)?,
                 None => map.serialize_entry(key, value)?,
             }
         }
@@ -684,11 +683,15 @@ mod tests {
 
     #[test]
     fn a_follow_up_goes_upstream_with_the_upstreams_own_id() {
-        let id = crate::affinity::tagged("resp_9", "acct-b");
+        let owner = crate::affinity::Owner {
+            user: "alice".into(),
+            secret: b"s".to_vec(),
+        };
+        let id = crate::affinity::tagged("resp_9", "acct-b", Some(&owner));
         let body =
             format!(r#"{{"model":"qwen3-max","input":"and then?","previous_response_id":"{id}"}}"#);
         let r = ApiRequest::parse(body.as_bytes(), Endpoint::Responses, 4).unwrap();
-        assert_eq!(r.stored_at(), Some(crate::affinity::tag("acct-b").as_str()));
+        assert_eq!(r.previous_response_id(), Some(id.as_str()));
         let sent: Value = serde_json::from_slice(&r.upstream_body("qwen-plus")).unwrap();
         assert_eq!(
             sent,
@@ -697,7 +700,6 @@ mod tests {
         // An id the gateway did not hand out goes as it came, pinned nowhere.
         let body = br#"{"model":"m","input":"x","previous_response_id":"resp_9"}"#;
         let r = ApiRequest::parse(body, Endpoint::Responses, 4).unwrap();
-        assert_eq!(r.stored_at(), None);
         let sent: Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
         assert_eq!(sent["previous_response_id"], "resp_9");
     }

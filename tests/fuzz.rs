@@ -300,12 +300,18 @@ fn fuzz_every_outside_input() {
         r.run(&(bytes(), ".{0,24}", bytes()), |(head, id, tail)| {
             // An answer holding the id quoted, amid anything.
             let raw = [head, format!("\"{id}\"").into_bytes(), tail].concat();
-            if let Some((upstream, tag)) = affinity::untag(&id) {
-                prop_assert!(upstream.len() + tag.len() < id.len());
+            if let Some(t) = affinity::untag(&id) {
+                prop_assert!(t.upstream_id.len() + t.account_tag.len() < id.len());
+                let owner = affinity::Owner {
+                    user: id.clone(),
+                    secret: raw.clone(),
+                };
+                let _ = t.belongs(Some(&owner));
             }
+            let _ = affinity::follow_up(Some(&id), None);
             // Ids needing no escape are always found and tagged.
             let plain = !id.is_empty() && id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-            match affinity::retag(&raw, &id, "acct") {
+            match affinity::retag(&raw, &id, "acct", None) {
                 Some(out) => prop_assert!(out.len() > raw.len()),
                 None => prop_assert!(!plain, "{id:?} was not tagged"),
             }

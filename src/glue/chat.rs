@@ -5,7 +5,7 @@
 //! this loop asks buckets, sleeps, sends, and reports back.
 
 use crate::access::{meter, Identity};
-use crate::affinity;
+use crate::affinity::{self, Owner};
 use crate::asks;
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::classify::{self, Outcome, ParkScope};
@@ -18,7 +18,7 @@ use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
-use crate::glue::{body, cache, log, now_ms, respond};
+use crate::glue::{body, cache, log, now_ms, respond, stored};
 use crate::openai::{ApiError, ApiRequest, Endpoint};
 use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
@@ -164,8 +164,16 @@ async fn plan_and_send(
         .unwrap_or(config.default_first_token_timeout_ms);
     let (prompt_tokens, est_tokens) = tokens::estimate(&chat, config.default_output_tokens);
     // A follow-up of a stored response goes to the account that stored it, if it can serve
-    // the model (otherwise anywhere: the upstream then says it does not know the response).
-    let stored_by = chat.stored_at().and_then(|at| {
+    // the model (otherwise anywhere: the upstream then says it does not know the response),
+    // and only if the response is the caller's (a user token's are its user's alone).
+    let owner = (endpoint == Endpoint::Responses)
+        .then(|| stored::owner(env, identity))
+        .flatten();
+    let previous = (endpoint == Endpoint::Responses)
+        .then(|| chat.previous_response_id())
+        .flatten();
+    let stored_at = affinity::follow_up(previous, owner.as_ref()).map_err(plain)?;
+    let stored_by = stored_at.and_then(|at| {
         let accounts = route.fallback.iter().flat_map(|s| config.candidates(s));
         affinity::stored_by(at, accounts.map(|c| c.account))
     });
@@ -237,6 +245,7 @@ async fn plan_and_send(
     let job = Job {
         env,
         chat: &chat,
+        owner: owner.as_ref(),
         client_wants_usage,
         deadline_at,
         first_token_ms,
@@ -558,6 +567,8 @@ fn downgraded_from(
 struct Job<'a> {
     env: &'a Env,
     chat: &'a ApiRequest,
+    /// Whose the response is, if the upstream stores it (`crate::affinity`).
+    owner: Option<&'a Owner>,
     client_wants_usage: bool,
     deadline_at: u64,
     first_token_ms: u64,
@@ -604,7 +615,8 @@ impl Job<'_> {
         let opened = match sent {
             Sent::Whole { status, body } => {
                 let tagged = stored_by.and_then(|account| {
-                    affinity::retag(&body, &affinity::response_id(&body)?, account)
+                    let id = affinity::response_id(&body)?;
+                    affinity::retag(&body, &id, account, self.owner)
                 });
                 Ok(Answer::Whole {
                     status,
@@ -618,6 +630,7 @@ impl Job<'_> {
                     first_token_at_ms: first_token_at,
                     idle_ms: self.idle_ms,
                     stored_by: stored_by.map(str::to_string),
+                    owner: self.owner.cloned(),
                 };
                 stream::open(response, controller, rules, now_ms)
                     .await

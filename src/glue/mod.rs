@@ -170,10 +170,17 @@ async fn handle(
         }
         Route::Stored { id, input_items } => {
             let config = load_config(env).map_err(plain)?;
-            authenticate(&req, env, &config, cors).map_err(plain)?;
+            let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
             let url = req.url();
             let query = routes::query_of(&url);
-            stored::call(env, &config, &method, &id, input_items, query)
+            let owner = stored::owner(env, &identity);
+            let call = stored::Call {
+                method: &method,
+                id: &id,
+                input_items,
+                query,
+            };
+            stored::call(env, &config, owner.as_ref(), call)
                 .await
                 .map_err(plain)
         }

@@ -1,7 +1,8 @@
 //! Calls about a response stored upstream (retrieve, delete, list its input items), sent to
 //! the account that holds it: the one its id's tag names (`crate::affinity`).
 
-use crate::affinity;
+use crate::access::Identity;
+use crate::affinity::{self, Owner};
 use crate::classify;
 use crate::config::Config;
 use crate::glue::{js, respond};
@@ -12,16 +13,41 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::AbortController;
 use worker::{web_sys, Env, Headers, Response};
 
-/// Answers `method` (GET or DELETE) on the stored response `id` (as the gateway handed it
-/// out), or on its input items; `query` (with its `?`, or empty) goes along, for paging.
+/// Whom the responses a caller stores belong to: a user token's user, sealed with its
+/// client's signing secret; None for a client key (`affinity::Owner`).
+pub fn owner(env: &Env, identity: &Identity) -> Option<Owner> {
+    let user = identity.user.clone()?;
+    let name = &identity.settings?.user_tokens.as_ref()?.secret;
+    let secret = env.secret(name).ok()?.to_string().into_bytes();
+    Some(Owner { user, secret })
+}
+
+/// A call about a stored response.
+pub struct Call<'a> {
+    /// GET or DELETE.
+    pub method: &'a str,
+    /// Its id, as the gateway handed it out.
+    pub id: &'a str,
+    /// About its input items, not the response.
+    pub input_items: bool,
+    /// The query (with its `?`, or empty), for paging.
+    pub query: &'a str,
+}
+
+/// Answers `call` for `caller`: a response that is not the caller's (`affinity::Tagged::belongs`)
+/// is not found, as one that does not exist.
 pub async fn call(
     env: &Env,
     config: &Config,
-    method: &str,
-    id: &str,
-    input_items: bool,
-    query: &str,
+    caller: Option<&Owner>,
+    call: Call<'_>,
 ) -> Result<Response, ApiError> {
+    let Call {
+        method,
+        id,
+        input_items,
+        query,
+    } = call;
     let not_found = || {
         let mut e = ApiError::new(
             404,
@@ -32,11 +58,14 @@ pub async fn call(
         e.param = Some("response_id".to_string());
         e
     };
-    let (upstream_id, tag) = affinity::untag(id).ok_or_else(not_found)?;
+    let stored = affinity::untag(id)
+        .filter(|t| t.belongs(caller))
+        .ok_or_else(not_found)?;
+    let upstream_id = stored.upstream_id;
     let (account_id, account) = config
         .accounts
         .iter()
-        .find(|(a, _)| affinity::tag(a) == tag)
+        .find(|(a, _)| affinity::tag(a) == stored.account_tag)
         .ok_or_else(not_found)?;
     let upstream = config
         .upstreams
@@ -59,7 +88,9 @@ pub async fn call(
         if !(200..300).contains(&status) {
             return Err(classify::passed_through(status, &body));
         }
-        let body = affinity::retag(&body, upstream_id, account_id).unwrap_or(body);
+        // Handed back as it was handed out: sealed for the same user.
+        let owner = stored.seal.and(caller);
+        let body = affinity::retag(&body, upstream_id, account_id, owner).unwrap_or(body);
         let headers = Headers::new();
         respond::set_header(&headers, "content-type", "application/json");
         return respond::bytes(status, body, headers);

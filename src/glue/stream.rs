@@ -3,7 +3,7 @@
 //! event by event, ending cleanly with an OpenAI-style error event if the upstream breaks.
 //! Chat and Responses API streams alike (`crate::sse::frame` reads both).
 
-use crate::affinity::{self, Retag};
+use crate::affinity::{self, Owner, Retag};
 use crate::classify::{self, Outcome};
 use crate::config::Profile;
 use crate::openai::{ApiError, Usage};
@@ -32,6 +32,8 @@ pub struct StreamRules {
     /// A Responses API stream's account: the response's id is handed out tagged with it
     /// (`crate::affinity`).
     pub stored_by: Option<String>,
+    /// The user the response belongs to, sealed into its id.
+    pub owner: Option<Owner>,
 }
 
 /// A stream that has started: the client's body and where its final usage will arrive.
@@ -60,6 +62,7 @@ pub async fn open(
         client_wants_usage: rules.client_wants_usage,
         done: false,
         stored_by: rules.stored_by,
+        owner: rules.owner,
         retag: None,
     };
     let mut held = Vec::new();
@@ -139,6 +142,8 @@ struct Pass {
     done: bool,
     /// See `StreamRules::stored_by`.
     stored_by: Option<String>,
+    /// See `StreamRules::owner`.
+    owner: Option<Owner>,
     /// How the response's id is handed out, once an event said it (the first does:
     /// `response.created`).
     retag: Option<Retag>,
@@ -155,7 +160,7 @@ impl Pass {
         if self.retag.is_none() {
             let data = event.data.as_deref().unwrap_or_default();
             let id = affinity::response_id(data.as_bytes());
-            self.retag = id.and_then(|id| Retag::new(&id, account));
+            self.retag = id.and_then(|id| Retag::new(&id, account, self.owner.as_ref()));
         }
         match &self.retag {
             Some(retag) => retag.apply(&raw).unwrap_or(raw),

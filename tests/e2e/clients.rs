@@ -26,6 +26,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("user_tokens_meter_each_user_and_bad_tokens_say_why", |c| {
             Box::pin(user_tokens(c))
         }),
+        ("a_users_stored_responses_are_theirs_alone", |c| {
+            Box::pin(stored_responses_per_user(c))
+        }),
         ("cors_answers_allowed_origins_only", |c| Box::pin(cors(c))),
         ("a_revoked_client_is_refused_at_once", |c| {
             Box::pin(revoked_client(c))
@@ -68,6 +71,87 @@ async fn call(ctx: &Ctx, credential: &str, model: &str) -> Reply {
             .json(&body),
     )
     .await
+}
+
+async fn stored_responses_per_user(ctx: Arc<Ctx>) {
+    admin(&ctx, "app-a", true).await;
+    let now = now_s();
+    let token = |sub: &str| {
+        let claims = json!({"iss": "app-a", "sub": sub, "iat": now, "exp": now + 300});
+        mint(&claims, APP_A_SIGNING)
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let respond = |credential: &str, body: Value| {
+        let url = format!("{}/v1/responses", ctx.url());
+        ctx.send(ctx.http.post(url).bearer_auth(credential).json(&body))
+    };
+    let stored = |credential: &str, method: reqwest::Method, tail: &str| {
+        let url = format!("{}/v1/responses/{tail}", ctx.url());
+        ctx.send(ctx.http.request(method, url).bearer_auth(credential))
+    };
+    let first = respond(
+        &alice,
+        json!({"model": "client-test", "input": "Remember 42"}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    // Streamed, the id in its events is alice's too.
+    let streamed = respond(
+        &alice,
+        json!({"model": "client-test", "input": "More", "previous_response_id": id, "stream": true}),
+    )
+    .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text);
+    let completed = streamed
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|e| e["type"] == "response.completed")
+        .expect("response.completed");
+    let second = completed["response"]["id"].as_str().unwrap().to_string();
+
+    // Bob, of the same app, knowing both ids: nothing is his to read, delete or continue, and
+    // nothing of it reaches the upstream; nor does the upstream's raw id help him.
+    let calls = ctx.sim.stats()["total_calls"].clone();
+    let raw = id.rsplit_once(".gw").unwrap().0.to_string();
+    for (method, tail) in [
+        (reqwest::Method::GET, id.clone()),
+        (reqwest::Method::GET, format!("{second}/input_items")),
+        (reqwest::Method::DELETE, id.clone()),
+    ] {
+        let reply = stored(&bob, method.clone(), &tail).await;
+        assert_eq!(
+            reply.assert_error(404)["param"],
+            "response_id",
+            "{method} {tail}"
+        );
+    }
+    for previous in [&id, &second, &raw] {
+        let body = json!({"model": "client-test", "input": "What was it?", "previous_response_id": previous});
+        let reply = respond(&bob, body).await;
+        let error = reply.assert_error(400);
+        assert_eq!(error["code"], "previous_response_not_found", "{previous}");
+    }
+    assert_eq!(
+        ctx.sim.stats()["total_calls"],
+        calls,
+        "nothing reached the upstream"
+    );
+
+    // Alice continues, reads and deletes hers; the app's own server (its client key) reads
+    // its users' responses.
+    let body =
+        json!({"model": "client-test", "input": "What was it?", "previous_response_id": second});
+    assert_eq!(respond(&alice, body).await.status, 200);
+    let got = stored(&alice, reqwest::Method::GET, &id).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(got.json()["id"], id.as_str());
+    let server = stored(APP_A_KEY, reqwest::Method::GET, &second).await;
+    assert_eq!(server.status, 200, "{}", server.text);
+    let deleted = stored(&alice, reqwest::Method::DELETE, &id).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
 }
 
 async fn admin(ctx: &Ctx, path: &str, reset: bool) -> Value {
