@@ -11,6 +11,9 @@
 * realtime (issue 8, `--scenario realtime`): DashScope's published qwen3-max limits (600 rpm,
   10 rps, 1M tpm, surge protection) at real speed on two good accounts and one whose free quota
   is exhausted, 90% and 150% of 20 requests/s, 30% of requests streamed, gateway only by default.
+* `--clients` may add `batch`: the gateway again, the SDK sending `x-gateway-fallback: none` and
+  `x-gateway-max-wait-ms: 60000` (a batch job that queues for qwen3-max, within the model's
+  `deadline_ms`, rather than take a lower model).
 
 Run through bench/storm.sh (it builds the simulator and the venv, then runs
 `python -m bench.storm`). Prints a markdown table and, unless --no-write, writes the scenario's

@@ -22,8 +22,8 @@ from bench.common.worker import ENTRY
 from bench.common.procs import stop_all, stop_on
 from bench.storm.load import offer_load, summarize
 from bench.storm.report import pct, peaks_above, report, widened_text
-from bench.storm.scenario import (CLIENT_KEY, SCENARIOS, Gateway, sim_call, start_simulator,
-                                  widenings)
+from bench.storm.scenario import (BATCH_HEADERS, CLIENT_KEY, SCENARIOS, Gateway, sim_call,
+                                  start_simulator, widenings)
 
 
 def parse_args(argv: list[str]):
@@ -48,8 +48,9 @@ def parse_args(argv: list[str]):
                    help="offered loads as fractions of qwen3-max capacity (0.9,1.5): compressed "
                         "6 req/s, realtime 20 req/s")
     p.add_argument("--clients",
-                   help="which clients, gateway and/or direct (compressed: gateway,direct; "
-                        "realtime: gateway)")
+                   help="which clients, of gateway, batch (the gateway, asking with "
+                        "x-gateway-fallback: none and x-gateway-max-wait-ms: 60000 to queue for "
+                        "qwen3-max) and direct (compressed: gateway,direct; realtime: gateway)")
     p.add_argument("--attempt-timeout", type=float, default=60, help="SDK timeout per HTTP attempt, s")
     p.add_argument("--request-cap", type=float, default=90,
                    help="hard cap per client request including retries, s (counted as failed)")
@@ -66,8 +67,8 @@ def parse_args(argv: list[str]):
     args.levels = [float(x) for x in args.levels.split(",") if x.strip()]
     args.clients = [c.strip() for c in (args.clients or ",".join(sc.clients)).split(",")
                     if c.strip()]
-    if not set(args.clients) <= {"gateway", "direct"} or not args.clients:
-        p.error("--clients: gateway and/or direct")
+    if not set(args.clients) <= {"gateway", "batch", "direct"} or not args.clients:
+        p.error("--clients: of gateway, batch and direct")
     if args.runs < 1 or args.seconds <= 0 or not args.levels or min(args.levels) <= 0:
         p.error("--runs >= 1, --minutes or --seconds > 0, levels > 0")
     return args
@@ -104,13 +105,16 @@ async def run_cell(kind: str, level: float, args, sim_url: str, build: Path, cel
     n = int(round(rate * args.seconds))
     gateway = None
     try:
-        if kind == "gateway":
+        headers = {}
+        if kind in ("gateway", "batch"):
             gateway = Gateway(sc, build, cell_dir, sim_url)
             base_url, keys = f"{gateway.url}/v1", [CLIENT_KEY]
+            if kind == "batch":
+                headers = BATCH_HEADERS
         else:
             base_url, keys = f"{sim_url}/compatible-mode/v1", sc.direct_keys()
         sim_call("POST", f"{sim_url}/_sim/reset")
-        raw = await offer_load(base_url, keys, rate, n, args, sc.stream_tenths)
+        raw = await offer_load(base_url, keys, rate, n, args, sc.stream_tenths, headers)
         stats = sim_call("GET", f"{sim_url}/_sim/stats")
         widened = widenings(gateway.url, sc) if gateway is not None else {}
     finally:

@@ -61,9 +61,9 @@ async def one_request(client: openai.AsyncOpenAI, at: float, cap_s: float, strea
 
 
 async def offer_load(base_url: str, keys: list[str], rate: float, n: int, args,
-                     stream_tenths: int = 0) -> dict:
+                     stream_tenths: int = 0, headers: dict | None = None) -> dict:
     """Fires n requests at `rate` per second, open loop, streaming those whose index % 10 is below
-    stream_tenths; waits for all (bounded); returns raw data."""
+    stream_tenths, each with `headers`; waits for all (bounded); returns raw data."""
     responses: Counter = Counter()
 
     async def count(resp) -> None:  # every HTTP answer the SDK got, retries included
@@ -74,6 +74,7 @@ async def offer_load(base_url: str, keys: list[str], rate: float, n: int, args,
             base_url=base_url,
             api_key=k,
             timeout=args.attempt_timeout,
+            default_headers=headers or None,
             http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [count]}),
         )
         for k in keys

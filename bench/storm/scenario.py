@@ -17,6 +17,8 @@ from bench.common.worker import ENTRY, wrangler_toml
 PRIMARY = "qwen3-max"
 CHAIN = ["qwen3-max", "qwen-plus", "qwen-turbo"]
 CLIENT_KEY = "gw-bench-client-key"
+# The batch client: it would rather queue for qwen3-max than be downgraded or refused.
+BATCH_HEADERS = {"x-gateway-fallback": "none", "x-gateway-max-wait-ms": "60000"}
 ADMIN_TOKEN = "gw-bench-admin-token"
 MAX_WAIT_MS = 1000
 DEADLINE_MS = 20000
