@@ -166,9 +166,10 @@ async fn plan_and_send(
     // A follow-up of a stored response goes to the account that stored it, if it can serve
     // the model (otherwise anywhere: the upstream then says it does not know the response),
     // and only if the response is the caller's (a user token's are its user's alone).
-    let owner = (endpoint == Endpoint::Responses)
-        .then(|| stored::owner(env, identity))
-        .flatten();
+    let owner = match endpoint {
+        Endpoint::Responses => stored::owner(env, identity).map_err(plain)?,
+        _ => None,
+    };
     let previous = (endpoint == Endpoint::Responses)
         .then(|| chat.previous_response_id())
         .flatten();

@@ -173,7 +173,7 @@ async fn handle(
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
             let url = req.url();
             let query = routes::query_of(&url);
-            let owner = stored::owner(env, &identity);
+            let owner = stored::owner(env, &identity).map_err(plain)?;
             let call = stored::Call {
                 method: &method,
                 id: &id,

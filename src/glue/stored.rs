@@ -14,12 +14,28 @@ use worker::web_sys::AbortController;
 use worker::{web_sys, Env, Headers, Response};
 
 /// Whom the responses a caller stores belong to: a user token's user, sealed with its
-/// client's signing secret; None for a client key (`affinity::Owner`).
-pub fn owner(env: &Env, identity: &Identity) -> Option<Owner> {
-    let user = identity.user.clone()?;
-    let name = &identity.settings?.user_tokens.as_ref()?.secret;
-    let secret = env.secret(name).ok()?.to_string().into_bytes();
-    Some(Owner { user, secret })
+/// client's signing secret; None for a client key (`affinity::Owner`). A user whose seal
+/// cannot be made (its token was checked with that secret, so only a changed config) is
+/// refused, never taken for a client key.
+pub fn owner(env: &Env, identity: &Identity) -> Result<Option<Owner>, ApiError> {
+    let Some(user) = identity.user.clone() else {
+        return Ok(None);
+    };
+    let name = identity
+        .settings
+        .and_then(|c| c.user_tokens.as_ref())
+        .map(|t| t.secret.as_str());
+    let secret = name.and_then(|name| env.secret(name).ok());
+    match secret {
+        Some(secret) => Ok(Some(Owner {
+            user,
+            secret: secret.to_string().into_bytes(),
+        })),
+        None => Err(ApiError::config(format!(
+            "clients.{}.user_tokens.secret is not set as a secret.",
+            identity.client
+        ))),
+    }
 }
 
 /// A call about a stored response.
