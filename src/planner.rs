@@ -448,11 +448,7 @@ impl<C: Choice> Planner<C> {
             }
             | Outcome::Burst { backoff_ms: ms } => self.set(slot, busy(now_ms, *ms)),
             Outcome::Unavailable { cooldown_ms } => {
-                let upstream = self.place(slot).map(|p| p.choice.upstream().to_string());
-                let step = self.places.get_mut(slot.step).into_iter().flatten();
-                for place in step.filter(|p| Some(p.choice.upstream()) == upstream.as_deref()) {
-                    place.state = busy(now_ms, *cooldown_ms);
-                }
+                self.set_upstream(slot, busy(now_ms, *cooldown_ms));
             }
             Outcome::Park { scope, reason, .. } => {
                 self.note_parked(slot, reason);
@@ -468,13 +464,7 @@ impl<C: Choice> Planner<C> {
             Outcome::TooLarge => self.set(slot, State::Out(Out::TooLarge)),
             // What an endpoint serves is the upstream's, not the account's: the step's other
             // accounts there would answer the same.
-            Outcome::Unsupported => {
-                let upstream = self.place(slot).map(|p| p.choice.upstream().to_string());
-                let step = self.places.get_mut(slot.step).into_iter().flatten();
-                for place in step.filter(|p| Some(p.choice.upstream()) == upstream.as_deref()) {
-                    place.state = State::Out(Out::Unsupported);
-                }
-            }
+            Outcome::Unsupported => self.set_upstream(slot, State::Out(Out::Unsupported)),
             Outcome::Retry { after_ms } => {
                 self.server_error = true;
                 if retries < MAX_RETRIES {
@@ -546,6 +536,15 @@ impl<C: Choice> Planner<C> {
     fn set(&mut self, slot: Slot, state: State) {
         if let Some(p) = self.place_mut(slot) {
             p.state = state;
+        }
+    }
+
+    /// Sets `state` on every candidate of the slot's step at the slot's upstream.
+    fn set_upstream(&mut self, slot: Slot, state: State) {
+        let upstream = self.place(slot).map(|p| p.choice.upstream().to_string());
+        let step = self.places.get_mut(slot.step).into_iter().flatten();
+        for place in step.filter(|p| Some(p.choice.upstream()) == upstream.as_deref()) {
+            place.state = state;
         }
     }
 

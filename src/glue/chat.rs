@@ -166,13 +166,13 @@ async fn plan_and_send(
     // A follow-up of a stored response goes to the account that stored it, if it can serve
     // the model (otherwise anywhere: the upstream then says it does not know the response),
     // and only if the response is the caller's (a user token's are its user's alone).
-    let owner = match endpoint {
-        Endpoint::Responses => stored::owner(env, identity).map_err(plain)?,
-        _ => None,
+    let (owner, previous) = match endpoint {
+        Endpoint::Responses => (
+            stored::owner(env, identity).map_err(plain)?,
+            chat.previous_response_id(),
+        ),
+        _ => (None, None),
     };
-    let previous = (endpoint == Endpoint::Responses)
-        .then(|| chat.previous_response_id())
-        .flatten();
     let stored_at = affinity::follow_up(previous, owner.as_ref()).map_err(plain)?;
     let stored_by = stored_at.and_then(|at| {
         let accounts = route.fallback.iter().flat_map(|s| config.candidates(s));
