@@ -247,6 +247,33 @@ pub struct PriceTier {
 pub struct Price {
     /// Tiers in ascending `up_to` order; the whole request is billed at its tier.
     pub tiers: Vec<PriceTier>,
+    /// What input read from or written to the upstream's prompt cache costs.
+    #[serde(default)]
+    pub cache: CacheShares,
+}
+
+/// Shares of a tier's input price that cached input costs, as the upstream reports it in its
+/// `usage` (`prompt_tokens_details`). Unset: cached input costs as any input.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheShares {
+    /// Input read from the cache (DashScope's implicit cache: 0.2).
+    pub hit: f64,
+    /// Input read from an explicit cache (`cache_type: "ephemeral"`; DashScope: 0.1);
+    /// unset: `hit`.
+    pub explicit_hit: Option<f64>,
+    /// Input written to an explicit cache (DashScope: 1.25).
+    pub write: f64,
+}
+
+impl Default for CacheShares {
+    fn default() -> CacheShares {
+        CacheShares {
+            hit: 1.0,
+            explicit_hit: None,
+            write: 1.0,
+        }
+    }
 }
 
 /// One client of the gateway (an app): how it proves itself and what it may use.

@@ -163,6 +163,14 @@ fn errors_name_the_field() {
             },
             "prices.qwen3-max.tiers[0].up_to",
         ),
+        (
+            |v| v["prices"]["qwen3-max"]["cache"] = json!({"hit": 0.2, "explicit_hit": -0.1}),
+            "prices.qwen3-max.cache.explicit_hit: must be a share >= 0",
+        ),
+        (
+            |v| v["prices"]["qwen3-max"]["cache"] = json!({"hit": 0.2, "read": 0.1}),
+            "unknown field `read`",
+        ),
         (|v| v["time_scale"] = json!(0.5), "time_scale"),
         (|v| v["colour"] = json!("blue"), "unknown field `colour`"),
         (

@@ -456,11 +456,19 @@ pub struct Usage {
     pub prompt_tokens: Option<u64>,
     /// Output tokens (reasoning included, as the upstream bills them).
     pub completion_tokens: Option<u64>,
+    /// Of the input, what the upstream read from its prompt cache (billed at a discount).
+    pub cached_tokens: u64,
+    /// Of the input, what it wrote to an explicit cache (billed at a surcharge).
+    pub cache_write_tokens: u64,
+    /// The cache was explicit (DashScope's `cache_type: "ephemeral"`: explicit or session
+    /// cache), whose hits cost less than the implicit cache's.
+    pub explicit_cache: bool,
 }
 
 /// A `usage` as sent: chat's names or the Responses API's (`input_tokens`, `output_tokens`;
 /// relays may send both, so they are read apart, not as aliases); an embeddings answer
-/// reports no output, only its total.
+/// reports no output, only its total. The cache details are chat's `prompt_tokens_details`
+/// or the Responses API's `input_tokens_details`.
 #[derive(Deserialize)]
 struct UsageFields {
     #[serde(default)]
@@ -473,15 +481,40 @@ struct UsageFields {
     output_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CacheFields>,
+    #[serde(default)]
+    input_tokens_details: Option<CacheFields>,
+}
+
+/// What a `usage` says of the prompt cache.
+#[derive(Deserialize)]
+struct CacheFields {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_type: Option<String>,
 }
 
 impl From<UsageFields> for Usage {
     fn from(u: UsageFields) -> Usage {
         let input = u.prompt_tokens.or(u.input_tokens);
         let output = || u.total_tokens?.checked_sub(input?);
+        let cache = u.prompt_tokens_details.or(u.input_tokens_details);
+        let cache = cache.as_ref();
+        // Never more of the input than the input: a relay's odd count costs no less for it.
+        let of_input = |n: Option<u64>| n.unwrap_or(0).min(input.unwrap_or(0));
+        let cached_tokens = of_input(cache.and_then(|c| c.cached_tokens));
+        let cache_write_tokens = of_input(cache.and_then(|c| c.cache_creation_input_tokens))
+            .min(input.unwrap_or(0).saturating_sub(cached_tokens));
         Usage {
             prompt_tokens: input,
             completion_tokens: u.completion_tokens.or(u.output_tokens).or_else(output),
+            cached_tokens,
+            cache_write_tokens,
+            explicit_cache: cache.and_then(|c| c.cache_type.as_deref()) == Some("ephemeral"),
         }
     }
 }

@@ -158,6 +158,7 @@ fn frames_the_simulator_and_dashscope_shapes() {
     let usage = Usage {
         prompt_tokens: Some(22),
         completion_tokens: Some(17),
+        ..Usage::default()
     };
     assert_eq!(frame_of(USAGE), chunk(Some(usage), false, true));
     assert_eq!(frame_of(DONE), Frame::Done { usage: None });
@@ -346,6 +347,7 @@ fn sees_content_in_reasoning_and_tool_calls() {
     let usage = Some(Usage {
         prompt_tokens: Some(3),
         completion_tokens: None,
+        ..Usage::default()
     });
     assert_eq!(
         frame,
@@ -560,7 +562,8 @@ fn frames_a_responses_stream() {
             Frame::Done {
                 usage: Some(Usage {
                     prompt_tokens: Some(12),
-                    completion_tokens: Some(5)
+                    completion_tokens: Some(5),
+                    ..Usage::default()
                 })
             },
             "{end}"

@@ -147,6 +147,17 @@ impl Config {
             if price.tiers.is_empty() {
                 return Err(format!("prices.{model}.tiers: needs at least one tier"));
             }
+            let cache = &price.cache;
+            let shares = [
+                ("hit", Some(cache.hit)),
+                ("explicit_hit", cache.explicit_hit),
+                ("write", Some(cache.write)),
+            ];
+            for (name, share) in shares {
+                if share.is_some_and(|s| !(s.is_finite() && s >= 0.0)) {
+                    return Err(format!("prices.{model}.cache.{name}: must be a share >= 0"));
+                }
+            }
         }
         for (id, client) in &self.clients {
             check_id(id)?;

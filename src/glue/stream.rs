@@ -200,8 +200,8 @@ impl Pass {
                 ..u
             },
             None => Usage {
-                prompt_tokens: None,
                 completion_tokens: counted,
+                ..Usage::default()
             },
         }
     }
