@@ -17,6 +17,7 @@ pub mod access;
 pub mod affinity;
 pub mod asks;
 pub mod bucket;
+pub mod cache_key;
 pub mod calendar;
 pub mod classify;
 pub mod config;

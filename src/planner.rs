@@ -147,6 +147,9 @@ pub struct PlanSettings {
     pub allow_fallback: bool,
     /// Seed for ordering and jitter.
     pub seed: u64,
+    /// The conversation's cache key (`crate::cache_key`): its accounts are ordered by it
+    /// rather than at random, so its turns find their prompt cache.
+    pub cache_key: Option<u64>,
     /// The request's estimate: input plus reserved output tokens.
     pub est_tokens: u64,
     /// Of which input.
@@ -191,7 +194,13 @@ impl<C: Choice> Planner<C> {
                     .iter()
                     .map(|c| (c.priority(), order::by_headroom(c.weight(), c.headroom())))
                     .collect();
-                order::weighted(&keys, &mut rng)
+                match settings.cache_key {
+                    Some(key) => order::weighted(&keys, |i| {
+                        let account = s.candidates.get(i).map_or("", |c| c.account());
+                        order::keyed(key, account)
+                    }),
+                    None => order::weighted(&keys, |_| rng.unit()),
+                }
             })
             .collect();
         let (models, places) = steps

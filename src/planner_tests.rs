@@ -75,6 +75,7 @@ fn settings() -> PlanSettings {
         deadline_ms: 60_000,
         allow_fallback: true,
         seed: 7,
+        cache_key: None,
         est_tokens: 100,
         prompt_tokens: 10,
         input_param: "messages",
@@ -110,6 +111,35 @@ fn acquire(p: &mut P, now: u64) -> (Slot, String, u64) {
         } => (slot, candidate.account, max_wait_ms),
         other => panic!("expected Acquire, got {other:?}"),
     }
+}
+
+#[test]
+fn a_conversation_keeps_its_account_whatever_the_seed_and_others_spread() {
+    let steps = || {
+        vec![Step {
+            model: "qwen3-max".into(),
+            candidates: ["a", "b", "c", "d"].map(|a| cand(a, "sim")).to_vec(),
+        }]
+    };
+    let first = |key: Option<u64>, seed: u64| {
+        let settings = PlanSettings {
+            seed,
+            cache_key: key,
+            ..settings()
+        };
+        acquire(&mut P::new("qwen3-max", steps(), settings), 0).1
+    };
+    let mut firsts = std::collections::BTreeSet::new();
+    for key in 0..40u64 {
+        let account = first(Some(key), 1);
+        for seed in 2..12 {
+            assert_eq!(first(Some(key), seed), account, "key {key}");
+        }
+        firsts.insert(account);
+    }
+    assert_eq!(firsts.len(), 4, "keys spread over every account");
+    let unkeyed: std::collections::BTreeSet<_> = (0..40).map(|seed| first(None, seed)).collect();
+    assert!(unkeyed.len() > 1, "without a key: random");
 }
 
 /// The next action, which must be a Send: (slot, account, lease, at).

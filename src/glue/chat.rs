@@ -8,6 +8,7 @@ use crate::access::{meter, Identity};
 use crate::affinity::{self, Owner};
 use crate::asks;
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
+use crate::cache_key;
 use crate::classify::{self, Outcome, ParkScope};
 use crate::config::{Candidate, Config, ModelRoute, Price};
 use crate::glue::bucket::Bucket;
@@ -209,6 +210,8 @@ async fn plan_and_send(
             deadline_ms: deadline_at,
             allow_fallback,
             seed: random_u64(),
+            // A conversation's turns go where its prompt cache is.
+            cache_key: cache_key::of(&chat),
             est_tokens,
             prompt_tokens,
             input_param: endpoint.input_param(),

@@ -1,0 +1,202 @@
+//! A conversation's cache key: what keeps its requests on one account, where the upstream's
+//! prompt cache of its opening lives (DashScope's caches are per account and model, so a
+//! conversation spread over N accounts finds its prefix cached about one time in N).
+//!
+//! The key is the client's `prompt_cache_key` if it sent one (OpenAI's field for this), else
+//! a hash of the conversation's opening: a chat's messages up to its first user message, a
+//! Responses call's `instructions` and first input item, a text completion's first prompt.
+//! Every later turn of the conversation starts the same way, so it gets the same key; two
+//! conversations differ by their first question. Only the first `HASHED_BYTES` of the
+//! opening are read, so a long document costs no more than a short one.
+
+use crate::openai::{ApiRequest, Endpoint};
+use serde_json::Value;
+use std::io::{self, Write};
+
+/// How much of the opening's JSON is hashed.
+const HASHED_BYTES: usize = 16 << 10;
+
+/// The request's cache key, or None for a request with no conversation to keep together
+/// (embeddings).
+pub fn of(request: &ApiRequest) -> Option<u64> {
+    let body = &request.body;
+    if let Some(key) = body.get("prompt_cache_key").and_then(Value::as_str) {
+        return Some(fnv(b"prompt_cache_key\0").hash(key.as_bytes()).0);
+    }
+    let opening: Vec<&Value> = match request.endpoint {
+        Endpoint::Chat => {
+            let messages = body.get("messages")?.as_array()?;
+            let first_user = messages
+                .iter()
+                .position(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+            messages
+                .iter()
+                .take(first_user.map_or(1, |i| i + 1))
+                .collect()
+        }
+        Endpoint::Responses => {
+            let input = match body.get("input")? {
+                Value::Array(items) => items.first()?,
+                text => text,
+            };
+            vec![body.get("instructions").unwrap_or(&Value::Null), input]
+        }
+        Endpoint::Completions => match body.get("prompt")? {
+            Value::Array(prompts) if !prompts.iter().all(Value::is_u64) => vec![prompts.first()?],
+            prompt => vec![prompt],
+        },
+        Endpoint::Embeddings => return None,
+    };
+    let mut hash = Capped::default();
+    for part in opening {
+        // Stops with an error at the cap: what was written is the key.
+        let _ = serde_json::to_writer(&mut hash, part);
+    }
+    Some(hash.fnv.0)
+}
+
+/// FNV-1a, 64 bits: the same key in every isolate and every version.
+#[derive(Clone, Copy)]
+pub struct Fnv(pub u64);
+
+impl Fnv {
+    /// Adds `bytes` to the hash.
+    pub fn hash(mut self, bytes: &[u8]) -> Fnv {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+}
+
+/// The FNV-1a hash of `bytes`.
+pub fn fnv(bytes: &[u8]) -> Fnv {
+    Fnv(0xcbf2_9ce4_8422_2325).hash(bytes)
+}
+
+/// A writer hashing the first `HASHED_BYTES` written to it, then refusing more.
+struct Capped {
+    fnv: Fnv,
+    written: usize,
+}
+
+impl Default for Capped {
+    fn default() -> Capped {
+        Capped {
+            fnv: fnv(b""),
+            written: 0,
+        }
+    }
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = HASHED_BYTES.saturating_sub(self.written);
+        if room == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let take = buf.len().min(room);
+        self.fnv = self.fnv.hash(buf.get(..take).unwrap_or_default());
+        self.written += take;
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(endpoint: Endpoint, body: Value) -> Option<u64> {
+        let bytes = body.to_string();
+        of(&ApiRequest::parse(bytes.as_bytes(), endpoint, 1000).unwrap())
+    }
+
+    fn chat(messages: Value) -> Option<u64> {
+        key(Endpoint::Chat, json!({"model": "m", "messages": messages}))
+    }
+
+    #[test]
+    fn every_turn_of_a_conversation_has_its_key_and_another_conversation_another() {
+        let system = json!({"role": "system", "content": "You are a coding agent."});
+        let first = json!({"role": "user", "content": "Fix the build."});
+        let turn1 = chat(json!([system, first]));
+        let turn3 = chat(json!([system, first,
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "sh", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "error: E0308"},
+            {"role": "user", "content": "Go on."}]));
+        assert!(turn1.is_some());
+        assert_eq!(turn1, turn3);
+        // Other settings of the turn do not move it.
+        let streamed = key(
+            Endpoint::Chat,
+            json!({"model": "m", "stream": true, "temperature": 0.2, "messages": [system, first]}),
+        );
+        assert_eq!(turn1, streamed);
+        let other = chat(json!([system, {"role": "user", "content": "Write the docs."}]));
+        assert_ne!(turn1, other);
+        let other_system = chat(json!([{"role": "system", "content": "Be brief."}, first]));
+        assert_ne!(turn1, other_system);
+    }
+
+    #[test]
+    fn the_clients_own_key_wins() {
+        let a = key(
+            Endpoint::Chat,
+            json!({"model": "m", "prompt_cache_key": "user-42", "messages": [{"role": "user", "content": "a"}]}),
+        );
+        let b = key(
+            Endpoint::Responses,
+            json!({"model": "m", "prompt_cache_key": "user-42", "input": "b"}),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, chat(json!([{"role": "user", "content": "a"}])));
+    }
+
+    #[test]
+    fn responses_and_text_completion_open_with_their_first_input() {
+        let r = |input: Value| {
+            key(
+                Endpoint::Responses,
+                json!({"model": "m", "instructions": "Be kind.", "input": input}),
+            )
+        };
+        let opening = json!({"role": "user", "content": "Hi"});
+        assert_eq!(
+            r(json!([opening])),
+            r(
+                json!([opening, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "More"}])
+            )
+        );
+        assert_ne!(r(json!("Hi")), r(json!("Bye")));
+        let c = |prompt: Value| {
+            key(
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": prompt}),
+            )
+        };
+        assert_eq!(c(json!(["fn main", "other"])), c(json!(["fn main"])));
+        assert_ne!(c(json!("fn main")), c(json!("fn other")));
+        assert_eq!(c(json!([1, 2, 3])), c(json!([1, 2, 3])));
+        assert_eq!(
+            key(Endpoint::Embeddings, json!({"model": "m", "input": "x"})),
+            None
+        );
+    }
+
+    #[test]
+    fn a_long_opening_is_read_only_to_the_cap() {
+        let long = "x".repeat(HASHED_BYTES * 4);
+        let a = chat(json!([{"role": "user", "content": format!("{long}a")}]));
+        let b = chat(json!([{"role": "user", "content": format!("{long}b")}]));
+        assert!(a.is_some());
+        assert_eq!(a, b, "past the cap: the same key");
+        let mut capped = Capped::default();
+        assert_eq!(capped.write(&[0; HASHED_BYTES + 5]).unwrap(), HASHED_BYTES);
+        assert!(capped.write(b"y").is_err());
+    }
+}
