@@ -87,6 +87,7 @@ pub async fn chat(
         }
         return Ok(resp);
     }
+    lock(state).warm_cache(&account, &request.model, &request.prefixes);
     let mut resp = if request.stream {
         let mut items: Vec<StreamItem> = completion.role_events().into_iter().map(data).collect();
         items.extend(completion.content_events().into_iter().map(data));
@@ -207,11 +208,13 @@ fn accept(
     if fault.as_ref().is_some_and(FaultKind::is_failure) {
         s.record_error(&account, &model, "fault");
     }
+    let cached_tokens = s.cached_tokens(&account, &model, &request.prefixes);
     let completion = Completion {
         id: format!("chatcmpl-{id}"),
         model,
         created: unix_now(),
         prompt_tokens: request.prompt_tokens,
+        cached_tokens,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
         choices: request.choices,
         shape: request.shape,

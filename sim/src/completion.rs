@@ -42,6 +42,9 @@ pub struct ChatRequest {
     pub previous_response_id: Option<String>,
     /// A Responses request's input items (a string input as one user message).
     pub input: Vec<Value>,
+    /// A chat's prompt prefixes, one per message: (hash of the messages up to it, their
+    /// tokens). What the implicit prompt cache matches (`SimState::cached_tokens`).
+    pub prefixes: Vec<(u64, u64)>,
 }
 
 /// The API a request came to, and what its answer holds.
@@ -94,6 +97,7 @@ impl ChatRequest {
             shape: Shape::Chat,
             previous_response_id: None,
             input: Vec::new(),
+            prefixes: prefixes(messages),
         })
     }
 
@@ -132,6 +136,7 @@ impl ChatRequest {
             },
             previous_response_id: None,
             input: Vec::new(),
+            prefixes: Vec::new(),
         })
     }
 
@@ -159,19 +164,34 @@ pub(crate) fn object_with_model(body: &[u8]) -> Result<(Value, String), String> 
 
 /// Per message 4 + ceil(chars / 4) of its text, plus 3 for the reply's priming.
 pub fn prompt_tokens(messages: &[Value]) -> u64 {
-    let per_message = messages.iter().map(|m| {
-        let chars: usize = match &m["content"] {
-            Value::String(s) => s.chars().count(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .map(|t| t.chars().count())
-                .sum(),
-            _ => 0,
-        };
-        4 + (chars as u64).div_ceil(4)
+    messages.iter().map(message_tokens).sum::<u64>() + 3
+}
+
+fn message_tokens(m: &Value) -> u64 {
+    let chars: usize = match &m["content"] {
+        Value::String(s) => s.chars().count(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .map(|t| t.chars().count())
+            .sum(),
+        _ => 0,
+    };
+    4 + (chars as u64).div_ceil(4)
+}
+
+/// Each prefix of `messages` ending at a message: its hash and its tokens (without the
+/// reply's priming).
+fn prefixes(messages: &[Value]) -> Vec<(u64, u64)> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    let mut tokens = 0;
+    let each = messages.iter().map(|m| {
+        m.to_string().hash(&mut hasher);
+        tokens += message_tokens(m);
+        (hasher.finish(), tokens)
     });
-    per_message.sum::<u64>() + 3
+    each.collect()
 }
 
 /// A deterministic answer, rendered as one JSON body or as SSE events.
@@ -185,6 +205,8 @@ pub struct Completion {
     pub created: u64,
     /// Prompt tokens charged.
     pub prompt_tokens: u64,
+    /// Of which read from the implicit prompt cache.
+    pub cached_tokens: u64,
     /// Completion tokens of each choice (one per word).
     pub completion_tokens: u64,
     /// Choices answered (the request's `n`), each with the same words.
@@ -239,11 +261,15 @@ impl Completion {
 
     pub(crate) fn usage_json(&self) -> Value {
         let completion = self.total_completion_tokens();
-        json!({
+        let mut usage = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
-        })
+        });
+        if self.cached_tokens > 0 {
+            usage["prompt_tokens_details"] = json!({"cached_tokens": self.cached_tokens});
+        }
+        usage
     }
 
     fn usage(&self) -> String {
@@ -372,6 +398,7 @@ impl Completion {
             model: r.model.clone(),
             created: 1,
             prompt_tokens: r.prompt_tokens,
+            cached_tokens: 0,
             completion_tokens: r.completion_tokens(12),
             choices: r.choices,
             shape: r.shape,
@@ -389,6 +416,7 @@ mod tests {
             model: "qwen-plus".into(),
             created: 1,
             prompt_tokens: 9,
+            cached_tokens: 0,
             completion_tokens: n,
             choices: 1,
             shape: Shape::Chat,

@@ -38,6 +38,7 @@ impl ChatRequest {
             shape: Shape::Response,
             previous_response_id: v["previous_response_id"].as_str().map(str::to_string),
             input: items,
+            prefixes: Vec::new(),
         })
     }
 }
@@ -59,7 +60,7 @@ impl Completion {
         let output = self.total_completion_tokens();
         json!({
             "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": self.prompt_tokens + output,

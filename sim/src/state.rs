@@ -1,6 +1,6 @@
 //! Shared mutable simulator state: current config, clock, faults, and the recording of outcomes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -35,6 +35,9 @@ pub struct Admission {
     pub tokens: Option<Rate>,
 }
 
+/// The shortest prefix the implicit prompt cache keeps (DashScope: 256 tokens).
+pub const MIN_CACHED_TOKENS: u64 = 256;
+
 /// Everything that changes while the simulator runs.
 #[derive(Debug)]
 pub struct SimState {
@@ -52,6 +55,8 @@ pub struct SimState {
     /// items (a follow-up naming one, `previous_response_id`, from another account is
     /// refused, as the upstream keeps them).
     stored: HashMap<String, Stored>,
+    /// The implicit prompt cache: the prompt prefixes each (account, model) has seen.
+    caches: HashMap<(String, String), HashSet<u64>>,
 }
 
 /// A response kept by the upstream: whose it is, the answer, and the input it answered.
@@ -89,7 +94,35 @@ impl SimState {
             stats: Stats::default(),
             next_id: 0,
             stored: HashMap::new(),
+            caches: HashMap::new(),
         }
+    }
+
+    /// The tokens of the longest of a request's prompt `prefixes` that `account` has seen on
+    /// `model` (DashScope's implicit cache: per account and model, prefixes of at least
+    /// `MIN_CACHED_TOKENS`); 0 for none.
+    pub fn cached_tokens(&self, account: &str, model: &str, prefixes: &[(u64, u64)]) -> u64 {
+        let Some(seen) = self.caches.get(&(account.to_string(), model.to_string())) else {
+            return 0;
+        };
+        let hits = prefixes.iter().filter(|(hash, _)| seen.contains(hash));
+        let longest = hits.map(|(_, tokens)| *tokens).max().unwrap_or(0);
+        if longest >= MIN_CACHED_TOKENS {
+            longest
+        } else {
+            0
+        }
+    }
+
+    /// Caches a served request's prompt prefixes at `account` for `model`.
+    pub fn warm_cache(&mut self, account: &str, model: &str, prefixes: &[(u64, u64)]) {
+        let key = (account.to_string(), model.to_string());
+        let seen = self.caches.entry(key).or_default();
+        // Bounded: a long run forgets, as the upstream's cache does.
+        if seen.len() > 100_000 {
+            seen.clear();
+        }
+        seen.extend(prefixes.iter().map(|(hash, _)| *hash));
     }
 
     /// Keeps a response under the account that answered it.
@@ -245,6 +278,7 @@ impl SimState {
     pub fn reset(&mut self) {
         self.stats = Stats::default();
         self.faults.clear();
+        self.caches.clear();
         self.config.accounts = self.initial.accounts.clone();
     }
 
@@ -318,6 +352,32 @@ mod tests {
         let parts: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_implicit_cache_holds_what_an_account_saw_of_a_model() {
+        use crate::completion::ChatRequest;
+        let system = json!({"role": "system", "content": "x".repeat(1_200)});
+        let chat = |messages: serde_json::Value| {
+            let body = json!({"model": "qwen3-max", "messages": messages}).to_string();
+            ChatRequest::parse(body.as_bytes()).unwrap()
+        };
+        let turn1 = chat(json!([system, {"role": "user", "content": "Fix it."}]));
+        let turn2 = chat(json!([system, {"role": "user", "content": "Fix it."},
+            {"role": "assistant", "content": "Done."}, {"role": "user", "content": "More."}]));
+        let mut s = SimState::new(SimConfig::demo());
+        assert_eq!(s.cached_tokens("acct-a", "qwen3-max", &turn1.prefixes), 0);
+        s.warm_cache("acct-a", "qwen3-max", &turn1.prefixes);
+        // The whole first turn: two messages, 4 + 300 and 4 + 2 tokens.
+        assert_eq!(s.cached_tokens("acct-a", "qwen3-max", &turn2.prefixes), 310);
+        assert_eq!(s.cached_tokens("acct-b", "qwen3-max", &turn2.prefixes), 0);
+        assert_eq!(s.cached_tokens("acct-a", "qwen-plus", &turn2.prefixes), 0);
+        // Shorter than the cache keeps: no hit.
+        let short = chat(json!([{"role": "user", "content": "Hi."}]));
+        s.warm_cache("acct-a", "qwen3-max", &short.prefixes);
+        assert_eq!(s.cached_tokens("acct-a", "qwen3-max", &short.prefixes), 0);
+        s.reset();
+        assert_eq!(s.cached_tokens("acct-a", "qwen3-max", &turn2.prefixes), 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 )]
 
 mod basic;
+mod caching;
 mod clients;
 mod completions;
 mod gateway;
@@ -42,6 +43,7 @@ fn suites() -> Vec<(&'static Setup, Vec<(&'static str, Scenario)>)> {
     compressed.extend(streams::scenarios());
     compressed.extend(responses::scenarios());
     compressed.extend(completions::scenarios());
+    compressed.extend(caching::scenarios());
     compressed.extend(hardening::scenarios());
     compressed.extend(visibility::scenarios());
     compressed.extend(clients::scenarios());

@@ -13,7 +13,7 @@ pub const CLIENT_KEY: &str = "gw-test-client-key";
 /// The admin token of the test gateway.
 pub const ADMIN_TOKEN: &str = "gw-test-admin-token";
 /// Upstream keys the gateway holds (as secrets); the simulator knows all but the last.
-pub const UPSTREAM_KEYS: [(&str, &str); 12] = [
+pub const UPSTREAM_KEYS: [(&str, &str); 15] = [
     ("SIM_KEY_A1", "sk-a1"),
     ("SIM_KEY_A2", "sk-a2"),
     ("SIM_KEY_B1", "sk-b1"),
@@ -26,6 +26,9 @@ pub const UPSTREAM_KEYS: [(&str, &str); 12] = [
     ("SIM_KEY_WIDE", "sk-wide-5555"),
     ("SIM_KEY_TPM", "sk-tpm-7777"),
     ("SIM_KEY_EMBED", "sk-embed-8888"),
+    ("SIM_KEY_CACHE1", "sk-cache-1111"),
+    ("SIM_KEY_CACHE2", "sk-cache-2222"),
+    ("SIM_KEY_CACHE3", "sk-cache-3333"),
 ];
 /// Client `app-a`'s key (the config holds its SHA-256), its user tokens' signing secret, and
 /// client `app-b`'s key (held as a secret).
@@ -134,10 +137,13 @@ pub fn sim_config() -> SimConfig {
             "acct-wide": {"keys": ["sk-wide-5555"], "state": "ok", "limits": {"qwen-turbo": {}}},
             "acct-tpm": {"keys": ["sk-tpm-7777"], "state": "ok", "limits": {"qwen-plus": {"tpm": 300}, "qwen-turbo": {"tpm": 300}}},
             "acct-embed": {"keys": ["sk-embed-8888"], "state": "ok", "limits": {"text-embedding-v4": {"rpm": 6}}},
+            "acct-cache1": {"keys": ["sk-cache-1111"], "state": "ok", "limits": {"qwen-flash": {}}},
+            "acct-cache2": {"keys": ["sk-cache-2222"], "state": "ok", "limits": {"qwen-flash": {}}},
+            "acct-cache3": {"keys": ["sk-cache-3333"], "state": "ok", "limits": {"qwen-flash": {}}},
             "acct-burst": {"keys": ["sk-burst"], "state": "ok",
                            "limits": {"qwen-turbo": {"rpm": 600, "burst": {"requests": 3, "window_ms": 500}}}}
         },
-        "models": ["qwen3-max", "qwen-plus", "qwen-turbo", "text-embedding-v4"],
+        "models": ["qwen3-max", "qwen-plus", "qwen-turbo", "qwen-flash", "text-embedding-v4"],
         "chat_only": ["qwen-plus"],
         "completion_models": ["qwen3-max", "qwen-turbo"],
         "completion_tokens": 8,
@@ -229,13 +235,22 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "wide": {"upstream": "relay", "keys": ["SIM_KEY_WIDE"], "limits": {"qwen-turbo": {}}},
             // A token limit that binds on a few requests of several choices each.
             "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}, "qwen-turbo": {"tpm": 300}}},
-            "acct-embed": {"upstream": "sim", "keys": ["SIM_KEY_EMBED"], "limits": {"text-embedding-v4": {"rpm": 6}}}
+            "acct-embed": {"upstream": "sim", "keys": ["SIM_KEY_EMBED"], "limits": {"text-embedding-v4": {"rpm": 6}}},
+            // Three accounts of equal weight and no limits: where conversations go is the
+            // cache key's choice alone.
+            "cache-1": {"upstream": "sim", "keys": ["SIM_KEY_CACHE1"], "limits": {"qwen-flash": {}}},
+            "cache-2": {"upstream": "sim", "keys": ["SIM_KEY_CACHE2"], "limits": {"qwen-flash": {}}},
+            "cache-3": {"upstream": "sim", "keys": ["SIM_KEY_CACHE3"], "limits": {"qwen-flash": {}}}
         },
         "clients": test_clients(),
-        "prices": {"qwen3-max": {"tiers": [
-            {"up_to": 32000, "input": 1.2, "output": 6.0},
-            {"input": 2.4, "output": 12.0}
-        ]}},
+        "prices": {
+            "qwen3-max": {"tiers": [
+                {"up_to": 32000, "input": 1.2, "output": 6.0},
+                {"input": 2.4, "output": 12.0}
+            ]},
+            // Round figures; DashScope's implicit cache share.
+            "qwen-flash": {"tiers": [{"input": 1.0, "output": 2.0}], "cache": {"hit": 0.2}}
+        },
         "models": {
             "qwen3-max": {
                 "fallback": [
@@ -273,6 +288,7 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
             "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
             "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
+            "cache-test": {"fallback": [{"model": "qwen-flash", "accounts": ["cache-1", "cache-2", "cache-3"]}]},
             "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
             "prompts-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
             // A step after the embeddings model that must never serve them.

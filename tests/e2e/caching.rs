@@ -1,0 +1,131 @@
+//! Prompt caching: a conversation's turns stay on the account holding its cache, conversations
+//! still spread, and input the upstream read from its cache is priced at its share.
+
+use crate::support::Ctx;
+use crate::Scenario;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![(
+        "an_agents_turns_find_their_prompt_cache_and_pay_its_price",
+        |c| Box::pin(agent_turns(c)),
+    )]
+}
+
+const ACCOUNTS: [&str; 3] = ["acct-cache1", "acct-cache2", "acct-cache3"];
+
+/// Calls on qwen-flash, per simulator account.
+fn calls(ctx: &Ctx) -> BTreeMap<&'static str, u64> {
+    let calls = |a| {
+        ctx.sim_model(a, "qwen-flash")["calls"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    ACCOUNTS.iter().map(|a| (*a, calls(*a))).collect()
+}
+
+/// The accounts that took calls since `before`.
+fn used_since(ctx: &Ctx, before: &BTreeMap<&'static str, u64>) -> Vec<&'static str> {
+    let now = calls(ctx);
+    ACCOUNTS
+        .into_iter()
+        .filter(|a| now[a] > before[a])
+        .collect()
+}
+
+async fn agent_turns(ctx: Arc<Ctx>) {
+    // An agent: a long system prompt (300 tokens to the simulator, past its cache's 256), then
+    // eight turns, each sending the whole conversation so far; some streamed.
+    let system = json!({"role": "system", "content": format!("You are a build agent. {}", "Rules. ".repeat(170))});
+    let mut messages = vec![
+        system.clone(),
+        json!({"role": "user", "content": "Fix the build."}),
+    ];
+    let before = calls(&ctx);
+    let mut previous_prompt: Option<u64> = None;
+    for turn in 0..8 {
+        let stream = turn % 3 == 2;
+        let mut body = json!({"model": "cache-test", "messages": messages, "max_tokens": 8});
+        if stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let reply = ctx.chat(&body).await;
+        assert_eq!(reply.status, 200, "turn {turn}: {}", reply.text);
+        let (usage, answer) = if stream {
+            streamed(&reply.text)
+        } else {
+            let got = reply.json();
+            let answer = got["choices"][0]["message"]["content"].clone();
+            (got["usage"].clone(), answer)
+        };
+        let prompt = usage["prompt_tokens"].as_u64().unwrap();
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0);
+        // The simulator's cache holds the whole last turn (its prompt less the reply's priming).
+        let expected = previous_prompt.map_or(0, |p| p - 3);
+        assert_eq!(cached, expected, "turn {turn}: {usage}");
+        if !stream {
+            let completion = usage["completion_tokens"].as_u64().unwrap();
+            let micro = (prompt - cached) as f64 + cached as f64 * 0.2 + completion as f64 * 2.0;
+            assert_eq!(
+                reply.header("x-gateway-cost-usd"),
+                format!("{:.6}", micro / 1e6),
+                "turn {turn}: the cached input at a fifth of the price"
+            );
+        }
+        previous_prompt = Some(prompt);
+        messages.push(json!({"role": "assistant", "content": answer}));
+        messages.push(json!({"role": "user", "content": format!("Step {turn} failed; go on.")}));
+    }
+    let used = used_since(&ctx, &before);
+    assert_eq!(
+        used.len(),
+        1,
+        "every turn on one account: {:?}",
+        calls(&ctx)
+    );
+
+    // Other conversations spread over the accounts (the same system prompt, other tasks).
+    let before = calls(&ctx);
+    for task in 0..12 {
+        let body = json!({"model": "cache-test", "max_tokens": 4, "messages": [system,
+            {"role": "user", "content": format!("Task {task}: fix the tests.")}]});
+        assert_eq!(ctx.chat(&body).await.status, 200);
+    }
+    let used = used_since(&ctx, &before);
+    assert!(used.len() >= 2, "conversations spread: {:?}", calls(&ctx));
+
+    // A client's own `prompt_cache_key` keeps different openings together.
+    let before = calls(&ctx);
+    for task in 0..6 {
+        let body = json!({"model": "cache-test", "max_tokens": 4, "prompt_cache_key": "tenant-7",
+            "messages": [{"role": "user", "content": format!("Question {task}?")}]});
+        assert_eq!(ctx.chat(&body).await.status, 200);
+    }
+    assert_eq!(used_since(&ctx, &before).len(), 1, "{:?}", calls(&ctx));
+}
+
+/// A streamed answer's final usage chunk and its text.
+fn streamed(text: &str) -> (Value, Value) {
+    let mut usage = Value::Null;
+    let mut answer = String::new();
+    for event in text.split("\n\n") {
+        let Some(data) = event.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            answer.push_str(piece);
+        }
+        if chunk["usage"].is_object() {
+            usage = chunk["usage"].clone();
+        }
+    }
+    (usage, Value::String(answer))
+}
