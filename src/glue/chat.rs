@@ -111,7 +111,7 @@ pub async fn complete(
         let ending = Ending {
             status: e.status,
             served: None,
-            tokens: None,
+            usage: None,
             cost_usd: None,
             now_ms: now_ms(),
         };

@@ -1,7 +1,7 @@
 //! Structured logs: one JSON line per event on `console.log`, read by `wrangler tail` and
 //! Workers Logs. Callers pass ids, names and outcomes only: never a key, a token or prompt text.
 
-use crate::openai::Endpoint;
+use crate::openai::{Endpoint, Usage};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -74,6 +74,8 @@ struct RequestLine<'a> {
     latency_ms: u64,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    /// Of the prompt, what the upstream read from its prompt cache.
+    cached_tokens: Option<u64>,
     cost_usd: Option<f64>,
 }
 
@@ -83,8 +85,8 @@ pub struct Ending<'a> {
     pub status: u16,
     /// The upstream model that answered, if any.
     pub served: Option<&'a str>,
-    /// Tokens (prompt, completion) the upstream reported.
-    pub tokens: Option<(Option<u64>, Option<u64>)>,
+    /// The tokens the upstream reported.
+    pub usage: Option<Usage>,
     /// What it cost, if priced.
     pub cost_usd: Option<f64>,
     /// When it ended.
@@ -123,7 +125,7 @@ impl Trail {
 
     /// Logs the request's one line.
     pub fn end(&self, request_id: &str, ending: Ending) {
-        let (prompt_tokens, completion_tokens) = ending.tokens.unwrap_or_default();
+        let usage = ending.usage;
         print(&RequestLine {
             level: "info",
             event: "request",
@@ -137,8 +139,9 @@ impl Trail {
             wait_ms: self.wait_ms,
             status: ending.status,
             latency_ms: ending.now_ms.saturating_sub(self.started_ms),
-            prompt_tokens,
-            completion_tokens,
+            prompt_tokens: usage.and_then(|u| u.prompt_tokens),
+            completion_tokens: usage.and_then(|u| u.completion_tokens),
+            cached_tokens: usage.map(|u| u.cached_tokens),
             cost_usd: ending.cost_usd,
         });
     }

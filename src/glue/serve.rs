@@ -62,7 +62,7 @@ impl Bill {
         let ending = Ending {
             status: 200,
             served: Some(&self.served),
-            tokens: Some((usage.prompt_tokens, usage.completion_tokens)),
+            usage: Some(usage),
             cost_usd: self.price.is_some().then_some(cost_usd),
             now_ms: crate::glue::now_ms(),
         };

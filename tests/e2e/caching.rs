@@ -1,7 +1,7 @@
 //! Prompt caching: a conversation's turns stay on the account holding its cache, conversations
 //! still spread, and input the upstream read from its cache is priced at its share.
 
-use crate::support::Ctx;
+use crate::support::{eventually, Ctx};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -45,6 +45,7 @@ async fn agent_turns(ctx: Arc<Ctx>) {
     ];
     let before = calls(&ctx);
     let mut previous_prompt: Option<u64> = None;
+    let mut last_whole: Option<(String, u64)> = None;
     for turn in 0..8 {
         let stream = turn % 3 == 2;
         let mut body = json!({"model": "cache-test", "messages": messages, "max_tokens": 8});
@@ -76,6 +77,7 @@ async fn agent_turns(ctx: Arc<Ctx>) {
                 format!("{:.6}", micro / 1e6),
                 "turn {turn}: the cached input at a fifth of the price"
             );
+            last_whole = Some((reply.header("x-request-id").to_string(), cached));
         }
         previous_prompt = Some(prompt);
         messages.push(json!({"role": "assistant", "content": answer}));
