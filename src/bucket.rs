@@ -126,6 +126,9 @@ pub enum SettleOutcome {
         prompt_tokens: Option<u64>,
         /// Upstream completion tokens, if reported.
         completion_tokens: Option<u64>,
+        /// Of the prompt, what the upstream read from its prompt cache.
+        #[serde(default)]
+        cached_tokens: u64,
         /// What the request cost, in millionths of a USD (0 when no price is configured).
         #[serde(default)]
         cost_micro_usd: u64,
@@ -191,6 +194,8 @@ pub struct Counters {
     pub prompt_tokens: u64,
     /// Completion tokens reported by the upstream.
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those the upstream read from its prompt cache.
+    pub cached_tokens: u64,
     /// Cost of the served requests, in millionths of a USD.
     pub cost_micro_usd: u64,
     /// Of the admitted, those handed out ahead in credits (spent without asking, or given back).
@@ -594,6 +599,7 @@ impl BucketState {
             SettleOutcome::Ok {
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
                 cost_micro_usd,
             } => {
                 let known = prompt_tokens
@@ -615,6 +621,7 @@ impl BucketState {
                     &mut self.counters.completion_tokens,
                     completion_tokens.unwrap_or(0),
                 );
+                bump(&mut self.counters.cached_tokens, *cached_tokens);
                 bump(&mut self.counters.cost_micro_usd, *cost_micro_usd);
             }
             SettleOutcome::Released => {

@@ -105,6 +105,7 @@ fn ok(prompt: Option<u64>, completion: Option<u64>) -> SettleOutcome {
     SettleOutcome::Ok {
         prompt_tokens: prompt,
         completion_tokens: completion,
+        cached_tokens: 0,
         cost_micro_usd: 0,
     }
 }
@@ -457,7 +458,7 @@ fn state_and_wire_types_round_trip_through_json() {
         (serde_json::to_value(go(3, 5)).unwrap(), r#"{"go":{"lease":3,"at_ms":5,"probe":false,"late_ms":0}}"#),
         (serde_json::to_value(denied(None, DenyReason::Parked("x".into()))).unwrap(), r#"{"denied":{"until_ms":null,"reason":{"parked":"x"}}}"#),
         (serde_json::to_value(denied(Some(1), DenyReason::ProbeInFlight)).unwrap(), r#"{"denied":{"until_ms":1,"reason":"probe_in_flight"}}"#),
-        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"ok":{"prompt_tokens":1,"completion_tokens":null,"cost_micro_usd":0}}"#),
+        (serde_json::to_value(ok(Some(1), None)).unwrap(), r#"{"ok":{"prompt_tokens":1,"completion_tokens":null,"cached_tokens":0,"cost_micro_usd":0}}"#),
         (serde_json::to_value(SettleOutcome::Burst).unwrap(), r#""burst""#),
     ];
     for (got, want) in wire {
@@ -515,6 +516,7 @@ fn cost_adds_up_once_per_lease() {
     let paid = |prompt, completion, cost| SettleOutcome::Ok {
         prompt_tokens: Some(prompt),
         completion_tokens: Some(completion),
+        cached_tokens: prompt / 2,
         cost_micro_usd: cost,
     };
     let a = lease_of(&b.acquire(0, &p, &req(10, 0)));
@@ -522,11 +524,9 @@ fn cost_adds_up_once_per_lease() {
     b.settle(1, &p, a, &paid(1_000, 100, 1_800));
     let c = lease_of(&b.acquire(1, &p, &req(10, 0)));
     b.settle(2, &p, c, &paid(10, 10, 72));
-    assert_eq!(
-        b.snapshot(2, &p).counters.cost_micro_usd,
-        1_872,
-        "settling twice counts once"
-    );
+    let counters = b.snapshot(2, &p).counters;
+    assert_eq!(counters.cost_micro_usd, 1_872, "settling twice counts once");
+    assert_eq!(counters.cached_tokens, 500 + 5);
 }
 
 #[test]
@@ -706,6 +706,7 @@ fn a_busy_bucket_stores_a_few_kb() {
             let used = SettleOutcome::Ok {
                 prompt_tokens: Some(300),
                 completion_tokens: Some(700),
+                cached_tokens: 0,
                 cost_micro_usd: 1,
             };
             b.settle(now, &policy, lease, &used);

@@ -127,6 +127,15 @@ pub fn render(buckets: &[BucketRow], clients: &[ClientRow]) -> String {
     }
     let mut f = family(
         &mut out,
+        "gateway_bucket_cached_tokens_total",
+        "counter",
+        "Of the prompt tokens, those the upstream read from its prompt cache.",
+    );
+    for (b, s) in &live {
+        f.sample(&at(b), s.counters.cached_tokens as f64);
+    }
+    let mut f = family(
+        &mut out,
         "gateway_bucket_cost_usd_total",
         "counter",
         "Cost of the requests a bucket served, USD.",

@@ -60,6 +60,7 @@ fn buckets_and_clients_parse_back_with_their_numbers() {
     snap.counters.ok = 41;
     snap.counters.rate_limited = 3;
     snap.counters.cost_micro_usd = 1_250_000;
+    snap.counters.cached_tokens = 2_048;
     snap.parked = Some("free quota exhausted".into());
     let odd = Limits::default();
     let buckets = [
@@ -106,6 +107,10 @@ fn buckets_and_clients_parse_back_with_their_numbers() {
     assert_eq!(
         value(&scrape, "gateway_bucket_cost_usd_total", &a),
         Some(1.25)
+    );
+    assert_eq!(
+        value(&scrape, "gateway_bucket_cached_tokens_total", &a),
+        Some(2_048.0)
     );
     assert_eq!(value(&scrape, "gateway_bucket_parked", &a), Some(1.0));
     assert_eq!(

@@ -114,6 +114,7 @@ fn credits_never_let_a_window_exceed_its_limit() {
                     SettleOutcome::Ok {
                         prompt_tokens: Some(used / 2),
                         completion_tokens: Some(used - used / 2),
+                        cached_tokens: 0,
                         cost_micro_usd: 0,
                     }
                 }
@@ -296,6 +297,7 @@ fn only_a_served_answer_may_wait_to_settle() {
     let served = SettleOutcome::Ok {
         prompt_tokens: Some(9),
         completion_tokens: Some(8),
+        cached_tokens: 0,
         cost_micro_usd: 0,
     };
     assert!(settle_may_wait(&served));

@@ -11,6 +11,7 @@ impl SettleOutcome {
         SettleOutcome::Ok {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
             cost_micro_usd,
         }
     }

@@ -46,6 +46,7 @@ async fn agent_turns(ctx: Arc<Ctx>) {
     let before = calls(&ctx);
     let mut previous_prompt: Option<u64> = None;
     let mut last_whole: Option<(String, u64)> = None;
+    let mut cached_in_all = 0;
     for turn in 0..8 {
         let stream = turn % 3 == 2;
         let mut body = json!({"model": "cache-test", "messages": messages, "max_tokens": 8});
@@ -69,6 +70,7 @@ async fn agent_turns(ctx: Arc<Ctx>) {
         // The simulator's cache holds the whole last turn (its prompt less the reply's priming).
         let expected = previous_prompt.map_or(0, |p| p - 3);
         assert_eq!(cached, expected, "turn {turn}: {usage}");
+        cached_in_all += cached;
         if !stream {
             let completion = usage["completion_tokens"].as_u64().unwrap();
             let micro = (prompt - cached) as f64 + cached as f64 * 0.2 + completion as f64 * 2.0;
