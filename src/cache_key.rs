@@ -6,15 +6,16 @@
 //! a hash of the conversation's opening: a chat's messages up to its first user message, a
 //! Responses call's `instructions` and first input item, a text completion's first prompt.
 //! Every later turn of the conversation starts the same way, so it gets the same key; two
-//! conversations differ by their first question. Only the first `HASHED_BYTES` of the
-//! opening are read, so a long document costs no more than a short one.
+//! conversations differ by their first question. Only the first `PART_BYTES` of each message
+//! are read, so a long document costs no more than a short one, and an agent's long system
+//! prompt does not hide its conversations' first questions.
 
 use crate::openai::{ApiRequest, Endpoint};
 use serde_json::Value;
 use std::io::{self, Write};
 
-/// How much of the opening's JSON is hashed.
-const HASHED_BYTES: usize = 16 << 10;
+/// How much of each part of the opening (a message, the instructions) is hashed, as JSON.
+const PART_BYTES: usize = 4 << 10;
 
 /// The request's cache key, or None for a request with no conversation to keep together
 /// (embeddings).
@@ -47,12 +48,14 @@ pub fn of(request: &ApiRequest) -> Option<u64> {
         },
         Endpoint::Embeddings => return None,
     };
-    let mut hash = Capped::default();
+    let mut key = fnv(b"opening\0");
     for part in opening {
-        // Stops with an error at the cap: what was written is the key.
+        let mut hash = Capped::default();
+        // Stops with an error at the cap: what was written is the part's hash.
         let _ = serde_json::to_writer(&mut hash, part);
+        key = key.hash(&hash.fnv.0.to_le_bytes());
     }
-    Some(hash.fnv.0)
+    Some(key.0)
 }
 
 /// FNV-1a, 64 bits: the same key in every isolate and every version.
@@ -74,7 +77,7 @@ pub fn fnv(bytes: &[u8]) -> Fnv {
     Fnv(0xcbf2_9ce4_8422_2325).hash(bytes)
 }
 
-/// A writer hashing the first `HASHED_BYTES` written to it, then refusing more.
+/// A writer hashing the first `PART_BYTES` written to it, then refusing more.
 struct Capped {
     fnv: Fnv,
     written: usize,
@@ -91,7 +94,7 @@ impl Default for Capped {
 
 impl Write for Capped {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = HASHED_BYTES.saturating_sub(self.written);
+        let room = PART_BYTES.saturating_sub(self.written);
         if room == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -189,14 +192,18 @@ mod tests {
     }
 
     #[test]
-    fn a_long_opening_is_read_only_to_the_cap() {
-        let long = "x".repeat(HASHED_BYTES * 4);
+    fn each_message_is_read_only_to_the_cap() {
+        let long = "x".repeat(PART_BYTES * 4);
         let a = chat(json!([{"role": "user", "content": format!("{long}a")}]));
         let b = chat(json!([{"role": "user", "content": format!("{long}b")}]));
         assert!(a.is_some());
         assert_eq!(a, b, "past the cap: the same key");
+        // An agent's system prompt longer than the cap: its conversations still differ.
+        let system = json!({"role": "system", "content": long});
+        let task = |t: &str| chat(json!([system, {"role": "user", "content": t}]));
+        assert_ne!(task("Fix the build."), task("Write the docs."));
         let mut capped = Capped::default();
-        assert_eq!(capped.write(&[0; HASHED_BYTES + 5]).unwrap(), HASHED_BYTES);
+        assert_eq!(capped.write(&[0; PART_BYTES + 5]).unwrap(), PART_BYTES);
         assert!(capped.write(b"y").is_err());
     }
 }
