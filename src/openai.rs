@@ -467,8 +467,9 @@ pub struct Usage {
 
 /// A `usage` as sent: chat's names or the Responses API's (`input_tokens`, `output_tokens`;
 /// relays may send both, so they are read apart, not as aliases); an embeddings answer
-/// reports no output, only its total. The cache details are chat's `prompt_tokens_details`
-/// or the Responses API's `input_tokens_details`.
+/// reports no output, only its total. The cache details are chat's `prompt_tokens_details`,
+/// else DashScope's Responses API's (in `x_details[0]`, with its cache type), else the
+/// Responses API's `input_tokens_details`.
 #[derive(Deserialize)]
 struct UsageFields {
     #[serde(default)]
@@ -485,6 +486,15 @@ struct UsageFields {
     prompt_tokens_details: Option<CacheFields>,
     #[serde(default)]
     input_tokens_details: Option<CacheFields>,
+    #[serde(default)]
+    x_details: Option<Vec<XDetails>>,
+}
+
+/// One entry of DashScope's Responses API `usage.x_details`.
+#[derive(Deserialize)]
+struct XDetails {
+    #[serde(default)]
+    prompt_tokens_details: Option<CacheFields>,
 }
 
 /// What a `usage` says of the prompt cache.
@@ -502,7 +512,11 @@ impl From<UsageFields> for Usage {
     fn from(u: UsageFields) -> Usage {
         let input = u.prompt_tokens.or(u.input_tokens);
         let output = || u.total_tokens?.checked_sub(input?);
-        let cache = u.prompt_tokens_details.or(u.input_tokens_details);
+        let x_details = u.x_details.and_then(|x| x.into_iter().next());
+        let cache = u
+            .prompt_tokens_details
+            .or(x_details.and_then(|x| x.prompt_tokens_details))
+            .or(u.input_tokens_details);
         let cache = cache.as_ref();
         // Never more of the input than the input: a relay's odd count costs no less for it.
         let of_input = |n: Option<u64>| n.unwrap_or(0).min(input.unwrap_or(0));
