@@ -12,6 +12,7 @@
 
 use crate::openai::{ApiRequest, Endpoint};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 /// How much of each part of the opening (a message, the instructions) is hashed, as JSON.
@@ -56,6 +57,33 @@ pub fn of(request: &ApiRequest) -> Option<u64> {
         key = key.hash(&hash.fnv.0.to_le_bytes());
     }
     Some(key.0)
+}
+
+/// The requests in flight in one isolate, by cache key. A conversation is sequential: each
+/// turn waits for the last one's answer. So a request whose key is already in flight is not
+/// a turn of it but another use of the same opening (a template, a few-shot prompt, a load
+/// test), and is spread at random rather than piled on one account.
+#[derive(Debug, Default)]
+pub struct InFlight(HashMap<u64, u32>);
+
+impl InFlight {
+    /// Counts a request with `key` in flight: the key to order its accounts by, None when
+    /// another request with it is in flight.
+    pub fn begin(&mut self, key: u64) -> Option<u64> {
+        let n = self.0.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        (*n == 1).then_some(key)
+    }
+
+    /// The request with `key` has ended.
+    pub fn end(&mut self, key: u64) {
+        if let Some(n) = self.0.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: the same key in every isolate and every version.
@@ -189,6 +217,23 @@ mod tests {
             key(Endpoint::Embeddings, json!({"model": "m", "input": "x"})),
             None
         );
+    }
+
+    #[test]
+    fn a_key_in_flight_is_not_a_turn_of_its_conversation() {
+        let mut in_flight = InFlight::default();
+        assert_eq!(in_flight.begin(7), Some(7), "the first: a turn");
+        assert_eq!(in_flight.begin(7), None, "concurrent: spread at random");
+        assert_eq!(in_flight.begin(8), Some(8), "another conversation");
+        in_flight.end(7);
+        assert_eq!(in_flight.begin(7), None, "one still in flight");
+        in_flight.end(7);
+        in_flight.end(7);
+        assert_eq!(in_flight.begin(7), Some(7), "the next turn");
+        in_flight.end(7);
+        in_flight.end(8);
+        in_flight.end(9);
+        assert!(in_flight.0.is_empty(), "nothing kept once ended");
     }
 
     #[test]

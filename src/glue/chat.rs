@@ -19,7 +19,7 @@ use crate::glue::meter::{MeterRef, Metering};
 use crate::glue::serve::{gateway_headers, serve, Answer, Bill};
 use crate::glue::stream::{self, StreamRules};
 use crate::glue::upstream::{self, Attempt, Sent};
-use crate::glue::{body, cache, log, now_ms, respond, stored};
+use crate::glue::{body, cache, log, now_ms, respond, stored, turns};
 use crate::openai::{ApiError, ApiRequest, Endpoint};
 use crate::pace::{self, stall};
 use crate::planner::{Action, Choice, PlanSettings, Planner, Step};
@@ -197,6 +197,7 @@ async fn plan_and_send(
                 .collect(),
         })
         .collect();
+    let (cache_key, _turn) = turns::begin(cache_key::of(&chat));
     let mut planner = Planner::new(
         &chat.model,
         steps,
@@ -211,7 +212,7 @@ async fn plan_and_send(
             allow_fallback,
             seed: random_u64(),
             // A conversation's turns go where its prompt cache is.
-            cache_key: cache_key::of(&chat),
+            cache_key,
             est_tokens,
             prompt_tokens,
             input_param: endpoint.input_param(),

@@ -17,6 +17,7 @@ mod serve;
 mod settles;
 mod stored;
 mod stream;
+mod turns;
 mod upstream;
 
 use crate::access::cors::{self, Judged};

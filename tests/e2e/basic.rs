@@ -375,6 +375,7 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         [
             "abandon-test",
             "burst-test",
+            "cache-test",
             "chat-first",
             "chat-only",
             "choices-test",

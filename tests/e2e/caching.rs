@@ -130,6 +130,18 @@ async fn agent_turns(ctx: Arc<Ctx>) {
     let used = used_since(&ctx, &before);
     assert!(used.len() >= 2, "conversations spread: {:?}", calls(&ctx));
 
+    // Many requests with one opening at once (a template, a load test) are not one
+    // conversation: they spread rather than pile on one account.
+    let before = calls(&ctx);
+    let body = json!({"model": "cache-test", "max_tokens": 4, "messages": [system,
+        {"role": "user", "content": "Classify this ticket."}]});
+    let sends = (0..24).map(|_| ctx.chat(&body));
+    for reply in futures_util::future::join_all(sends).await {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let used = used_since(&ctx, &before);
+    assert!(used.len() >= 2, "concurrent uses spread: {:?}", calls(&ctx));
+
     // A client's own `prompt_cache_key` keeps different openings together.
     let before = calls(&ctx);
     for task in 0..6 {
