@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb bench-overhead bench-profile
+.PHONY: dev test bootstrap build lint unit e2e deploy-dry-run bench bench-realtime bench-ttfb bench-overhead bench-cache bench-profile
 
 dev: bootstrap
 	bash scripts/dev.sh
@@ -39,6 +39,9 @@ bench-ttfb: bootstrap
 
 bench-overhead: bootstrap
 	bash bench/overhead/run.sh
+
+bench-cache: bootstrap
+	bash bench/cache/run.sh
 
 # Where the isolate's time goes (a CPU profile under load; not a benchmark). ARGS: e.g. -c 1.
 bench-profile: bootstrap

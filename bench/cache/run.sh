@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+#! The prompt-cache benchmark: agents over three accounts, straight with one key, straight with
+#! client-side round-robin, and through the gateway; the share of their input the upstream read
+#! from its cache and what the input cost. Run from anywhere: `bash bench/cache/run.sh [bench.py
+#! options]` (`--help` lists them). Builds the simulator and the bundle, sets up the project venv,
+#! prints the report and writes bench/cache/RESULTS.md. About a minute on 2 cores.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+# shellcheck source=../common/run-lib.sh
+source bench/common/run-lib.sh
+
+bench_venv
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+    echo "usage: bash bench/cache/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
+    "$venv/bin/python" -m bench.cache.bench --bundle x --work x --help
+    exit 0
+  fi
+done
+
+bench_build cache
+bench_run "$venv/bin/python" -m bench.cache.bench --bundle "$work/bundle" --work "$work" \
+  --upload "$upload" --command "bash bench/cache/run.sh${*:+ $*}" "$@"
