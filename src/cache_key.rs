@@ -13,9 +13,9 @@
 use crate::openai::{ApiRequest, Endpoint};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{self, Write};
 
-/// How much of each part of the opening (a message, the instructions) is hashed, as JSON.
+/// How much of each part of the opening (a message, the instructions) is hashed: its text
+/// (strings, keys, numbers) up to this many bytes.
 const PART_BYTES: usize = 4 << 10;
 
 /// The request's cache key, or None for a request with no conversation to keep together
@@ -52,8 +52,7 @@ pub fn of(request: &ApiRequest) -> Option<u64> {
     let mut key = fnv(b"opening\0");
     for part in opening {
         let mut hash = Capped::default();
-        // Stops with an error at the cap: what was written is the part's hash.
-        let _ = serde_json::to_writer(&mut hash, part);
+        hash.value(part);
         key = key.hash(&hash.fnv.0.to_le_bytes());
     }
     Some(key.0)
@@ -105,35 +104,55 @@ pub fn fnv(bytes: &[u8]) -> Fnv {
     Fnv(0xcbf2_9ce4_8422_2325).hash(bytes)
 }
 
-/// A writer hashing the first `PART_BYTES` written to it, then refusing more.
+/// The hash of a JSON value's first `PART_BYTES` (each string, key and number after a tag
+/// of its kind, so `["ab"]` and `["a","b"]` differ; objects in their keys' order).
 struct Capped {
     fnv: Fnv,
-    written: usize,
+    room: usize,
 }
 
 impl Default for Capped {
     fn default() -> Capped {
         Capped {
             fnv: fnv(b""),
-            written: 0,
+            room: PART_BYTES,
         }
     }
 }
 
-impl Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = PART_BYTES.saturating_sub(self.written);
-        if room == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+impl Capped {
+    fn bytes(&mut self, tag: u8, bytes: &[u8]) {
+        if self.room == 0 {
+            return;
         }
-        let take = buf.len().min(room);
-        self.fnv = self.fnv.hash(buf.get(..take).unwrap_or_default());
-        self.written += take;
-        Ok(take)
+        let take = bytes.len().min(self.room);
+        self.fnv = self
+            .fnv
+            .hash(&[tag])
+            .hash(bytes.get(..take).unwrap_or_default());
+        self.room -= take;
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.bytes(b'n', b""),
+            Value::Bool(b) => self.bytes(b'b', &[u8::from(*b)]),
+            Value::Number(n) => self.bytes(b'#', n.to_string().as_bytes()),
+            Value::String(s) => self.bytes(b's', s.as_bytes()),
+            Value::Array(items) => {
+                self.bytes(b'[', b"");
+                items.iter().for_each(|v| self.value(v));
+                self.bytes(b']', b"");
+            }
+            Value::Object(map) => {
+                self.bytes(b'{', b"");
+                for (k, v) in map {
+                    self.bytes(b'k', k.as_bytes());
+                    self.value(v);
+                }
+                self.bytes(b'}', b"");
+            }
+        }
     }
 }
 
@@ -248,7 +267,17 @@ mod tests {
         let task = |t: &str| chat(json!([system, {"role": "user", "content": t}]));
         assert_ne!(task("Fix the build."), task("Write the docs."));
         let mut capped = Capped::default();
-        assert_eq!(capped.write(&[0; PART_BYTES + 5]).unwrap(), PART_BYTES);
-        assert!(capped.write(b"y").is_err());
+        capped.value(&json!("y".repeat(PART_BYTES + 5)));
+        assert_eq!(capped.room, 0);
+        let full = capped.fnv.0;
+        capped.value(&json!("more"));
+        assert_eq!(capped.fnv.0, full, "nothing hashed past the cap");
+        let shape = |v: Value| {
+            let mut c = Capped::default();
+            c.value(&v);
+            c.fnv.0
+        };
+        assert_ne!(shape(json!(["ab"])), shape(json!(["a", "b"])));
+        assert_ne!(shape(json!({"a": "b"})), shape(json!({"ab": ""})));
     }
 }

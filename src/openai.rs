@@ -449,8 +449,7 @@ impl Serialize for Upstream<'_> {
 }
 
 /// Token counts from an upstream's `usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(from = "UsageFields")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Input tokens.
     pub prompt_tokens: Option<u64>,
@@ -465,89 +464,60 @@ pub struct Usage {
     pub explicit_cache: bool,
 }
 
-/// A `usage` as sent: chat's names or the Responses API's (`input_tokens`, `output_tokens`;
-/// relays may send both, so they are read apart, not as aliases); an embeddings answer
-/// reports no output, only its total. The cache details are chat's `prompt_tokens_details`,
-/// else DashScope's Responses API's (in `x_details[0]`, with its cache type), else the
-/// Responses API's `input_tokens_details`.
-#[derive(Deserialize)]
-struct UsageFields {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    total_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<CacheFields>,
-    #[serde(default)]
-    input_tokens_details: Option<CacheFields>,
-    #[serde(default)]
-    x_details: Option<Vec<XDetails>>,
-}
-
-/// One entry of DashScope's Responses API `usage.x_details`.
-#[derive(Deserialize)]
-struct XDetails {
-    #[serde(default)]
-    prompt_tokens_details: Option<CacheFields>,
-}
-
-/// What a `usage` says of the prompt cache.
-#[derive(Deserialize)]
-struct CacheFields {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_type: Option<String>,
-}
-
-impl From<UsageFields> for Usage {
-    fn from(u: UsageFields) -> Usage {
-        let input = u.prompt_tokens.or(u.input_tokens);
-        let output = || u.total_tokens?.checked_sub(input?);
-        let x_details = u.x_details.and_then(|x| x.into_iter().next());
-        let cache = u
-            .prompt_tokens_details
-            .or(x_details.and_then(|x| x.prompt_tokens_details))
-            .or(u.input_tokens_details);
-        let cache = cache.as_ref();
+impl Usage {
+    /// Reads a `usage` object as sent: chat's names or the Responses API's (`input_tokens`,
+    /// `output_tokens`; relays may send both, so they are read apart, not as aliases); an
+    /// embeddings answer reports no output, only its total. The cache details are chat's
+    /// `prompt_tokens_details`, else DashScope's Responses API's (`x_details[0]`, with its
+    /// cache type), else the Responses API's `input_tokens_details`. None when null, empty
+    /// or not an object. (Read by hand: a derived reader costs kilobytes of wasm per
+    /// source it reads from.)
+    pub fn from_value(usage: &Value) -> Option<Usage> {
+        let count = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64);
+        let input = count(usage, "prompt_tokens").or_else(|| count(usage, "input_tokens"));
+        let output = count(usage, "completion_tokens")
+            .or_else(|| count(usage, "output_tokens"))
+            .or_else(|| count(usage, "total_tokens")?.checked_sub(input?));
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let x_details = usage.get("x_details").and_then(|x| x.get(0));
+        let cache = [
+            usage.get("prompt_tokens_details"),
+            x_details.and_then(|x| x.get("prompt_tokens_details")),
+            usage.get("input_tokens_details"),
+        ];
+        let cache = cache.into_iter().flatten().find(|c| c.is_object());
         // Never more of the input than the input: a relay's odd count costs no less for it.
-        let of_input = |n: Option<u64>| n.unwrap_or(0).min(input.unwrap_or(0));
-        let cached_tokens = of_input(cache.and_then(|c| c.cached_tokens));
-        let cache_write_tokens = of_input(cache.and_then(|c| c.cache_creation_input_tokens))
+        let of_input = |key| {
+            cache
+                .and_then(|c| count(c, key))
+                .unwrap_or(0)
+                .min(input.unwrap_or(0))
+        };
+        let cached_tokens = of_input("cached_tokens");
+        let cache_write_tokens = of_input("cache_creation_input_tokens")
             .min(input.unwrap_or(0).saturating_sub(cached_tokens));
-        Usage {
+        let cache_type = cache
+            .and_then(|c| c.get("cache_type"))
+            .and_then(Value::as_str);
+        Some(Usage {
             prompt_tokens: input,
-            completion_tokens: u.completion_tokens.or(u.output_tokens).or_else(output),
+            completion_tokens: output,
             cached_tokens,
             cache_write_tokens,
-            explicit_cache: cache.and_then(|c| c.cache_type.as_deref()) == Some("ephemeral"),
-        }
-    }
-}
-
-impl Usage {
-    /// Reads a `usage` object; None when null, empty or not an object.
-    pub fn from_value(usage: &Value) -> Option<Usage> {
-        let usage = Usage::deserialize(usage).ok()?;
-        (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some()).then_some(usage)
+            explicit_cache: cache_type == Some("ephemeral"),
+        })
     }
 
     /// The `usage` of a whole (non-streamed) JSON answer, if it reports one.
     pub fn of_body(body: &[u8]) -> Option<Usage> {
         #[derive(Deserialize)]
         struct Answer {
-            usage: Option<Usage>,
+            usage: Option<Value>,
         }
         let usage = crate::json::from_bytes::<Answer>(body).ok()?.usage?;
-        (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some()).then_some(usage)
+        Usage::from_value(&usage)
     }
 }
 
