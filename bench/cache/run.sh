@@ -12,13 +12,7 @@ cd "$root"
 source bench/common/run-lib.sh
 
 bench_venv
-for arg in "$@"; do
-  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
-    echo "usage: bash bench/cache/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
-    "$venv/bin/python" -m bench.cache.bench --bundle x --work x --help
-    exit 0
-  fi
-done
+bench_help cache "$@"
 
 bench_build cache
 bench_run "$venv/bin/python" -m bench.cache.bench --bundle "$work/bundle" --work "$work" \

@@ -14,6 +14,20 @@ bench_venv() {
   venv="$root/.venv"
 }
 
+# bench_help NAME ARGS...: with -h or --help among ARGS, prints bench/NAME's usage (its run.sh
+# passes --bundle, --work, --upload and --command; bench.py lists the rest) and exits.
+bench_help() {
+  local name="$1"
+  shift
+  for arg in "$@"; do
+    if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+      echo "usage: bash bench/$name/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
+      "$venv/bin/python" -m "bench.$name.bench" --bundle x --work x --help
+      exit 0
+    fi
+  done
+}
+
 # bench_need_hey NAME: installs Debian's `hey` if it is not on PATH (idempotent).
 bench_need_hey() {
   local name="$1"

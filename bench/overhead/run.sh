@@ -15,13 +15,7 @@ source bench/common/run-lib.sh
 
 bench_venv
 
-for arg in "$@"; do
-  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
-    echo "usage: bash bench/overhead/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
-    "$venv/bin/python" -m bench.overhead.bench --bundle x --work x --help
-    exit 0
-  fi
-done
+bench_help overhead "$@"
 
 # --- the load tool, idempotent: Debian's hey (raw latencies in its CSV output)
 bench_need_hey overhead

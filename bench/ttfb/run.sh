@@ -15,13 +15,7 @@ source bench/common/run-lib.sh
 # --- the project's venv (official SDK for the tests, httpx for this client), idempotent
 bench_venv
 
-for arg in "$@"; do
-  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
-    echo "usage: bash bench/ttfb/run.sh [options]; run.sh passes --bundle, --work, --upload and --command itself."
-    "$venv/bin/python" -m bench.ttfb.bench --bundle x --work x --help
-    exit 0
-  fi
-done
+bench_help ttfb "$@"
 
 # --- builds (sets $work, $upload)
 bench_build ttfb
