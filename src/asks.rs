@@ -1,5 +1,6 @@
 //! What a client asks of the gateway in its request headers: no lower model
-//! (`x-gateway-fallback: none`), and its own wait for a slot (`x-gateway-max-wait-ms`).
+//! (`x-gateway-fallback: none`), its own wait for a slot (`x-gateway-max-wait-ms`), and what
+//! it asks of DashScope itself (`DASHSCOPE_HEADERS`).
 
 use crate::openai::ApiError;
 
@@ -8,6 +9,14 @@ pub const FALLBACK_HEADER: &str = "x-gateway-fallback";
 /// Header a client sends to wait this long for each step's slot instead of the model's
 /// `max_wait_ms`: a batch job that would rather queue than be downgraded or refused.
 pub const MAX_WAIT_HEADER: &str = "x-gateway-max-wait-ms";
+
+/// DashScope's request headers a client's call takes along to DashScope upstreams (and to no
+/// other): its Responses API session cache (`x-dashscope-session-cache: enable`: the
+/// conversation's context cached, hits billed at 10 % of the input price) and its content
+/// inspection settings. Nothing else of the client's headers goes upstream (a workspace or
+/// organisation header would name another account than the one the gateway chose).
+pub const DASHSCOPE_HEADERS: [&str; 2] =
+    ["x-dashscope-session-cache", "x-dashscope-datainspection"];
 
 /// A client's asks, read from its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

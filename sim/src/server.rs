@@ -20,7 +20,7 @@ use crate::chat;
 use crate::completion::ChatRequest;
 use crate::control::control;
 use crate::respond::plain_json;
-use crate::state::SimState;
+use crate::state::{lock, SimState};
 
 /// Largest request body read (larger ones get 413).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -98,6 +98,10 @@ async fn handle(
         return Ok(plain_json(StatusCode::NOT_FOUND, bodies::not_found(path)));
     };
     let key = bearer(&parts.headers);
+    let session_cache = parts.headers.get("x-dashscope-session-cache");
+    if session_cache.is_some_and(|v| v == "enable") {
+        lock(&state).record_session_cache(&key);
+    }
     match (endpoint, &parts.method) {
         ("chat/completions", &Method::POST) => {
             chat::chat(&state, dialect, &key, &body, ChatRequest::parse, started).await

@@ -180,6 +180,13 @@ impl SimState {
         self.account_stats(account).calls += 1;
     }
 
+    /// Counts a call of `key`'s account asking for DashScope's session cache.
+    pub fn record_session_cache(&mut self, key: &str) {
+        if let Some(account) = self.account_of(key) {
+            self.account_stats(&account).session_cache += 1;
+        }
+    }
+
     /// Counts a request refused for its body or model.
     pub fn record_invalid(&mut self, account: &str) {
         self.account_stats(account).invalid_requests += 1;

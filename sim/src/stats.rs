@@ -59,6 +59,9 @@ impl Default for ModelStats {
 pub struct AccountStats {
     pub(crate) calls: u64,
     pub(crate) invalid_requests: u64,
+    /// Calls asking for DashScope's session cache (`x-dashscope-session-cache: enable`), in
+    /// either dialect.
+    pub(crate) session_cache: u64,
     pub(crate) models: BTreeMap<String, ModelStats>,
 }
 
@@ -112,6 +115,7 @@ impl Stats {
                     "state": account.state.as_str(),
                     "calls": stats.calls,
                     "invalid_requests": stats.invalid_requests,
+                    "session_cache": stats.session_cache,
                     "models": models,
                 }),
             );

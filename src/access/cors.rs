@@ -14,8 +14,8 @@ x-gateway-upstream, x-gateway-attempts, x-gateway-fallback-reason, x-gateway-cos
 retry-after, x-should-retry";
 
 /// Request headers allowed when a preflight does not list its own.
-const ALLOWED_HEADERS: &str =
-    "authorization, content-type, x-gateway-fallback, x-gateway-max-wait-ms";
+const ALLOWED_HEADERS: &str = "authorization, content-type, x-gateway-fallback, \
+    x-gateway-max-wait-ms, x-dashscope-session-cache, x-dashscope-datainspection";
 
 /// How long a browser may cache a preflight answer, seconds.
 const MAX_AGE_S: &str = "600";

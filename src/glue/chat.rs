@@ -10,7 +10,7 @@ use crate::asks;
 use crate::bucket::{self, credit, AcquireRequest, Admission, SettleOutcome, LEASE_GRACE_MS};
 use crate::cache_key;
 use crate::classify::{self, Outcome, ParkScope};
-use crate::config::{Candidate, Config, ModelRoute, Price};
+use crate::config::{Candidate, Config, ModelRoute, Price, Profile};
 use crate::glue::bucket::Bucket;
 use crate::glue::credits::{self, Of};
 use crate::glue::hold::{self, Background, Client, Held};
@@ -156,6 +156,10 @@ async fn plan_and_send(
     )
     .map_err(plain)?;
     let allow_fallback = endpoint.may_downgrade() && !asks.no_fallback;
+    let dashscope_headers: Vec<(&'static str, String)> = asks::DASHSCOPE_HEADERS
+        .iter()
+        .filter_map(|name| Some((*name, respond::header(&req, name)?)))
+        .collect();
 
     let started = now_ms();
     let deadline_ms = route.deadline_ms.unwrap_or(config.default_deadline_ms);
@@ -255,6 +259,7 @@ async fn plan_and_send(
         deadline_at,
         first_token_ms,
         idle_ms: config.stream_idle_timeout_ms,
+        dashscope_headers: &dashscope_headers,
     };
 
     // The bucket and lateness of the last slot given back for leaving late, for the next ask.
@@ -578,6 +583,8 @@ struct Job<'a> {
     deadline_at: u64,
     first_token_ms: u64,
     idle_ms: u64,
+    /// The client's DashScope headers, for DashScope upstreams only.
+    dashscope_headers: &'a [(&'static str, String)],
 }
 
 impl Job<'_> {
@@ -609,6 +616,10 @@ impl Job<'_> {
             body: self.chat.upstream_body(c.model),
             stream,
             wait_ms: until.saturating_sub(sent_at),
+            headers: match c.upstream.profile {
+                Profile::Dashscope => self.dashscope_headers,
+                _ => &[],
+            },
         };
         let (sent, reached) = upstream::send(self.env, attempt, &controller, now_ms).await;
         let lateness = reached.map(|r| Lateness {

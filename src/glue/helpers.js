@@ -60,10 +60,12 @@ export async function call(method, url, key, signal) {
  * [the response, when its headers arrived (Unix ms), its body read whole (a Uint8Array), or
  * null for a served stream (2xx and `stream`), whose body is read as it flows].
  */
-export async function post(url, key, body, signal, stream) {
+export async function post(url, key, body, signal, stream, extra) {
+  const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
+  for (let i = 0; extra && i + 1 < extra.length; i += 2) headers[extra[i]] = extra[i + 1];
   const response = await fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    headers,
     body,
     signal,
   });

@@ -29,14 +29,16 @@ extern "C" {
     /// returned function is called; the invocation lives until then (see helpers.js).
     pub fn watch(ctx: &JsValue, signal: &AbortSignal, left: &JsValue, id: u32) -> Function;
 
-    /// POSTs `body` to `url` with `key`, aborted by `signal`: a promise of [the response, when
-    /// its headers arrived (Unix ms), its body whole or null for a served stream].
+    /// POSTs `body` to `url` with `key` (and `extra` headers: undefined, or an array of
+    /// names and values in turn), aborted by `signal`: a promise of [the response, when its
+    /// headers arrived (Unix ms), its body whole or null for a served stream].
     pub fn post(
         url: &str,
         key: &str,
         body: &Uint8Array,
         signal: &AbortSignal,
         stream: bool,
+        extra: &JsValue,
     ) -> Promise;
 
     /// Sends `method` to `url` with `key` and no body, aborted by `signal`: a promise of

@@ -6,7 +6,7 @@ use crate::config::Candidate;
 use crate::glue::js;
 use crate::openai::{ApiError, Endpoint};
 use worker::js_sys::{self, Uint8Array};
-use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::AbortController;
 use worker::{web_sys, Env, Headers, Response};
@@ -54,6 +54,8 @@ pub struct Attempt<'a> {
     pub stream: bool,
     /// Longest wait for the answer (a stream's: for its headers).
     pub wait_ms: u64,
+    /// The client's headers it takes along (`asks::DASHSCOPE_HEADERS`), as (name, value).
+    pub headers: &'a [(&'static str, String)],
 }
 
 /// Makes the call; `controller` aborts it (as the deadline does: a runtime timer, cancelled
@@ -71,6 +73,7 @@ pub async fn send(
         body,
         stream,
         wait_ms,
+        headers: extra,
     } = attempt;
     let Ok(key) = env.secret(key_name).map(|s| s.to_string()) else {
         let missing = ApiError::config(format!(
@@ -86,7 +89,16 @@ pub async fn send(
         // side (`helpers.js` `post`): one call and one promise for what takes a dozen calls,
         // two promises and the worker crate's copies from Rust.
         let body = Uint8Array::from(body.as_slice());
-        let sent = js::post(&url, &key, &body, &signal, stream);
+        let extra = match extra {
+            [] => JsValue::UNDEFINED,
+            pairs => {
+                let flat = pairs
+                    .iter()
+                    .flat_map(|(n, v)| [JsValue::from(*n), JsValue::from(v)]);
+                flat.collect::<js_sys::Array>().into()
+            }
+        };
+        let sent = js::post(&url, &key, &body, &signal, stream, &extra);
         let answer: js_sys::Array = JsFuture::from(sent).await?.unchecked_into();
         let resp: web_sys::Response = answer.get(0).dyn_into()?;
         let answer_headers = resp.headers();

@@ -1,17 +1,22 @@
 //! Prompt caching: a conversation's turns stay on the account holding its cache, conversations
 //! still spread, and input the upstream read from its cache is priced at its share.
 
-use crate::support::{eventually, Ctx};
+use crate::support::{eventually, Ctx, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub fn scenarios() -> Vec<(&'static str, Scenario)> {
-    vec![(
-        "an_agents_turns_find_their_prompt_cache_and_pay_its_price",
-        |c| Box::pin(agent_turns(c)),
-    )]
+    vec![
+        (
+            "an_agents_turns_find_their_prompt_cache_and_pay_its_price",
+            |c| Box::pin(agent_turns(c)),
+        ),
+        ("dashscope_headers_reach_dashscope_upstreams_only", |c| {
+            Box::pin(dashscope_headers(c))
+        }),
+    ]
 }
 
 const ACCOUNTS: [&str; 3] = ["acct-cache1", "acct-cache2", "acct-cache3"];
@@ -150,6 +155,26 @@ async fn agent_turns(ctx: Arc<Ctx>) {
         assert_eq!(ctx.chat(&body).await.status, 200);
     }
     assert_eq!(used_since(&ctx, &before).len(), 1, "{:?}", calls(&ctx));
+}
+
+/// A client's `x-dashscope-session-cache: enable` (the Responses API's session cache) goes
+/// along to a DashScope upstream, and to no relay.
+async fn dashscope_headers(ctx: Arc<Ctx>) {
+    let asked = |account: &str| ctx.sim.stats()["accounts"][account]["session_cache"].clone();
+    let send = |model: &str| {
+        let body = json!({"model": model, "input": "Hello", "max_output_tokens": 4});
+        let url = format!("{}/v1/responses", ctx.url());
+        let req = ctx.http.post(url).bearer_auth(CLIENT_KEY).json(&body);
+        ctx.send(req.header("x-dashscope-session-cache", "enable"))
+    };
+    let reply = send("cache-test").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let sent: u64 = ACCOUNTS.iter().map(|a| asked(a).as_u64().unwrap()).sum();
+    assert_eq!(sent, 1, "the DashScope account got the header");
+    // relay-test's accounts (an OpenAI-compatible relay) use acct-b's and acct-c's keys.
+    let reply = send("relay-test").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!((asked("acct-b"), asked("acct-c")), (json!(0), json!(0)));
 }
 
 /// A streamed answer's final usage chunk and its text.
