@@ -16,6 +16,9 @@ use crate::limits::{LimitKind, Refusal};
 use crate::respond::{add_rate_headers, answer, json_answer, EVENT_STREAM, JSON};
 use crate::state::{lock, Admission, SimState, Stored};
 
+/// The shortest input the session cache keeps (DashScope: 1,024 tokens).
+const MIN_SESSION_TOKENS: u64 = 1_024;
+
 /// `created` of every listed model.
 const MODEL_CREATED: u64 = 1_735_689_600;
 
@@ -29,6 +32,18 @@ struct Accepted {
     chunk_delay_ms: u64,
 }
 
+/// Who calls, in which dialect, and whether it asks for DashScope's session cache
+/// (`x-dashscope-session-cache: enable` on the DashScope dialect).
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// The API's dialect.
+    pub dialect: Dialect,
+    /// The bearer key.
+    pub key: &'a str,
+    /// The session cache asked for.
+    pub session_cache: bool,
+}
+
 /// How a request's body is read: `ChatRequest::parse`, `parse_responses` or `parse_embeddings`.
 pub type Parse = fn(&[u8]) -> Result<ChatRequest, String>;
 
@@ -36,13 +51,13 @@ pub type Parse = fn(&[u8]) -> Result<ChatRequest, String>;
 /// connection without an answer.
 pub async fn chat(
     state: &Arc<Mutex<SimState>>,
-    dialect: Dialect,
-    key: &str,
+    call: Call<'_>,
     body: &[u8],
     parse: Parse,
     started: Instant,
 ) -> Result<Response<SimBody>, Aborted> {
-    let accepted = match accept(state, dialect, key, body, parse, started) {
+    let dialect = call.dialect;
+    let accepted = match accept(state, call, body, parse, started) {
         Ok(a) => a,
         Err(refused) => return Ok(*refused),
     };
@@ -138,12 +153,16 @@ async fn wait(state: &Arc<Mutex<SimState>>, ms: u64) {
 /// Checks key, body, model and account state, and picks a fault; `Err` is the refusal.
 fn accept(
     state: &Arc<Mutex<SimState>>,
-    dialect: Dialect,
-    key: &str,
+    call: Call<'_>,
     body: &[u8],
     parse: Parse,
     started: Instant,
 ) -> Result<Accepted, Box<Response<SimBody>>> {
+    let Call {
+        dialect,
+        key,
+        session_cache,
+    } = call;
     let mut s = lock(state);
     s.record_call();
     let id = s.next_request_id();
@@ -208,13 +227,32 @@ fn accept(
     if fault.as_ref().is_some_and(FaultKind::is_failure) {
         s.record_error(&account, &model, "fault");
     }
-    let cached_tokens = s.cached_tokens(&account, &model, &request.prefixes);
+    let mut prompt_tokens = request.prompt_tokens;
+    let mut cached_tokens = s.cached_tokens(&account, &model, &request.prefixes);
+    let mut session_cache_writes = None;
+    if session_cache && request.shape == Shape::Response {
+        // The session cache holds the conversation so far: the previous response's whole
+        // context, counted in this input as DashScope counts it; the rest is written.
+        let previous = request.previous_response_id.as_deref();
+        let context = previous
+            .and_then(|p| s.stored_response(&account, p))
+            .map_or(0, |stored| stored.context_tokens());
+        prompt_tokens += context;
+        cached_tokens = context;
+        let rest = prompt_tokens - context;
+        session_cache_writes = Some(if prompt_tokens >= MIN_SESSION_TOKENS {
+            rest
+        } else {
+            0
+        });
+    }
     let completion = Completion {
         id: format!("chatcmpl-{id}"),
         model,
         created: unix_now(),
-        prompt_tokens: request.prompt_tokens,
+        prompt_tokens,
         cached_tokens,
+        session_cache_writes,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
         choices: request.choices,
         shape: request.shape,

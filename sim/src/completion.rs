@@ -205,8 +205,11 @@ pub struct Completion {
     pub created: u64,
     /// Prompt tokens charged.
     pub prompt_tokens: u64,
-    /// Of which read from the implicit prompt cache.
+    /// Of which read from the prompt cache (the implicit one, or the session cache).
     pub cached_tokens: u64,
+    /// Of which written to the session cache (DashScope's Responses API,
+    /// `x-dashscope-session-cache: enable`): then the usage says so as DashScope does.
+    pub session_cache_writes: Option<u64>,
     /// Completion tokens of each choice (one per word).
     pub completion_tokens: u64,
     /// Choices answered (the request's `n`), each with the same words.
@@ -399,6 +402,7 @@ impl Completion {
             created: 1,
             prompt_tokens: r.prompt_tokens,
             cached_tokens: 0,
+            session_cache_writes: None,
             completion_tokens: r.completion_tokens(12),
             choices: r.choices,
             shape: r.shape,
@@ -417,6 +421,7 @@ mod tests {
             created: 1,
             prompt_tokens: 9,
             cached_tokens: 0,
+            session_cache_writes: None,
             completion_tokens: n,
             choices: 1,
             shape: Shape::Chat,

@@ -58,13 +58,29 @@ impl Completion {
 
     fn response_usage(&self) -> Value {
         let output = self.total_completion_tokens();
-        json!({
+        let mut usage = json!({
             "input_tokens": self.prompt_tokens,
             "input_tokens_details": {"cached_tokens": self.cached_tokens},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": self.prompt_tokens + output,
-        })
+        });
+        // DashScope's session cache: the explicit cache's details, in `x_details`.
+        if let Some(written) = self.session_cache_writes {
+            usage["x_details"] = json!([{
+                "input_tokens": self.prompt_tokens,
+                "output_tokens": output,
+                "prompt_tokens_details": {
+                    "cache_creation": {"ephemeral_5m_input_tokens": written},
+                    "cache_creation_input_tokens": written,
+                    "cache_type": "ephemeral",
+                    "cached_tokens": self.cached_tokens,
+                },
+                "total_tokens": self.prompt_tokens + output,
+                "x_billing_type": "response_api",
+            }]);
+        }
+        usage
     }
 
     fn message(&self, status: &str, text: Option<&str>) -> Value {

@@ -99,24 +99,30 @@ async fn handle(
     };
     let key = bearer(&parts.headers);
     let session_cache = parts.headers.get("x-dashscope-session-cache");
-    if session_cache.is_some_and(|v| v == "enable") {
+    let session_cache = session_cache.is_some_and(|v| v == "enable");
+    if session_cache {
         lock(&state).record_session_cache(&key);
     }
+    let call = chat::Call {
+        dialect,
+        key: &key,
+        session_cache: session_cache && dialect == Dialect::DashScope,
+    };
     match (endpoint, &parts.method) {
         ("chat/completions", &Method::POST) => {
-            chat::chat(&state, dialect, &key, &body, ChatRequest::parse, started).await
+            chat::chat(&state, call, &body, ChatRequest::parse, started).await
         }
         ("responses", &Method::POST) => {
             let parse = ChatRequest::parse_responses;
-            chat::chat(&state, dialect, &key, &body, parse, started).await
+            chat::chat(&state, call, &body, parse, started).await
         }
         ("completions", &Method::POST) => {
             let parse = ChatRequest::parse_completions;
-            chat::chat(&state, dialect, &key, &body, parse, started).await
+            chat::chat(&state, call, &body, parse, started).await
         }
         ("embeddings", &Method::POST) => {
             let parse = ChatRequest::parse_embeddings;
-            chat::chat(&state, dialect, &key, &body, parse, started).await
+            chat::chat(&state, call, &body, parse, started).await
         }
         ("models", &Method::GET) => Ok(chat::models(&state, dialect, &key, started)),
         (stored, method @ (&Method::GET | &Method::DELETE)) if stored.starts_with("responses/") => {

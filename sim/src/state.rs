@@ -70,6 +70,16 @@ pub struct Stored {
     pub input: Vec<Value>,
 }
 
+impl Stored {
+    /// The tokens of the conversation it ends: its input and its output, as its usage says.
+    pub fn context_tokens(&self) -> u64 {
+        let answer: Value = serde_json::from_str(&self.answer).unwrap_or_default();
+        let usage = &answer["usage"];
+        let count = |k: &str| usage[k].as_u64().unwrap_or(0);
+        count("input_tokens") + count("output_tokens")
+    }
+}
+
 /// Locks the state, recovering from a panicked holder (the counters stay usable).
 pub fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     state

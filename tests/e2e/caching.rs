@@ -16,6 +16,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("dashscope_headers_reach_dashscope_upstreams_only", |c| {
             Box::pin(dashscope_headers(c))
         }),
+        ("a_responses_session_cache_is_priced_as_billed", |c| {
+            Box::pin(session_cache(c))
+        }),
     ]
 }
 
@@ -175,6 +178,51 @@ async fn dashscope_headers(ctx: Arc<Ctx>) {
     let reply = send("relay-test").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!((asked("acct-b"), asked("acct-c")), (json!(0), json!(0)));
+}
+
+/// DashScope's session cache (Responses API, `x-dashscope-session-cache: enable`): the first
+/// turn writes the conversation to the cache (125 % of the input price), the next reads it
+/// (10 %); the gateway's cost header says what DashScope bills.
+async fn session_cache(ctx: Arc<Ctx>) {
+    let send = |body: Value| {
+        let url = format!("{}/v1/responses", ctx.url());
+        let req = ctx.http.post(url).bearer_auth(CLIENT_KEY).json(&body);
+        ctx.send(req.header("x-dashscope-session-cache", "enable"))
+    };
+    // What DashScope bills for a usage, at qwen-flash's test prices ($1 / $2 per 1M).
+    let billed = |usage: &Value| {
+        let details = &usage["x_details"][0]["prompt_tokens_details"];
+        assert_eq!(details["cache_type"], "ephemeral", "{usage}");
+        let n = |v: &Value| v.as_u64().unwrap();
+        let (input, output) = (n(&usage["input_tokens"]), n(&usage["output_tokens"]));
+        let (read, written) = (
+            n(&details["cached_tokens"]),
+            n(&details["cache_creation_input_tokens"]),
+        );
+        let plain = input - read - written;
+        let micro = plain as f64 + read as f64 * 0.1 + written as f64 * 1.25 + output as f64 * 2.0;
+        (format!("{:.6}", micro / 1e6), read, written)
+    };
+    let first = send(json!({"model": "cache-test", "max_output_tokens": 8,
+        "input": format!("Review this diff: {}", "+ let x = 1;\n".repeat(400))}))
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let (cost, read, written) = billed(&first.json()["usage"]);
+    assert_eq!(
+        (read, written > 1_000),
+        (0, true),
+        "the first turn writes the cache"
+    );
+    assert_eq!(first.header("x-gateway-cost-usd"), cost);
+    let next = send(
+        json!({"model": "cache-test", "max_output_tokens": 8, "input": "Go on.",
+        "previous_response_id": first.json()["id"]}),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let (cost, read, _) = billed(&next.json()["usage"]);
+    assert!(read > 1_000, "the next turn reads it");
+    assert_eq!(next.header("x-gateway-cost-usd"), cost);
 }
 
 /// A streamed answer's final usage chunk and its text.

@@ -249,7 +249,8 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
                 {"input": 2.4, "output": 12.0}
             ]},
             // Round figures; DashScope's implicit cache share.
-            "qwen-flash": {"tiers": [{"input": 1.0, "output": 2.0}], "cache": {"hit": 0.2}}
+            "qwen-flash": {"tiers": [{"input": 1.0, "output": 2.0}],
+                           "cache": {"hit": 0.2, "explicit_hit": 0.1, "write": 1.25}}
         },
         "models": {
             "qwen3-max": {
