@@ -3,16 +3,6 @@
 use crate::config::Price;
 use crate::openai::Usage;
 
-/// USD cost of one request: the whole request is billed at the tier its input tokens fall in.
-pub fn cost_usd(price: &Price, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-    let usage = Usage {
-        prompt_tokens: Some(prompt_tokens),
-        completion_tokens: Some(completion_tokens),
-        ..Usage::default()
-    };
-    served_cost_usd(Some(price), usage, prompt_tokens)
-}
-
 /// The cost of a served request in USD: its reported usage priced at the served model's
 /// tiers; input the upstream did not report is taken from the gateway's estimate, output it
 /// did not report counts as none. Input read from the upstream's prompt cache costs the
@@ -55,6 +45,16 @@ pub fn micro_usd(usd: f64) -> u64 {
 mod tests {
     use super::*;
     use crate::config::{CacheShares, PriceTier};
+
+    /// A request's cost with no cache: the whole request billed at its input's tier.
+    fn cost_usd(price: &Price, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        let usage = Usage {
+            prompt_tokens: Some(prompt_tokens),
+            completion_tokens: Some(completion_tokens),
+            ..Usage::default()
+        };
+        served_cost_usd(Some(price), usage, prompt_tokens)
+    }
 
     fn qwen3_max() -> Price {
         let tier = |up_to, input, output| PriceTier {
