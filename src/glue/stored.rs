@@ -78,11 +78,9 @@ pub async fn call(
         .filter(|t| t.belongs(caller))
         .ok_or_else(not_found)?;
     let upstream_id = stored.upstream_id;
-    let (account_id, account) = config
-        .accounts
-        .iter()
-        .find(|(a, _)| affinity::tag(a) == stored.account_tag)
-        .ok_or_else(not_found)?;
+    let accounts = config.accounts.keys().map(String::as_str);
+    let account_id = affinity::stored_by(stored.account_tag, accounts).ok_or_else(not_found)?;
+    let account = config.accounts.get(account_id).ok_or_else(not_found)?;
     let upstream = config
         .upstreams
         .get(&account.upstream)
