@@ -1,7 +1,7 @@
 //! Prompt caching: a conversation's turns stay on the account holding its cache, conversations
 //! still spread, and input the upstream read from its cache is priced at its share.
 
-use crate::support::{eventually, Ctx, CLIENT_KEY};
+use crate::support::{eventually, Ctx, Reply, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -166,9 +166,7 @@ async fn dashscope_headers(ctx: Arc<Ctx>) {
     let asked = |account: &str| ctx.sim.stats()["accounts"][account]["session_cache"].clone();
     let send = |model: &str| {
         let body = json!({"model": model, "input": "Hello", "max_output_tokens": 4});
-        let url = format!("{}/v1/responses", ctx.url());
-        let req = ctx.http.post(url).bearer_auth(CLIENT_KEY).json(&body);
-        ctx.send(req.header("x-dashscope-session-cache", "enable"))
+        with_session_cache(&ctx, body)
     };
     let reply = send("cache-test").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -184,11 +182,7 @@ async fn dashscope_headers(ctx: Arc<Ctx>) {
 /// turn writes the conversation to the cache (125 % of the input price), the next reads it
 /// (10 %); the gateway's cost header says what DashScope bills.
 async fn session_cache(ctx: Arc<Ctx>) {
-    let send = |body: Value| {
-        let url = format!("{}/v1/responses", ctx.url());
-        let req = ctx.http.post(url).bearer_auth(CLIENT_KEY).json(&body);
-        ctx.send(req.header("x-dashscope-session-cache", "enable"))
-    };
+    let send = |body: Value| with_session_cache(&ctx, body);
     // What DashScope bills for a usage, at qwen-flash's test prices ($1 / $2 per 1M).
     let billed = |usage: &Value| {
         let details = &usage["x_details"][0]["prompt_tokens_details"];
@@ -223,6 +217,14 @@ async fn session_cache(ctx: Arc<Ctx>) {
     let (cost, read, _) = billed(&next.json()["usage"]);
     assert!(read > 1_000, "the next turn reads it");
     assert_eq!(next.header("x-gateway-cost-usd"), cost);
+}
+
+/// A Responses API call asking for DashScope's session cache.
+async fn with_session_cache(ctx: &Ctx, body: Value) -> Reply {
+    let url = format!("{}/v1/responses", ctx.url());
+    let req = ctx.http.post(url).bearer_auth(CLIENT_KEY).json(&body);
+    ctx.send(req.header("x-dashscope-session-cache", "enable"))
+        .await
 }
 
 /// A streamed answer's final usage chunk and its text.
