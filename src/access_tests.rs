@@ -186,7 +186,8 @@ fn refusals_are_openai_shaped_with_honest_retry_advice() {
     assert!(refusal(
         &Verdict::Go {
             lease: 1,
-            credit: None
+            credit: None,
+            at_ms: None,
         },
         now,
         "client `web`"

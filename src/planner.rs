@@ -425,6 +425,13 @@ impl<C: Choice> Planner<C> {
         }
     }
 
+    /// The request's client had room in its own limits only later: the slot was given back
+    /// unused while the request waited for its client's; ask the same bucket again.
+    pub fn on_client_waited(&mut self, slot: Slot) {
+        self.sending = None;
+        self.retry = Some((slot, 0));
+    }
+
     /// The bucket's Durable Object failed or did not answer in time: rotate away from it.
     pub fn on_bucket_unreachable(&mut self, slot: Slot) {
         if self.retry.is_some_and(|(s, _)| s == slot) {

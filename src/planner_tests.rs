@@ -655,6 +655,21 @@ fn a_missed_slot_is_asked_for_again_then_the_bucket_is_left() {
 }
 
 #[test]
+fn a_wait_for_the_clients_limits_asks_the_same_bucket_again() {
+    let mut p = P::new("qwen3-max", chain(), settings());
+    let (slot, a, _) = acquire(&mut p, 0);
+    for round in 0..=MAX_MISSES + 1 {
+        p.on_admission(slot, &go(u64::from(round), 0));
+        let _ = send(&mut p, 0);
+        p.on_client_waited(slot);
+        let (next, account, wait) = acquire(&mut p, 0);
+        assert_eq!((next, account.as_str()), (slot, a.as_str()), "asked again");
+        assert_eq!(wait, 2_000, "with the whole wait");
+    }
+    assert_eq!(p.attempts(), 0, "nothing was sent");
+}
+
+#[test]
 fn unreachable_buckets_rotate_then_answer_503_with_retry_after() {
     let mut s = settings();
     s.allow_fallback = false;

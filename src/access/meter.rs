@@ -79,6 +79,10 @@ pub enum Verdict {
         /// Admissions handed out ahead beside it, if asked and the meter has ample room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credit: Option<Credit>,
+        /// Not before then: the first time with room, within the ask's `max_wait_ms` (None:
+        /// now). The request is counted then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
     },
     /// Over the per-minute rate: room again at `until_ms`.
     Rate {
@@ -274,11 +278,17 @@ pub struct Ask {
     /// Most admissions of a credit handed out beside it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub credit_max: u64,
+    /// How long the request may wait for room in the minute windows (the client's
+    /// `x-gateway-max-wait-ms`, or its model's wait): within it, a request over the rate is
+    /// given the first slot with room instead of a refusal.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_wait_ms: u64,
 }
 
 impl Meter {
     /// Admits a request now (with a credit beside it when asked and the meter has ample
-    /// room), or says why not.
+    /// room), or at the first time the minute windows have room if that is within the ask's
+    /// `max_wait_ms` (counted then, with no credit), or says why not.
     pub fn admit(
         &mut self,
         now_ms: u64,
@@ -287,25 +297,45 @@ impl Meter {
         ask: Ask,
     ) -> Verdict {
         self.tidy(now_ms, spec);
-        if let Some(mut refusal) = self.refusal(now_ms, limits, spec, ask.est_tokens) {
-            let open = self.credits_open(now_ms);
-            match &mut refusal {
-                Verdict::Rate { credits_open, .. } | Verdict::Budget { credits_open, .. }
-                    if open =>
-                {
-                    *credits_open = true
-                }
-                Verdict::Rate { .. } => self.refused(false),
-                Verdict::Budget { .. } => self.refused(true),
-                _ => {}
+        let at_ms = match self.refusal(now_ms, limits, spec, ask.est_tokens) {
+            None => now_ms,
+            Some(Verdict::Rate { until_ms, .. })
+                if until_ms.saturating_sub(now_ms) <= ask.max_wait_ms =>
+            {
+                until_ms
             }
-            return refusal;
-        }
-        self.windows.reserve(now_ms, ask.est_tokens);
-        let lease = self.record(now_ms, ask.est_tokens, ask.ttl_ms, 1, None);
+            Some(refusal) => return self.refuse(now_ms, refusal),
+        };
+        self.windows.reserve(at_ms, ask.est_tokens);
+        let lease = self.record(at_ms, ask.est_tokens, ask.ttl_ms, 1, None);
         self.totals.admitted += 1;
+        if at_ms > now_ms {
+            return Verdict::Go {
+                lease,
+                credit: None,
+                at_ms: Some(at_ms),
+            };
+        }
         let credit = self.grant(now_ms, limits, spec, ask);
-        Verdict::Go { lease, credit }
+        Verdict::Go {
+            lease,
+            credit,
+            at_ms: None,
+        }
+    }
+
+    /// A refusal, counted unless credits handed out may still serve it (`credits_open`).
+    fn refuse(&mut self, now_ms: u64, mut refusal: Verdict) -> Verdict {
+        let open = self.credits_open(now_ms);
+        match &mut refusal {
+            Verdict::Rate { credits_open, .. } | Verdict::Budget { credits_open, .. } if open => {
+                *credits_open = true
+            }
+            Verdict::Rate { .. } => self.refused(false),
+            Verdict::Budget { .. } => self.refused(true),
+            _ => {}
+        }
+        refusal
     }
 
     /// A credit asked ahead of need, beside no request (the asking isolate's is nearly spent),

@@ -23,6 +23,7 @@ fn ask(est_tokens: u64, ttl_ms: u64) -> Ask {
         est_tokens,
         ttl_ms,
         credit_max: 0,
+        max_wait_ms: 0,
     }
 }
 
@@ -354,6 +355,7 @@ fn credits_never_let_a_minute_or_a_day_exceed_its_limit() {
                 est_tokens: est,
                 ttl_ms: 60_000,
                 credit_max: 16,
+                max_wait_ms: 0,
             };
             if slot.wants_next(now, life_ms(SPEC)) {
                 if let Some(c) = m.grant_ahead(now, &l, SPEC, wants) {
@@ -376,7 +378,7 @@ fn credits_never_let_a_minute_or_a_day_exceed_its_limit() {
                             ..wants
                         },
                     ) {
-                        Verdict::Go { lease, credit } => {
+                        Verdict::Go { lease, credit, .. } => {
                             if let Some(c) = credit {
                                 granted += c.count;
                                 for lease in slot.keep(c) {
@@ -420,6 +422,7 @@ fn credits_shrink_to_none_near_a_limit_and_never_come_under_a_monthly_cap() {
         est_tokens,
         ttl_ms: 60_000,
         credit_max: 32,
+        max_wait_ms: 0,
     };
     let credit_of = |v: Verdict| match v {
         Verdict::Go { credit, .. } => credit.map_or(0, |c| c.count),
@@ -454,11 +457,13 @@ fn a_credit_counts_in_the_windows_and_the_day_until_its_admissions_settle_or_com
         est_tokens: 100,
         ttl_ms: 60_000,
         credit_max: 8,
+        max_wait_ms: 0,
     };
     let mut m = Meter::default();
     let Verdict::Go {
         lease,
         credit: Some(c),
+        ..
     } = m.admit(T0, &l, SPEC, ask)
     else {
         panic!()
@@ -502,7 +507,8 @@ fn calls_and_state_written_before_credits_still_read() {
         go,
         Verdict::Go {
             lease: 4,
-            credit: None
+            credit: None,
+            at_ms: None,
         }
     );
     let stored = r#"{"open":[[3,{"at_ms":1,"tokens":2,"expires_ms":90000}]],"next_lease":4}"#;
@@ -520,6 +526,7 @@ fn a_refusal_while_credits_are_open_is_counted_by_the_isolate_that_gives_it() {
         est_tokens: 10,
         ttl_ms: 60_000,
         credit_max: 8,
+        max_wait_ms: 0,
     };
     let mut m = Meter::default();
     let Verdict::Go {
@@ -572,4 +579,116 @@ fn a_refusal_while_credits_are_open_is_counted_by_the_isolate_that_gives_it() {
     );
     assert_eq!(m.view(after, l, SPEC).totals.rate_limited, 2);
     assert_eq!(late.uncounted(), None);
+}
+
+/// A request that may wait (`Ask::max_wait_ms`) over the rate is given the first slot with
+/// room, never further away than its wait; counted at their slots, admissions never pass a
+/// minute limit; one that may not wait that long is refused with the time room returns.
+#[test]
+fn a_request_that_may_wait_gets_the_first_slot_with_room_within_its_wait() {
+    let l = limits(Some(5), Some(2_000), None, None);
+    let mut rng = Lcg(11);
+    let mut m = Meter::default();
+    let mut slots: Vec<(u64, u64)> = Vec::new();
+    let (mut t, mut scheduled, mut refused) = (T0, 0, 0);
+    for _ in 0..600 {
+        t += rng.below(3_000);
+        let wants = Ask {
+            est_tokens: 50 + rng.below(300),
+            ttl_ms: 60_000,
+            credit_max: 0,
+            max_wait_ms: [0, 5_000, 30_000, 90_000][rng.below(4) as usize],
+        };
+        let before = m.clone();
+        match m.admit(t, &l, SPEC, wants) {
+            Verdict::Go { at_ms, credit, .. } => {
+                assert!(credit.is_none());
+                let at = at_ms.unwrap_or(t);
+                assert!(at >= t && at - t <= wants.max_wait_ms, "{at} for {t}");
+                if at > t {
+                    scheduled += 1;
+                    // The first slot with room: asked to wait less, the request is refused
+                    // with that very time.
+                    let shorter = Ask {
+                        max_wait_ms: at - t - 1,
+                        ..wants
+                    };
+                    let mut probe = before.clone();
+                    assert!(matches!(
+                        probe.admit(t, &l, SPEC, shorter),
+                        Verdict::Rate { until_ms, .. } if until_ms == at
+                    ));
+                }
+                slots.push((at, wants.est_tokens));
+            }
+            Verdict::Rate { until_ms, .. } => {
+                assert!(until_ms - t > wants.max_wait_ms);
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for &(end, _) in &slots {
+        let minute = slots
+            .iter()
+            .filter(|(at, _)| *at <= end && at + 60_000 > end);
+        let (requests, tokens) = minute.fold((0, 0), |(r, k), (_, tokens)| (r + 1, k + tokens));
+        assert!(
+            requests <= 5,
+            "{requests} requests in the minute ending {end}"
+        );
+        assert!(
+            tokens <= 2_000,
+            "{tokens} tokens in the minute ending {end}"
+        );
+    }
+    assert!(
+        scheduled > 20 && refused > 20,
+        "{scheduled} scheduled, {refused} refused"
+    );
+}
+
+/// A slot given for later is held: later asks queue behind it; given back unsent (the
+/// request ended before its slot), it is free again.
+#[test]
+fn a_slot_given_for_later_is_held_until_given_back() {
+    let l = limits(Some(2), None, None, None);
+    let mut m = Meter::default();
+    let wants = |max_wait_ms| Ask {
+        est_tokens: 10,
+        ttl_ms: 120_000,
+        credit_max: 0,
+        max_wait_ms,
+    };
+    for _ in 0..2 {
+        assert!(matches!(
+            m.admit(T0, &l, SPEC, wants(0)),
+            Verdict::Go { at_ms: None, .. }
+        ));
+    }
+    let Verdict::Go {
+        lease,
+        at_ms: Some(at),
+        ..
+    } = m.admit(T0 + 10, &l, SPEC, wants(61_000))
+    else {
+        panic!("no slot")
+    };
+    assert!((T0 + 60_000..=T0 + 60_500).contains(&at), "{}", at - T0);
+    assert!(matches!(
+        m.admit(T0 + 20, &l, SPEC, wants(61_000)),
+        Verdict::Go { at_ms: Some(a), .. } if a == at
+    ));
+    // Both slots at `at` are taken: the next room is a minute after them.
+    assert!(matches!(
+        m.admit(T0 + 30, &l, SPEC, wants(61_000)),
+        Verdict::Rate { until_ms, .. } if until_ms >= at + 60_000
+    ));
+    m.settle(T0 + 40, SPEC, lease, Spent::default());
+    assert!(matches!(
+        m.admit(T0 + 50, &l, SPEC, wants(61_000)),
+        Verdict::Go { at_ms: Some(a), .. } if a == at
+    ));
+    let view = m.view(T0 + 60, l, SPEC);
+    assert_eq!((view.totals.admitted, view.totals.rate_limited), (4, 1));
 }

@@ -202,16 +202,18 @@ async fn plan_and_send(
         })
         .collect();
     let (cache_key, _turn) = turns::begin(cache_key::of(&chat));
+    // The client's own wait, if it asked for one; never past the deadline. A request over its
+    // client's own limits waits for room as long, as it does for each model's slot.
+    let max_wait_ms = asks
+        .max_wait_ms
+        .or(route.max_wait_ms)
+        .unwrap_or(config.default_max_wait_ms)
+        .min(deadline_ms);
     let mut planner = Planner::new(
         &chat.model,
         steps,
         PlanSettings {
-            // The client's own wait, if it asked for one; never past the deadline.
-            max_wait_ms: asks
-                .max_wait_ms
-                .or(route.max_wait_ms)
-                .unwrap_or(config.default_max_wait_ms)
-                .min(deadline_ms),
+            max_wait_ms,
             deadline_ms: deadline_at,
             allow_fallback,
             seed: random_u64(),
@@ -238,6 +240,7 @@ async fn plan_and_send(
             est_tokens,
             ttl_ms: ask.lease_ttl_ms,
             credit_max: 0,
+            max_wait_ms,
         },
         request_id,
     );
@@ -382,11 +385,28 @@ async fn plan_and_send(
                 at_ms,
             } => {
                 let c = candidate.c;
-                if let Err(e) = metering.admitted().await {
+                let not_before = match metering.admitted().await {
+                    Ok(not_before) => not_before,
+                    Err(e) => {
+                        if let Some(hold) = held.take() {
+                            background.settle(hold, SettleOutcome::Released, &[]);
+                        }
+                        return Err(plain(e));
+                    }
+                };
+                if not_before > at_ms {
+                    // The client's own limits have room only later: the bucket's slot goes
+                    // back unused, and the bucket is asked again once the client's slot comes.
                     if let Some(hold) = held.take() {
                         background.settle(hold, SettleOutcome::Released, &[]);
                     }
-                    return Err(plain(e));
+                    let wait = not_before.saturating_sub(now_ms());
+                    trail.borrow_mut().waited(wait);
+                    if wait > 0 && left_during(&client, wait).await {
+                        return Err(plain(background.client_left(&held)));
+                    }
+                    planner.on_client_waited(slot);
+                    continue;
                 }
                 // A send that a stalled send of this isolate may crowd waits until the stall's
                 // reach has passed (`pace::stall`); a stall too long to wait out is missed.

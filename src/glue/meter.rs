@@ -248,7 +248,9 @@ fn spend_credit(
 /// a bucket, and the answer is awaited only before the first send. Whatever the request ends
 /// without settling (it failed, gave up or its client left) is settled when it is dropped.
 pub struct Metering {
-    verdict: Option<oneshot::Receiver<std::result::Result<(), ApiError>>>,
+    verdict: Option<oneshot::Receiver<std::result::Result<u64, ApiError>>>,
+    /// The meters' slot, once they answered: the request leaves no earlier (0: now).
+    not_before: u64,
     metered: Rc<Metered>,
     sent: Rc<Cell<bool>>,
     _done: Option<oneshot::Sender<()>>,
@@ -269,6 +271,7 @@ impl Metering {
         if meters.is_empty() {
             return Metering {
                 verdict: None,
+                not_before: 0,
                 metered,
                 sent,
                 _done: None,
@@ -320,26 +323,23 @@ impl Metering {
         });
         Metering {
             verdict,
+            not_before: 0,
             metered,
             sent,
             _done: Some(done),
         }
     }
 
-    /// Waits for the meters' answer (at once after the first time): Err is the answer to
-    /// give the client.
-    pub async fn admitted(&mut self) -> std::result::Result<(), ApiError> {
-        let Some(verdict) = self.verdict.take() else {
-            return Ok(());
-        };
-        let answer = verdict
-            .await
-            .unwrap_or_else(|_| Err(crate::glue::respond::internal_error()));
-        if answer.is_err() {
-            // Asked again (it cannot be: the caller returns), it would refuse again.
-            self.verdict = None;
+    /// Waits for the meters' answer (at once after the first time): the time the request may
+    /// leave (a slot for later when its client's limits have room only then; 0: now), or the
+    /// answer to give the client.
+    pub async fn admitted(&mut self) -> std::result::Result<u64, ApiError> {
+        if let Some(verdict) = self.verdict.take() {
+            let answer = verdict.await;
+            self.not_before =
+                answer.unwrap_or_else(|_| Err(crate::glue::respond::internal_error()))?;
         }
-        answer
+        Ok(self.not_before)
     }
 
     /// Notes that the request reached an upstream (a failure then counts as a request).
@@ -358,7 +358,8 @@ impl Metering {
 /// Asks the meters at once, adding their leases to `admitted` (which may hold leases spent
 /// from credits) and keeping the credits they hand out. A refusal while credits are open is
 /// served from one if this isolate now holds it (a concurrent request's ask brought it), else
-/// counted at the meter. Ok: admitted. Err: the first refusal (or 503 when a meter did not
+/// counted at the meter. Ok: admitted, not before the time said (the latest slot a meter gave
+/// for later; 0: now). Err: the first refusal (or 503 when a meter did not
 /// answer); what the others admitted goes back when the request's metering ends. Also the calls to send once answered
 /// (credits' unspent admissions to give back, refusals to count) and the credits kept, with
 /// their ends.
@@ -369,7 +370,7 @@ async fn admit(
     admitted: &Metered,
     request_id: &str,
 ) -> (
-    std::result::Result<(), ApiError>,
+    std::result::Result<u64, ApiError>,
     Vec<(MeterRef, MeterOp)>,
     Vec<(MeterRef, u64)>,
 ) {
@@ -379,11 +380,17 @@ async fn admit(
     let replies = first.into_iter().chain(second);
     let now = crate::glue::now_ms();
     let mut refused = None;
+    let mut not_before = 0;
     let mut then = Vec::new();
     let mut kept = Vec::new();
     for (meter, reply) in meters.into_iter().zip(replies) {
         match reply {
-            Ok(MeterReply::Verdict(Verdict::Go { lease, credit })) => {
+            Ok(MeterReply::Verdict(Verdict::Go {
+                lease,
+                credit,
+                at_ms,
+            })) => {
+                not_before = not_before.max(at_ms.unwrap_or(0));
                 if let Some(credit) = credit {
                     kept.push((meter.clone(), credit.until_ms));
                     let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
@@ -423,7 +430,7 @@ async fn admit(
     // A refused request gives back what the others admitted when its metering ends, right
     // after this answer (never sent): the refusal does not wait for it.
     match refused {
-        None => (Ok(()), then, kept),
+        None => (Ok(not_before), then, kept),
         Some(e) => (Err(e), then, kept),
     }
 }

@@ -23,6 +23,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "a_client_with_room_is_admitted_from_credits_and_held_exactly_at_its_limit",
             |c| Box::pin(credits_then_limit(c)),
         ),
+        (
+            "a_client_over_its_rpm_that_may_wait_is_served_when_its_minute_has_room",
+            |c| Box::pin(waits_for_its_limits(c)),
+        ),
         ("user_tokens_meter_each_user_and_bad_tokens_say_why", |c| {
             Box::pin(user_tokens(c))
         }),
@@ -71,6 +75,83 @@ async fn call(ctx: &Ctx, credential: &str, model: &str) -> Reply {
             .json(&body),
     )
     .await
+}
+
+/// `call` with the client's own wait.
+async fn call_waiting(ctx: &Ctx, credential: &str, model: &str, max_wait_ms: u64) -> Reply {
+    let mut body = chat_body(model, false);
+    body["max_tokens"] = json!(16);
+    ctx.send(
+        ctx.http
+            .post(format!("{}/v1/chat/completions", ctx.url()))
+            .bearer_auth(credential)
+            .header("x-gateway-max-wait-ms", max_wait_ms.to_string())
+            .json(&body),
+    )
+    .await
+}
+
+/// app-a (20 a compressed minute of 3.3 s) sends a batch of 30 at once, asking to wait up to
+/// 10 s: the first 20 go at once, the other 10 wait for the slots their minute frees and are
+/// served then, none refused; its meter, its log lines and the simulator agree. A request that
+/// may not wait that long meanwhile is refused with an honest Retry-After.
+async fn waits_for_its_limits(ctx: Arc<Ctx>) {
+    admin(&ctx, "app-a", true).await;
+    let served_before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    let batch: Vec<_> = (0..30)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { call_waiting(&ctx, APP_A_KEY, "client-test", 10_000).await })
+        })
+        .collect();
+    // While the last 10 wait, one that may wait a second only finds no room within it.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let impatient = call_waiting(&ctx, APP_A_KEY, "client-test", 1_000).await;
+    let e = impatient.assert_error(429);
+    assert_eq!(e["code"], "rate_limit_exceeded", "{}", impatient.text);
+    let retry_after = impatient.header("retry-after").parse::<u64>().unwrap_or(0);
+    assert!(retry_after >= 2, "Retry-After {retry_after}");
+    let mut ids = Vec::new();
+    for call in batch {
+        let reply = call.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        ids.push(reply.header("x-request-id").to_string());
+    }
+    let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]) - served_before;
+    assert_eq!(
+        served, 30,
+        "every request of the batch reached the upstream once"
+    );
+    let view = admin(&ctx, "app-a", false).await;
+    assert_eq!(stat(&view, &["usage", "totals", "admitted"]), 30, "{view}");
+    assert_eq!(
+        stat(&view, &["usage", "totals", "rate_limited"]),
+        1,
+        "{view}"
+    );
+    // The log says which waited: 10, each for the rest of the first minute (at least the
+    // 3.3 s less the 0.8 s the batch may have taken to arrive).
+    let waits = || -> Vec<u64> {
+        let log = ctx.gateway_log();
+        let lines: Vec<Value> = (log.lines())
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .filter(|v| v["event"] == "request")
+            .collect();
+        let wait_of = |id: &String| {
+            let line = lines.iter().find(|v| v["request_id"] == id.as_str())?;
+            line["wait_ms"].as_u64()
+        };
+        ids.iter().filter_map(wait_of).collect()
+    };
+    let logged = crate::support::eventually(5, || {
+        let all = waits().len() == ids.len();
+        async move { all }
+    })
+    .await;
+    assert!(logged, "a request line for each of the batch");
+    let waited: Vec<u64> = waits().into_iter().filter(|w| *w > 0).collect();
+    assert_eq!(waited.len(), 10, "waited: {waited:?}");
+    assert!(waited.iter().all(|w| *w >= 2_500), "waited: {waited:?}");
 }
 
 async fn stored_responses_per_user(ctx: Arc<Ctx>) {

@@ -287,8 +287,10 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "relay-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-a", "relay-b"]}], "max_wait_ms": 50},
             "long-stream": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-b"]}], "deadline_ms": 3000},
             "write-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-c"]}], "max_wait_ms": 50},
-            "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
-            "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}]},
+            // No wait: these prove refusals at a client's limits; waiting for room in them is
+            // asked with x-gateway-max-wait-ms.
+            "client-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}], "max_wait_ms": 0},
+            "qwen-turbo-direct": {"fallback": [{"model": "qwen-turbo", "accounts": ["wide"]}], "max_wait_ms": 0},
             "cache-test": {"fallback": [{"model": "qwen-flash", "accounts": ["cache-1", "cache-2", "cache-3"]}]},
             "choices-test": {"fallback": [{"model": "qwen-plus", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
             "prompts-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-tpm"]}], "max_wait_ms": 8000},
