@@ -1,9 +1,10 @@
 //! Pacing at real speed (no time compression: compression hides exactly these effects), with
 //! the simulator's surge protection on: a burst at an idle bucket ramps up smoothly, and the
-//! same burst without slow start trips the protection (so the test can fail).
+//! same burst without slow start trips the protection (so the test can fail). And a client's
+//! own per-minute limit, waited for over a real minute.
 
 use crate::gateway::GatewaySpec;
-use crate::support::{stat, test_secrets, Ctx, Setup, CLIENT_KEY};
+use crate::support::{sha256_hex, stat, test_secrets, Ctx, Setup, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -51,8 +52,11 @@ fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "paced": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a"]}],
                       "max_wait_ms": 30_000, "deadline_ms": 60_000},
             "unpaced": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-b"]}],
-                        "max_wait_ms": 30_000, "deadline_ms": 60_000}
-        }
+                        "max_wait_ms": 30_000, "deadline_ms": 60_000},
+            "batch": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-a"]}],
+                      "max_wait_ms": 0, "deadline_ms": 90_000}
+        },
+        "clients": {"batch-job": {"key_sha256": sha256_hex(BATCH_KEY), "rpm": 10}}
     });
     GatewaySpec {
         config,
@@ -78,8 +82,15 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("without_slow_start_the_same_burst_trips_it", |c| {
             Box::pin(burst_unpaced(c))
         }),
+        (
+            "a_batch_over_its_clients_rpm_waits_a_real_minute_and_is_served_whole",
+            |c| Box::pin(batch_waits_for_its_rpm(c)),
+        ),
     ]
 }
+
+/// The key of the client `batch-job` (10 requests a minute).
+const BATCH_KEY: &str = "gw-batch-job-key-1234";
 
 /// Fires `n` chat requests for `model` at once; returns (statuses, seconds taken).
 async fn burst(ctx: &Arc<Ctx>, model: &str, n: usize) -> (Vec<u16>, f64) {
@@ -143,4 +154,70 @@ async fn burst_unpaced(ctx: Arc<Ctx>) {
     // The gateway still answers everyone: each surge 429 holds the rate and ramps back.
     let ok = statuses.iter().filter(|&&s| s == 200).count();
     assert_eq!(ok, 100, "{statuses:?}");
+}
+
+/// A batch job sends 15 requests at once over its client's 10 a minute, asking to wait up to
+/// 70 s: 10 are served at once, the other 5 wait for the minute to free their slots (about
+/// 60 s) and are served then; one that may wait only a second meanwhile is refused, told to
+/// come back in about a minute.
+async fn batch_waits_for_its_rpm(ctx: Arc<Ctx>) {
+    let url = format!("{}/v1/chat/completions", ctx.url());
+    let call = |max_wait_ms: u64| {
+        let body =
+            json!({"model": "batch", "messages": [{"role": "user", "content": "Say hello"}]});
+        let request = (ctx.http.post(&url))
+            .bearer_auth(BATCH_KEY)
+            .header("x-gateway-max-wait-ms", max_wait_ms.to_string())
+            .json(&body);
+        ctx.send(request)
+    };
+    let started = Instant::now();
+    let batch: Vec<_> = (0..15).map(|_| call(70_000)).collect();
+    let (replies, impatient) = tokio::join!(futures_util::future::join_all(batch), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        call(1_000).await
+    });
+    let took = started.elapsed().as_secs_f64();
+    let e = impatient.assert_error(429);
+    assert_eq!(e["code"], "rate_limit_exceeded", "{}", impatient.text);
+    let retry_after: u64 = impatient.header("retry-after").parse().unwrap_or(0);
+    assert!(
+        (55..=62).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let ids: Vec<String> = replies
+        .iter()
+        .map(|r| r.header("x-request-id").to_string())
+        .collect();
+    let waits = || -> Vec<u64> {
+        let lines: Vec<Value> = (ctx.gateway_log().lines())
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .filter(|v| v["event"] == "request")
+            .collect();
+        let wait_of = |id: &String| {
+            let line = lines.iter().find(|v| v["request_id"] == id.as_str())?;
+            line["wait_ms"].as_u64()
+        };
+        ids.iter().filter_map(wait_of).collect()
+    };
+    let logged = crate::support::eventually(5, || {
+        let all = waits().len() == ids.len();
+        async move { all }
+    })
+    .await;
+    assert!(logged, "a request line for each of the batch");
+    // (The bucket's slow start spaces the first 10 over a few seconds.)
+    let mut waited: Vec<u64> = waits().into_iter().filter(|w| *w > 30_000).collect();
+    waited.sort_unstable();
+    assert_eq!(waited.len(), 5, "waited: {waited:?}");
+    // A minute after the first 10, less the moments the batch took to arrive; at most the
+    // window's margin, a granule (500 ms) and the bucket's spacing of the five more.
+    assert!(
+        waited.iter().all(|w| (57_000..=64_000).contains(w)),
+        "waited: {waited:?}"
+    );
+    println!("  15 requests over a client's 10 a minute: all served in {took:.1} s, 5 waited {waited:?} ms");
 }
