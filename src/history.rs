@@ -69,6 +69,9 @@ pub struct Rollup {
     /// Prompt tokens the upstream reported.
     #[serde(skip_serializing_if = "is_zero")]
     pub prompt_tokens: u64,
+    /// Of those, read from the upstream's prompt cache.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached_tokens: u64,
     /// Completion tokens.
     #[serde(skip_serializing_if = "is_zero")]
     pub completion_tokens: u64,
@@ -122,6 +125,7 @@ impl Rollup {
             after.downgrade_lost_micro_usd,
         );
         self.prompt_tokens += d(before.prompt_tokens, after.prompt_tokens);
+        self.cached_tokens += d(before.cached_tokens, after.cached_tokens);
         self.completion_tokens += d(before.completion_tokens, after.completion_tokens);
         self.cost_micro_usd += d(before.cost_micro_usd, after.cost_micro_usd);
     }
@@ -166,6 +170,7 @@ impl Rollup {
             downgrade_saved_micro_usd: self.downgrade_saved_micro_usd,
             downgrade_lost_micro_usd: self.downgrade_lost_micro_usd,
             prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
             completion_tokens: self.completion_tokens,
             cost_micro_usd: self.cost_micro_usd,
             ..Counters::default()

@@ -14,6 +14,7 @@ fn served(c: &Counters, n: u64) -> Counters {
         admitted: c.admitted + n,
         ok: c.ok + n,
         prompt_tokens: c.prompt_tokens + 10 * n,
+        cached_tokens: c.cached_tokens + 4 * n,
         ..c.clone()
     }
 }
@@ -44,6 +45,7 @@ fn minutes_close_at_their_boundary_and_add_up_to_their_day() {
     let m = |i: usize| &closed.minutes[i].1;
     assert_eq!(closed.minutes.len(), 1);
     assert_eq!((m(0).ok, m(0).peak_rpm, m(0).prompt_tokens), (2, 5, 20));
+    assert_eq!(m(0).cached_tokens, 8, "cached input is rolled up too");
     let (minute, day) = h.open();
     assert_eq!(minute.map(|(n, r)| (n, r.ok)), Some((T0 / 60_000 + 3, 0)));
     let (d, day) = day.unwrap();

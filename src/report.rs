@@ -54,6 +54,8 @@ pub struct Day {
     pub minutes_at_limit: u64,
     /// Prompt tokens.
     pub prompt_tokens: u64,
+    /// Of those, read from the upstream's prompt cache (billed at its cache price).
+    pub cached_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
     /// Cost, USD.
@@ -121,6 +123,7 @@ pub fn days(
             tpm_limit: limits.tpm,
             minutes_at_limit: r.minutes_at_limit,
             prompt_tokens: r.prompt_tokens,
+            cached_tokens: r.cached_tokens,
             completion_tokens: r.completion_tokens,
             cost_usd: r.cost_micro_usd as f64 / 1e6,
         })
@@ -196,7 +199,7 @@ pub fn csv<T: Serialize>(header: &[&str], rows: &[T]) -> String {
 }
 
 /// The columns of a bucket's report, in order.
-pub const DAY_COLUMNS: [&str; 23] = [
+pub const DAY_COLUMNS: [&str; 24] = [
     "date",
     "admitted",
     "served",
@@ -218,6 +221,7 @@ pub const DAY_COLUMNS: [&str; 23] = [
     "tpm_limit",
     "minutes_at_limit",
     "prompt_tokens",
+    "cached_tokens",
     "completion_tokens",
     "cost_usd",
 ];
@@ -265,6 +269,8 @@ mod tests {
             peak_rpm: 10,
             p95_rpm: 9,
             minutes_at_limit: 30,
+            prompt_tokens: 4_000,
+            cached_tokens: 3_000,
             cost_micro_usd: 1_500_000,
             ..Rollup::default()
         };
@@ -322,9 +328,9 @@ mod tests {
         assert!(lines[0].starts_with("date,admitted,served"));
         assert_eq!(
             lines[2],
-            "2026-11-29,50,48,10,250,7,2,0.25,1,3,0,1,0,10,9,10,0,0,1000,30,0,0,1.5"
+            "2026-11-29,50,48,10,250,7,2,0.25,1,3,0,1,0,10,9,10,0,0,1000,30,4000,3000,0,1.5"
         );
-        assert!(lines.iter().all(|l| l.split(',').count() == 23));
+        assert!(lines.iter().all(|l| l.split(',').count() == 24));
         let clients = client_days(&[], &minutes, T0 + 3_600_000, 1);
         assert_eq!((clients[0].requests, clients[0].p95_rpm), (0, 10));
         let text = csv(&CLIENT_COLUMNS, &clients);

@@ -1,7 +1,7 @@
 //! Prompt caching: a conversation's turns stay on the account holding its cache, conversations
 //! still spread, and input the upstream read from its cache is priced at its share.
 
-use crate::support::{eventually, Ctx, Reply, CLIENT_KEY};
+use crate::support::{eventually, Ctx, Reply, ADMIN_TOKEN, CLIENT_KEY};
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -127,6 +127,21 @@ async fn agent_turns(ctx: Arc<Ctx>) {
     })
     .await;
     assert!(counted, "{}", ctx.bucket(&account, "qwen-flash").await);
+    // And its daily report (two days: the run may cross a UTC midnight).
+    let url = format!(
+        "{}/admin/report?account={account}&model=qwen-flash&days=2",
+        ctx.url()
+    );
+    let report = ctx.send(ctx.http.get(&url).bearer_auth(ADMIN_TOKEN)).await;
+    let days = report.json()["days"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let reported: u64 = days
+        .iter()
+        .filter_map(|d| d["cached_tokens"].as_u64())
+        .sum();
+    assert_eq!(reported, cached_in_all, "{}", report.text);
 
     // Other conversations spread over the accounts (the same system prompt, other tasks).
     let before = calls(&ctx);
