@@ -6,6 +6,12 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "${1:-$root}"
 worker-build --release
+# wasm-bindgen (0.2.130) names the helpers.js snippet in the wasm's imports object once per
+# function imported from it, and esbuild warns of each repeated key ("Duplicate key ... in
+# object literal"), in worker-build's bundling above and again in every `wrangler dev` and
+# `wrangler deploy`. The repeats (same key, same value: a no-op) are dropped here, so
+# wrangler's bundling of the result is clean.
+perl -0pi -e 's/("\.\/snippets\/[^"]+":[\w\$]+)(?:,\1)+/$1/g' build/index.js
 # worker-build's own wasm-opt pass is off (Cargo.toml) because it always keeps the function
 # names section, a sixth of the upload. Optimise for size here instead and move the names to
 # build/index_bg.symbols (index:name, one a line; not uploaded) to read a trap's
