@@ -245,6 +245,15 @@ pub fn render(buckets: &[BucketRow], clients: &[ClientRow]) -> String {
     }
     let mut f = family(
         &mut out,
+        "gateway_client_scheduled_total",
+        "counter",
+        "Of a client's admitted requests, those that waited for room in its own RPM/TPM.",
+    );
+    for (client, v) in &live {
+        f.sample(&[("client", client)], v.totals.scheduled as f64);
+    }
+    let mut f = family(
+        &mut out,
         "gateway_client_tokens_total",
         "counter",
         "Tokens a client's requests used.",

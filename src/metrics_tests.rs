@@ -79,7 +79,8 @@ fn buckets_and_clients_parse_back_with_their_numbers() {
         },
     ];
     let mut meter = Meter::default();
-    let view = meter.view(1_000, MeterLimits::default(), WindowSpec::default());
+    let mut view = meter.view(1_000, MeterLimits::default(), WindowSpec::default());
+    view.totals.scheduled = 7;
     let clients = [ClientRow {
         client: "web",
         view: Some(&view),
@@ -127,6 +128,14 @@ fn buckets_and_clients_parse_back_with_their_numbers() {
             &[("client", "web"), ("outcome", "admitted")]
         ),
         Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "gateway_client_scheduled_total",
+            &[("client", "web")]
+        ),
+        Some(7.0)
     );
     // Every family is declared once, with its type.
     for name in ["gateway_bucket_requests_total", "gateway_client_used"] {

@@ -137,6 +137,10 @@ pub struct ClientDay {
     pub date: String,
     /// Requests admitted.
     pub requests: u64,
+    /// Of those, given a later slot: they waited for room in its own RPM/TPM...
+    pub scheduled: u64,
+    /// ...this long on average (ms).
+    pub avg_wait_ms: u64,
     /// Refused for its own RPM/TPM.
     pub rate_limited: u64,
     /// Refused for a spent budget.
@@ -166,6 +170,8 @@ pub fn client_days(
         .map(|(day, r)| ClientDay {
             date: calendar::date(*day),
             requests: r.admitted,
+            scheduled: r.scheduled,
+            avg_wait_ms: r.wait_ms.checked_div(r.scheduled).unwrap_or(0),
             rate_limited: r.rate_limited,
             over_budget: r.denied,
             tokens: r.prompt_tokens,
@@ -227,9 +233,11 @@ pub const DAY_COLUMNS: [&str; 24] = [
 ];
 
 /// The columns of a client's report, in order.
-pub const CLIENT_COLUMNS: [&str; 9] = [
+pub const CLIENT_COLUMNS: [&str; 11] = [
     "date",
     "requests",
+    "scheduled",
+    "avg_wait_ms",
     "rate_limited",
     "over_budget",
     "tokens",
@@ -337,7 +345,7 @@ mod tests {
         assert_eq!(
             text.lines().next(),
             Some(
-                "date,requests,rate_limited,over_budget,tokens,cost_usd,peak_rpm,p95_rpm,peak_tpm"
+                "date,requests,scheduled,avg_wait_ms,rate_limited,over_budget,tokens,cost_usd,peak_rpm,p95_rpm,peak_tpm"
             )
         );
     }

@@ -212,12 +212,16 @@ pub struct Totals {
     pub micro_usd: u64,
     /// Of the admitted, those spent from credits (no call to the meter).
     pub credited: u64,
+    /// Of the admitted, those given a later slot (they waited for room in the limits)...
+    pub scheduled: u64,
+    /// ...and how long they were told to wait, summed (ms).
+    pub wait_ms: u64,
 }
 
 impl Totals {
-    /// As a bucket's counters, for the shared history rollups: admitted as admitted, refusals
-    /// for the rate as `rate_limited`, for a budget as `denied`, tokens as `prompt_tokens`
-    /// (a client's tokens are not split), spend as cost.
+    /// As a bucket's counters, for the shared history rollups: admitted, scheduled and their
+    /// waits as they are, refusals for the rate as `rate_limited`, for a budget as `denied`,
+    /// tokens as `prompt_tokens` (a client's tokens are not split), spend as cost.
     fn as_counters(&self) -> Counters {
         Counters {
             admitted: self.admitted,
@@ -226,6 +230,8 @@ impl Totals {
             prompt_tokens: self.tokens,
             cost_micro_usd: self.micro_usd,
             credited: self.credited,
+            scheduled: self.scheduled,
+            wait_ms: self.wait_ms,
             ..Counters::default()
         }
     }
@@ -310,6 +316,8 @@ impl Meter {
         let lease = self.record(at_ms, ask.est_tokens, ask.ttl_ms, 1, None);
         self.totals.admitted += 1;
         if at_ms > now_ms {
+            self.totals.scheduled += 1;
+            self.totals.wait_ms = self.totals.wait_ms.saturating_add(at_ms - now_ms);
             return Verdict::Go {
                 lease,
                 credit: None,

@@ -691,4 +691,10 @@ fn a_slot_given_for_later_is_held_until_given_back() {
     ));
     let view = m.view(T0 + 60, l, SPEC);
     assert_eq!((view.totals.admitted, view.totals.rate_limited), (4, 1));
+    assert_eq!(
+        view.totals.scheduled, 3,
+        "each slot given for later counted"
+    );
+    let told = (at - T0 - 10) + (at - T0 - 20) + (at - T0 - 50);
+    assert_eq!(view.totals.wait_ms, told, "with the waits it was told");
 }

@@ -98,6 +98,11 @@ async fn call_waiting(ctx: &Ctx, credential: &str, model: &str, max_wait_ms: u64
 async fn waits_for_its_limits(ctx: Arc<Ctx>) {
     admin(&ctx, "app-a", true).await;
     let served_before = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]);
+    let scheduled = |report: &Value| -> u64 {
+        let days = report.as_array().cloned().unwrap_or_default();
+        days.iter().map(|d| stat(d, &["scheduled"])).sum()
+    };
+    let scheduled_before = scheduled(&client_report(&ctx, "app-a").await);
     let batch: Vec<_> = (0..30)
         .map(|_| {
             let ctx = ctx.clone();
@@ -129,6 +134,10 @@ async fn waits_for_its_limits(ctx: Arc<Ctx>) {
         1,
         "{view}"
     );
+    assert_eq!(stat(&view, &["usage", "totals", "scheduled"]), 10, "{view}");
+    // The client's report says how many waited for its limits.
+    let report = client_report(&ctx, "app-a").await;
+    assert_eq!(scheduled(&report) - scheduled_before, 10, "{report}");
     // The log says which waited: 10, each for the rest of the first minute (at least the
     // 3.3 s less the 0.8 s the batch may have taken to arrive).
     let waits = || -> Vec<u64> {
