@@ -11,7 +11,7 @@ use crate::config::Config;
 /// Headers a browser app may read from an answer.
 pub const EXPOSED: &str = "x-request-id, x-gateway-requested-model, x-gateway-served-model, \
 x-gateway-upstream, x-gateway-attempts, x-gateway-fallback-reason, x-gateway-cost-usd, \
-retry-after, x-should-retry";
+x-gateway-wait-ms, retry-after, x-should-retry";
 
 /// Request headers allowed when a preflight does not list its own.
 const ALLOWED_HEADERS: &str = "authorization, content-type, x-gateway-fallback, \

@@ -483,7 +483,8 @@ async fn plan_and_send(
                                 let Some(hold) = held.take() else {
                                     return Err(plain(background.client_left(&held)));
                                 };
-                                let headers = gateway_headers(&chat.model, &c, &planner);
+                                let waited = trail.borrow().wait_ms();
+                                let headers = gateway_headers(&chat.model, &c, &planner, waited);
                                 trail.borrow_mut().attempt(&name, "ok");
                                 let bill = Bill {
                                     price: config.prices.get(c.model).cloned(),

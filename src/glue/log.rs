@@ -123,6 +123,11 @@ impl Trail {
         self.wait_ms = self.wait_ms.saturating_add(ms);
     }
 
+    /// The time waited so far.
+    pub fn wait_ms(&self) -> u64 {
+        self.wait_ms
+    }
+
     /// Logs the request's one line.
     pub fn end(&self, request_id: &str, ending: Ending) {
         let usage = ending.usage;

@@ -155,11 +155,13 @@ fn js_headers(pairs: &[(&str, String)]) -> Headers {
     headers
 }
 
-/// The `x-gateway-*` headers of an answer (names and values).
+/// The `x-gateway-*` headers of an answer (names and values); `wait_ms`: how long the request
+/// waited for slots (its buckets' and its client's), said when it did.
 pub fn gateway_headers<C: Choice>(
     requested: &str,
     served: &Candidate,
     planner: &Planner<C>,
+    wait_ms: u64,
 ) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         ("x-gateway-requested-model", requested.to_string()),
@@ -169,6 +171,9 @@ pub fn gateway_headers<C: Choice>(
     ];
     if let Some(reason) = planner.fallback_reason() {
         headers.push(("x-gateway-fallback-reason", reason));
+    }
+    if wait_ms > 0 {
+        headers.push(("x-gateway-wait-ms", wait_ms.to_string()));
     }
     headers
 }

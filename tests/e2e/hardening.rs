@@ -293,6 +293,9 @@ async fn abandoned_while_waiting(ctx: Arc<Ctx>) {
     for f in fresh {
         let reply = f.await.expect("fresh");
         assert_eq!(reply.status, 200, "{}", reply.text);
+        // Each waited for its slot, and says how long.
+        let waited: u64 = reply.header("x-gateway-wait-ms").parse().unwrap_or(0);
+        assert!(waited > 500, "waited {waited} ms");
     }
     // The freed slots open at one window (3.3 s); without the release they would wait for
     // the window after (6.6 s).
