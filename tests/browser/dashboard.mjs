@@ -1,6 +1,7 @@
 // The dashboard in a real browser (issue 11): headless Chromium opens /admin/ with the admin
 // token (HTTP Basic, as a person would type it), finds a bucket's row, reads its state and
-// counts, clicks its Clear button and waits until the page shows it available.
+// counts, clicks its Clear button and waits until the page shows it available; and reads the
+// clients' rows (each client's cells by its id).
 //
 //   node tests/browser/dashboard.mjs --gateway URL --token ADMIN_TOKEN --bucket acct:model --out DIR
 //
@@ -39,6 +40,9 @@ try {
     state: (await row.locator("td.state").innerText()).trim(),
     cells: await row.locator("td").allInnerTexts(),
     chartBars: await page.locator("#chart rect").count(),
+    clients: await page.locator("#clients tbody tr").evaluateAll((rows) =>
+      Object.fromEntries(rows.map((r) => [r.dataset.client, [...r.cells].map((c) => c.innerText.trim())])),
+    ),
   });
   const before = await read();
   await page.screenshot({ path: join(args.out, "dashboard-parked.png"), fullPage: true });

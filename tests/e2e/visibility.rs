@@ -360,6 +360,35 @@ async fn dashboard(ctx: Arc<Ctx>) {
         seen["errors"].as_array().is_some_and(Vec::is_empty),
         "page errors: {seen}"
     );
+    // Each client with limits has its row: its use against its own limits, and its counts.
+    let clients = &seen["after"]["clients"];
+    let app_a = &clients["app-a"];
+    assert!(
+        app_a[1].as_str().unwrap().ends_with("/ 20"),
+        "RPM of 20: {seen}"
+    );
+    assert!(
+        app_a[2].as_str().unwrap().ends_with("/ 100000"),
+        "TPM: {seen}"
+    );
+    let meter = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/clients/app-a", ctx.url()))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await
+        .json();
+    assert_eq!(
+        app_a[6].as_str().unwrap(),
+        stat(&meter, &["usage", "totals", "admitted"]).to_string(),
+        "{seen}"
+    );
+    let app_b = &clients["app-b"];
+    assert!(
+        app_b[3].as_str().unwrap().ends_with("/ 600"),
+        "daily tokens: {seen}"
+    );
     let cleared = ctx.bucket("acct-a", "qwen3-max").await;
     assert!(cleared["state"]["parked"].is_null(), "{cleared}");
     assert!(out_dir.join("dashboard-cleared.png").exists());
