@@ -229,7 +229,14 @@ fn accept(
     }
     let mut prompt_tokens = request.prompt_tokens;
     let mut cached_tokens = s.cached_tokens(&account, &model, &request.prefixes);
-    let mut session_cache_writes = None;
+    let mut explicit_writes = None;
+    if let Some(marked) = request.marked {
+        // Explicit mode: the marked prefix is read from the explicit cache, or written to it;
+        // the implicit cache does not apply.
+        let (read, written) = s.explicit_cache(&account, &model, marked);
+        cached_tokens = read;
+        explicit_writes = Some(written);
+    }
     if session_cache && request.shape == Shape::Response {
         // The session cache holds the conversation so far: the previous response's whole
         // context, counted in this input as DashScope counts it; the rest is written.
@@ -240,7 +247,7 @@ fn accept(
         prompt_tokens += context;
         cached_tokens = context;
         let rest = prompt_tokens - context;
-        session_cache_writes = Some(if prompt_tokens >= MIN_SESSION_TOKENS {
+        explicit_writes = Some(if prompt_tokens >= MIN_SESSION_TOKENS {
             rest
         } else {
             0
@@ -252,7 +259,7 @@ fn accept(
         created: unix_now(),
         prompt_tokens,
         cached_tokens,
-        session_cache_writes,
+        explicit_writes,
         completion_tokens: request.completion_tokens(s.config.completion_tokens),
         choices: request.choices,
         shape: request.shape,

@@ -45,6 +45,10 @@ pub struct ChatRequest {
     /// A chat's prompt prefixes, one per message: (hash of the messages up to it, their
     /// tokens). What the implicit prompt cache matches (`SimState::cached_tokens`).
     pub prefixes: Vec<(u64, u64)>,
+    /// The prefix up to the last message holding a content block marked
+    /// `"cache_control": {"type": "ephemeral"}`, if any: what DashScope's explicit cache
+    /// keeps (`SimState::explicit_cache`).
+    pub marked: Option<(u64, u64)>,
 }
 
 /// The API a request came to, and what its answer holds.
@@ -98,6 +102,7 @@ impl ChatRequest {
             previous_response_id: None,
             input: Vec::new(),
             prefixes: prefixes(messages),
+            marked: marked(messages),
         })
     }
 
@@ -137,6 +142,7 @@ impl ChatRequest {
             previous_response_id: None,
             input: Vec::new(),
             prefixes: Vec::new(),
+            marked: None,
         })
     }
 
@@ -194,6 +200,19 @@ fn prefixes(messages: &[Value]) -> Vec<(u64, u64)> {
     each.collect()
 }
 
+/// The prefix of `messages` up to the last one with a content block marked for the explicit
+/// cache (`"cache_control": {"type": "ephemeral"}`): its hash and tokens, as `prefixes` has it.
+fn marked(messages: &[Value]) -> Option<(u64, u64)> {
+    let is_marked = |m: &Value| {
+        let blocks = m["content"].as_array().into_iter().flatten();
+        blocks
+            .into_iter()
+            .any(|b| b["cache_control"]["type"] == "ephemeral")
+    };
+    let last = messages.iter().rposition(is_marked)?;
+    prefixes(messages).get(last).copied()
+}
+
 /// A deterministic answer, rendered as one JSON body or as SSE events.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -205,11 +224,12 @@ pub struct Completion {
     pub created: u64,
     /// Prompt tokens charged.
     pub prompt_tokens: u64,
-    /// Of which read from the prompt cache (the implicit one, or the session cache).
+    /// Of which read from the prompt cache (the implicit one, or the explicit one).
     pub cached_tokens: u64,
-    /// Of which written to the session cache (DashScope's Responses API,
-    /// `x-dashscope-session-cache: enable`): then the usage says so as DashScope does.
-    pub session_cache_writes: Option<u64>,
+    /// Of which written to the explicit cache (a chat's `cache_control` markers, or the
+    /// session cache of DashScope's Responses API, billed as explicit): then the usage says
+    /// so as DashScope does.
+    pub explicit_writes: Option<u64>,
     /// Completion tokens of each choice (one per word).
     pub completion_tokens: u64,
     /// Choices answered (the request's `n`), each with the same words.
@@ -269,10 +289,22 @@ impl Completion {
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
         });
-        if self.cached_tokens > 0 {
+        if let Some(written) = self.explicit_writes {
+            usage["prompt_tokens_details"] = self.explicit_details(written);
+        } else if self.cached_tokens > 0 {
             usage["prompt_tokens_details"] = json!({"cached_tokens": self.cached_tokens});
         }
         usage
+    }
+
+    /// DashScope's details of an explicit-cache request: what was read, what was written.
+    pub(crate) fn explicit_details(&self, written: u64) -> Value {
+        json!({
+            "cache_creation": {"ephemeral_5m_input_tokens": written},
+            "cache_creation_input_tokens": written,
+            "cache_type": "ephemeral",
+            "cached_tokens": self.cached_tokens,
+        })
     }
 
     fn usage(&self) -> String {
@@ -402,7 +434,7 @@ impl Completion {
             created: 1,
             prompt_tokens: r.prompt_tokens,
             cached_tokens: 0,
-            session_cache_writes: None,
+            explicit_writes: None,
             completion_tokens: r.completion_tokens(12),
             choices: r.choices,
             shape: r.shape,
@@ -421,7 +453,7 @@ mod tests {
             created: 1,
             prompt_tokens: 9,
             cached_tokens: 0,
-            session_cache_writes: None,
+            explicit_writes: None,
             completion_tokens: n,
             choices: 1,
             shape: Shape::Chat,

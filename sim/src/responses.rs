@@ -39,6 +39,7 @@ impl ChatRequest {
             previous_response_id: v["previous_response_id"].as_str().map(str::to_string),
             input: items,
             prefixes: Vec::new(),
+            marked: None,
         })
     }
 }
@@ -66,16 +67,11 @@ impl Completion {
             "total_tokens": self.prompt_tokens + output,
         });
         // DashScope's session cache: the explicit cache's details, in `x_details`.
-        if let Some(written) = self.session_cache_writes {
+        if let Some(written) = self.explicit_writes {
             usage["x_details"] = json!([{
                 "input_tokens": self.prompt_tokens,
                 "output_tokens": output,
-                "prompt_tokens_details": {
-                    "cache_creation": {"ephemeral_5m_input_tokens": written},
-                    "cache_creation_input_tokens": written,
-                    "cache_type": "ephemeral",
-                    "cached_tokens": self.cached_tokens,
-                },
+                "prompt_tokens_details": self.explicit_details(written),
                 "total_tokens": self.prompt_tokens + output,
                 "x_billing_type": "response_api",
             }]);

@@ -38,6 +38,12 @@ pub struct Admission {
 /// The shortest prefix the implicit prompt cache keeps (DashScope: 256 tokens).
 pub const MIN_CACHED_TOKENS: u64 = 256;
 
+/// The shortest prefix the explicit cache keeps (DashScope: 1,024 tokens).
+pub const MIN_EXPLICIT_TOKENS: u64 = 1_024;
+
+/// How long the explicit cache keeps a prefix since it was last used (DashScope: 5 minutes).
+const EXPLICIT_LIFE_NS: u64 = 300_000_000_000;
+
 /// Everything that changes while the simulator runs.
 #[derive(Debug)]
 pub struct SimState {
@@ -57,6 +63,9 @@ pub struct SimState {
     stored: HashMap<String, Stored>,
     /// The implicit prompt cache: the prompt prefixes each (account, model) has seen.
     caches: HashMap<(String, String), HashSet<u64>>,
+    /// The explicit cache: the marked prefixes each (account, model) keeps, with the
+    /// simulated time (ns) each lapses.
+    explicit: HashMap<(String, String), HashMap<u64, u64>>,
 }
 
 /// A response kept by the upstream: whose it is, the answer, and the input it answered.
@@ -105,6 +114,30 @@ impl SimState {
             next_id: 0,
             stored: HashMap::new(),
             caches: HashMap::new(),
+            explicit: HashMap::new(),
+        }
+    }
+
+    /// DashScope's explicit cache for a request's `marked` prefix at `account` and `model`:
+    /// (tokens read, tokens written). Read when the account keeps it (its 5 minutes start
+    /// again), else written; a prefix under `MIN_EXPLICIT_TOKENS` is neither. Per account and
+    /// model, like the implicit cache.
+    pub fn explicit_cache(&mut self, account: &str, model: &str, marked: (u64, u64)) -> (u64, u64) {
+        let (hash, tokens) = marked;
+        if tokens < MIN_EXPLICIT_TOKENS {
+            return (0, 0);
+        }
+        let now = self.clock.now_ns();
+        let kept = self
+            .explicit
+            .entry((account.to_string(), model.to_string()))
+            .or_default();
+        kept.retain(|_, lapses| *lapses > now);
+        let read = kept.contains_key(&hash);
+        kept.insert(hash, now + EXPLICIT_LIFE_NS);
+        match read {
+            true => (tokens, 0),
+            false => (0, tokens),
         }
     }
 
@@ -296,6 +329,7 @@ impl SimState {
         self.stats = Stats::default();
         self.faults.clear();
         self.caches.clear();
+        self.explicit.clear();
         self.config.accounts = self.initial.accounts.clone();
     }
 
@@ -369,6 +403,64 @@ mod tests {
         let parts: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_explicit_cache_keeps_a_marked_prefix_per_account_for_five_minutes() {
+        use crate::completion::ChatRequest;
+        let marked = |text: String| {
+            json!({"role": "system", "content": [{"type": "text", "text": text,
+                "cache_control": {"type": "ephemeral"}}]})
+        };
+        let chat = |messages: serde_json::Value| {
+            let body = json!({"model": "qwen3-max", "messages": messages}).to_string();
+            ChatRequest::parse(body.as_bytes()).unwrap()
+        };
+        let system = marked("x".repeat(4_400));
+        let turn1 = chat(json!([system, {"role": "user", "content": "Fix it."}]));
+        let turn2 = chat(json!([system, {"role": "user", "content": "Fix it."},
+            {"role": "assistant", "content": "Done."}, {"role": "user", "content": "More."}]));
+        let prefix = turn1.marked.unwrap();
+        assert_eq!(turn2.marked, Some(prefix), "the same marked prefix");
+        assert!(prefix.1 >= MIN_EXPLICIT_TOKENS);
+        let plain = chat(json!([{"role": "user", "content": "x".repeat(4_400)}]));
+        assert_eq!(plain.marked, None, "no marker, no explicit cache");
+        let mut s = SimState::new(SimConfig::demo());
+        assert_eq!(
+            s.explicit_cache("acct-a", "qwen3-max", prefix),
+            (0, prefix.1),
+            "written"
+        );
+        assert_eq!(
+            s.explicit_cache("acct-a", "qwen3-max", prefix),
+            (prefix.1, 0),
+            "read"
+        );
+        assert_eq!(
+            s.explicit_cache("acct-b", "qwen3-max", prefix),
+            (0, prefix.1),
+            "per account"
+        );
+        assert_eq!(
+            s.explicit_cache("acct-a", "qwen-plus", prefix),
+            (0, prefix.1),
+            "per model"
+        );
+        let small = chat(json!([marked("x".repeat(400)), {"role": "user", "content": "Hi."}]));
+        let small = small.marked.unwrap();
+        assert_eq!(
+            s.explicit_cache("acct-a", "qwen3-max", small),
+            (0, 0),
+            "too small to keep"
+        );
+        // Five minutes unused (1 ms at a million times real speed is 1,000 s): gone.
+        s.clock.set_scale(1_000_000.0);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_eq!(
+            s.explicit_cache("acct-a", "qwen3-max", prefix),
+            (0, prefix.1),
+            "lapsed"
+        );
     }
 
     #[test]

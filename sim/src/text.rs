@@ -58,6 +58,7 @@ impl ChatRequest {
             previous_response_id: None,
             input: Vec::new(),
             prefixes: Vec::new(),
+            marked: None,
         })
     }
 }

@@ -19,7 +19,63 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("a_responses_session_cache_is_priced_as_billed", |c| {
             Box::pin(session_cache(c))
         }),
+        ("an_explicitly_cached_prompt_is_priced_as_billed", |c| {
+            Box::pin(explicit_cache(c))
+        }),
     ]
+}
+
+/// What DashScope bills for a call in its explicit cache's mode (its details as `details`), at
+/// qwen-flash's test prices ($1 / $2 per 1M): input neither read nor written at 100 %, read
+/// at 10 %, written at 125 %. The cost header as the gateway writes it, and the tokens read
+/// and written.
+fn billed_explicit(details: &Value, input: u64, output: u64) -> (String, u64, u64) {
+    assert_eq!(details["cache_type"], "ephemeral", "{details}");
+    let n = |v: &Value| v.as_u64().unwrap();
+    let (read, written) = (
+        n(&details["cached_tokens"]),
+        n(&details["cache_creation_input_tokens"]),
+    );
+    let plain = input - read - written;
+    let micro = plain as f64 + read as f64 * 0.1 + written as f64 * 1.25 + output as f64 * 2.0;
+    (format!("{:.6}", micro / 1e6), read, written)
+}
+
+/// An agent marks its long system prompt for DashScope's explicit cache (`cache_control`, as
+/// agent frameworks do): its first turn writes it (billed at 125 %), the next reads it (10 %),
+/// and each answer's cost header is what DashScope bills.
+async fn explicit_cache(ctx: Arc<Ctx>) {
+    let system = json!({"role": "system", "content": [{"type": "text",
+        "text": format!("You review diffs. Rules: {}", "Keep functions short. ".repeat(300)),
+        "cache_control": {"type": "ephemeral"}}]});
+    let user = json!({"role": "user", "content": "Review the diff."});
+    let billed = |reply: &Reply| {
+        let usage = &reply.json()["usage"];
+        let n = |k: &str| usage[k].as_u64().unwrap();
+        let details = &usage["prompt_tokens_details"];
+        billed_explicit(details, n("prompt_tokens"), n("completion_tokens"))
+    };
+    let first = ctx
+        .chat(&json!({"model": "cache-test", "max_tokens": 8, "messages": [system, user]}))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let (cost, read, written) = billed(&first);
+    assert_eq!((read, written > 1_000), (0, true), "the first turn writes");
+    assert_eq!(first.header("x-gateway-cost-usd"), cost);
+    let answer = first.json()["choices"][0]["message"].clone();
+    let next = ctx
+        .chat(
+            &json!({"model": "cache-test", "max_tokens": 8, "messages": [system, user, answer,
+            {"role": "user", "content": "Go on."}]}),
+        )
+        .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let (cost, read_next, _) = billed(&next);
+    assert_eq!(
+        read_next, written,
+        "the next turn reads what the first wrote"
+    );
+    assert_eq!(next.header("x-gateway-cost-usd"), cost);
 }
 
 const ACCOUNTS: [&str; 3] = ["acct-cache1", "acct-cache2", "acct-cache3"];
@@ -198,19 +254,11 @@ async fn dashscope_headers(ctx: Arc<Ctx>) {
 /// (10 %); the gateway's cost header says what DashScope bills.
 async fn session_cache(ctx: Arc<Ctx>) {
     let send = |body: Value| with_session_cache(&ctx, body);
-    // What DashScope bills for a usage, at qwen-flash's test prices ($1 / $2 per 1M).
+    // What DashScope bills for a usage: its details in `x_details`.
     let billed = |usage: &Value| {
         let details = &usage["x_details"][0]["prompt_tokens_details"];
-        assert_eq!(details["cache_type"], "ephemeral", "{usage}");
-        let n = |v: &Value| v.as_u64().unwrap();
-        let (input, output) = (n(&usage["input_tokens"]), n(&usage["output_tokens"]));
-        let (read, written) = (
-            n(&details["cached_tokens"]),
-            n(&details["cache_creation_input_tokens"]),
-        );
-        let plain = input - read - written;
-        let micro = plain as f64 + read as f64 * 0.1 + written as f64 * 1.25 + output as f64 * 2.0;
-        (format!("{:.6}", micro / 1e6), read, written)
+        let n = |k: &str| usage[k].as_u64().unwrap();
+        billed_explicit(details, n("input_tokens"), n("output_tokens"))
     };
     let first = send(json!({"model": "cache-test", "max_output_tokens": 8,
         "input": format!("Review this diff: {}", "+ let x = 1;\n".repeat(400))}))
