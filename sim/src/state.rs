@@ -426,26 +426,15 @@ mod tests {
         let plain = chat(json!([{"role": "user", "content": "x".repeat(4_400)}]));
         assert_eq!(plain.marked, None, "no marker, no explicit cache");
         let mut s = SimState::new(SimConfig::demo());
-        assert_eq!(
-            s.explicit_cache("acct-a", "qwen3-max", prefix),
-            (0, prefix.1),
-            "written"
-        );
-        assert_eq!(
-            s.explicit_cache("acct-a", "qwen3-max", prefix),
-            (prefix.1, 0),
-            "read"
-        );
-        assert_eq!(
-            s.explicit_cache("acct-b", "qwen3-max", prefix),
-            (0, prefix.1),
-            "per account"
-        );
-        assert_eq!(
-            s.explicit_cache("acct-a", "qwen-plus", prefix),
-            (0, prefix.1),
-            "per model"
-        );
+        let tokens = prefix.1;
+        for (account, model, want, why) in [
+            ("acct-a", "qwen3-max", (0, tokens), "written"),
+            ("acct-a", "qwen3-max", (tokens, 0), "read"),
+            ("acct-b", "qwen3-max", (0, tokens), "per account"),
+            ("acct-a", "qwen-plus", (0, tokens), "per model"),
+        ] {
+            assert_eq!(s.explicit_cache(account, model, prefix), want, "{why}");
+        }
         let small = chat(json!([marked("x".repeat(400)), {"role": "user", "content": "Hi."}]));
         let small = small.marked.unwrap();
         assert_eq!(

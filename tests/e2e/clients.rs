@@ -65,30 +65,24 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-async fn call(ctx: &Ctx, credential: &str, model: &str) -> Reply {
+/// A short chat request for `model` with `credential`.
+fn chat_request(ctx: &Ctx, credential: &str, model: &str) -> reqwest::RequestBuilder {
     let mut body = chat_body(model, false);
     body["max_tokens"] = json!(16);
-    ctx.send(
-        ctx.http
-            .post(format!("{}/v1/chat/completions", ctx.url()))
-            .bearer_auth(credential)
-            .json(&body),
-    )
-    .await
+    (ctx.http.post(format!("{}/v1/chat/completions", ctx.url())))
+        .bearer_auth(credential)
+        .json(&body)
+}
+
+async fn call(ctx: &Ctx, credential: &str, model: &str) -> Reply {
+    ctx.send(chat_request(ctx, credential, model)).await
 }
 
 /// `call` with the client's own wait.
 async fn call_waiting(ctx: &Ctx, credential: &str, model: &str, max_wait_ms: u64) -> Reply {
-    let mut body = chat_body(model, false);
-    body["max_tokens"] = json!(16);
-    ctx.send(
-        ctx.http
-            .post(format!("{}/v1/chat/completions", ctx.url()))
-            .bearer_auth(credential)
-            .header("x-gateway-max-wait-ms", max_wait_ms.to_string())
-            .json(&body),
-    )
-    .await
+    let request = chat_request(ctx, credential, model);
+    ctx.send(request.header("x-gateway-max-wait-ms", max_wait_ms.to_string()))
+        .await
 }
 
 /// app-a (20 a compressed minute of 3.3 s) sends a batch of 30 at once, asking to wait up to
