@@ -394,15 +394,16 @@ async fn plan_and_send(
                         return Err(plain(e));
                     }
                 };
-                if not_before > at_ms {
-                    // The client's own limits have room only later: the bucket's slot goes
-                    // back unused, and the bucket is asked again once the client's slot comes.
+                let wait = not_before.saturating_sub(now_ms());
+                if not_before > at_ms && wait > 0 {
+                    // The client's own limits have room only later than the bucket's slot: the
+                    // slot goes back unused, and the bucket is asked again once the client's
+                    // slot comes.
                     if let Some(hold) = held.take() {
                         background.settle(hold, SettleOutcome::Released, &[]);
                     }
-                    let wait = not_before.saturating_sub(now_ms());
                     trail.borrow_mut().waited(wait);
-                    if wait > 0 && left_during(&client, wait).await {
+                    if left_during(&client, wait).await {
                         return Err(plain(background.client_left(&held)));
                     }
                     planner.on_client_waited(slot);
