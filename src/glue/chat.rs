@@ -394,14 +394,14 @@ async fn plan_and_send(
                         return Err(plain(e));
                     }
                 };
-                let wait = not_before.saturating_sub(now_ms());
-                if not_before > at_ms && wait > 0 {
+                if not_before > at_ms && not_before > now_ms() {
                     // The client's own limits have room only later than the bucket's slot: the
                     // slot goes back unused, and the bucket is asked again once the client's
                     // slot comes.
                     if let Some(hold) = held.take() {
                         background.settle(hold, SettleOutcome::Released, &[]);
                     }
+                    let wait = not_before.saturating_sub(now_ms());
                     trail.borrow_mut().waited(wait);
                     if left_during(&client, wait).await {
                         return Err(plain(background.client_left(&held)));
