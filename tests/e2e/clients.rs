@@ -502,6 +502,20 @@ async fn user_tokens(ctx: Arc<Ctx>) {
         7,
         "{client}"
     );
+    // u3 may make 2 requests a minute: four sent at once, willing to wait, are all served, two
+    // after its minute (its meter and its client's are both asked; the later slot is kept).
+    let u3 = token("u3", json!({"rpm": 2}));
+    let batch = (0..4).map(|_| call_waiting(&ctx, &u3, "client-test", 10_000));
+    let replies = futures_util::future::join_all(batch).await;
+    let mut waited = Vec::new();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        waited.extend(reply.header("x-gateway-wait-ms").parse::<u64>().ok());
+    }
+    assert_eq!(waited.len(), 2, "waited: {waited:?}");
+    assert!(waited.iter().all(|w| *w >= 2_500), "waited: {waited:?}");
+    let user = admin(&ctx, "app-a/users/u3", false).await;
+    assert_eq!(stat(&user, &["usage", "totals", "scheduled"]), 2, "{user}");
     // Bad tokens: 401 saying which check failed.
     let cases = [
         (
