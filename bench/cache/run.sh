@@ -5,11 +5,8 @@
 #! options]` (`--help` lists them). Builds the simulator and the bundle, sets up the project venv,
 #! prints the report and writes bench/cache/RESULTS.md. About a minute on 2 cores.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-cd "$root"
 # shellcheck source=../common/run-lib.sh
-source bench/common/run-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/run-lib.sh"
 
 bench_venv
 bench_help cache "$@"

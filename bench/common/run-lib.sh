@@ -1,9 +1,12 @@
 # shellcheck shell=bash
-#! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead, bench/profile): the project venv, `hey`,
+#! Shared by the bare-workerd benchmarks' run.sh (bench/ttfb, bench/overhead, bench/cache, bench/profile): the project venv, `hey`,
 #! the simulator and gateway bundle builds into a temp dir, and the Python driver run so that a
 #! signal reaches it (it then stops every server it started). With BENCH_KEEP=1 the temp dir (the
 #! workerd and simulator logs, configs; not the Durable Objects' storage, in memory) is kept and named at the end.
-# Sourced after `set -euo pipefail`, with $root set and the repository root as the cwd.
+# Sourced after `set -euo pipefail`; sets $root and makes the repository root the cwd.
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
 
 bench_child=""
 work=""

@@ -7,11 +7,8 @@
 #! bundle (`wrangler deploy --dry-run`, which runs the Worker build), sets up the project venv,
 #! runs bench.py in a temp dir, prints the report and writes bench/overhead/RESULTS.md.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-cd "$root"
 # shellcheck source=../common/run-lib.sh
-source bench/common/run-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/run-lib.sh"
 
 bench_venv
 

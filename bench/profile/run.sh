@@ -4,11 +4,8 @@
 #! Run from anywhere: `bash bench/profile/run.sh [--target gateway|client|passthrough] [-c N]
 #! [--seconds S] [--top K]`; the .cpuprofile is kept in bench/.runs/ (opens in Chrome DevTools).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-cd "$root"
 # shellcheck source=../common/run-lib.sh
-source bench/common/run-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/run-lib.sh"
 
 bench_venv
 bench_need_hey profile

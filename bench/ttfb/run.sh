@@ -6,11 +6,8 @@
 #! Worker build), sets up the project venv (scripts/python-env.sh), runs bench.py in a temp dir,
 #! prints the report and writes bench/ttfb/RESULTS.md. About 6 minutes on 2 cores.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-cd "$root"
 # shellcheck source=../common/run-lib.sh
-source bench/common/run-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/run-lib.sh"
 
 # --- the project's venv (official SDK for the tests, httpx for this client), idempotent
 bench_venv
