@@ -91,6 +91,7 @@ impl ChatRequest {
             .iter()
             .filter_map(|k| v[*k].as_u64())
             .min();
+        let prefixes = prefixes(messages);
         Ok(ChatRequest {
             model,
             prompt_tokens: prompt_tokens(messages),
@@ -101,8 +102,8 @@ impl ChatRequest {
             shape: Shape::Chat,
             previous_response_id: None,
             input: Vec::new(),
-            prefixes: prefixes(messages),
-            marked: marked(messages),
+            marked: marked(messages, &prefixes),
+            prefixes,
         })
     }
 
@@ -201,8 +202,8 @@ fn prefixes(messages: &[Value]) -> Vec<(u64, u64)> {
 }
 
 /// The prefix of `messages` up to the last one with a content block marked for the explicit
-/// cache (`"cache_control": {"type": "ephemeral"}`): its hash and tokens, as `prefixes` has it.
-fn marked(messages: &[Value]) -> Option<(u64, u64)> {
+/// cache (`"cache_control": {"type": "ephemeral"}`): its hash and tokens, from `prefixes`.
+fn marked(messages: &[Value], prefixes: &[(u64, u64)]) -> Option<(u64, u64)> {
     let is_marked = |m: &Value| {
         let blocks = m["content"].as_array().into_iter().flatten();
         blocks
@@ -210,7 +211,7 @@ fn marked(messages: &[Value]) -> Option<(u64, u64)> {
             .any(|b| b["cache_control"]["type"] == "ephemeral")
     };
     let last = messages.iter().rposition(is_marked)?;
-    prefixes(messages).get(last).copied()
+    prefixes.get(last).copied()
 }
 
 /// A deterministic answer, rendered as one JSON body or as SSE events.
