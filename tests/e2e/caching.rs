@@ -158,19 +158,9 @@ async fn agent_turns(ctx: Arc<Ctx>) {
     );
     // The request's log line says how much of its prompt came from the cache.
     let (id, cached) = last_whole.unwrap();
-    let line = || {
-        ctx.gateway_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-            .find(|v| v["event"] == "request" && v["request_id"] == id.as_str())
-    };
-    let logged = eventually(5, || {
-        let found = line().is_some();
-        async move { found }
-    })
-    .await;
-    assert!(logged, "a request line for {id}");
-    assert_eq!(line().unwrap()["cached_tokens"], cached);
+    let line = ctx.request_line(&id).await;
+    let line = line.unwrap_or_else(|| panic!("a request line for {id}"));
+    assert_eq!(line["cached_tokens"], cached);
     // The bucket counts it, for the dashboard and the metrics (settled off the hot path).
     let account = used[0].replace("acct-cache", "cache-");
     let counted = eventually(5, || {

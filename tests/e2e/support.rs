@@ -484,6 +484,26 @@ impl Ctx {
             .unwrap_or_default()
     }
 
+    /// The gateway's log line of request `id` (`"event":"request"`), waited for up to 5 s: it
+    /// is written as the request ends, which may be after its answer.
+    pub async fn request_line(&self, id: &str) -> Option<Value> {
+        let line = || {
+            let log = self.gateway_log();
+            let lines = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok());
+            lines
+                .into_iter()
+                .find(|v| v["event"] == "request" && v["request_id"] == id)
+        };
+        eventually(5, || {
+            let found = line().is_some();
+            async move { found }
+        })
+        .await;
+        line()
+    }
+
     /// POSTs a chat request with the client key.
     pub async fn chat(&self, body: &Value) -> Reply {
         self.post("chat/completions", body).await

@@ -242,20 +242,9 @@ async fn request_lines(ctx: Arc<Ctx>) {
     assert_eq!(ok.status, 200);
     let refused = ctx.chat(&chat_body("no-such-model", false)).await;
     assert_eq!(refused.status, 404);
-    let line_of = |id: &str| {
-        ctx.gateway_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-            .find(|v| v["event"] == "request" && v["request_id"] == id)
-    };
     let id = ok.header("x-request-id").to_string();
-    let found = eventually(5, || {
-        let found = line_of(&id).is_some();
-        async move { found }
-    })
-    .await;
-    assert!(found, "a request line for {id}");
-    let line = line_of(&id).unwrap();
+    let line = ctx.request_line(&id).await;
+    let line = line.unwrap_or_else(|| panic!("a request line for {id}"));
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["client"], "gateway-keys");
     assert_eq!(line["endpoint"], "chat/completions");
@@ -272,7 +261,8 @@ async fn request_lines(ctx: Arc<Ctx>) {
         "{line}"
     );
     assert!(line["latency_ms"].is_u64() && line["wait_ms"].is_u64());
-    let refused_line = line_of(refused.header("x-request-id")).expect("the refused request's line");
+    let refused_line = (ctx.request_line(refused.header("x-request-id")).await)
+        .expect("the refused request's line");
     assert_eq!(refused_line["status"], 404);
 }
 
