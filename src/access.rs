@@ -9,6 +9,7 @@
 
 pub mod cors;
 pub mod meter;
+pub mod ratelimit;
 pub mod token;
 
 use crate::config::{Client, Config};

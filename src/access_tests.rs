@@ -188,6 +188,7 @@ fn refusals_are_openai_shaped_with_honest_retry_advice() {
             lease: 1,
             credit: None,
             at_ms: None,
+            minute_use: Default::default(),
         },
         now,
         "client `web`"
@@ -196,6 +197,7 @@ fn refusals_are_openai_shaped_with_honest_retry_advice() {
     let e = refusal(
         &Verdict::Rate {
             until_ms: now + 2_001,
+            minute_use: Default::default(),
             credits_open: false,
         },
         now,

@@ -540,6 +540,7 @@ impl BucketState {
             until_ms,
             late_ms,
             spent: 0,
+            minute_use: None,
         }
     }
 

@@ -56,6 +56,18 @@ pub struct Used {
     pub tokens: u64,
 }
 
+/// What a minute window counts from now on (`Windows::minute_use`): the room a client is told
+/// it has left (`access::ratelimit`), and when all of it will have left the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteUse {
+    /// Requests and tokens counted in some minute window ending at or after now.
+    pub used: Used,
+    /// When none of those requests counts any more (now if none does).
+    pub requests_clear_ms: u64,
+    /// When none of those tokens counts any more.
+    pub tokens_clear_ms: u64,
+}
+
 /// Requests counted over a span of time: one admitted request (maybe scheduled in the future),
 /// tokens that landed late (no request), a granule of past ones merged by `compact`, or a credit
 /// (admissions handed out ahead, to be spent any time in its span).
@@ -526,6 +538,23 @@ impl Windows {
                 requests: u.requests.saturating_add(e.requests),
                 tokens: u.tokens.saturating_add(e.tokens),
             })
+    }
+
+    /// What counts in some minute window ending at or after now (`counted_from`: a request
+    /// admitted now must fit every one of them), and when each kind has all left the window.
+    pub fn minute_use(&self, now_ms: u64, spec: WindowSpec) -> MinuteUse {
+        let clear = |counts: fn(&Entry) -> bool| {
+            (self.entries.iter().rev())
+                .find(|e| counts(e))
+                .map_or(now_ms, |e| {
+                    e.at_ms.saturating_add(spec.minute_ms).max(now_ms)
+                })
+        };
+        MinuteUse {
+            used: self.counted_from(now_ms, spec.minute_ms),
+            requests_clear_ms: clear(|e| e.requests > 0),
+            tokens_clear_ms: clear(|e| e.tokens > 0),
+        }
     }
 
     /// Requests and tokens counted in (now - window, now]: scheduled slots are not, credits

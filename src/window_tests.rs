@@ -468,3 +468,31 @@ fn the_stored_form_round_trips() {
     );
     assert_eq!(back.usage(70_003, SPEC.minute_ms).requests, 1);
 }
+
+#[test]
+fn the_minute_use_counts_what_a_request_now_must_fit_and_when_it_all_clears() {
+    let now = 100_000;
+    let mut w = log(&[(30_000, 7), (50_000, 10), (99_000, 20), (100_500, 30)]);
+    w.reserve_credit(9, (100_000, 100_400), 4, 40);
+    // Late tokens of a request already counted: no request.
+    w.add_tokens(100_600, 5);
+    let seen = w.minute_use(now, SPEC);
+    // 30_000 has left every window ending from now on; the scheduled slot has not.
+    assert_eq!(seen.used, w.counted_from(now, SPEC.minute_ms));
+    assert_eq!(
+        seen.used,
+        Used {
+            requests: 7,
+            tokens: 105
+        }
+    );
+    assert_eq!(seen.requests_clear_ms, 100_500 + 60_000, "the slot is last");
+    assert_eq!(
+        seen.tokens_clear_ms,
+        100_600 + 60_000,
+        "the late tokens are"
+    );
+    let empty = Windows::default().minute_use(now, SPEC);
+    assert_eq!((empty.requests_clear_ms, empty.tokens_clear_ms), (now, now));
+    assert_eq!(empty.used, Used::default());
+}

@@ -11,7 +11,9 @@ use crate::config::Config;
 /// Headers a browser app may read from an answer.
 pub const EXPOSED: &str = "x-request-id, x-gateway-requested-model, x-gateway-served-model, \
 x-gateway-upstream, x-gateway-attempts, x-gateway-fallback-reason, x-gateway-cost-usd, \
-x-gateway-wait-ms, retry-after, x-should-retry";
+x-gateway-wait-ms, retry-after, x-should-retry, x-ratelimit-limit-requests, \
+x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
+x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 
 /// Request headers allowed when a preflight does not list its own.
 const ALLOWED_HEADERS: &str = "authorization, content-type, x-gateway-fallback, \
@@ -170,5 +172,9 @@ mod tests {
         let r = response_headers("http://a.test");
         assert!(r.iter().all(|(_, v)| v != "*"));
         assert!(EXPOSED.contains("x-gateway-served-model") && EXPOSED.contains("x-request-id"));
+        let exposed: Vec<&str> = EXPOSED.split(", ").collect();
+        for name in crate::access::ratelimit::NAMES {
+            assert!(exposed.contains(&name), "{name} is not exposed");
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::bucket::lease::{unsettled, unsettled_bit};
 use crate::bucket::Counters;
 use crate::calendar::{month_of_day, month_start_ms, DAY_MS};
 use crate::history::{Closed, History, Period};
-use crate::window::{Limits, WindowSpec, Windows};
+use crate::window::{Limits, MinuteUse, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
 /// The limits a meter enforces (a client's, or a user's narrowed by its token).
@@ -83,11 +83,17 @@ pub enum Verdict {
         /// now). The request is counted then.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at_ms: Option<u64>,
+        /// The minute then, this request (and the credit) counted: the client's room left.
+        #[serde(default)]
+        minute_use: MinuteUse,
     },
     /// Over the per-minute rate: room again at `until_ms`.
     Rate {
         /// Earliest time this request would fit.
         until_ms: u64,
+        /// The minute now.
+        #[serde(default)]
+        minute_use: MinuteUse,
         /// Credits handed out are open (`Meter::credits_open`): not counted as a refusal here.
         #[serde(default, skip_serializing_if = "is_false")]
         credits_open: bool,
@@ -322,6 +328,7 @@ impl Meter {
                 lease,
                 credit: None,
                 at_ms: Some(at_ms),
+                minute_use: self.windows.minute_use(at_ms, spec),
             };
         }
         let credit = self.grant(now_ms, limits, spec, ask);
@@ -329,6 +336,7 @@ impl Meter {
             lease,
             credit,
             at_ms: None,
+            minute_use: self.windows.minute_use(now_ms, spec),
         }
     }
 
@@ -418,6 +426,7 @@ impl Meter {
             Some(t) if t <= now_ms => None,
             Some(t) => Some(Verdict::Rate {
                 until_ms: t,
+                minute_use: self.windows.minute_use(now_ms, spec),
                 credits_open: false,
             }),
             None => Some(Verdict::TooLarge),
@@ -465,6 +474,7 @@ impl Meter {
             until_ms,
             late_ms: 0,
             spent: 0,
+            minute_use: Some(self.windows.minute_use(now_ms, spec)),
         })
     }
 

@@ -509,6 +509,7 @@ fn calls_and_state_written_before_credits_still_read() {
             lease: 4,
             credit: None,
             at_ms: None,
+            minute_use: Default::default(),
         }
     );
     let stored = r#"{"open":[[3,{"at_ms":1,"tokens":2,"expires_ms":90000}]],"next_lease":4}"#;
@@ -697,4 +698,168 @@ fn a_slot_given_for_later_is_held_until_given_back() {
     );
     let told = (at - T0 - 10) + (at - T0 - 20) + (at - T0 - 50);
     assert_eq!(view.totals.wait_ms, told, "with the waits it was told");
+}
+
+/// One isolate's admission as the glue makes it (`glue::meter`): spent from a credit held,
+/// else asked, keeping a credit handed out beside it. Its lease, and the meter's minute as
+/// seen from there.
+fn admit_seen(
+    m: &mut Meter,
+    held: &mut crate::bucket::credit::Holding,
+    now: u64,
+    l: &MeterLimits,
+    wants: Ask,
+) -> Option<(u64, MinuteUse)> {
+    let unsent = Spent {
+        tokens: None,
+        micro_usd: 0,
+        sent: false,
+    };
+    let (spent, mut unspent) = held.spend(now, wants.est_tokens);
+    if spent.is_none() {
+        unspent.extend(held.surrender(now));
+    }
+    for lease in unspent {
+        m.settle(now, SPEC, lease, unsent);
+    }
+    if let Some((lease, _)) = spent {
+        return Some((lease, held.seen()?));
+    }
+    let credit_max = if held.is_empty() { wants.credit_max } else { 0 };
+    match m.admit(
+        now,
+        l,
+        SPEC,
+        Ask {
+            credit_max,
+            ..wants
+        },
+    ) {
+        Verdict::Go {
+            lease,
+            credit,
+            minute_use,
+            ..
+        } => {
+            for lease in credit.map(|c| held.keep(c)).unwrap_or_default() {
+                m.settle(now, SPEC, lease, unsent);
+            }
+            Some((lease, held.observe(minute_use)))
+        }
+        _ => None,
+    }
+}
+
+/// Requests (of no tokens) the client could still have admitted right now through this
+/// isolate, its ended credits given back first as its next request would: at most `cap`.
+fn room_left(
+    m: &Meter,
+    held: &crate::bucket::credit::Holding,
+    now: u64,
+    l: &MeterLimits,
+    cap: u64,
+) -> u64 {
+    let (mut m, mut held) = (m.clone(), held.clone());
+    let mut n = 0;
+    while n < cap && admit_seen(&mut m, &mut held, now, l, ask(0, 60_000)).is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// What the `x-ratelimit-*` headers tell a client whose requests all go through one isolate
+/// never promises more than its meter admits: random arrivals and sizes, credits handed out,
+/// spent, ended and given back, answers settled below their estimates; after each admission,
+/// as many requests as the headers say remain are admitted at once, and a request of the
+/// tokens they say remain is too.
+#[test]
+fn the_room_a_client_is_told_it_has_left_is_never_more_than_its_meter_admits() {
+    use crate::access::ratelimit::{headers, Seen};
+    use crate::bucket::credit::Holding;
+    let mut rng = Lcg(23);
+    let mut told = 0;
+    for case in 0..24 {
+        let (rpm, tpm) = (5 + rng.below(300), 1_000 + rng.below(50_000));
+        let l = limits(Some(rpm), Some(tpm), None, None);
+        let (mut m, mut held) = (Meter::default(), Holding::default());
+        let mut now = T0;
+        let busy = 1 + rng.below(500);
+        for _ in 0..400 {
+            now += rng.below(busy);
+            let est = 1 + rng.below(200);
+            let wants = Ask {
+                est_tokens: est,
+                ttl_ms: 60_000,
+                credit_max: 16,
+                max_wait_ms: 0,
+            };
+            let Some((lease, minute)) = admit_seen(&mut m, &mut held, now, &l, wants) else {
+                continue;
+            };
+            let said = headers(&[Seen { limits: l, minute }], now);
+            let value = |name: &str| {
+                let found = said.iter().find(|(n, _)| *n == name);
+                found.and_then(|(_, v)| v.parse::<u64>().ok()).unwrap()
+            };
+            let (requests, tokens) = (
+                value("x-ratelimit-remaining-requests"),
+                value("x-ratelimit-remaining-tokens"),
+            );
+            let what = format!("case {case} {l:?} at {}", now - T0);
+            let admitted = room_left(&m, &held, now, &l, requests);
+            assert_eq!(admitted, requests, "{what}: requests");
+            if requests > 0 && tokens > 0 {
+                let (mut m, mut held) = (m.clone(), held.clone());
+                let big = admit_seen(&mut m, &mut held, now, &l, ask(tokens, 60_000));
+                assert!(big.is_some(), "{what}: {tokens} tokens");
+            }
+            told += requests;
+            // Answered: mostly below the estimate, some never sent.
+            let spent = match rng.below(5) {
+                0 => Spent {
+                    tokens: None,
+                    micro_usd: 0,
+                    sent: false,
+                },
+                _ => served(rng.below(est + 1), 0),
+            };
+            m.settle(now, SPEC, lease, spent);
+        }
+    }
+    assert!(told > 10_000, "room was told: {told}");
+}
+
+/// Through one isolate, with nothing leaving the minute, the room told falls by one for each
+/// request, whether admitted by the meter or spent from a credit it handed out; all of it is
+/// free a minute after the last admission (or credit) counted.
+#[test]
+fn the_room_told_falls_by_one_a_request_from_asks_and_credits_alike() {
+    use crate::bucket::credit::{life_ms, Holding};
+    let l = limits(Some(40), Some(100_000), None, None);
+    let (mut m, mut held) = (Meter::default(), Holding::default());
+    let mut credited = 0;
+    for i in 0..40 {
+        let now = T0 + i * 10;
+        let wants = Ask {
+            est_tokens: 100,
+            ttl_ms: 60_000,
+            credit_max: 8,
+            max_wait_ms: 0,
+        };
+        credited += u64::from(held.clone().spend(now, 100).0.is_some());
+        let (_, minute) = admit_seen(&mut m, &mut held, now, &l, wants).unwrap();
+        assert_eq!(minute.used.requests, i + 1, "request {i}");
+        // Tokens count a credit's admissions in full until they end (`Holding::observe`).
+        let tokens = minute.used.tokens / 100;
+        assert!(
+            (i + 1..=i + 1 + 8).contains(&tokens),
+            "request {i}: {tokens}"
+        );
+        let clear = minute.requests_clear_ms - 60_000;
+        assert!(
+            (now..=now + life_ms(SPEC)).contains(&clear),
+            "request {i}: clear {clear}"
+        );
+    }
+    assert!(credited > 20, "most were spent from credits: {credited}");
 }

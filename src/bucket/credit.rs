@@ -10,7 +10,7 @@
 //! asked for one by one (the exact path).
 
 use crate::bucket::SettleOutcome;
-use crate::window::{caps, Limits, WindowSpec, Windows};
+use crate::window::{caps, Limits, MinuteUse, Used, WindowSpec, Windows};
 use serde::{Deserialize, Serialize};
 
 /// One credit may take at most this fraction of the room left (1/4).
@@ -35,6 +35,9 @@ pub struct Credit {
     /// Admissions spent so far.
     #[serde(default)]
     pub spent: u64,
+    /// A meter's minute once it was handed out, the credit counted (`Holding::seen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minute_use: Option<MinuteUse>,
 }
 
 impl Credit {
@@ -48,6 +51,16 @@ impl Credit {
         self.spent = self.spent.saturating_add(1);
         let late = self.until_ms.saturating_sub(now_ms);
         Some((lease, late.saturating_add(self.late_ms)))
+    }
+
+    /// Takes back its last unspent admission, if it may still be spent: its lease, to give
+    /// back.
+    fn surrender(&mut self, now_ms: u64) -> Option<u64> {
+        if self.done(now_ms) {
+            return None;
+        }
+        self.count = self.count.saturating_sub(1);
+        self.first_lease.checked_add(self.count)
     }
 
     /// True when nothing more can be spent.
@@ -112,8 +125,12 @@ pub fn share_of(room: u64, tokens: u64) -> u64 {
 
 /// The credits one isolate holds for one bucket: the one being spent and, asked for ahead
 /// when it runs low, the next, so a steady stream of requests never waits for a round trip.
+/// For a meter's, also what its minute counts as seen from here (`seen`).
 #[derive(Debug, Clone, Default)]
-pub struct Holding(Vec<Credit>);
+pub struct Holding {
+    credits: Vec<Credit>,
+    seen: Option<MinuteUse>,
+}
 
 impl Holding {
     /// Spends one admission for a request of `tokens` at `now_ms` (`Credit::spend`), moving on
@@ -121,25 +138,64 @@ impl Holding {
     /// ended, to give back.
     pub fn spend(&mut self, now_ms: u64, tokens: u64) -> (Option<(u64, u64)>, Vec<u64>) {
         let mut unspent = self.drop_ended(now_ms);
-        let spent = self.0.first_mut().and_then(|c| c.spend(now_ms, tokens));
+        let spent = self
+            .credits
+            .first_mut()
+            .and_then(|c| c.spend(now_ms, tokens));
+        if let (Some(_), Some(seen)) = (spent, &mut self.seen) {
+            seen.used.requests = seen.used.requests.saturating_add(1);
+        }
         unspent.extend(self.drop_ended(now_ms));
         (spent, unspent)
+    }
+
+    /// For a request too large for the admissions held (none was spent for it), one of them
+    /// given up: its lease, to give back ahead of the request's own ask, so the room it held
+    /// is the request's (a meter's: a bucket's credits are not worth a call).
+    pub fn surrender(&mut self, now_ms: u64) -> Option<u64> {
+        self.credits.iter_mut().find_map(|c| c.surrender(now_ms))
     }
 
     /// Keeps a new credit after those held; returns the unspent leases of the oldest if more
     /// than two would be held.
     pub fn keep(&mut self, credit: Credit) -> Vec<u64> {
-        self.0.push(credit);
-        if self.0.len() > 2 {
-            return self.0.remove(0).unspent();
+        let minute = credit.minute_use;
+        self.credits.push(credit);
+        if let Some(minute) = minute {
+            self.observe(minute);
+        }
+        if self.credits.len() > 2 {
+            return self.credits.remove(0).unspent();
         }
         Vec::new()
+    }
+
+    /// Takes what a meter answered of its minute (with a credit, or beside an admission) as
+    /// what this isolate's client has used, less the admissions the credits held leave
+    /// unspent: those are the client's to spend (or go back to the meter). Their tokens stay
+    /// counted: a request larger than a credit's admissions asks the meter, which counts them.
+    pub fn observe(&mut self, minute: MinuteUse) -> MinuteUse {
+        let unspent = (self.credits.iter()).map(|c| c.count.saturating_sub(c.spent));
+        let requests = unspent.fold(minute.used.requests, u64::saturating_sub);
+        let used = Used {
+            requests,
+            ..minute.used
+        };
+        let seen = MinuteUse { used, ..minute };
+        self.seen = Some(seen);
+        seen
+    }
+
+    /// A meter's minute as this isolate's client sees it: what the meter last answered
+    /// (`observe`), with the admissions spent from the credits held since.
+    pub fn seen(&self) -> Option<MinuteUse> {
+        self.seen
     }
 
     /// Whether to ask for the next credit now: one is held, and a quarter or less of it is
     /// left, in admissions or in life.
     pub fn wants_next(&self, now_ms: u64, life_ms: u64) -> bool {
-        let [credit] = self.0.as_slice() else {
+        let [credit] = self.credits.as_slice() else {
             return false;
         };
         let left = credit.count.saturating_sub(credit.spent);
@@ -150,20 +206,20 @@ impl Holding {
 
     /// Drops every credit; their unspent leases.
     pub fn drop_all(&mut self) -> Vec<u64> {
-        self.0.drain(..).flat_map(|c| c.unspent()).collect()
+        self.credits.drain(..).flat_map(|c| c.unspent()).collect()
     }
 
     /// Nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.credits.is_empty()
     }
 
     /// Drops the credits that have ended (spent out or past their life); their unspent leases.
     pub fn drop_ended(&mut self, now_ms: u64) -> Vec<u64> {
         let mut unspent = Vec::new();
-        while let Some(first) = self.0.first().filter(|c| c.done(now_ms)) {
+        while let Some(first) = self.credits.first().filter(|c| c.done(now_ms)) {
             unspent.extend(first.unspent());
-            self.0.remove(0);
+            self.credits.remove(0);
         }
         unspent
     }

@@ -391,7 +391,9 @@ async fn plan_and_send(
                         if let Some(hold) = held.take() {
                             background.settle(hold, SettleOutcome::Released, &[]);
                         }
-                        return Err(plain(e));
+                        let headers = Headers::new();
+                        respond::set_headers(&headers, &metering.ratelimit_headers());
+                        return Err((e, headers));
                     }
                 };
                 if not_before > at_ms && not_before > now_ms() {
@@ -485,7 +487,9 @@ async fn plan_and_send(
                                     return Err(plain(background.client_left(&held)));
                                 };
                                 let waited = trail.borrow().wait_ms();
-                                let headers = gateway_headers(&chat.model, &c, &planner, waited);
+                                let mut headers =
+                                    gateway_headers(&chat.model, &c, &planner, waited);
+                                headers.extend(metering.ratelimit_headers());
                                 trail.borrow_mut().attempt(&name, "ok");
                                 let bill = Bill {
                                     price: config.prices.get(c.model).cloned(),

@@ -2,6 +2,7 @@
 //! one being spent and the next, asked for ahead), spent with no round trip.
 
 use crate::bucket::credit::{Credit, Holding};
+use crate::window::MinuteUse;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -76,6 +77,8 @@ pub struct Spend {
     pub refused_keys: Vec<String>,
     /// Leases to give back.
     pub unspent: Vec<u64>,
+    /// A meter's minute as seen from here, after this spend (`Holding::seen`).
+    pub seen: Option<MinuteUse>,
 }
 
 /// Spends one admission of the credits held for a request of `tokens`, if one is held.
@@ -86,6 +89,7 @@ pub fn spend(of: Of, name: &str, now_ms: u64, tokens: u64) -> Spend {
         };
         let (spent, unspent) = h.holding.spend(now_ms, tokens);
         let refused_keys = h.refused_keys.clone();
+        let seen = h.holding.seen();
         if h.holding.is_empty() {
             t.held.remove(name);
         }
@@ -93,6 +97,7 @@ pub fn spend(of: Of, name: &str, now_ms: u64, tokens: u64) -> Spend {
             spent,
             refused_keys,
             unspent,
+            seen,
         }
     })
 }
@@ -107,6 +112,23 @@ pub fn keep(of: Of, name: &str, credit: Credit, refused_keys: Vec<String>) -> Ve
         });
         h.refused_keys = refused_keys;
         h.holding.keep(credit)
+    })
+}
+
+/// One admission of a meter's credits held given up for a request too large for them
+/// (`Holding::surrender`): its lease, to give back ahead of the request's ask.
+pub fn surrender(meter: &str, now_ms: u64) -> Option<u64> {
+    with(Of::Meter, |t| {
+        t.held.get_mut(meter)?.holding.surrender(now_ms)
+    })
+}
+
+/// A meter's minute as it answered, as seen from here: less what the credits held for it leave
+/// unspent (`Holding::observe`).
+pub fn observe(name: &str, minute: MinuteUse) -> MinuteUse {
+    with(Of::Meter, |t| match t.held.get_mut(name) {
+        Some(h) => h.holding.observe(minute),
+        None => minute,
     })
 }
 

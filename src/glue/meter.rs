@@ -5,6 +5,7 @@
 use crate::access::meter::{
     self, Ask, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
 };
+use crate::access::ratelimit::{self, Seen};
 use crate::access::{self, Identity};
 use crate::bucket::credit;
 use crate::config::Config;
@@ -14,7 +15,7 @@ use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
 use crate::glue::settles;
 use crate::openai::ApiError;
-use crate::window::WindowSpec;
+use crate::window::{MinuteUse, WindowSpec};
 use futures_channel::oneshot;
 use futures_util::future::join;
 use serde_json::json;
@@ -79,6 +80,14 @@ impl MeterRef {
     pub fn named(config: &Config, client: &str, user: Option<&str>) -> Option<MeterRef> {
         let limits = access::client_limits(config.clients.get(client)?);
         Some(MeterRef::new(config, client, user, limits))
+    }
+
+    /// Its minute as seen from here, with its limits.
+    fn seen(&self, minute: MinuteUse) -> Seen {
+        Seen {
+            limits: self.limits,
+            minute,
+        }
     }
 
     /// True when it limits nothing.
@@ -198,19 +207,24 @@ async fn ask_one(
 }
 
 /// Spends an admission of a credit held for the meter, if one is (no round trip), giving
-/// back what ended unspent and asking for the next credit ahead when this one runs low.
+/// back what ended unspent and asking for the next credit ahead when this one runs low: its
+/// lease, and the meter's minute as seen from here.
 fn spend_credit(
     ctx: &Context,
     env: &Env,
     meter: &MeterRef,
     ask: Ask,
     request_id: &str,
-) -> Option<u64> {
+) -> Option<(u64, Option<MinuteUse>)> {
     if meter.credit_max == 0 {
         return None;
     }
     let now = crate::glue::now_ms();
-    let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
+    let mut spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
+    if spend.spent.is_none() {
+        // Too large for the credit held: one of its admissions makes room for it.
+        spend.unspent.extend(credits::surrender(&meter.name, now));
+    }
     let life_ms = credit::life_ms(meter.spec);
     let ask_ahead =
         spend.spent.is_some() && credits::claim_next(Of::Meter, &meter.name, now, life_ms);
@@ -241,7 +255,7 @@ fn spend_credit(
             }
         });
     }
-    spend.spent.map(|(lease, _)| lease)
+    spend.spent.map(|(lease, _)| (lease, spend.seen))
 }
 
 /// One request's metering: its meters are asked in the background while the request finds
@@ -252,6 +266,8 @@ pub struct Metering {
     /// The meters' slot, once they answered: the request leaves no earlier (0: now).
     not_before: u64,
     metered: Rc<Metered>,
+    /// Each meter's minute as seen from here, once spent from a credit or answered.
+    seen: Rc<RefCell<Vec<Seen>>>,
     sent: Rc<Cell<bool>>,
     _done: Option<oneshot::Sender<()>>,
 }
@@ -268,11 +284,13 @@ impl Metering {
     ) -> Metering {
         let metered = Rc::new(Metered::default());
         let sent = Rc::new(Cell::new(false));
+        let seen = Rc::new(RefCell::new(Vec::new()));
         if meters.is_empty() {
             return Metering {
                 verdict: None,
                 not_before: 0,
                 metered,
+                seen,
                 sent,
                 _done: None,
             };
@@ -280,7 +298,11 @@ impl Metering {
         let mut to_ask = Vec::new();
         for meter in meters {
             match spend_credit(ctx, env, &meter, ask, request_id) {
-                Some(lease) => metered.0.borrow_mut().push((meter, lease)),
+                Some((lease, minute)) => {
+                    seen.borrow_mut()
+                        .extend(minute.map(|minute| meter.seen(minute)));
+                    metered.0.borrow_mut().push((meter, lease));
+                }
                 None => to_ask.push(meter),
             }
         }
@@ -293,11 +315,12 @@ impl Metering {
         };
         let (done, ended) = oneshot::channel::<()>();
         let (env, request_id) = (env.clone(), request_id.to_string());
-        let (held, was_sent) = (metered.clone(), sent.clone());
+        let (held, was_sent, saw) = (metered.clone(), sent.clone(), seen.clone());
         ctx.wait_until(async move {
             let mut kept = Vec::new();
             if let Some(verdict_tx) = verdict_tx {
-                let (answer, then, credits) = admit(&env, to_ask, ask, &held, &request_id).await;
+                let asked = admit(&env, to_ask, ask, &held, &saw, &request_id);
+                let (answer, then, credits) = asked.await;
                 kept = credits;
                 let _ = verdict_tx.send(answer);
                 for (meter, op) in then {
@@ -325,6 +348,7 @@ impl Metering {
             verdict,
             not_before: 0,
             metered,
+            seen,
             sent,
             _done: Some(done),
         }
@@ -340,6 +364,12 @@ impl Metering {
                 answer.unwrap_or_else(|_| Err(crate::glue::respond::internal_error()))?;
         }
         Ok(self.not_before)
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers for the caller's own RPM and TPM, from what its meters
+    /// said (none before they did, or when they limit neither).
+    pub fn ratelimit_headers(&self) -> Vec<(&'static str, String)> {
+        ratelimit::headers(&self.seen.borrow(), crate::glue::now_ms())
     }
 
     /// Notes that the request reached an upstream (a failure then counts as a request).
@@ -368,6 +398,7 @@ async fn admit(
     meters: Vec<MeterRef>,
     ask: Ask,
     admitted: &Metered,
+    seen: &RefCell<Vec<Seen>>,
     request_id: &str,
 ) -> (
     std::result::Result<u64, ApiError>,
@@ -389,6 +420,7 @@ async fn admit(
                 lease,
                 credit,
                 at_ms,
+                minute_use,
             })) => {
                 not_before = not_before.max(at_ms.unwrap_or(0));
                 if let Some(credit) = credit {
@@ -396,18 +428,29 @@ async fn admit(
                     let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
                     then.extend(give_back(displaced).map(|op| (meter.clone(), op)));
                 }
+                let minute = credits::observe(&meter.name, minute_use);
+                seen.borrow_mut().push(meter.seen(minute));
                 admitted.0.borrow_mut().push((meter, lease));
             }
             Ok(MeterReply::Verdict(verdict)) => {
+                let minute = match &verdict {
+                    Verdict::Rate { minute_use, .. } => {
+                        Some(credits::observe(&meter.name, *minute_use))
+                    }
+                    _ => None,
+                };
                 if let Some(over_budget) = verdict.uncounted() {
                     let spend = credits::spend(Of::Meter, &meter.name, now, ask.est_tokens);
                     then.extend(give_back(spend.unspent).map(|op| (meter.clone(), op)));
                     if let Some((lease, _)) = spend.spent {
+                        let minute = spend.seen.or(minute);
+                        seen.borrow_mut().extend(minute.map(|m| meter.seen(m)));
                         admitted.0.borrow_mut().push((meter, lease));
                         continue;
                     }
                     then.push((meter.clone(), MeterOp::Refused { over_budget }));
                 }
+                seen.borrow_mut().extend(minute.map(|m| meter.seen(m)));
                 refused = refused.or_else(|| access::refusal(&verdict, now, &meter.whose));
             }
             other => {

@@ -20,6 +20,9 @@ async function run() {
       text: data.choices[0].message.content,
       servedModel: response.headers.get("x-gateway-served-model"),
       requestId: response.headers.get("x-request-id"),
+      // The client's own limits, as OpenAI's headers (exposed by CORS).
+      limitRequests: response.headers.get("x-ratelimit-limit-requests"),
+      remainingRequests: response.headers.get("x-ratelimit-remaining-requests"),
     };
     const stream = await client.chat.completions.create({ ...ask, stream: true });
     let text = "";

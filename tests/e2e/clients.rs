@@ -379,7 +379,9 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
     let started = std::time::Instant::now();
     // The first request brings a credit; left unspent, its room comes back at the credit's end
     // (a compressed 25 ms), not when its reservations lapse (seconds).
-    assert_eq!(call(&ctx, APP_A_KEY, "client-test").await.status, 200);
+    let first = call(&ctx, APP_A_KEY, "client-test").await;
+    assert_eq!(first.status, 200);
+    assert_room(&first, ("20", 19), "100000");
     let returned = crate::support::eventually(1, || {
         let ctx = ctx.clone();
         async move {
@@ -392,9 +394,11 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
         returned,
         "the credit's unspent admissions came back at its end"
     );
+    // Through the isolate's credit or its meter alike, the room told falls by one a request.
     for i in 1..10 {
         let reply = call(&ctx, APP_A_KEY, "client-test").await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+        assert_room(&reply, ("20", 19 - i), "100000");
     }
     let calm = admin(&ctx, "app-a", false).await;
     assert_eq!(stat(&calm, &["usage", "totals", "admitted"]), 10, "{calm}");
@@ -424,7 +428,10 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
         }
         match reply.status {
             200 => ok += 1,
-            _ => assert_eq!(reply.assert_error(429)["code"], "rate_limit_exceeded"),
+            _ => {
+                assert_eq!(reply.assert_error(429)["code"], "rate_limit_exceeded");
+                assert_room(&reply, ("20", 0), "100000");
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -442,7 +449,62 @@ async fn credits_then_limit(ctx: Arc<Ctx>) {
     );
     let served = stat(&ctx.sim_model("acct-wide", "qwen-turbo"), &["ok"]) - served_before;
     assert_eq!(served, 20, "the simulator served what the meter admitted");
+    // A client with no limits of its own is told nothing of the upstreams' (shared) limits.
+    let unlimited = call(&ctx, CLIENT_KEY, "client-test").await;
+    assert_eq!(unlimited.status, 200);
+    assert!(
+        unlimited
+            .headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("x-ratelimit")),
+        "{:?}",
+        unlimited.headers
+    );
     eprintln!("    {credited} of the first 10 admitted from credits");
+}
+
+/// The answer's `x-ratelimit-*` headers (OpenAI's) tell the caller its own limits: `requests`
+/// (the limit, and exactly what remains), and the TPM; remaining tokens below it, and both
+/// minutes clear within a minute and a credit's life (the config's `window_margin_ms`, 300,
+/// widens both windows; a credit lives half the second window).
+fn assert_room(reply: &Reply, requests: (&str, u64), tpm: &str) {
+    let what = format!("{:?}", reply.headers);
+    assert_eq!(
+        reply.header("x-ratelimit-limit-requests"),
+        requests.0,
+        "{what}"
+    );
+    let remaining = reply.header("x-ratelimit-remaining-requests");
+    assert_eq!(remaining, requests.1.to_string(), "{what}");
+    assert_eq!(reply.header("x-ratelimit-limit-tokens"), tpm, "{what}");
+    let tokens: u64 = reply
+        .header("x-ratelimit-remaining-tokens")
+        .parse()
+        .unwrap();
+    assert!(tokens < tpm.parse().unwrap(), "{what}");
+    let widened = |ms: f64| (ms / crate::support::TIME_SCALE) as u64 + 300;
+    let longest = widened(60_000.0) + widened(1_000.0) / 2;
+    for kind in ["requests", "tokens"] {
+        let reset = go_duration_ms(reply.header(&format!("x-ratelimit-reset-{kind}")));
+        assert!(reset <= longest, "{kind}: {what}");
+    }
+}
+
+/// A Go duration as OpenAI writes `x-ratelimit-reset-*` (`250ms`, `2.95s`, `1m0s`), in ms.
+fn go_duration_ms(text: &str) -> u64 {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().unwrap();
+    }
+    let (minutes, seconds) = match text.split_once('m') {
+        Some((m, s)) => (m.parse::<u64>().unwrap(), s),
+        None => (0, text),
+    };
+    let seconds = seconds
+        .strip_suffix('s')
+        .unwrap_or_else(|| panic!("{text}"));
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    let fraction_ms = format!("{fraction:0<3}").parse::<u64>().unwrap();
+    minutes * 60_000 + whole.parse::<u64>().unwrap() * 1_000 + fraction_ms
 }
 
 async fn user_tokens(ctx: Arc<Ctx>) {
@@ -465,6 +527,9 @@ async fn user_tokens(ctx: Arc<Ctx>) {
     let mut u1_ok = 0;
     for _ in 0..5 {
         let r = call(&ctx, &u1, "client-test").await;
+        // Of the user's limits and its client's, the tighter is told.
+        let left = 2u64.saturating_sub(u1_ok);
+        assert_room(&r, ("3", left), "100000");
         if r.status == 200 {
             u1_ok += 1;
         } else {
@@ -781,6 +846,8 @@ async fn browser(ctx: Arc<Ctx>) {
     assert!(page["completion"]["requestId"]
         .as_str()
         .is_some_and(|id| id.starts_with("gw-")));
+    assert_eq!(page["completion"]["limitRequests"], "20", "{page}");
+    assert_eq!(page["completion"]["remainingRequests"], "19", "{page}");
     assert!(stat(&page["stream"], &["chunks"]) > 1, "{page}");
     assert!(
         !page["stream"]["text"].as_str().unwrap_or("").is_empty(),
