@@ -540,7 +540,6 @@ impl BucketState {
             until_ms,
             late_ms,
             spent: 0,
-            minute_use: None,
         }
     }
 

@@ -57,8 +57,10 @@ pub struct Used {
 }
 
 /// What a minute window counts from now on (`Windows::minute_use`): the room a client is told
-/// it has left (`access::ratelimit`), and when all of it will have left the window.
+/// it has left (`access::ratelimit`), and when all of it will have left the window. Sent as
+/// `[requests, tokens, requests_clear_ms, tokens_clear_ms]`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[u64; 4]", into = "[u64; 4]")]
 pub struct MinuteUse {
     /// Requests and tokens counted in some minute window ending at or after now.
     pub used: Used,
@@ -66,6 +68,27 @@ pub struct MinuteUse {
     pub requests_clear_ms: u64,
     /// When none of those tokens counts any more.
     pub tokens_clear_ms: u64,
+}
+
+impl From<[u64; 4]> for MinuteUse {
+    fn from([requests, tokens, requests_clear_ms, tokens_clear_ms]: [u64; 4]) -> Self {
+        MinuteUse {
+            used: Used { requests, tokens },
+            requests_clear_ms,
+            tokens_clear_ms,
+        }
+    }
+}
+
+impl From<MinuteUse> for [u64; 4] {
+    fn from(m: MinuteUse) -> Self {
+        [
+            m.used.requests,
+            m.used.tokens,
+            m.requests_clear_ms,
+            m.tokens_clear_ms,
+        ]
+    }
 }
 
 /// Requests counted over a span of time: one admitted request (maybe scheduled in the future),

@@ -474,7 +474,6 @@ impl Meter {
             until_ms,
             late_ms: 0,
             spent: 0,
-            minute_use: Some(self.windows.minute_use(now_ms, spec)),
         })
     }
 

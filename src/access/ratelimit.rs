@@ -14,6 +14,7 @@
 
 use crate::access::meter::MeterLimits;
 use crate::window::{MinuteUse, Used};
+use std::fmt::Write;
 
 /// One meter's limits and its minute as this isolate saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,26 +88,28 @@ pub fn headers(seen: &[Seen], now_ms: u64) -> Vec<(&'static str, String)> {
 
 /// Milliseconds as Go prints a duration: `0s`, `250ms`, `1.5s`, `1m0s`, `1h2m3.04s`.
 pub fn go_duration(ms: u64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
     if ms < 1_000 {
-        return format!("{ms}ms");
+        return if ms == 0 {
+            "0s".into()
+        } else {
+            format!("{ms}ms")
+        };
     }
-    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
-    let (seconds, fraction) = (ms / 1_000 % 60, ms % 1_000);
+    let (hours, minutes, seconds) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60);
     let mut text = match (hours, minutes) {
         (0, 0) => String::new(),
         (0, m) => format!("{m}m"),
         (h, m) => format!("{h}h{m}m"),
     };
-    text.push_str(&seconds.to_string());
-    if fraction > 0 {
-        let digits = format!("{fraction:03}");
-        text.push('.');
-        text.push_str(digits.trim_end_matches('0'));
+    // The fraction of a second without its trailing zeros.
+    let (mut fraction, mut digits) = (ms % 1_000, 3);
+    while fraction > 0 && fraction % 10 == 0 {
+        (fraction, digits) = (fraction / 10, digits - 1);
     }
-    text.push('s');
+    let _ = match fraction {
+        0 => write!(text, "{seconds}s"),
+        f => write!(text, "{seconds}.{f:0digits$}s"),
+    };
     text
 }
 

@@ -35,9 +35,6 @@ pub struct Credit {
     /// Admissions spent so far.
     #[serde(default)]
     pub spent: u64,
-    /// A meter's minute once it was handed out, the credit counted (`Holding::seen`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minute_use: Option<MinuteUse>,
 }
 
 impl Credit {
@@ -125,11 +122,12 @@ pub fn share_of(room: u64, tokens: u64) -> u64 {
 
 /// The credits one isolate holds for one bucket: the one being spent and, asked for ahead
 /// when it runs low, the next, so a steady stream of requests never waits for a round trip.
-/// For a meter's, also what its minute counts as seen from here (`seen`).
+/// For a meter's, also what its minute counts as seen from here, and the minute's length
+/// (`seen`).
 #[derive(Debug, Clone, Default)]
 pub struct Holding {
     credits: Vec<Credit>,
-    seen: Option<MinuteUse>,
+    seen: Option<(MinuteUse, u64)>,
 }
 
 impl Holding {
@@ -142,7 +140,7 @@ impl Holding {
             .credits
             .first_mut()
             .and_then(|c| c.spend(now_ms, tokens));
-        if let (Some(_), Some(seen)) = (spent, &mut self.seen) {
+        if let (Some(_), Some((seen, _))) = (spent, &mut self.seen) {
             seen.used.requests = seen.used.requests.saturating_add(1);
         }
         unspent.extend(self.drop_ended(now_ms));
@@ -158,23 +156,28 @@ impl Holding {
 
     /// Keeps a new credit after those held; returns the unspent leases of the oldest if more
     /// than two would be held.
+    /// A meter's minute seen counts the new credit as the meter does: its tokens reserved
+    /// (its admissions are the client's own) until a minute after its end.
     pub fn keep(&mut self, credit: Credit) -> Vec<u64> {
-        let minute = credit.minute_use;
-        self.credits.push(credit);
-        if let Some(minute) = minute {
-            self.observe(minute);
+        if let Some((seen, minute_ms)) = &mut self.seen {
+            let reserved = credit.count.saturating_mul(credit.tokens);
+            seen.used.tokens = seen.used.tokens.saturating_add(reserved);
+            let clear_ms = credit.until_ms.saturating_add(*minute_ms);
+            seen.requests_clear_ms = seen.requests_clear_ms.max(clear_ms);
+            seen.tokens_clear_ms = seen.tokens_clear_ms.max(clear_ms);
         }
+        self.credits.push(credit);
         if self.credits.len() > 2 {
             return self.credits.remove(0).unspent();
         }
         Vec::new()
     }
 
-    /// Takes what a meter answered of its minute (with a credit, or beside an admission) as
-    /// what this isolate's client has used, less the admissions the credits held leave
-    /// unspent: those are the client's to spend (or go back to the meter). Their tokens stay
-    /// counted: a request larger than a credit's admissions asks the meter, which counts them.
-    pub fn observe(&mut self, minute: MinuteUse) -> MinuteUse {
+    /// Takes what a meter answered of its minute (of `minute_ms`) as what this isolate's
+    /// client has used, less the admissions the credits held leave unspent: those are the
+    /// client's to spend (or go back to the meter). Their tokens stay counted: a request
+    /// larger than a credit's admissions asks the meter, which counts them.
+    pub fn observe(&mut self, minute: MinuteUse, minute_ms: u64) -> MinuteUse {
         let unspent = (self.credits.iter()).map(|c| c.count.saturating_sub(c.spent));
         let requests = unspent.fold(minute.used.requests, u64::saturating_sub);
         let used = Used {
@@ -182,14 +185,14 @@ impl Holding {
             ..minute.used
         };
         let seen = MinuteUse { used, ..minute };
-        self.seen = Some(seen);
+        self.seen = Some((seen, minute_ms));
         seen
     }
 
     /// A meter's minute as this isolate's client sees it: what the meter last answered
-    /// (`observe`), with the admissions spent from the credits held since.
+    /// (`observe`), with the credits kept and the admissions spent from them since.
     pub fn seen(&self) -> Option<MinuteUse> {
-        self.seen
+        self.seen.map(|(seen, _)| seen)
     }
 
     /// Whether to ask for the next credit now: one is held, and a quarter or less of it is

@@ -183,7 +183,6 @@ fn a_credit_is_spent_once_per_admission_within_its_life() {
         until_ms: 1_000,
         late_ms: 5,
         spent: 0,
-        minute_use: None,
     };
     assert_eq!(c.spend(900, 51), None, "larger than each admission");
     assert_eq!(c.spend(900, 50), Some((10, 105)));
@@ -248,7 +247,6 @@ fn credit(first_lease: u64, count: u64, until_ms: u64) -> Credit {
         until_ms,
         late_ms: 0,
         spent: 0,
-        minute_use: None,
     }
 }
 
@@ -297,32 +295,41 @@ fn a_holding_asks_ahead_late_in_a_credits_life_and_keeps_at_most_two() {
 #[test]
 fn a_meters_minute_seen_counts_the_credits_admissions_as_the_clients_own_until_spent() {
     let mut h = Holding::default();
-    let minute = |requests, tokens| MinuteUse {
+    let minute = |requests, tokens, clear_ms| MinuteUse {
         used: Used { requests, tokens },
-        requests_clear_ms: 60_500,
-        tokens_clear_ms: 60_500,
+        requests_clear_ms: clear_ms,
+        tokens_clear_ms: clear_ms,
     };
-    let with_minute = |c: Credit, m| Credit {
-        minute_use: Some(m),
-        ..c
-    };
-    assert_eq!(h.seen(), None);
+    assert!(h.keep(credit(10, 8, 500)).is_empty());
+    assert_eq!(h.seen(), None, "nothing seen of a bucket's");
     // The meter counted 10 requests, 8 of them this credit's admissions (100 tokens each).
-    h.keep(with_minute(credit(10, 8, 500), minute(10, 1_000)));
-    assert_eq!(h.seen(), Some(minute(2, 1_000)), "tokens stay counted");
+    assert_eq!(
+        h.observe(minute(10, 1_000, 60_500), 60_000),
+        minute(2, 1_000, 60_500)
+    );
     h.spend(0, 50);
     h.spend(0, 50);
-    assert_eq!(h.seen(), Some(minute(4, 1_000)));
+    assert_eq!(
+        h.seen(),
+        Some(minute(4, 1_000, 60_500)),
+        "tokens stay counted"
+    );
     // A request larger than the admissions held takes one back to the meter: the last.
     assert_eq!(h.surrender(0), Some(17));
     assert_eq!(h.spend(0, 50).0, Some((12, 500)));
-    assert_eq!(h.drop_all(), (13..17).collect::<Vec<_>>(), "17 went back");
-    // The meter's answer to an ask, its credits held since subtracted.
-    h.keep(with_minute(credit(20, 4, 500), minute(30, 3_000)));
+    // A credit asked ahead: its tokens reserved, all of it clear a minute after its end.
+    h.keep(credit(20, 4, 700));
+    assert_eq!(h.seen(), Some(minute(5, 1_400, 60_700)));
+    assert_eq!(h.drop_all().len(), 4 + 4, "17 went back");
+    // The meter's next answer is taken whole, less what is held unspent.
+    h.keep(credit(30, 4, 900));
     h.spend(0, 50);
-    assert_eq!(h.observe(minute(31, 3_100)), minute(28, 3_100));
     assert_eq!(
-        h.surrender(501),
+        h.observe(minute(31, 3_100, 60_900), 60_000),
+        minute(28, 3_100, 60_900)
+    );
+    assert_eq!(
+        h.surrender(901),
         None,
         "a credit past its life is not spent"
     );

@@ -123,11 +123,11 @@ pub fn surrender(meter: &str, now_ms: u64) -> Option<u64> {
     })
 }
 
-/// A meter's minute as it answered, as seen from here: less what the credits held for it leave
-/// unspent (`Holding::observe`).
-pub fn observe(name: &str, minute: MinuteUse) -> MinuteUse {
+/// A meter's minute (of `minute_ms`) as it answered, as seen from here: less what the credits
+/// held for it leave unspent (`Holding::observe`).
+pub fn observe(name: &str, minute: MinuteUse, minute_ms: u64) -> MinuteUse {
     with(Of::Meter, |t| match t.held.get_mut(name) {
-        Some(h) => h.holding.observe(minute),
+        Some(h) => h.holding.observe(minute, minute_ms),
         None => minute,
     })
 }

@@ -428,15 +428,17 @@ async fn admit(
                     let displaced = credits::keep(Of::Meter, &meter.name, credit, Vec::new());
                     then.extend(give_back(displaced).map(|op| (meter.clone(), op)));
                 }
-                let minute = credits::observe(&meter.name, minute_use);
+                let minute = credits::observe(&meter.name, minute_use, meter.spec.minute_ms);
                 seen.borrow_mut().push(meter.seen(minute));
                 admitted.0.borrow_mut().push((meter, lease));
             }
             Ok(MeterReply::Verdict(verdict)) => {
                 let minute = match &verdict {
-                    Verdict::Rate { minute_use, .. } => {
-                        Some(credits::observe(&meter.name, *minute_use))
-                    }
+                    Verdict::Rate { minute_use, .. } => Some(credits::observe(
+                        &meter.name,
+                        *minute_use,
+                        meter.spec.minute_ms,
+                    )),
                     _ => None,
                 };
                 if let Some(over_budget) = verdict.uncounted() {
