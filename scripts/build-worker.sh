@@ -4,6 +4,9 @@
 #! (DIR/build/; bench/overhead's Rust pass-through floor), built the same way.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+if [ $# -eq 0 ]; then
+  bash "$root/scripts/check-config.sh"
+fi
 cd "${1:-$root}"
 worker-build --release
 # wasm-bindgen (0.2.130) names the helpers.js snippet in the wasm's imports object once per
