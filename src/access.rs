@@ -12,7 +12,7 @@ pub mod meter;
 pub mod ratelimit;
 pub mod token;
 
-use crate::config::{Client, Config};
+use crate::config::{Client, Config, OneOrMore};
 use crate::openai::ApiError;
 use meter::MeterLimits;
 use sha2::{Digest, Sha256};
@@ -119,12 +119,12 @@ pub fn client_limits(client: &Client) -> MeterLimits {
     }
 }
 
-/// The SHA-256 digests of every key that may call: each client's (`key_sha256`, or its
-/// `key_secret` hashed) and each `GATEWAY_KEYS` entry. Worked out once per isolate (secrets
+/// The SHA-256 digests of every key that may call: each client's (its `key_sha256` list, or
+/// its `key_secret` ones hashed) and each `GATEWAY_KEYS` entry. Worked out once per isolate (secrets
 /// change only with a deployment, which starts new isolates), not on every request.
 #[derive(Debug, Default)]
 pub struct Keyring {
-    /// (client id, digest of its key), in the config's order.
+    /// (client id, digest of one of its keys), in the config's order.
     clients: Vec<(String, Vec<u8>)>,
     /// Digests of the `GATEWAY_KEYS` entries; None when the secret is unset or empty.
     gateway_keys: Option<Vec<Vec<u8>>>,
@@ -134,13 +134,15 @@ impl Keyring {
     /// The keys of `config`'s clients and of `GATEWAY_KEYS`; `secret` reads a Worker secret.
     pub fn new(config: &Config, secret: &dyn Fn(&str) -> Option<String>) -> Keyring {
         let digest = |key: &str| Sha256::digest(key.as_bytes()).to_vec();
-        let clients = config.clients.iter().filter_map(|(id, client)| {
-            let key = match (&client.key_sha256, &client.key_secret) {
-                (Some(hex), _) => decode_hex(hex),
-                (None, Some(name)) => secret(name).map(|k| digest(&k)),
-                (None, None) => None,
+        let clients = config.clients.iter().flat_map(|(id, client)| {
+            let keys: Vec<Vec<u8>> = match (&client.key_sha256, &client.key_secret) {
+                (Some(hexes), _) => hexes.iter().filter_map(decode_hex).collect(),
+                (None, Some(names)) => (names.iter())
+                    .filter_map(|name| secret(name).map(|k| digest(&k)))
+                    .collect(),
+                (None, None) => Vec::new(),
             };
-            key.map(|key| (id.clone(), key))
+            keys.into_iter().map(|key| (id.clone(), key))
         });
         let gateway_keys = secret("GATEWAY_KEYS")
             .filter(|k| !k.trim().is_empty())
@@ -223,19 +225,12 @@ fn by_token<'a>(
             "The user token's `iss` names no client that accepts user tokens.",
         ));
     };
-    let key = secret(&rules.secret)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::config(format!(
-                "The signing secret of client '{id}' is not set (wrangler secret put {}).",
-                rules.secret
-            ))
-        })?;
+    let keys = signing_keys(id, &rules.secret, secret)?;
     let check = token::Rules {
         max_lifetime_s: rules.max_lifetime_s,
         skew_s: rules.skew_s,
     };
-    let claims = token::verify(bearer, key.as_bytes(), now_s, check).map_err(refused)?;
+    let claims = token::verify(bearer, &keys, now_s, check).map_err(refused)?;
     let limits = client_limits(client);
     let asked = MeterLimits {
         rpm: claims.rpm,
@@ -255,6 +250,23 @@ fn by_token<'a>(
         client_limits: limits,
         user_limits: Some(limits.narrowed(asked)),
     })
+}
+
+/// The signing keys of client `id`, from the secrets `names` (every one must be set).
+pub fn signing_keys(
+    id: &str,
+    names: &OneOrMore,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let key = |name: &str| {
+        let key = secret(name).filter(|k| !k.is_empty()).ok_or_else(|| {
+            ApiError::config(format!(
+                "The signing secret of client '{id}' is not set (wrangler secret put {name})."
+            ))
+        })?;
+        Ok(key.into_bytes())
+    };
+    names.iter().map(key).collect()
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -177,6 +177,81 @@ fn client_config_errors_name_the_field() {
     assert!(bad(json!({"key_secret": "S", "rpm": 0})).contains("clients.c.rpm"));
     assert!(bad(json!({"key_secret": "S", "monthly_usd": -1.0})).contains("monthly_usd"));
     assert!(bad(json!({"key_secret": "S", "unknown": 1})).contains("unknown"));
+    let hex = "0".repeat(64);
+    assert!(bad(json!({"key_sha256": [hex, "abc"]})).contains("clients.c.key_sha256: must be"));
+    assert!(bad(json!({"key_sha256": []})).contains("clients.c.key_sha256: an empty list"));
+    assert!(bad(json!({"key_secret": ["A", " "]})).contains("clients.c.key_secret: an empty"));
+    let tokens = json!({"key_secret": "S", "user_tokens": {"secret": []}});
+    assert!(bad(tokens).contains("clients.c.user_tokens.secret: an empty list"));
+    let number = bad(json!({"key_secret": 7}));
+    assert!(number.contains("clients.c.key_secret: invalid type: integer `7`, expected a string or a list of strings"), "{number}");
+}
+
+/// While a client's key or signing secret is replaced, both are listed: the old and the new
+/// key each find the client, a token signed with either is its user's, and with neither it
+/// is refused for its signature.
+#[test]
+fn a_client_mid_rotation_accepts_its_old_and_new_key_and_signing_secret() {
+    let mut c = config();
+    if let Some(web) = c.clients.get_mut("web") {
+        let digests = [sha256_hex("gk-web-next"), sha256_hex(WEB_KEY)];
+        web.key_sha256 = Some(crate::config::OneOrMore(digests.to_vec()));
+        if let Some(t) = web.user_tokens.as_mut() {
+            t.secret =
+                crate::config::OneOrMore(vec!["WEB_SIGNING_NEXT".into(), "WEB_SIGNING".into()]);
+        }
+    }
+    if let Some(batch) = c.clients.get_mut("batch") {
+        batch.key_secret = Some(crate::config::OneOrMore(vec![
+            "BATCH_KEY".into(),
+            "BATCH_KEY_NEXT".into(),
+        ]));
+    }
+    let rotating = |name: &str| match name {
+        "WEB_SIGNING_NEXT" => Some("next-signing-secret".into()),
+        "BATCH_KEY_NEXT" => Some("gk-batch-next".into()),
+        other => secrets(other),
+    };
+    let keyring = Keyring::new(&c, &rotating);
+    let auth = |bearer: &str| authenticate(&c, &keyring, Some(bearer), &rotating, NOW);
+    for (key, client) in [
+        (WEB_KEY, "web"),
+        ("gk-web-next", "web"),
+        ("gk-batch", "batch"),
+        ("gk-batch-next", "batch"),
+    ] {
+        assert_eq!(auth(key).unwrap().client, client, "{key}");
+    }
+    let claims = format!(
+        r#"{{"iss":"web","sub":"u","iat":{NOW},"exp":{}}}"#,
+        NOW + 60
+    );
+    for secret in ["next-signing-secret", SIGNING] {
+        let user = auth(&token::sign(&claims, secret.as_bytes())).unwrap();
+        assert_eq!(user.user.as_deref(), Some("u"), "{secret}");
+    }
+    let stranger = auth(&token::sign(&claims, b"another")).unwrap_err();
+    assert!(
+        stranger.message.contains("signature"),
+        "{}",
+        stranger.message
+    );
+    // A listed secret that is not set is the operator's to fix (500), never a pass.
+    let unset = |name: &str| {
+        (name != "WEB_SIGNING_NEXT")
+            .then(|| rotating(name))
+            .flatten()
+    };
+    let e = authenticate(
+        &c,
+        &keyring,
+        Some(&token::sign(&claims, SIGNING.as_bytes())),
+        &unset,
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 500);
+    assert!(e.message.contains("WEB_SIGNING_NEXT"));
 }
 
 #[test]

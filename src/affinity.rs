@@ -26,21 +26,28 @@ const SEAL_MARK: char = 'u';
 const SEAL_HEX: usize = 16;
 
 /// The caller a stored response belongs to when a user token made it: the token's user and
-/// its client's signing secret (the seal's key). A client key's holder is the app's own
+/// its client's signing secrets (the first seals; a seal by any is the user's, so a response
+/// sealed before the secret was replaced stays its user's while the old one is listed). A client key's holder is the app's own
 /// server, trusted with every response the app's users stored (as any key of an OpenAI
 /// project is): it has no owner, and reaches any id the gateway handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// The token's user (`sub`).
     pub user: String,
-    /// The client's signing secret.
-    pub secret: Vec<u8>,
+    /// The client's signing secrets.
+    pub secrets: Vec<Vec<u8>>,
 }
 
 impl Owner {
-    /// The seal of the response `upstream_id` for this user.
+    /// The seal of the response `upstream_id` for this user, under its first secret.
     fn seal(&self, upstream_id: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+        self.secrets
+            .first()
+            .map_or_else(String::new, |secret| self.seal_with(secret, upstream_id))
+    }
+
+    fn seal_with(&self, secret: &[u8], upstream_id: &str) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
             return String::new();
         };
         mac.update(self.user.as_bytes());
@@ -66,12 +73,10 @@ impl Tagged<'_> {
     pub fn belongs(&self, caller: Option<&Owner>) -> bool {
         match (caller, self.seal) {
             (None, _) => true,
-            (Some(owner), Some(seal)) => bool::from(
-                owner
-                    .seal(self.upstream_id)
-                    .as_bytes()
-                    .ct_eq(seal.as_bytes()),
-            ),
+            (Some(owner), Some(seal)) => owner.secrets.iter().fold(false, |found, secret| {
+                let made = owner.seal_with(secret, self.upstream_id);
+                found | bool::from(made.as_bytes().ct_eq(seal.as_bytes()))
+            }),
             (Some(_), None) => false,
         }
     }
@@ -177,10 +182,17 @@ pub struct Retag {
 impl Retag {
     /// None when `id` is empty or would need escaping in JSON (no upstream's id does).
     pub fn new(id: &str, account: &str, owner: Option<&Owner>) -> Option<Retag> {
-        let plain = !id.is_empty() && id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-        plain.then(|| Retag {
+        Retag::named(id, &tagged(id, account, owner))
+    }
+
+    /// Writes `id` as `handed_out` (a caller's stored response back as it named it, already
+    /// checked to be its own).
+    pub fn named(id: &str, handed_out: &str) -> Option<Retag> {
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        (plain(id) && plain(handed_out)).then(|| Retag {
             quoted: format!("\"{id}\""),
-            tagged: format!("\"{}\"", tagged(id, account, owner)),
+            tagged: format!("\"{handed_out}\""),
         })
     }
 
@@ -219,7 +231,7 @@ mod tests {
     fn user(name: &str) -> Owner {
         Owner {
             user: name.into(),
-            secret: b"signing-secret".to_vec(),
+            secrets: vec![b"signing-secret".to_vec()],
         }
     }
 
@@ -273,10 +285,20 @@ mod tests {
         assert!(!t.belongs(Some(&bob)));
         // Another client's secret cannot make alice's seal either.
         let other = Owner {
-            secret: b"another".to_vec(),
+            secrets: vec![b"another".to_vec()],
             ..alice.clone()
         };
         assert!(!t.belongs(Some(&other)));
+        // Once the client's secret is replaced (the new one first, the old still listed), the
+        // response sealed before stays alice's, and new seals are the new secret's.
+        let rotated = Owner {
+            secrets: vec![b"another".to_vec(), b"signing-secret".to_vec()],
+            ..alice.clone()
+        };
+        assert!(t.belongs(Some(&rotated)));
+        let resealed = tagged("resp_1", "acct-a", Some(&rotated));
+        let after = untag(&resealed).unwrap();
+        assert!(after.belongs(Some(&other)) && !after.belongs(Some(&alice)));
         // A seal is for one response: moved onto another id it opens nothing.
         let moved = sealed.replace("resp_1", "resp_2");
         assert!(!untag(&moved).unwrap().belongs(Some(&alice)));
@@ -361,7 +383,7 @@ mod tests {
             account in "[a-z0-9._-]{1,20}",
             user in prop::option::of("[ -~]{1,20}"),
         ) {
-            let owner = user.map(|user| Owner { user, secret: b"s".to_vec() });
+            let owner = user.map(|user| Owner { user, secrets: vec![b"s".to_vec()] });
             let handed_out = tagged(&id, &account, owner.as_ref());
             let read = untag(&handed_out);
             let account_tag = tag(&account);

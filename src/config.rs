@@ -3,8 +3,8 @@
 use crate::pace::SlowStart;
 pub use crate::window::Limits;
 use crate::window::WindowSpec;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -276,16 +276,48 @@ impl Default for CacheShares {
     }
 }
 
+/// One string or a list of them (`"A"` or `["A", "B"]`): a client's keys or secret names, two
+/// listed while one replaces the other.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OneOrMore(pub Vec<String>);
+
+impl OneOrMore {
+    /// Each, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrMore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Strings;
+        impl<'de> Visitor<'de> for Strings {
+            type Value = OneOrMore;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, one: &str) -> Result<OneOrMore, E> {
+                Ok(OneOrMore(vec![one.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OneOrMore, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMore)
+            }
+        }
+        d.deserialize_any(Strings)
+    }
+}
+
 /// One client of the gateway (an app): how it proves itself and what it may use.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Client {
-    /// Hex SHA-256 of the client's key (`printf %s "$KEY" | sha256sum`).
+    /// Hex SHA-256 of the client's key (`printf %s "$KEY" | sha256sum`), or of each of its
+    /// keys (a new one beside the old while the app moves to it).
     #[serde(default)]
-    pub key_sha256: Option<String>,
-    /// Or the name of a secret holding the key.
+    pub key_sha256: Option<OneOrMore>,
+    /// Or the name of a secret holding the key (or of each).
     #[serde(default)]
-    pub key_secret: Option<String>,
+    pub key_secret: Option<OneOrMore>,
     /// Public model names it may call; absent: all.
     #[serde(default)]
     pub models: Option<Vec<String>>,
@@ -314,8 +346,9 @@ pub struct Client {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserTokens {
-    /// Name of the secret holding the HS256 signing key (never the key).
-    pub secret: String,
+    /// Name of the secret holding the HS256 signing key (never the key), or of each: a token
+    /// signed with any is accepted, and the first seals its users' stored responses.
+    pub secret: OneOrMore,
     /// Longest lifetime accepted, seconds.
     #[serde(default = "default_max_lifetime_s")]
     pub max_lifetime_s: u64,

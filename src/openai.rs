@@ -702,7 +702,7 @@ mod tests {
     fn a_follow_up_goes_upstream_with_the_upstreams_own_id() {
         let owner = crate::affinity::Owner {
             user: "alice".into(),
-            secret: b"s".to_vec(),
+            secrets: vec![b"s".to_vec()],
         };
         let id = crate::affinity::tagged("resp_9", "acct-b", Some(&owner));
         let body =

@@ -304,7 +304,7 @@ fn fuzz_every_outside_input() {
                 prop_assert!(t.upstream_id.len() + t.account_tag.len() < id.len());
                 let owner = affinity::Owner {
                     user: id.clone(),
-                    secret: raw.clone(),
+                    secrets: vec![raw.clone()],
                 };
                 let _ = t.belongs(Some(&owner));
             }

@@ -118,8 +118,14 @@ pub fn unverified_issuer(token: &str) -> Result<String, TokenError> {
     claims.iss.ok_or(TokenError::NoIssuer)
 }
 
-/// Verifies `token` under `secret` at `now_s` (seconds since the epoch).
-pub fn verify(token: &str, secret: &[u8], now_s: u64, rules: Rules) -> Result<Claims, TokenError> {
+/// Verifies `token`, signed under any of `secrets` (a client's new signing secret beside its
+/// old one), at `now_s` (seconds since the epoch).
+pub fn verify(
+    token: &str,
+    secrets: &[Vec<u8>],
+    now_s: u64,
+    rules: Rules,
+) -> Result<Claims, TokenError> {
     let (header, payload, signature) = parts(token)?;
     let header: Header = decode_json(header)?;
     if header.alg != "HS256" {
@@ -129,16 +135,21 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64, rules: Rules) -> Result<Cl
         .decode(signature)
         .map_err(|_| TokenError::Malformed)?;
     let signed = token.len().saturating_sub(signature_len(token));
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Signature)?;
-    mac.update(
-        token
-            .as_bytes()
-            .get(..signed)
-            .ok_or(TokenError::Malformed)?,
-    );
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&signature)
-        .map_err(|_| TokenError::Signature)?;
+    let signed = token
+        .as_bytes()
+        .get(..signed)
+        .ok_or(TokenError::Malformed)?;
+    let signed_by = |secret: &Vec<u8>| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+            return false;
+        };
+        mac.update(signed);
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&signature).is_ok()
+    };
+    if !secrets.iter().any(signed_by) {
+        return Err(TokenError::Signature);
+    }
     let claims: Claims = decode_json(payload)?;
     if claims.sub.as_deref().is_none_or(str::is_empty) {
         return Err(TokenError::NoSubject);

@@ -179,17 +179,31 @@ impl Config {
             }
             _ => {}
         }
-        if let Some(hex) = &client.key_sha256 {
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(at(
-                    "key_sha256: must be 64 hex digits (sha256sum of the key)",
-                ));
+        let lists = [
+            ("key_sha256", client.key_sha256.as_ref()),
+            ("key_secret", client.key_secret.as_ref()),
+            (
+                "user_tokens.secret",
+                client.user_tokens.as_ref().map(|t| &t.secret),
+            ),
+        ];
+        for (field, list) in lists {
+            let Some(list) = list else { continue };
+            if list.0.is_empty() {
+                return Err(at(&format!("{field}: an empty list")));
+            }
+            if field != "key_sha256" && list.iter().any(|s| s.trim().is_empty()) {
+                return Err(at(&format!("{field}: an empty secret name")));
             }
         }
-        let secrets = client.key_secret.iter();
-        let secrets = secrets.chain(client.user_tokens.iter().map(|t| &t.secret));
-        if secrets.into_iter().any(|s| s.trim().is_empty()) {
-            return Err(at("user_tokens.secret: empty secret name"));
+        let hexes = client.key_sha256.iter().flat_map(OneOrMore::iter);
+        if hexes
+            .into_iter()
+            .any(|hex| hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(at(
+                "key_sha256: must be 64 hex digits (sha256sum of the key)",
+            ));
         }
         if let Some(m) = client
             .models

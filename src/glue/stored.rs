@@ -1,7 +1,7 @@
 //! Calls about a response stored upstream (retrieve, delete, list its input items), sent to
 //! the account that holds it: the one its id's tag names (`crate::affinity`).
 
-use crate::access::Identity;
+use crate::access::{self, Identity};
 use crate::affinity::{self, Owner};
 use crate::classify;
 use crate::config::Config;
@@ -14,28 +14,23 @@ use worker::web_sys::AbortController;
 use worker::{web_sys, Env, Headers, Response};
 
 /// Whom the responses a caller stores belong to: a user token's user, sealed with its
-/// client's signing secret; None for a client key (`affinity::Owner`). A user whose seal
-/// cannot be made (its token was checked with that secret, so only a changed config) is
+/// client's signing secrets; None for a client key (`affinity::Owner`). A user whose seal
+/// cannot be made (its token was checked with those secrets, so only a changed config) is
 /// refused, never taken for a client key.
 pub fn owner(env: &Env, identity: &Identity) -> Result<Option<Owner>, ApiError> {
     let Some(user) = identity.user.clone() else {
         return Ok(None);
     };
-    let name = identity
-        .settings
-        .and_then(|c| c.user_tokens.as_ref())
-        .map(|t| t.secret.as_str());
-    let secret = name.and_then(|name| env.secret(name).ok());
-    match secret {
-        Some(secret) => Ok(Some(Owner {
-            user,
-            secret: secret.to_string().into_bytes(),
-        })),
-        None => Err(ApiError::config(format!(
-            "clients.{}.user_tokens.secret is not set as a secret.",
+    let names = identity.settings.and_then(|c| c.user_tokens.as_ref());
+    let Some(names) = names.map(|t| &t.secret) else {
+        return Err(ApiError::config(format!(
+            "clients.{}.user_tokens is not set.",
             identity.client
-        ))),
-    }
+        )));
+    };
+    let secret = |name: &str| env.secret(name).ok().map(|s| s.to_string());
+    let secrets = access::signing_keys(identity.client, names, &secret)?;
+    Ok(Some(Owner { user, secrets }))
 }
 
 /// A call about a stored response.
@@ -102,9 +97,10 @@ pub async fn call(
         if !(200..300).contains(&status) {
             return Err(classify::passed_through(status, &body));
         }
-        // Handed back as it was handed out: sealed for the same user.
-        let owner = stored.seal.and(caller);
-        let body = affinity::retag(&body, upstream_id, account_id, owner).unwrap_or(body);
+        // Handed back as the caller named it (sealed for the same user, under the secret that
+        // sealed it then, which may since have been replaced).
+        let named = affinity::Retag::named(upstream_id, id);
+        let body = named.and_then(|r| r.apply(&body)).unwrap_or(body);
         let headers = Headers::new();
         respond::set_header(&headers, "content-type", "application/json");
         return respond::bytes(status, body, headers);

@@ -3,7 +3,7 @@
 
 use crate::gateway::Gateway;
 use crate::support::{
-    chat_body, secret_values, stat, test_clients, Ctx, Reply, ADMIN_TOKEN, APP_A_KEY,
+    chat_body, secret_values, sha256_hex, stat, test_clients, Ctx, Reply, ADMIN_TOKEN, APP_A_KEY,
     APP_A_SIGNING, APP_B_KEY, APP_C_KEY, APP_ORIGIN, CLIENT_KEY,
 };
 use crate::Scenario;
@@ -37,6 +37,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("a_revoked_client_is_refused_at_once", |c| {
             Box::pin(revoked_client(c))
         }),
+        (
+            "a_client_mid_rotation_is_served_under_its_old_and_new_key_and_secret",
+            |c| Box::pin(rotation(c)),
+        ),
         (
             "a_browser_app_calls_with_a_user_token_from_an_allowed_origin_only",
             |c| Box::pin(browser(c)),
@@ -737,6 +741,75 @@ async fn revoked_client(ctx: Arc<Ctx>) {
     let r = ctx.send(send(APP_B_KEY)).await;
     assert_eq!(r.assert_error(401)["code"], "invalid_api_key");
     assert_eq!(ctx.send(send(APP_A_KEY)).await.status, 200);
+    gw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// app-a replaces its key and its signing secret without a refused request: a config listing
+/// the new and the old of each is deployed (a new gateway, same upstream); the old key and the
+/// new both find app-a, a token signed with either is its user's, and a response its user
+/// stored before is still theirs (sealed under the old secret, which is still listed).
+async fn rotation(ctx: Arc<Ctx>) {
+    const NEXT_KEY: &str = "gk-app-a-next-fedcba98765";
+    const NEXT_SIGNING: &str = "app-a-next-signing-secret-1a2b3c";
+    let now = now_s();
+    let token = |sub: &str, secret: &str| {
+        let claims = json!({"iss": "app-a", "sub": sub, "iat": now, "exp": now + 300});
+        mint(&claims, secret)
+    };
+    let body = json!({"model": "client-test", "input": "Remember 7", "max_output_tokens": 16});
+    let url = format!("{}/v1/responses", ctx.url());
+    let before = ctx.send(
+        ctx.http
+            .post(url)
+            .bearer_auth(token("carol", APP_A_SIGNING))
+            .json(&body),
+    );
+    let before = before.await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    let id = before.json()["id"].as_str().unwrap().to_string();
+
+    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
+    let mut clients = test_clients();
+    clients["app-a"]["key_sha256"] = json!([sha256_hex(NEXT_KEY), sha256_hex(APP_A_KEY)]);
+    clients["app-a"]["user_tokens"]["secret"] = json!(["APP_A_SIGNING_NEXT", "APP_A_SIGNING"]);
+    spec.config["clients"] = clients;
+    spec.secrets
+        .push(("APP_A_SIGNING_NEXT".into(), NEXT_SIGNING.into()));
+    let dir = ctx
+        .root()
+        .join(format!("target/e2e/rotation-{}", std::process::id()));
+    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
+        .await
+        .expect("gateway starts");
+    let chat = format!("{}/v1/chat/completions", gw.url);
+    let mut ask = chat_body("client-test", false);
+    ask["max_tokens"] = json!(8);
+    let send = |credential: &str| ctx.http.post(&chat).bearer_auth(credential).json(&ask);
+    for credential in [
+        APP_A_KEY.to_string(),
+        NEXT_KEY.to_string(),
+        token("carol", APP_A_SIGNING),
+        token("carol", NEXT_SIGNING),
+    ] {
+        let r = ctx.send(send(&credential)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let stranger = ctx.send(send(&token("carol", "not-a-listed-secret"))).await;
+    let e = stranger.assert_error(401);
+    assert!(e["message"].as_str().unwrap().contains("signature"), "{e}");
+    let retrieve = |credential: String| {
+        let url = format!("{}/v1/responses/{id}", gw.url);
+        ctx.send(ctx.http.get(url).bearer_auth(credential))
+    };
+    let kept = retrieve(token("carol", NEXT_SIGNING)).await;
+    assert_eq!(
+        kept.status, 200,
+        "stored before, still carol's: {}",
+        kept.text
+    );
+    assert_eq!(kept.json()["id"], json!(id));
+    assert_eq!(retrieve(token("dave", NEXT_SIGNING)).await.status, 404);
     gw.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
