@@ -134,16 +134,15 @@ impl Keyring {
     /// The keys of `config`'s clients and of `GATEWAY_KEYS`; `secret` reads a Worker secret.
     pub fn new(config: &Config, secret: &dyn Fn(&str) -> Option<String>) -> Keyring {
         let digest = |key: &str| Sha256::digest(key.as_bytes()).to_vec();
-        let clients = config.clients.iter().flat_map(|(id, client)| {
-            let keys: Vec<Vec<u8>> = match (&client.key_sha256, &client.key_secret) {
-                (Some(hexes), _) => hexes.iter().filter_map(decode_hex).collect(),
-                (None, Some(names)) => (names.iter())
-                    .filter_map(|name| secret(name).map(|k| digest(&k)))
-                    .collect(),
-                (None, None) => Vec::new(),
-            };
-            keys.into_iter().map(|key| (id.clone(), key))
-        });
+        let mut clients = Vec::new();
+        for (id, client) in &config.clients {
+            if let Some(hexes) = &client.key_sha256 {
+                clients.extend(hexes.iter().filter_map(decode_hex).map(|k| (id.clone(), k)));
+            } else if let Some(names) = &client.key_secret {
+                let keys = names.iter().filter_map(|name| secret(name));
+                clients.extend(keys.map(|k| (id.clone(), digest(&k))));
+            }
+        }
         let gateway_keys = secret("GATEWAY_KEYS")
             .filter(|k| !k.trim().is_empty())
             .map(|keys| {
@@ -151,7 +150,7 @@ impl Keyring {
                 listed.map(digest).collect()
             });
         Keyring {
-            clients: clients.collect(),
+            clients,
             gateway_keys,
         }
     }
@@ -258,15 +257,18 @@ pub fn signing_keys(
     names: &OneOrMore,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
-    let key = |name: &str| {
-        let key = secret(name).filter(|k| !k.is_empty()).ok_or_else(|| {
-            ApiError::config(format!(
-                "The signing secret of client '{id}' is not set (wrangler secret put {name})."
-            ))
-        })?;
-        Ok(key.into_bytes())
-    };
-    names.iter().map(key).collect()
+    let mut keys = Vec::new();
+    for name in names.iter() {
+        match secret(name).filter(|k| !k.is_empty()) {
+            Some(key) => keys.push(key.into_bytes()),
+            None => {
+                return Err(ApiError::config(format!(
+                    "The signing secret of client '{id}' is not set (wrangler secret put {name})."
+                )))
+            }
+        }
+    }
+    Ok(keys)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
