@@ -139,7 +139,7 @@ impl Keyring {
             if let Some(hexes) = &client.key_sha256 {
                 clients.extend(hexes.iter().filter_map(decode_hex).map(|k| (id.clone(), k)));
             } else if let Some(names) = &client.key_secret {
-                let keys = names.iter().filter_map(|name| secret(name));
+                let keys = names.iter().filter_map(secret);
                 clients.extend(keys.map(|k| (id.clone(), digest(&k))));
             }
         }
