@@ -27,9 +27,10 @@ const SEAL_HEX: usize = 16;
 
 /// The caller a stored response belongs to when a user token made it: the token's user and
 /// its client's signing secrets (the first seals; a seal by any is the user's, so a response
-/// sealed before the secret was replaced stays its user's while the old one is listed). A client key's holder is the app's own
-/// server, trusted with every response the app's users stored (as any key of an OpenAI
-/// project is): it has no owner, and reaches any id the gateway handed out.
+/// sealed before the secret was replaced stays its user's while the old one is listed). A
+/// client key's holder is the app's own server, trusted with every response the app's users
+/// stored (as any key of an OpenAI project is): it has no owner, and reaches any id the
+/// gateway handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// The token's user (`sub`).

@@ -149,13 +149,15 @@ impl Holding {
 
     /// For a request too large for the admissions held (none was spent for it), one of them
     /// given up: its lease, to give back ahead of the request's own ask, so the room it held
-    /// is the request's (a meter's: a bucket's credits are not worth a call).
+    /// is the request's. For a meter's credits only: giving back rides with the ask there,
+    /// while a bucket's would cost a call of its own.
     pub fn surrender(&mut self, now_ms: u64) -> Option<u64> {
         self.credits.iter_mut().find_map(|c| c.surrender(now_ms))
     }
 
     /// Keeps a new credit after those held; returns the unspent leases of the oldest if more
     /// than two would be held.
+    ///
     /// A meter's minute seen counts the new credit as the meter does: its tokens reserved
     /// (its admissions are the client's own) until a minute after its end.
     pub fn keep(&mut self, credit: Credit) -> Vec<u64> {

@@ -369,7 +369,11 @@ impl Metering {
     /// OpenAI's `x-ratelimit-*` headers for the caller's own RPM and TPM, from what its meters
     /// said (none before they did, or when they limit neither).
     pub fn ratelimit_headers(&self) -> Vec<(&'static str, String)> {
-        ratelimit::headers(&self.seen.borrow(), crate::glue::now_ms())
+        let seen = self.seen.borrow();
+        match seen.is_empty() {
+            true => Vec::new(),
+            false => ratelimit::headers(&seen, crate::glue::now_ms()),
+        }
     }
 
     /// Notes that the request reached an upstream (a failure then counts as a request).

@@ -723,18 +723,11 @@ async fn cors(ctx: Arc<Ctx>) {
 
 async fn revoked_client(ctx: Arc<Ctx>) {
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
-    // Revoking app-b is one config change, deployed: a new gateway (same state) without it.
-    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
+    // Revoking app-b is one config change, deployed: a new gateway without it.
     let mut clients = test_clients();
     clients.as_object_mut().unwrap().remove("app-b");
-    spec.config["clients"] = clients;
-    let dir = ctx
-        .root()
-        .join(format!("target/e2e/revoked-{}", std::process::id()));
-    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
-        .await
-        .expect("gateway starts");
-    let url = format!("{}/v1/chat/completions", gw.url);
+    let mut gw = Deployed::start(&ctx, "revoked", clients, &[]).await;
+    let url = format!("{}/v1/chat/completions", gw.url());
     let mut body = chat_body("client-test", false);
     body["max_tokens"] = json!(8);
     let send = |key: &str| ctx.http.post(&url).bearer_auth(key).json(&body);
@@ -742,7 +735,36 @@ async fn revoked_client(ctx: Arc<Ctx>) {
     assert_eq!(r.assert_error(401)["code"], "invalid_api_key");
     assert_eq!(ctx.send(send(APP_A_KEY)).await.status, 200);
     gw.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Another gateway beside the suite's, on the same simulator, with its `clients` (and more
+/// secrets): a config change, deployed.
+struct Deployed {
+    gw: Gateway,
+    dir: std::path::PathBuf,
+}
+
+impl Deployed {
+    async fn start(ctx: &Ctx, name: &str, clients: Value, secrets: &[(&str, &str)]) -> Deployed {
+        let mut spec = crate::support::gateway_spec(&ctx.sim.url());
+        spec.config["clients"] = clients;
+        spec.secrets
+            .extend(secrets.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let dir = (ctx.root()).join(format!("target/e2e/{name}-{}", std::process::id()));
+        let gw = Gateway::start(ctx.root(), &dir, &spec)
+            .await
+            .expect("gateway starts");
+        Deployed { gw, dir }
+    }
+
+    fn url(&self) -> &str {
+        &self.gw.url
+    }
+
+    fn stop(&mut self) {
+        self.gw.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// app-a replaces its key and its signing secret without a refused request: a config listing
@@ -769,20 +791,12 @@ async fn rotation(ctx: Arc<Ctx>) {
     assert_eq!(before.status, 200, "{}", before.text);
     let id = before.json()["id"].as_str().unwrap().to_string();
 
-    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
     let mut clients = test_clients();
     clients["app-a"]["key_sha256"] = json!([sha256_hex(NEXT_KEY), sha256_hex(APP_A_KEY)]);
     clients["app-a"]["user_tokens"]["secret"] = json!(["APP_A_SIGNING_NEXT", "APP_A_SIGNING"]);
-    spec.config["clients"] = clients;
-    spec.secrets
-        .push(("APP_A_SIGNING_NEXT".into(), NEXT_SIGNING.into()));
-    let dir = ctx
-        .root()
-        .join(format!("target/e2e/rotation-{}", std::process::id()));
-    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
-        .await
-        .expect("gateway starts");
-    let chat = format!("{}/v1/chat/completions", gw.url);
+    let next = [("APP_A_SIGNING_NEXT", NEXT_SIGNING)];
+    let mut gw = Deployed::start(&ctx, "rotation", clients, &next).await;
+    let chat = format!("{}/v1/chat/completions", gw.url());
     let mut ask = chat_body("client-test", false);
     ask["max_tokens"] = json!(8);
     let send = |credential: &str| ctx.http.post(&chat).bearer_auth(credential).json(&ask);
@@ -799,7 +813,7 @@ async fn rotation(ctx: Arc<Ctx>) {
     let e = stranger.assert_error(401);
     assert!(e["message"].as_str().unwrap().contains("signature"), "{e}");
     let retrieve = |credential: String| {
-        let url = format!("{}/v1/responses/{id}", gw.url);
+        let url = format!("{}/v1/responses/{id}", gw.url());
         ctx.send(ctx.http.get(url).bearer_auth(credential))
     };
     let kept = retrieve(token("carol", NEXT_SIGNING)).await;
@@ -811,7 +825,6 @@ async fn rotation(ctx: Arc<Ctx>) {
     assert_eq!(kept.json()["id"], json!(id));
     assert_eq!(retrieve(token("dave", NEXT_SIGNING)).await.status, 404);
     gw.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn no_secret_anywhere(ctx: Arc<Ctx>) {
@@ -867,14 +880,9 @@ fn free_port() -> u16 {
 /// allow, the browser refuses to hand the answer over.
 async fn browser(ctx: Arc<Ctx>) {
     let (allowed, other) = (free_port(), free_port());
-    let mut spec = crate::support::gateway_spec(&ctx.sim.url());
-    spec.config["clients"]["app-a"]["origins"] = json!([format!("http://127.0.0.1:{allowed}")]);
-    let dir = ctx
-        .root()
-        .join(format!("target/e2e/browser-{}", std::process::id()));
-    let mut gw = Gateway::start(ctx.root(), &dir, &spec)
-        .await
-        .expect("gateway starts");
+    let mut clients = test_clients();
+    clients["app-a"]["origins"] = json!([format!("http://127.0.0.1:{allowed}")]);
+    let mut gw = Deployed::start(&ctx, "browser", clients, &[]).await;
     let now = now_s();
     let token = mint(
         &json!({"iss": "app-a", "sub": "browser-user", "iat": now, "exp": now + 300}),
@@ -884,7 +892,7 @@ async fn browser(ctx: Arc<Ctx>) {
     let out_dir = ctx.root().join("target/e2e/browser");
     let output = tokio::process::Command::new("node")
         .arg(ctx.root().join("tests/browser/run.mjs"))
-        .args(["--gateway", &gw.url, "--token", &token])
+        .args(["--gateway", gw.url(), "--token", &token])
         .args([
             "--allowed-port",
             &allowed.to_string(),
@@ -898,7 +906,6 @@ async fn browser(ctx: Arc<Ctx>) {
         .await
         .expect("node runs");
     gw.stop();
-    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
