@@ -19,7 +19,19 @@ perl -0pi -e 's/("\.\/snippets\/[^"]+":[\w\$]+)(?:,\1)+/$1/g' build/index.js
 # names section, a sixth of the upload. Optimise for size here instead and move the names to
 # build/index_bg.symbols (index:name, one a line; not uploaded) to read a trap's
 # `wasm-function[N]` frames. The features are worker-build's list: what workerd supports.
-wasm-opt build/index_bg.wasm -o build/index_bg.wasm -Oz --strip-producers \
-  --symbolmap=build/index_bg.symbols \
-  --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
-  --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling
+opt=(-Oz --strip-producers --symbolmap=build/index_bg.symbols
+  --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int
+  --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling)
+# wasm-opt takes about 20 s. The last module's result is kept and reused when the same module
+# comes again: `wrangler dev` always builds twice at start (once more when its watcher is
+# ready), and `make test` builds again for the deploy check.
+cache=target/wasm-opt-last
+key="$( (cat build/index_bg.wasm; echo "${opt[*]}"; wasm-opt --version) | sha256sum | cut -c1-64)"
+if [ "$(cat "$cache/key" 2>/dev/null)" = "$key" ]; then
+  cp "$cache/index_bg.wasm" "$cache/index_bg.symbols" build/
+else
+  wasm-opt build/index_bg.wasm -o build/index_bg.wasm "${opt[@]}"
+  mkdir -p "$cache"
+  cp build/index_bg.wasm build/index_bg.symbols "$cache/"
+  echo "$key" > "$cache/key"
+fi
