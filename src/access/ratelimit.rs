@@ -6,9 +6,11 @@
 //! gateway's to manage). Of a client's and its user's meters, each kind (requests, tokens)
 //! names the one with less left. "Remaining" is the limit less what the meter counts in any
 //! minute window from now on (what a request admitted now must fit), as this isolate last saw
-//! it: exact when the meter was just asked (near a limit every request asks it), and from an
-//! isolate holding a credit, what the meter counted at the credit plus what this isolate has
-//! spent since, so it never promises room its own meter would refuse. "Reset" is when all of
+//! it (`credit::Holding::seen`): exact when the meter was just asked (near a limit every
+//! request asks it); with credits held, what the meter last answered, their unspent
+//! admissions counted as the caller's own, and each spent and each credit asked ahead since.
+//! Through one isolate it never promises room the meter would refuse; another isolate's use
+//! shows at this one's next answer from the meter. "Reset" is when all of
 //! what is counted has left the window (OpenAI's "resets to its initial state"), as a Go
 //! duration (`1.5s`, `1m0s`), as OpenAI writes it.
 
