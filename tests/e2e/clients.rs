@@ -571,6 +571,25 @@ async fn user_tokens(ctx: Arc<Ctx>) {
         7,
         "{client}"
     );
+    // A stream says the room left too, in its headers, before its first event.
+    let mut body = chat_body("client-test", true);
+    body["max_tokens"] = json!(16);
+    let url = format!("{}/v1/chat/completions", ctx.url());
+    let streamed = ctx
+        .send(ctx.http.post(url).bearer_auth(&u2).json(&body))
+        .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text);
+    assert!(streamed.text.contains("data: [DONE]"), "{}", streamed.text);
+    // (At most the 8 admitted so far count: earlier ones may have left the compressed minute.)
+    assert_eq!(streamed.header("x-ratelimit-limit-requests"), "20");
+    let left = streamed
+        .header("x-ratelimit-remaining-requests")
+        .parse::<u64>();
+    assert!(
+        left.is_ok_and(|left| (12..20).contains(&left)),
+        "{:?}",
+        streamed.headers
+    );
     // u3 may make 2 requests a minute: four sent at once, willing to wait, are all served, two
     // after its minute (its meter and its client's are both asked; the later slot is kept).
     let u3 = token("u3", json!({"rpm": 2}));
