@@ -173,7 +173,8 @@ mod tests {
         assert!(r.iter().all(|(_, v)| v != "*"));
         assert!(EXPOSED.contains("x-gateway-served-model") && EXPOSED.contains("x-request-id"));
         let exposed: Vec<&str> = EXPOSED.split(", ").collect();
-        for name in crate::access::ratelimit::NAMES {
+        use crate::access::ratelimit::{REQUESTS, TOKENS};
+        for name in REQUESTS.into_iter().chain(TOKENS) {
             assert!(exposed.contains(&name), "{name} is not exposed");
         }
     }
