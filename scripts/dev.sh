@@ -14,7 +14,7 @@ for port in $sim_port $gateway_port; do
 done
 
 # Demo secrets for the [env.dev] config: simulator keys, client keys, a user-token signing
-# secret, an admin token.
+# secret, an admin token, and the alert webhook (the simulator stands in for Slack).
 cat > .dev.vars.dev <<'VARS'
 GATEWAY_KEYS=gw-dev-key
 DEMO_WEB_KEY=gw-demo-web-key
@@ -24,6 +24,7 @@ SIM_KEY_A1=sk-a1
 SIM_KEY_A2=sk-a2
 SIM_KEY_B1=sk-b1
 SIM_KEY_C1=sk-c1
+ALERT_WEBHOOK_URL=http://127.0.0.1:8788/_sim/hooks/dev
 VARS
 
 cargo build -q -p upstream-sim
@@ -79,6 +80,8 @@ Report (CSV):    curl -s -H 'Authorization: Bearer dev-admin-token' 'http://127.
 Metrics:         curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/metrics
 Client usage:    curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/clients/demo-web
                  (one user: .../admin/clients/demo-web/users/alice; reset: POST .../reset)
+Alerts sent:     curl -s http://127.0.0.1:$sim_port/_sim/hooks  (an account parked or back, a budget spent;
+                 park one: curl -s -X POST http://127.0.0.1:$sim_port/_sim/accounts/acct-a -d '{"state":"arrears"}')
 Ctrl-C stops both.
 MSG
 wait -n "${pids[@]}"

@@ -250,6 +250,8 @@ struct Cooldown {
 pub struct Marks {
     /// Park reason.
     pub parked: Option<String>,
+    /// Park end (None: until an operator clears it).
+    pub parked_until_ms: Option<u64>,
     /// Cooldown kind and end.
     pub cooling: Option<(String, u64)>,
     /// Surge hold end.
@@ -262,7 +264,10 @@ impl Marks {
         use serde_json::json;
         let mut out = Vec::new();
         match (&before.parked, &self.parked) {
-            (None, Some(reason)) => out.push(("bucket_parked", json!({ "reason": reason }))),
+            (None, Some(reason)) => out.push((
+                "bucket_parked",
+                json!({ "reason": reason, "until_ms": self.parked_until_ms }),
+            )),
             (Some(reason), None) => out.push(("bucket_unparked", json!({ "was": reason }))),
             _ => {}
         }
@@ -371,6 +376,7 @@ impl BucketState {
     pub fn marks(&self, now_ms: u64) -> Marks {
         Marks {
             parked: self.park.as_ref().map(|p| p.reason.clone()),
+            parked_until_ms: self.park.as_ref().and_then(|p| p.until_ms),
             cooling: self
                 .cooldown
                 .as_ref()

@@ -10,6 +10,13 @@ pub fn date(day: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time in ms (whole seconds, UTC).
+pub fn iso_time(ms: u64) -> String {
+    let secs = (ms % DAY_MS) / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    format!("{}T{h:02}:{m:02}:{s:02}Z", date(ms / DAY_MS))
+}
+
 /// Month number (year x 12 + month - 1) of a UTC day number (days since 1970-01-01).
 pub fn month_of_day(day: u64) -> u64 {
     let (y, m, _) = civil_from_days(day);
@@ -68,5 +75,10 @@ mod tests {
     fn dates_print_as_iso() {
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(1_795_996_800_000 / DAY_MS), "2026-11-30");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            iso_time(1_795_996_800_000 + 3_723_999),
+            "2026-11-30T01:02:03Z"
+        );
     }
 }

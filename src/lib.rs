@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod alert;
 pub mod asks;
 pub mod bucket;
 pub mod cache_key;

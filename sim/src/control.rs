@@ -1,4 +1,5 @@
-//! The `/_sim/` control endpoint used by tests: health, stats, reset, accounts, faults, time scale.
+//! The `/_sim/` control endpoint used by tests: health, stats, reset, accounts, faults, time
+//! scale, and a receiver standing in for the operator's alert webhook (`hooks`).
 
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +76,32 @@ pub fn control(
                 Err(e) => fail(StatusCode::BAD_REQUEST, &e),
             }
         }
+        (&Method::GET, "hooks") => {
+            let hooks = Value::Array(lock(state).hooks.clone());
+            plain_json(StatusCode::OK, hooks.to_string())
+        }
+        (&Method::POST, "hook_status") => {
+            let status = parse(body).ok().and_then(|v| v["status"].as_u64());
+            match status.and_then(|s| StatusCode::from_u16(s as u16).ok()) {
+                Some(status) => {
+                    lock(state).hook_status = status.as_u16();
+                    ok()
+                }
+                None => fail(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"status\": an HTTP status}",
+                ),
+            }
+        }
+        (&Method::POST, rest) if rest.starts_with("hooks/") => {
+            let body = serde_json::from_slice(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+            let mut s = lock(state);
+            let name = &rest["hooks/".len()..];
+            s.hooks.push(json!({"name": name, "body": body}));
+            let status = StatusCode::from_u16(s.hook_status).unwrap_or(StatusCode::OK);
+            plain_json(status, json!({"ok": status.is_success()}).to_string())
+        }
         (&Method::POST, rest) if rest.starts_with("accounts/") => {
             let id = &rest["accounts/".len()..];
             let v = match parse(body) {
@@ -90,7 +117,7 @@ pub fn control(
                 Err(e) => fail(StatusCode::BAD_REQUEST, &e),
             }
         }
-        (_, "health" | "stats" | "reset" | "faults" | "time_scale") => {
+        (_, "health" | "stats" | "reset" | "faults" | "time_scale" | "hooks" | "hook_status") => {
             fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => fail(

@@ -86,6 +86,16 @@ impl Simulator {
         lock(&self.state).stats_json()
     }
 
+    /// Same as `GET /_sim/hooks`: what the alert hooks received, oldest first.
+    pub fn hooks(&self) -> Vec<serde_json::Value> {
+        lock(&self.state).hooks.clone()
+    }
+
+    /// Same as `POST /_sim/hook_status`: the status the hooks answer with from now on.
+    pub fn set_hook_status(&self, status: u16) {
+        lock(&self.state).hook_status = status;
+    }
+
     /// Same as `POST /_sim/reset`: zero counters and windows, clear faults, restore accounts.
     pub fn reset(&self) {
         lock(&self.state).reset();

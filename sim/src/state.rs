@@ -66,6 +66,10 @@ pub struct SimState {
     /// The explicit cache: the marked prefixes each (account, model) keeps, with the
     /// simulated time (ns) each lapses.
     explicit: HashMap<(String, String), HashMap<u64, u64>>,
+    /// What the gateway's alert webhook received (`/_sim/hooks/<name>`), oldest first.
+    pub hooks: Vec<Value>,
+    /// The status those posts are answered with (200; set to see the gateway's failure path).
+    pub hook_status: u16,
 }
 
 /// A response kept by the upstream: whose it is, the answer, and the input it answered.
@@ -115,6 +119,8 @@ impl SimState {
             stored: HashMap::new(),
             caches: HashMap::new(),
             explicit: HashMap::new(),
+            hooks: Vec::new(),
+            hook_status: 200,
         }
     }
 
@@ -330,6 +336,8 @@ impl SimState {
         self.faults.clear();
         self.caches.clear();
         self.explicit.clear();
+        self.hooks.clear();
+        self.hook_status = 200;
         self.config.accounts = self.initial.accounts.clone();
     }
 

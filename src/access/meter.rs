@@ -45,6 +45,11 @@ impl MeterLimits {
         *self == MeterLimits::default()
     }
 
+    /// True when it caps the day's tokens or the month's spend.
+    pub fn has_budget(&self) -> bool {
+        self.daily_tokens.is_some() || self.monthly_micro_usd.is_some()
+    }
+
     /// Each limit the tighter of the two.
     pub fn narrowed(self, other: MeterLimits) -> MeterLimits {
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -258,6 +263,9 @@ pub struct Meter {
     totals: Totals,
     /// The open minute and day of its history (closed ones are stored by the object).
     history: History,
+    /// The ends of the daily and monthly periods whose spent budget has been told
+    /// (`Meter::first_of_period`).
+    told: (u64, u64),
 }
 
 /// The live view of a meter against its limits.
@@ -609,6 +617,10 @@ impl Meter {
 /// what to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterCall {
+    /// The client, on calls to its own meter when it has a budget (none for a user's): named
+    /// in the alert when the budget is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// The limits.
     pub limits: MeterLimits,
     /// Window lengths (compressed in tests).
@@ -689,6 +701,24 @@ impl Meter {
         reply
     }
 
+    /// Whether `verdict` is the first budget refusal of its period, remembered from then on: the
+    /// one its client's operator is told of (`alert::of_budget`), once a period.
+    pub fn first_of_period(&mut self, verdict: &Verdict) -> bool {
+        let Verdict::Budget {
+            which, until_ms, ..
+        } = verdict
+        else {
+            return false;
+        };
+        let told = match which.as_str() {
+            "daily_tokens" => &mut self.told.0,
+            _ => &mut self.told.1,
+        };
+        let first = *told != *until_ms;
+        *told = *until_ms;
+        first
+    }
+
     /// The periods of its history closed since the last take, for the object to store.
     pub fn take_closed_history(&mut self) -> Closed {
         self.history.take_closed()
@@ -722,6 +752,7 @@ impl Meter {
                         other => {
                             let one = MeterCall {
                                 op: other.clone(),
+                                client: None,
                                 ..*call
                             };
                             self.answer(now_ms, &one);
@@ -730,6 +761,7 @@ impl Meter {
                 }
                 let last = MeterCall {
                     op: last.clone(),
+                    client: None,
                     ..*call
                 };
                 self.answer(now_ms, &last)

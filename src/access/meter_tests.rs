@@ -154,6 +154,45 @@ fn the_monthly_spend_cap_admits_while_settled_spend_is_under_it() {
 }
 
 #[test]
+fn a_spent_budget_is_told_once_a_period_each() {
+    // The last day of November: the day and the month end together, and each is told.
+    let l = limits(None, None, Some(1_000), Some(1_000_000));
+    let mut m = Meter::default();
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(900, 60_000)) else {
+        panic!()
+    };
+    let day = m.admit(T0 + 1, &l, SPEC, ask(200, 60_000));
+    assert!(m.first_of_period(&day), "{day:?}");
+    let again = m.admit(T0 + 2, &l, SPEC, ask(200, 60_000));
+    assert!(!m.first_of_period(&again));
+    m.settle(T0 + 3, SPEC, lease, served(900, 1_000_000));
+    let month = m.admit(T0 + 4, &l, SPEC, ask(50, 60_000));
+    assert!(matches!(&month, Verdict::Budget { which, .. } if which == "monthly_usd"));
+    assert!(
+        m.first_of_period(&month),
+        "the month's end is news though the day's was told"
+    );
+    let again = m.admit(T0 + 5, &l, SPEC, ask(50, 60_000));
+    assert!(!m.first_of_period(&again));
+    assert!(!m.first_of_period(&Verdict::TooLarge));
+    // Remembered with the state, so a restarted object does not tell it again.
+    let mut m: Meter = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    let again = m.admit(T0 + 6, &l, SPEC, ask(50, 60_000));
+    assert!(!m.first_of_period(&again));
+    // December 1st: the day's budget spent is news again.
+    let dec = T0 + DAY_MS;
+    assert!(matches!(
+        m.admit(dec, &l, SPEC, ask(900, 60_000)),
+        Verdict::Go { .. }
+    ));
+    let day = m.admit(dec + 1, &l, SPEC, ask(200, 60_000));
+    assert!(m.first_of_period(&day), "{day:?}");
+    // A request larger than the cap is not a budget spent.
+    let too_large = m.admit(dec + 2, &l, SPEC, ask(2_000, 60_000));
+    assert!(!m.first_of_period(&too_large), "{too_large:?}");
+}
+
+#[test]
 fn a_request_never_sent_gives_everything_back_and_settles_once() {
     let l = limits(Some(1), Some(100), Some(100), None);
     let mut m = Meter::default();
@@ -223,6 +262,7 @@ fn narrowing_takes_the_tighter_of_each_limit() {
 fn a_batch_of_settles_settles_each_once() {
     let limits = limits(Some(10), None, Some(1_000), None);
     let call = |op| MeterCall {
+        client: None,
         limits,
         spec: SPEC,
         op,
@@ -268,6 +308,7 @@ fn settles_ride_ahead_of_an_admission_which_answers_the_batch() {
     let one_a_minute = limits(Some(1), None, Some(1_000), None);
     let mut m = Meter::default();
     let call = |op| MeterCall {
+        client: None,
         limits: one_a_minute,
         spec: SPEC,
         op,

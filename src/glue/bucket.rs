@@ -6,6 +6,7 @@
 
 use crate::bucket::BucketState;
 use crate::config::{Candidate, Config, Limits};
+use crate::glue::alert;
 use crate::glue::history::Tables;
 use crate::glue::log;
 use crate::glue::objects::{self, Object, Row};
@@ -109,14 +110,16 @@ fn op_name(op: &Op) -> &'static str {
 /// One quota budget (account x model).
 #[durable_object]
 pub struct BucketDo {
+    env: Env,
     row: Row,
     history: Tables,
     state: RefCell<Option<BucketState>>,
 }
 
 impl DurableObject for BucketDo {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
+            env,
             row: Row::open(&state, "bucket"),
             history: Tables::open(&state),
             state: RefCell::new(None),
@@ -152,6 +155,9 @@ impl BucketDo {
         let before = state.marks(now);
         let mut reply = protocol::apply(&mut state, now, &call);
         for (event, details) in state.marks(now).changes_since(&before) {
+            if let Some(alert) = crate::alert::of_bucket(&call.bucket, event, &details, now) {
+                alert::send(&self.env, alert);
+            }
             let mut fields = json!({ "bucket": call.bucket });
             if let (Some(f), serde_json::Value::Object(d)) = (fields.as_object_mut(), details) {
                 f.extend(d);

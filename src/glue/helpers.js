@@ -73,3 +73,18 @@ export async function post(url, key, body, signal, stream, extra) {
   const whole = !(stream && response.ok);
   return [response, headersAt, whole ? new Uint8Array(await response.arrayBuffer()) : null];
 }
+
+/**
+ * POSTs `body` (JSON text) to the operator's webhook `url`: resolves to the answer's status, or
+ * 0 when none came within `ms` or the call failed (never its error, which may hold the URL).
+ */
+export async function notify(url, body, ms) {
+  try {
+    const headers = { "content-type": "application/json" };
+    const response = await fetch(url, { method: "POST", headers, body, signal: AbortSignal.timeout(ms) });
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return 0;
+  }
+}

@@ -45,6 +45,10 @@ extern "C" {
     /// [the response, its body whole].
     pub fn call(method: &str, url: &str, key: &str, signal: &AbortSignal) -> Promise;
 
+    /// POSTs `body` (JSON) to the webhook `url`: a promise of the answer's status, 0 for none
+    /// within `ms` (never an error, which may hold the URL).
+    pub fn notify(url: &str, body: &str, ms: f64) -> Promise;
+
     /// A promise that resolves when `signal` aborts.
     #[wasm_bindgen(js_name = whenAborted)]
     pub fn when_aborted(signal: &AbortSignal) -> Promise;

@@ -9,6 +9,7 @@ use crate::access::ratelimit::{self, Seen};
 use crate::access::{self, Identity};
 use crate::bucket::credit;
 use crate::config::Config;
+use crate::glue::alert;
 use crate::glue::credits::{self, Of};
 use crate::glue::history::Tables;
 use crate::glue::log;
@@ -39,6 +40,8 @@ pub struct MeterRef {
     timeout_ms: u64,
     /// Most admissions of a credit it may hand this isolate (0: each is asked for).
     credit_max: u64,
+    /// The client, when this is its own meter and it has a budget (whose end is alerted).
+    budget_of: Option<String>,
 }
 
 impl MeterRef {
@@ -59,6 +62,7 @@ impl MeterRef {
             spec: config.window_spec(),
             timeout_ms: config.bucket_timeout_ms,
             credit_max: config.admission_credits,
+            budget_of: (user.is_none() && limits.has_budget()).then(|| client.to_string()),
         }
     }
 
@@ -123,6 +127,7 @@ impl MeterRef {
     /// Sends one call; `Err` says what failed.
     pub async fn call(&self, env: &Env, op: MeterOp) -> std::result::Result<MeterReply, String> {
         let call = MeterCall {
+            client: self.budget_of.clone(),
             limits: self.limits,
             spec: self.spec,
             op,
@@ -508,17 +513,34 @@ pub async fn admin(
     crate::glue::respond::json(200, body.to_string())
 }
 
+/// Logs, and alerts the operator, that `client`'s budget refused a request for the first time
+/// this period.
+fn tell_budget_spent(env: &Env, client: &str, verdict: &Verdict, limits: &MeterLimits, now: u64) {
+    if let Verdict::Budget { which, .. } = verdict {
+        log::info(
+            "budget_spent",
+            "",
+            json!({"client": client, "budget": which}),
+        );
+    }
+    if let Some(alert) = crate::alert::of_budget(client, verdict, limits, now) {
+        alert::send(env, alert);
+    }
+}
+
 /// One client's or one user's usage.
 #[durable_object]
 pub struct MeterDo {
+    env: Env,
     row: Row,
     history: Tables,
     state: RefCell<Option<Meter>>,
 }
 
 impl DurableObject for MeterDo {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
+            env,
             row: Row::open(&state, "meter"),
             history: Tables::open(&state),
             state: RefCell::new(None),
@@ -552,6 +574,11 @@ impl MeterDo {
             None => serde_json::from_str(&self.row.load()?).unwrap_or_default(),
         };
         let mut reply = meter.apply(now, &call);
+        if let (Some(client), MeterReply::Verdict(verdict)) = (&call.client, &reply) {
+            if meter.first_of_period(verdict) {
+                tell_budget_spent(&self.env, client, verdict, &call.limits, now);
+            }
+        }
         let closed = meter.take_closed_history();
         self.row.save(&meter, "meter");
         *self.state.borrow_mut() = Some(meter);

@@ -1,6 +1,7 @@
 //! Workers runtime glue: the fetch entry point; everything here is thin over the pure modules.
 
 mod admin;
+mod alert;
 mod body;
 mod bucket;
 mod cache;

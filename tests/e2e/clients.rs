@@ -368,6 +368,39 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         .json();
     assert_eq!(models["data"].as_array().map(Vec::len), Some(1), "{models}");
     assert_eq!(models["data"][0]["id"], "client-test");
+    // app-b spends the rest of its day: its operator is told at the webhook, once, with what
+    // to do.
+    let mut refused = 0;
+    for _ in 0..60 {
+        let reply = call(&ctx, APP_B_KEY, "client-test").await;
+        if reply.status == 429 {
+            assert_eq!(reply.assert_error(429)["code"], "insufficient_quota");
+            refused += 1;
+            if refused == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 3, "app-b's daily budget ran out");
+    let budget_spent = || {
+        let alerts = ctx.alerts("budget_spent").into_iter();
+        alerts
+            .filter(|a| a["client"] == "app-b")
+            .collect::<Vec<_>>()
+    };
+    let told = crate::support::eventually(5, || async { !budget_spent().is_empty() }).await;
+    assert!(
+        told,
+        "app-b's budget spent is alerted: {:?}",
+        ctx.sim.hooks()
+    );
+    let alert = &budget_spent()[0];
+    let facts = (&alert["budget"], &alert["limit"]);
+    assert_eq!(facts, (&json!("daily_tokens"), &json!(600)));
+    let text = alert["text"].as_str().unwrap();
+    let says = "client app-b has spent its daily token budget (600 tokens)";
+    assert!(text.contains(says), "{text}");
+    assert_eq!(budget_spent().len(), 1, "told once however many it refused");
     // An operator's reset gives app-b its budget back at once.
     admin(&ctx, "app-b", true).await;
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);

@@ -261,12 +261,40 @@ async fn free_quota_parks(ctx: Arc<Ctx>) {
         "{view}"
     );
 
+    // Its operator is told at the webhook, once, with what to do.
+    let alerts = |event: &str| {
+        let alerts = ctx.alerts(event).into_iter();
+        alerts
+            .filter(|a| a["account"] == "acct-a" && a["model"] == "qwen3-max")
+            .collect::<Vec<_>>()
+    };
+    let told = eventually(5, || async { !alerts("bucket_parked").is_empty() }).await;
+    assert!(told, "the park is alerted: {:?}", ctx.sim.hooks());
+    let text = alerts("bucket_parked")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("acct-a/qwen3-max is parked"), "{text}");
+    assert!(
+        text.contains("POST /admin/buckets/acct-a/qwen3-max/clear"),
+        "{text}"
+    );
+
     // Parked means parked, even after the window passes.
     tokio::time::sleep(Duration::from_millis(MINUTE_MS + 200)).await;
     assert_eq!(ctx.chat(&chat_body("rotate-test", false)).await.status, 200);
     assert_eq!(ctx.sim_model("acct-a", "qwen3-max")["calls"], 1);
 
-    // The operator tops up the account and clears the bucket: traffic returns to acct-a.
+    assert_eq!(
+        alerts("bucket_parked").len(),
+        1,
+        "told once however many it turned away"
+    );
+
+    // The operator tops up the account and clears the bucket: traffic returns to acct-a. Its
+    // webhook answers 503 this time: the gateway logs that (never the webhook's URL).
+    ctx.sim.set_hook_status(503);
+    let unparks_before = alerts("bucket_unparked").len();
     ctx.sim
         .update_account("acct-a", json!({"state": "ok"}))
         .unwrap();
@@ -282,6 +310,26 @@ async fn free_quota_parks(ctx: Arc<Ctx>) {
         1,
         "acct-a serves again"
     );
+    let told = eventually(5, || async {
+        alerts("bucket_unparked").len() > unparks_before
+    })
+    .await;
+    assert!(
+        told,
+        "the end of the park is alerted: {:?}",
+        ctx.sim.hooks()
+    );
+    // Tried three times (2 s and 10 s apart), then logged.
+    let failed = eventually(20, || async {
+        (ctx.gateway_log().lines()).any(|l| {
+            l.contains(r#""event":"alert_failed""#)
+                && l.contains(r#""alert":"bucket_unparked""#)
+                && l.contains(r#""answer":503"#)
+        })
+    });
+    assert!(failed.await, "the webhook's refusal is logged");
+    let tries = alerts("bucket_unparked").len() - unparks_before;
+    assert_eq!(tries, 3, "a receiver answering 503 is tried three times");
 }
 
 async fn burst_spacing(ctx: Arc<Ctx>) {

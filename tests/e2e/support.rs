@@ -39,6 +39,9 @@ pub const APP_A_SIGNING: &str = "app-a-signing-secret-9f8e7d6c5b4a";
 pub const APP_B_KEY: &str = "gk-app-b-fedcba9876543210";
 /// Client `app-c`'s key.
 pub const APP_C_KEY: &str = "gk-app-c-5a5a5a5a5a5a5a5a";
+/// The secret part of the main gateway's alert webhook URL (as the last part of a Slack
+/// incoming webhook's is): it must never reach a client or a log.
+pub const HOOK_TOKEN: &str = "hook-T0K3N-5e6f7a8b9c";
 /// The browser origin `app-a` allows.
 pub const APP_ORIGIN: &str = "http://localhost:5173";
 /// Simulated time runs this much faster, in the simulator and the gateway alike: a minute is 3 s.
@@ -167,7 +170,8 @@ pub fn test_secrets() -> Vec<(String, String)> {
 
 /// Every secret value the test gateways hold: none may ever reach a client or a log.
 pub fn secret_values() -> Vec<String> {
-    test_secrets().into_iter().map(|(_, v)| v).collect()
+    let values = test_secrets().into_iter().map(|(_, v)| v);
+    values.chain([HOOK_TOKEN.to_string()]).collect()
 }
 
 /// Hex SHA-256 of a key, as a client's `key_sha256`.
@@ -300,10 +304,10 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
                                   "max_wait_ms": 0}
         }
     });
-    GatewaySpec {
-        config,
-        secrets: test_secrets(),
-    }
+    let mut secrets = test_secrets();
+    let hook = format!("{sim_url}/_sim/hooks/{HOOK_TOKEN}");
+    secrets.push(("ALERT_WEBHOOK_URL".into(), hook));
+    GatewaySpec { config, secrets }
 }
 
 impl Ctx {
@@ -346,6 +350,13 @@ impl Ctx {
     /// The gateway's base URL, through the recorder.
     pub fn url(&self) -> String {
         self.recorder.url.clone()
+    }
+
+    /// The alerts of `event` the main gateway's webhook received since the simulator's reset.
+    pub fn alerts(&self, event: &str) -> Vec<Value> {
+        let hooks = self.sim.hooks().into_iter();
+        let ours = hooks.filter(|h| h["name"] == HOOK_TOKEN && h["body"]["event"] == event);
+        ours.map(|h| h["body"].clone()).collect()
     }
 
     /// Everything the gateway has sent to clients so far.

@@ -1,0 +1,280 @@
+//! What an operator is told at once, by webhook, when the gateway starts (or stops) working
+//! around something only a person can fix: an account parked, a client's budget spent.
+//!
+//! The gateway hides these from apps by design (it rotates and downgrades), so without a word
+//! an operator would learn of an unpaid bill from the month's report. Each alert is one JSON
+//! payload: Slack's `text` (a sentence saying what happened, what it means for requests and
+//! what to do), and the same facts as fields for any other receiver. Pure: which changes are
+//! alerts and what they say; the Durable Object that saw the change sends it (`glue::alert`).
+
+use crate::access::meter::{MeterLimits, Verdict};
+use crate::calendar::iso_time;
+use serde::Serialize;
+use serde_json::{Number, Value};
+
+/// One alert: its event's name (for the log) and its JSON body, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// `bucket_parked`, `bucket_unparked` or `budget_spent`.
+    pub event: &'static str,
+    /// The payload.
+    pub body: String,
+}
+
+/// The payload: Slack's `text`, and the facts of its event.
+#[derive(Serialize)]
+struct Body<'a> {
+    text: String,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<Number>,
+    until: Option<String>,
+    at: String,
+}
+
+impl Body<'_> {
+    fn alert(self, event: &'static str) -> Option<Alert> {
+        let body = serde_json::to_string(&self).ok()?;
+        Some(Alert { event, body })
+    }
+}
+
+/// The alert for a bucket's state change (an event of `bucket::Marks::changes_since`), if it
+/// is one an operator must hear of: a park (a bill, a free quota used up, every key refused,
+/// a model the account may not call) and its end. Cooldowns and surge holds pass by
+/// themselves, and are not.
+pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Alert> {
+    let (account, model) = bucket.split_once(':')?;
+    let clear = format!("POST /admin/buckets/{account}/{model}/clear");
+    let (event, text, reason, until) = match event {
+        "bucket_parked" => {
+            let reason = details
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            let until = details
+                .get("until_ms")
+                .and_then(Value::as_u64)
+                .map(iso_time);
+            let text = match &until {
+                None => format!(
+                    "{account}/{model} is parked ({reason}) until an operator clears it: its requests go to other accounts or down the model chain. Fix the account, then {clear}."
+                ),
+                Some(t) => format!(
+                    "{account}/{model} is parked ({reason}) until {t}, then tried with one request: meanwhile its requests go to other accounts or down the model chain. If the account is fixed sooner: {clear}."
+                ),
+            };
+            ("bucket_parked", text, reason, until)
+        }
+        "bucket_unparked" => {
+            let reason = details
+                .get("was")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            let text = format!("{account}/{model} serves again (it was parked: {reason}).");
+            ("bucket_unparked", text, reason, None)
+        }
+        _ => return None,
+    };
+    Body {
+        text: format!("edge-gateway: {text}"),
+        event,
+        account: Some(account),
+        model: Some(model),
+        reason: Some(reason),
+        client: None,
+        budget: None,
+        limit: None,
+        until,
+        at: iso_time(now_ms),
+    }
+    .alert(event)
+}
+
+/// The alert for a client's budget refusing its requests (`verdict`, a `Verdict::Budget` of
+/// its own meter; its users' budgets are theirs and alert nobody).
+pub fn of_budget(
+    client: &str,
+    verdict: &Verdict,
+    limits: &MeterLimits,
+    now_ms: u64,
+) -> Option<Alert> {
+    let Verdict::Budget {
+        which, until_ms, ..
+    } = verdict
+    else {
+        return None;
+    };
+    let (what, limit) = match which.as_str() {
+        "daily_tokens" => {
+            let cap = limits.daily_tokens?;
+            (
+                format!("daily token budget ({cap} tokens)"),
+                Number::from(cap),
+            )
+        }
+        _ => {
+            let usd = limits.monthly_micro_usd? as f64 / 1e6;
+            (
+                format!("monthly budget (${usd:.2})"),
+                Number::from_f64(usd)?,
+            )
+        }
+    };
+    let until = iso_time(*until_ms);
+    let text = format!(
+        "edge-gateway: client {client} has spent its {what}: its requests are refused (429 insufficient_quota) until {until}. To serve it sooner, raise `{which}` or POST /admin/clients/{client}/reset."
+    );
+    Body {
+        text,
+        event: "budget_spent",
+        account: None,
+        model: None,
+        reason: None,
+        client: Some(client),
+        budget: Some(which),
+        limit: Some(limit),
+        until: Some(until),
+        at: iso_time(now_ms),
+    }
+    .alert("budget_spent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Value> {
+        let alert = super::of_bucket(bucket, event, details, now_ms)?;
+        let body: Value = serde_json::from_str(&alert.body).unwrap();
+        assert_eq!(body["event"], alert.event);
+        Some(body)
+    }
+
+    fn of_budget(client: &str, v: &Verdict, limits: &MeterLimits, now_ms: u64) -> Option<Value> {
+        let alert = super::of_budget(client, v, limits, now_ms)?;
+        let body: Value = serde_json::from_str(&alert.body).unwrap();
+        assert_eq!(body["event"], alert.event);
+        Some(body)
+    }
+
+    const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00:00Z
+
+    #[test]
+    fn a_park_until_cleared_says_how_to_clear_it() {
+        let details = json!({"reason": "Arrearage", "until_ms": null});
+        let alert = of_bucket("acct-a:qwen3-max", "bucket_parked", &details, NOW).unwrap();
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(
+                "edge-gateway: acct-a/qwen3-max is parked (Arrearage) until an operator clears it"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("POST /admin/buckets/acct-a/qwen3-max/clear"),
+            "{text}"
+        );
+        assert_eq!(
+            (&alert["event"], &alert["account"], &alert["model"]),
+            (
+                &json!("bucket_parked"),
+                &json!("acct-a"),
+                &json!("qwen3-max")
+            )
+        );
+        assert_eq!(alert["until"], Value::Null);
+        assert_eq!(alert["at"], "2026-11-30T00:00:00Z");
+    }
+
+    #[test]
+    fn a_timed_park_says_when_it_is_tried_again() {
+        let details = json!({"reason": "insufficient_quota", "until_ms": NOW + 3_600_000});
+        let alert = of_bucket("relay:openai/gpt-4o", "bucket_parked", &details, NOW).unwrap();
+        assert_eq!(alert["until"], "2026-11-30T01:00:00Z");
+        assert_eq!(
+            alert["model"], "openai/gpt-4o",
+            "a model's own `:`-free name kept whole"
+        );
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.contains("until 2026-11-30T01:00:00Z, then tried with one request"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unpark_is_told_and_passing_states_are_not() {
+        let back = of_bucket(
+            "acct-a:qwen3-max",
+            "bucket_unparked",
+            &json!({"was": "Arrearage"}),
+            NOW,
+        );
+        let text = back.unwrap()["text"].as_str().unwrap().to_string();
+        assert_eq!(
+            text,
+            "edge-gateway: acct-a/qwen3-max serves again (it was parked: Arrearage)."
+        );
+        for event in ["bucket_cooling", "bucket_cooled", "bucket_ramp"] {
+            assert_eq!(
+                of_bucket("acct-a:qwen3-max", event, &json!({}), NOW),
+                None,
+                "{event}"
+            );
+        }
+        assert_eq!(
+            of_bucket("no-colon", "bucket_parked", &json!({}), NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn a_spent_budget_names_its_client_its_limit_and_its_end() {
+        let limits = MeterLimits {
+            daily_tokens: Some(600),
+            monthly_micro_usd: Some(200_000_000),
+            ..MeterLimits::default()
+        };
+        let daily = Verdict::Budget {
+            which: "daily_tokens".into(),
+            until_ms: NOW + 86_400_000,
+            credits_open: false,
+        };
+        let alert = of_budget("web-app", &daily, &limits, NOW).unwrap();
+        assert_eq!(alert["limit"], 600);
+        assert_eq!(alert["until"], "2026-12-01T00:00:00Z");
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.contains("client web-app has spent its daily token budget (600 tokens)"),
+            "{text}"
+        );
+        assert!(text.contains("POST /admin/clients/web-app/reset"), "{text}");
+        let monthly = Verdict::Budget {
+            which: "monthly_usd".into(),
+            until_ms: NOW + 86_400_000,
+            credits_open: true,
+        };
+        let alert = of_budget("web-app", &monthly, &limits, NOW).unwrap();
+        assert_eq!(
+            (&alert["budget"], &alert["limit"]),
+            (&json!("monthly_usd"), &json!(200.0))
+        );
+        assert!(alert["text"]
+            .as_str()
+            .unwrap()
+            .contains("monthly budget ($200.00)"));
+        assert_eq!(of_budget("web-app", &Verdict::TooLarge, &limits, NOW), None);
+    }
+}
