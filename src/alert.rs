@@ -33,6 +33,8 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     budget: Option<&'a str>,
@@ -51,11 +53,12 @@ impl Body<'_> {
 
 /// The alert for a bucket's state change (an event of `bucket::Marks::changes_since`), if it
 /// is one an operator must hear of: a park (a bill, a free quota used up, every key refused,
-/// a model the account may not call) and its end. Cooldowns and surge holds pass by
-/// themselves, and are not.
+/// a model the account may not call) and its end, and a key the upstream refused (no longer
+/// used). Cooldowns and surge holds pass by themselves, and are not.
 pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Alert> {
     let (account, model) = bucket.split_once(':')?;
     let clear = format!("POST /admin/buckets/{account}/{model}/clear");
+    let mut keys = None;
     let (event, text, reason, until) = match event {
         "bucket_parked" => {
             let reason = details
@@ -74,7 +77,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
                     "{account}/{model} is parked ({reason}) until {t}, then tried with one request: meanwhile its requests go to other accounts or down the model chain. If the account is fixed sooner: {clear}."
                 ),
             };
-            ("bucket_parked", text, reason, until)
+            ("bucket_parked", text, Some(reason), until)
         }
         "bucket_unparked" => {
             let reason = details
@@ -82,7 +85,17 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
                 .and_then(Value::as_str)
                 .unwrap_or("unknown");
             let text = format!("{account}/{model} serves again (it was parked: {reason}).");
-            ("bucket_unparked", text, reason, None)
+            ("bucket_unparked", text, Some(reason), None)
+        }
+        "bucket_key_refused" => {
+            let names: Vec<&str> = (details.get("keys").and_then(Value::as_array))
+                .map_or_else(Vec::new, |k| k.iter().filter_map(Value::as_str).collect());
+            let text = format!(
+                "{account}/{model}: the upstream refused the key in {} (invalid, revoked, or of another region), so it is no longer used; the account's other keys serve. Put a valid key in that secret (`wrangler secret put`), then {clear}.",
+                names.join(", ")
+            );
+            keys = Some(names);
+            ("bucket_key_refused", text, None, None)
         }
         _ => return None,
     };
@@ -91,7 +104,8 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
         event,
         account: Some(account),
         model: Some(model),
-        reason: Some(reason),
+        reason,
+        keys,
         client: None,
         budget: None,
         limit: None,
@@ -141,6 +155,7 @@ pub fn of_budget(
         account: None,
         model: None,
         reason: None,
+        keys: None,
         client: Some(client),
         budget: Some(which),
         limit: Some(limit),
@@ -237,6 +252,23 @@ mod tests {
         assert_eq!(
             of_bucket("no-colon", "bucket_parked", &json!({}), NOW),
             None
+        );
+    }
+
+    #[test]
+    fn a_refused_key_is_named_by_its_secret() {
+        let details = json!({"keys": ["DASHSCOPE_KEY_A2"]});
+        let alert = of_bucket("acct-a:qwen3-max", "bucket_key_refused", &details, NOW).unwrap();
+        assert_eq!(alert["keys"], json!(["DASHSCOPE_KEY_A2"]));
+        assert_eq!(alert.get("reason"), None);
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.contains("refused the key in DASHSCOPE_KEY_A2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("POST /admin/buckets/acct-a/qwen3-max/clear"),
+            "{text}"
         );
     }
 

@@ -256,6 +256,8 @@ pub struct Marks {
     pub cooling: Option<(String, u64)>,
     /// Surge hold end.
     pub held_until_ms: Option<u64>,
+    /// Keys (secret names) the upstream refused.
+    pub refused_keys: BTreeSet<String>,
 }
 
 impl Marks {
@@ -280,6 +282,10 @@ impl Marks {
         }
         if let (None, Some(until)) = (before.held_until_ms, self.held_until_ms) {
             out.push(("bucket_ramp", json!({ "held_until_ms": until })));
+        }
+        let refused: Vec<&String> = self.refused_keys.difference(&before.refused_keys).collect();
+        if !refused.is_empty() {
+            out.push(("bucket_key_refused", json!({ "keys": refused })));
         }
         out
     }
@@ -372,7 +378,7 @@ impl BucketState {
         self.history.take_closed()
     }
 
-    /// What operators are told about when it changes: park, cooldown, surge hold.
+    /// What operators are told about when it changes: park, cooldown, surge hold, refused keys.
     pub fn marks(&self, now_ms: u64) -> Marks {
         Marks {
             parked: self.park.as_ref().map(|p| p.reason.clone()),
@@ -383,6 +389,7 @@ impl BucketState {
                 .filter(|c| c.until_ms > now_ms)
                 .map(|c| (c.kind.clone(), c.until_ms)),
             held_until_ms: self.pace.held_until(now_ms),
+            refused_keys: self.refused_keys.clone(),
         }
     }
 

@@ -796,6 +796,23 @@ fn marks_say_what_changed_for_the_log() {
         .collect();
     assert_eq!(events, ["bucket_cooling", "bucket_ramp"]);
     assert!(cooling.changes_since(&cooling).is_empty());
+    let refused = |keys: &[&str]| Marks {
+        refused_keys: keys.iter().map(|k| k.to_string()).collect(),
+        ..Marks::default()
+    };
+    let changes = refused(&["K1", "K2"]).changes_since(&refused(&["K1"]));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].0, "bucket_key_refused");
+    assert_eq!(
+        changes[0].1["keys"],
+        serde_json::json!(["K2"]),
+        "the new one only"
+    );
+    assert!(refused(&["K1"]).changes_since(&refused(&["K1"])).is_empty());
+    assert!(
+        refused(&[]).changes_since(&refused(&["K1"])).is_empty(),
+        "a clear is no news"
+    );
 }
 
 /// Seen under load on bare workerd (`make bench-overhead`, credits off): an isolate whose sends

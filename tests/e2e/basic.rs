@@ -291,6 +291,17 @@ async fn other_key(ctx: Arc<Ctx>) {
         Value::Null,
         "the account still serves: {view}"
     );
+    // Its operator is told at the webhook, once, which secret to replace.
+    let refused = || {
+        let alerts = ctx.alerts("bucket_key_refused").into_iter();
+        alerts
+            .filter(|a| a["account"] == "acct-keys")
+            .collect::<Vec<_>>()
+    };
+    let told = eventually(5, || async { !refused().is_empty() }).await;
+    assert!(told, "the refused key is alerted: {:?}", ctx.sim.hooks());
+    assert_eq!(refused().len(), 1, "{:?}", refused());
+    assert_eq!(refused()[0]["keys"], json!(["SIM_KEY_REVOKED"]));
     let url = format!("{}/admin/buckets/acct-keys/qwen-turbo/clear", ctx.url());
     let cleared = ctx
         .send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN))
