@@ -1,5 +1,6 @@
 //! What an operator is told at once, by webhook, when the gateway starts (or stops) working
-//! around something only a person can fix: an account parked, a client's budget spent.
+//! around something only a person can fix: an account parked, a key refused, a client's
+//! budget running low or spent.
 //!
 //! The gateway hides these from apps by design (it rotates and downgrades), so without a word
 //! an operator would learn of an unpaid bill from the month's report. Each alert is one JSON
@@ -7,7 +8,7 @@
 //! what to do), and the same facts as fields for any other receiver. Pure: which changes are
 //! alerts and what they say; the Durable Object that saw the change sends it (`glue::alert`).
 
-use crate::access::meter::{MeterLimits, Verdict};
+use crate::access::meter::{BudgetNews, Level};
 use crate::calendar::iso_time;
 use serde::Serialize;
 use serde_json::{Number, Value};
@@ -15,7 +16,7 @@ use serde_json::{Number, Value};
 /// One alert: its event's name (for the log) and its JSON body, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    /// `bucket_parked`, `bucket_unparked` or `budget_spent`.
+    /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `budget_low` or `budget_spent`.
     pub event: &'static str,
     /// The payload.
     pub body: String,
@@ -38,6 +39,8 @@ struct Body<'a> {
     client: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     budget: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    used: Option<Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<Number>,
     until: Option<String>,
@@ -108,6 +111,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
         keys,
         client: None,
         budget: None,
+        used: None,
         limit: None,
         until,
         at: iso_time(now_ms),
@@ -115,60 +119,60 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
     .alert(event)
 }
 
-/// The alert for a client's budget refusing its requests (`verdict`, a `Verdict::Budget` of
-/// its own meter; its users' budgets are theirs and alert nobody).
-pub fn of_budget(
-    client: &str,
-    verdict: &Verdict,
-    limits: &MeterLimits,
-    now_ms: u64,
-) -> Option<Alert> {
-    let Verdict::Budget {
-        which, until_ms, ..
-    } = verdict
-    else {
-        return None;
-    };
-    let (what, limit) = match which.as_str() {
-        "daily_tokens" => {
-            let cap = limits.daily_tokens?;
-            (
-                format!("daily token budget ({cap} tokens)"),
-                Number::from(cap),
-            )
-        }
+/// The alert for a client's budget running low or spent (`news`, of its own meter; its users'
+/// budgets are theirs and alert nobody).
+pub fn of_budget(client: &str, news: &BudgetNews, now_ms: u64) -> Option<Alert> {
+    let (which, until) = (news.which, iso_time(news.until_ms));
+    let (what, used, limit) = match which {
+        "daily_tokens" => (
+            format!(
+                "daily token budget ({} of {} tokens)",
+                news.used, news.limit
+            ),
+            Number::from(news.used),
+            Number::from(news.limit),
+        ),
         _ => {
-            let usd = limits.monthly_micro_usd? as f64 / 1e6;
-            (
-                format!("monthly budget (${usd:.2})"),
-                Number::from_f64(usd)?,
-            )
+            let (used, limit) = (news.used as f64 / 1e6, news.limit as f64 / 1e6);
+            let what = format!("monthly budget (${used:.2} of ${limit:.2})");
+            (what, Number::from_f64(used)?, Number::from_f64(limit)?)
         }
     };
-    let until = iso_time(*until_ms);
-    let text = format!(
-        "edge-gateway: client {client} has spent its {what}: its requests are refused (429 insufficient_quota) until {until}. To serve it sooner, raise `{which}` or POST /admin/clients/{client}/reset."
-    );
+    let (event, text) = match news.level {
+        Level::Spent => (
+            "budget_spent",
+            format!("has spent its {what}: its requests are refused (429 insufficient_quota) until {until}. To serve it sooner, raise `{which}` or POST /admin/clients/{client}/reset."),
+        ),
+        Level::Low => {
+            let share = (news.used.saturating_mul(100) / news.limit.max(1)).min(100);
+            let text = format!("has used {share} % of its {what}: once it is spent, its requests are refused (429 insufficient_quota) until {until}. Raise `{which}` if that is too soon.");
+            ("budget_low", text)
+        }
+        Level::Room => return None,
+    };
     Body {
-        text,
-        event: "budget_spent",
+        text: format!("edge-gateway: client {client} {text}"),
+        event,
         account: None,
         model: None,
         reason: None,
         keys: None,
         client: Some(client),
         budget: Some(which),
+        used: Some(used),
         limit: Some(limit),
         until: Some(until),
         at: iso_time(now_ms),
     }
-    .alert("budget_spent")
+    .alert(event)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00:00Z
 
     fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Value> {
         let alert = super::of_bucket(bucket, event, details, now_ms)?;
@@ -177,14 +181,12 @@ mod tests {
         Some(body)
     }
 
-    fn of_budget(client: &str, v: &Verdict, limits: &MeterLimits, now_ms: u64) -> Option<Value> {
-        let alert = super::of_budget(client, v, limits, now_ms)?;
+    fn of_budget(client: &str, news: BudgetNews) -> Option<Value> {
+        let alert = super::of_budget(client, &news, NOW)?;
         let body: Value = serde_json::from_str(&alert.body).unwrap();
         assert_eq!(body["event"], alert.event);
         Some(body)
     }
-
-    const NOW: u64 = 1_795_996_800_000; // 2026-11-30T00:00:00Z
 
     #[test]
     fn a_park_until_cleared_says_how_to_clear_it() {
@@ -273,40 +275,38 @@ mod tests {
     }
 
     #[test]
-    fn a_spent_budget_names_its_client_its_limit_and_its_end() {
-        let limits = MeterLimits {
-            daily_tokens: Some(600),
-            monthly_micro_usd: Some(200_000_000),
-            ..MeterLimits::default()
-        };
-        let daily = Verdict::Budget {
-            which: "daily_tokens".into(),
+    fn a_budget_low_or_spent_names_its_client_its_use_and_its_end() {
+        let news = |which, level, used, limit| BudgetNews {
+            which,
+            level,
+            used,
+            limit,
             until_ms: NOW + 86_400_000,
-            credits_open: false,
         };
-        let alert = of_budget("web-app", &daily, &limits, NOW).unwrap();
-        assert_eq!(alert["limit"], 600);
+        let alert = of_budget("web-app", news("daily_tokens", Level::Spent, 990, 1_000)).unwrap();
+        assert_eq!(alert["event"], "budget_spent");
+        assert_eq!(
+            (&alert["used"], &alert["limit"]),
+            (&json!(990), &json!(1_000))
+        );
         assert_eq!(alert["until"], "2026-12-01T00:00:00Z");
         let text = alert["text"].as_str().unwrap();
-        assert!(
-            text.contains("client web-app has spent its daily token budget (600 tokens)"),
-            "{text}"
-        );
+        let says = "client web-app has spent its daily token budget (990 of 1000 tokens)";
+        assert!(text.contains(says), "{text}");
         assert!(text.contains("POST /admin/clients/web-app/reset"), "{text}");
-        let monthly = Verdict::Budget {
-            which: "monthly_usd".into(),
-            until_ms: NOW + 86_400_000,
-            credits_open: true,
-        };
-        let alert = of_budget("web-app", &monthly, &limits, NOW).unwrap();
+        let monthly = news("monthly_usd", Level::Low, 170_000_000, 200_000_000);
+        let alert = of_budget("web-app", monthly).unwrap();
+        assert_eq!(alert["event"], "budget_low");
         assert_eq!(
             (&alert["budget"], &alert["limit"]),
             (&json!("monthly_usd"), &json!(200.0))
         );
-        assert!(alert["text"]
-            .as_str()
-            .unwrap()
-            .contains("monthly budget ($200.00)"));
-        assert_eq!(of_budget("web-app", &Verdict::TooLarge, &limits, NOW), None);
+        let text = alert["text"].as_str().unwrap();
+        let says = "client web-app has used 85 % of its monthly budget ($170.00 of $200.00)";
+        assert!(text.contains(says), "{text}");
+        assert_eq!(
+            of_budget("web-app", news("daily_tokens", Level::Room, 1, 10)),
+            None
+        );
     }
 }

@@ -263,9 +263,42 @@ pub struct Meter {
     totals: Totals,
     /// The open minute and day of its history (closed ones are stored by the object).
     history: History,
-    /// The ends of the daily and monthly periods whose spent budget has been told
-    /// (`Meter::first_of_period`).
-    told: (u64, u64),
+    /// What its operator has been told of the daily and the monthly budget: the period's end
+    /// and how far (`Level`; `Meter::budget_news`).
+    told: [(u64, Level); 2],
+}
+
+/// How far a budget has gone in its period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Under `LOW_SHARE` used.
+    #[default]
+    Room,
+    /// `LOW_SHARE` of it used, or more.
+    Low,
+    /// A request refused for it.
+    Spent,
+}
+
+/// The share of a budget used from which its operator is told it runs low.
+pub const LOW_SHARE: f64 = 0.8;
+
+/// What an operator is told of a client's budget: which, how far, how much of it is used
+/// (tokens, or millionths of a USD), and when its period ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetNews {
+    /// `daily_tokens` or `monthly_usd`.
+    pub which: &'static str,
+    /// `Low` or `Spent`.
+    pub level: Level,
+    /// Used so far in the period (the day's tokens count requests in flight; the month's
+    /// spend is settled).
+    pub used: u64,
+    /// Its limit, in the same unit.
+    pub limit: u64,
+    /// When the period ends.
+    pub until_ms: u64,
 }
 
 /// The live view of a meter against its limits.
@@ -701,22 +734,56 @@ impl Meter {
         reply
     }
 
-    /// Whether `verdict` is the first budget refusal of its period, remembered from then on: the
-    /// one its client's operator is told of (`alert::of_budget`), once a period.
-    pub fn first_of_period(&mut self, verdict: &Verdict) -> bool {
-        let Verdict::Budget {
-            which, until_ms, ..
-        } = verdict
-        else {
-            return false;
+    /// What its operator has not been told yet about its budgets, told from now on: spent
+    /// (`verdict` a refusal for one), else run low (`LOW_SHARE` used), each at most once a
+    /// period and never low after spent.
+    pub fn budget_news(
+        &mut self,
+        now_ms: u64,
+        limits: &MeterLimits,
+        verdict: Option<&Verdict>,
+    ) -> Vec<BudgetNews> {
+        let daily = limits.daily_tokens.map(|limit| BudgetNews {
+            which: "daily_tokens",
+            level: Level::Room,
+            used: self.day_tokens(),
+            limit,
+            until_ms: (self.day.0 + 1).saturating_mul(DAY_MS),
+        });
+        let monthly = limits.monthly_micro_usd.map(|limit| BudgetNews {
+            which: "monthly_usd",
+            level: Level::Room,
+            used: self.month.1,
+            limit,
+            until_ms: month_start_ms(self.month.0 + 1),
+        });
+        let spent = match verdict {
+            Some(Verdict::Budget { which, .. }) => Some(which.as_str()),
+            _ => None,
         };
-        let told = match which.as_str() {
-            "daily_tokens" => &mut self.told.0,
-            _ => &mut self.told.1,
-        };
-        let first = *told != *until_ms;
-        *told = *until_ms;
-        first
+        let mut out = Vec::new();
+        for (told, budget) in self.told.iter_mut().zip([daily, monthly]) {
+            let Some(mut news) = budget.filter(|b| b.until_ms > now_ms) else {
+                continue;
+            };
+            news.level = if spent == Some(news.which) {
+                Level::Spent
+            } else if news.used as f64 >= news.limit as f64 * LOW_SHARE {
+                Level::Low
+            } else {
+                continue;
+            };
+            let known = if told.0 == news.until_ms {
+                told.1
+            } else {
+                Level::Room
+            };
+            if news.level > known {
+                *told = (news.until_ms, news.level);
+                out.push(news);
+            }
+        }
+        out
     }
 
     /// The periods of its history closed since the last take, for the object to store.

@@ -153,43 +153,81 @@ fn the_monthly_spend_cap_admits_while_settled_spend_is_under_it() {
     assert_eq!(view.totals.micro_usd, 1_200_000);
 }
 
+/// The levels `budget_news` tells now, as (which, level).
+fn news(
+    m: &mut Meter,
+    now_ms: u64,
+    l: &MeterLimits,
+    v: Option<&Verdict>,
+) -> Vec<(&'static str, Level)> {
+    let news = m.budget_news(now_ms, l, v);
+    news.iter().map(|n| (n.which, n.level)).collect()
+}
+
 #[test]
-fn a_spent_budget_is_told_once_a_period_each() {
+fn a_budget_running_low_then_spent_is_told_once_a_period_each() {
     // The last day of November: the day and the month end together, and each is told.
     let l = limits(None, None, Some(1_000), Some(1_000_000));
     let mut m = Meter::default();
-    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(900, 60_000)) else {
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(700, 60_000)) else {
         panic!()
     };
-    let day = m.admit(T0 + 1, &l, SPEC, ask(200, 60_000));
-    assert!(m.first_of_period(&day), "{day:?}");
-    let again = m.admit(T0 + 2, &l, SPEC, ask(200, 60_000));
-    assert!(!m.first_of_period(&again));
-    m.settle(T0 + 3, SPEC, lease, served(900, 1_000_000));
-    let month = m.admit(T0 + 4, &l, SPEC, ask(50, 60_000));
-    assert!(matches!(&month, Verdict::Budget { which, .. } if which == "monthly_usd"));
-    assert!(
-        m.first_of_period(&month),
-        "the month's end is news though the day's was told"
+    assert_eq!(news(&mut m, T0, &l, None), [], "70 % used: nothing to tell");
+    let Verdict::Go { .. } = m.admit(T0 + 1, &l, SPEC, ask(150, 60_000)) else {
+        panic!()
+    };
+    // 850 of 1,000 (in flight counted): low, once.
+    let told = m.budget_news(T0 + 1, &l, None);
+    assert_eq!(told.len(), 1);
+    let low = told[0];
+    assert_eq!(
+        (low.which, low.level, low.used, low.limit),
+        ("daily_tokens", Level::Low, 850, 1_000)
     );
-    let again = m.admit(T0 + 5, &l, SPEC, ask(50, 60_000));
-    assert!(!m.first_of_period(&again));
-    assert!(!m.first_of_period(&Verdict::TooLarge));
+    assert_eq!(low.until_ms, T0 + DAY_MS);
+    assert_eq!(news(&mut m, T0 + 2, &l, None), []);
+    let day = m.admit(T0 + 3, &l, SPEC, ask(200, 60_000));
+    assert_eq!(
+        news(&mut m, T0 + 3, &l, Some(&day)),
+        [("daily_tokens", Level::Spent)]
+    );
+    let again = m.admit(T0 + 4, &l, SPEC, ask(200, 60_000));
+    assert_eq!(news(&mut m, T0 + 4, &l, Some(&again)), []);
+    // The month: spent straight from room (one answer cost it all), never low after.
+    m.settle(T0 + 5, SPEC, lease, served(700, 1_000_000));
+    let month = m.admit(T0 + 6, &l, SPEC, ask(10, 60_000));
+    assert!(matches!(&month, Verdict::Budget { which, .. } if which == "monthly_usd"));
+    assert_eq!(
+        news(&mut m, T0 + 6, &l, Some(&month)),
+        [("monthly_usd", Level::Spent)]
+    );
+    assert_eq!(
+        news(&mut m, T0 + 7, &l, None),
+        [],
+        "low is no news once spent"
+    );
+    assert_eq!(news(&mut m, T0 + 7, &l, Some(&Verdict::TooLarge)), []);
     // Remembered with the state, so a restarted object does not tell it again.
     let mut m: Meter = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
-    let again = m.admit(T0 + 6, &l, SPEC, ask(50, 60_000));
-    assert!(!m.first_of_period(&again));
-    // December 1st: the day's budget spent is news again.
+    let again = m.admit(T0 + 8, &l, SPEC, ask(10, 60_000));
+    assert_eq!(news(&mut m, T0 + 8, &l, Some(&again)), []);
+    // December 1st: the day's budget running low is news again (the month's spend is new too).
     let dec = T0 + DAY_MS;
     assert!(matches!(
         m.admit(dec, &l, SPEC, ask(900, 60_000)),
         Verdict::Go { .. }
     ));
-    let day = m.admit(dec + 1, &l, SPEC, ask(200, 60_000));
-    assert!(m.first_of_period(&day), "{day:?}");
-    // A request larger than the cap is not a budget spent.
-    let too_large = m.admit(dec + 2, &l, SPEC, ask(2_000, 60_000));
-    assert!(!m.first_of_period(&too_large), "{too_large:?}");
+    assert_eq!(news(&mut m, dec, &l, None), [("daily_tokens", Level::Low)]);
+    // Both at once: each told.
+    let mut m = Meter::default();
+    let Verdict::Go { lease, .. } = m.admit(T0, &l, SPEC, ask(900, 60_000)) else {
+        panic!()
+    };
+    m.settle(T0 + 1, SPEC, lease, served(900, 900_000));
+    assert_eq!(
+        news(&mut m, T0 + 1, &l, None),
+        [("daily_tokens", Level::Low), ("monthly_usd", Level::Low)]
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! with its bucket), and settled with what it really used and cost.
 
 use crate::access::meter::{
-    self, Ask, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
+    self, Ask, BudgetNews, Meter, MeterCall, MeterLimits, MeterOp, MeterReply, Spent, Verdict,
 };
 use crate::access::ratelimit::{self, Seen};
 use crate::access::{self, Identity};
@@ -513,19 +513,14 @@ pub async fn admin(
     crate::glue::respond::json(200, body.to_string())
 }
 
-/// Logs, and alerts the operator, that `client`'s budget refused a request for the first time
-/// this period.
-fn tell_budget_spent(env: &Env, client: &str, verdict: &Verdict, limits: &MeterLimits, now: u64) {
-    if let Verdict::Budget { which, .. } = verdict {
-        log::info(
-            "budget_spent",
-            "",
-            json!({"client": client, "budget": which}),
-        );
-    }
-    if let Some(alert) = crate::alert::of_budget(client, verdict, limits, now) {
-        alert::send(env, alert);
-    }
+/// Logs, and alerts the operator, that `client`'s budget runs low or is spent.
+fn tell_budget(env: &Env, client: &str, news: &BudgetNews, now: u64) {
+    let Some(alert) = crate::alert::of_budget(client, news, now) else {
+        return;
+    };
+    let fields = json!({"client": client, "budget": news.which, "used": news.used});
+    log::info(alert.event, "", fields);
+    alert::send(env, alert);
 }
 
 /// One client's or one user's usage.
@@ -574,9 +569,13 @@ impl MeterDo {
             None => serde_json::from_str(&self.row.load()?).unwrap_or_default(),
         };
         let mut reply = meter.apply(now, &call);
-        if let (Some(client), MeterReply::Verdict(verdict)) = (&call.client, &reply) {
-            if meter.first_of_period(verdict) {
-                tell_budget_spent(&self.env, client, verdict, &call.limits, now);
+        if let Some(client) = &call.client {
+            let verdict = match &reply {
+                MeterReply::Verdict(v) => Some(v),
+                _ => None,
+            };
+            for news in meter.budget_news(now, &call.limits, verdict) {
+                tell_budget(&self.env, client, &news, now);
             }
         }
         let closed = meter.take_closed_history();

@@ -368,8 +368,8 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         .json();
     assert_eq!(models["data"].as_array().map(Vec::len), Some(1), "{models}");
     assert_eq!(models["data"][0]["id"], "client-test");
-    // app-b spends the rest of its day: its operator is told at the webhook, once, with what
-    // to do.
+    // app-b spends the rest of its day: its operator is told at the webhook that it runs low,
+    // then that it is spent, once each, with what to do.
     let mut refused = 0;
     for _ in 0..60 {
         let reply = call(&ctx, APP_B_KEY, "client-test").await;
@@ -398,9 +398,21 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
     let facts = (&alert["budget"], &alert["limit"]);
     assert_eq!(facts, (&json!("daily_tokens"), &json!(600)));
     let text = alert["text"].as_str().unwrap();
-    let says = "client app-b has spent its daily token budget (600 tokens)";
-    assert!(text.contains(says), "{text}");
+    let says = "client app-b has spent its daily token budget (";
+    assert!(
+        text.contains(says) && text.contains(" of 600 tokens)"),
+        "{text}"
+    );
     assert_eq!(budget_spent().len(), 1, "told once however many it refused");
+    // Before that, once, that it ran low (80 % used).
+    let low: Vec<Value> = ctx
+        .alerts("budget_low")
+        .into_iter()
+        .filter(|a| a["client"] == "app-b")
+        .collect();
+    assert_eq!(low.len(), 1, "{low:?}");
+    let used = low[0]["used"].as_u64().unwrap();
+    assert!((480..600).contains(&used), "told low at {used} of 600");
     // An operator's reset gives app-b its budget back at once.
     admin(&ctx, "app-b", true).await;
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
