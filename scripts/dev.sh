@@ -80,7 +80,8 @@ Report (CSV):    curl -s -H 'Authorization: Bearer dev-admin-token' 'http://127.
 Metrics:         curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/metrics
 Client usage:    curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/clients/demo-web
                  (one user: .../admin/clients/demo-web/users/alice; reset: POST .../reset)
-Alerts sent:     curl -s http://127.0.0.1:$sim_port/_sim/hooks  (an account parked or back, a budget spent;
+Test alert:      curl -s -X POST -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:$gateway_port/admin/alerts/test
+Alerts sent:     curl -s http://127.0.0.1:$sim_port/_sim/hooks  (an account parked or back, a key refused, a budget low or spent;
                  park one: curl -s -X POST http://127.0.0.1:$sim_port/_sim/accounts/acct-a -d '{"state":"arrears"}')
 Ctrl-C stops both.
 MSG

@@ -16,7 +16,8 @@ use serde_json::{Number, Value};
 /// One alert: its event's name (for the log) and its JSON body, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `budget_low` or `budget_spent`.
+    /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `budget_low`, `budget_spent`,
+    /// or `test`.
     pub event: &'static str,
     /// The payload.
     pub body: String,
@@ -48,9 +49,10 @@ struct Body<'a> {
 }
 
 impl Body<'_> {
-    fn alert(self, event: &'static str) -> Option<Alert> {
-        let body = serde_json::to_string(&self).ok()?;
-        Some(Alert { event, body })
+    fn alert(self, event: &'static str) -> Alert {
+        // Strings and numbers only: serialising cannot fail.
+        let body = serde_json::to_string(&self).unwrap_or_default();
+        Alert { event, body }
     }
 }
 
@@ -117,6 +119,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
         at: iso_time(now_ms),
     }
     .alert(event)
+    .into()
 }
 
 /// The alert for a client's budget running low or spent (`news`, of its own meter; its users'
@@ -165,6 +168,26 @@ pub fn of_budget(client: &str, news: &BudgetNews, now_ms: u64) -> Option<Alert> 
         at: iso_time(now_ms),
     }
     .alert(event)
+    .into()
+}
+
+/// A test alert, asked for by an operator (`POST /admin/alerts/test`) to see the webhook work.
+pub fn test(now_ms: u64) -> Alert {
+    Body {
+        text: "edge-gateway: a test alert, asked for with POST /admin/alerts/test: this webhook receives the gateway's alerts.".into(),
+        event: "test",
+        account: None,
+        model: None,
+        reason: None,
+        keys: None,
+        client: None,
+        budget: None,
+        used: None,
+        limit: None,
+        until: None,
+        at: iso_time(now_ms),
+    }
+    .alert("test")
 }
 
 #[cfg(test)]
@@ -255,6 +278,9 @@ mod tests {
             of_bucket("no-colon", "bucket_parked", &json!({}), NOW),
             None
         );
+        let test: Value = serde_json::from_str(&test(NOW).body).unwrap();
+        assert_eq!(test["event"], "test");
+        assert_eq!(test["at"], "2026-11-30T00:00:00Z");
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub enum Route {
     AdminMetrics,
     /// `GET /admin/report?account=&model=&days=[&format=csv]`: quota-increase evidence.
     AdminReport,
+    /// `POST /admin/alerts/test`: a test alert, sent to the webhook at once.
+    AdminAlertTest,
     /// `OPTIONS` on a `/v1/` endpoint: a browser's CORS preflight.
     Preflight,
 }
@@ -118,6 +120,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/admin/state" => ("GET", Route::AdminState),
         "/admin/metrics" => ("GET", Route::AdminMetrics),
         "/admin/report" => ("GET", Route::AdminReport),
+        "/admin/alerts/test" => ("POST", Route::AdminAlertTest),
         _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
             Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
             Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
@@ -239,7 +242,7 @@ pub fn allowed_methods(path: &str) -> &'static str {
         "GET, HEAD, DELETE, OPTIONS"
     } else if path == "/v1/models" || path.starts_with("/v1/models/") {
         "GET, HEAD, OPTIONS"
-    } else if path.ends_with("/clear") || path.ends_with("/reset") {
+    } else if path.ends_with("/clear") || path.ends_with("/reset") || path.ends_with("/test") {
         "POST"
     } else {
         "GET, HEAD"
@@ -500,5 +503,11 @@ mod tests {
             404
         );
         assert_eq!(route("GET", "/admin/clients/").unwrap_err().status, 404);
+        assert_eq!(
+            route("POST", "/admin/alerts/test"),
+            Ok(Route::AdminAlertTest)
+        );
+        assert_eq!(route("GET", "/admin/alerts/test").unwrap_err().status, 405);
+        assert_eq!(allowed_methods("/admin/alerts/test"), "POST");
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::alert::Alert;
 use crate::glue::{js, log};
+use crate::openai::ApiError;
 use serde_json::json;
 use std::time::Duration;
 use worker::wasm_bindgen_futures::{spawn_local, JsFuture};
@@ -44,6 +45,32 @@ pub fn send(env: &Env, alert: Alert) {
         let fields = json!({"alert": alert.event, "answer": answer});
         log::warn("alert_failed", "", fields);
     });
+}
+
+/// Sends `alert` once, now, for an operator who asked (`POST /admin/alerts/test`): the
+/// receiver's status, or why it was not delivered.
+pub async fn send_now(env: &Env, alert: Alert) -> Result<u16, ApiError> {
+    let Ok(url) = env.secret(SECRET) else {
+        let message = format!("No alert webhook is set: put its URL in the secret {SECRET} (`wrangler secret put {SECRET}`), then test again.");
+        return Err(ApiError::new(
+            400,
+            "invalid_request_error",
+            Some("alerts_not_configured"),
+            message,
+        ));
+    };
+    match post(&url.to_string(), &alert.body).await {
+        status @ 200..=299 => Ok(status),
+        0 => Err(not_delivered(
+            "did not answer within 10 s, or could not be reached".into(),
+        )),
+        status => Err(not_delivered(format!("answered {status}"))),
+    }
+}
+
+fn not_delivered(what: String) -> ApiError {
+    let message = format!("The alert webhook {what}: nothing was delivered.");
+    ApiError::new(502, "server_error", Some("alert_not_delivered"), message)
 }
 
 /// One try: the answer's status, 0 for none.

@@ -227,6 +227,13 @@ async fn handle(
             let config = load_config(env).map_err(plain)?;
             admin::report(&req, env, &config).await.map_err(plain)
         }
+        Route::AdminAlertTest => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let test = crate::alert::test(now_ms());
+            let answer = alert::send_now(env, test).await.map_err(plain)?;
+            let body = format!(r#"{{"sent":true,"answer":{answer}}}"#);
+            respond::json(200, body).map_err(plain)
+        }
         Route::AdminClient {
             client,
             user,

@@ -2,7 +2,9 @@
 //! where, in OpenAI's shape, with no secret in it; the health check still answers.
 
 use crate::gateway::GatewaySpec;
-use crate::support::{chat_body, secret_values, sim_config, stat, test_secrets, Ctx, Setup};
+use crate::support::{
+    chat_body, secret_values, sim_config, stat, test_secrets, Ctx, Setup, ADMIN_TOKEN,
+};
 use crate::Scenario;
 use serde_json::json;
 use std::sync::Arc;
@@ -60,4 +62,13 @@ async fn invalid_config(ctx: Arc<Ctx>) {
         .send(ctx.http.get(format!("{}/healthz", ctx.url())))
         .await;
     assert_eq!(health.status, 200, "{}", health.text);
+    // This gateway has no alert webhook: a test alert says how to set one.
+    let url = format!("{}/admin/alerts/test", ctx.url());
+    let test = ctx.send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN)).await;
+    let error = test.assert_error(400);
+    assert_eq!(error["code"], "alerts_not_configured", "{}", test.text);
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("wrangler secret put ALERT_WEBHOOK_URL"));
 }

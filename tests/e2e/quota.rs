@@ -241,6 +241,20 @@ async fn waits_longer(ctx: Arc<Ctx>) {
 }
 
 async fn free_quota_parks(ctx: Arc<Ctx>) {
+    // The operator checks the webhook first: a test alert, delivered at once. Not without the
+    // admin token.
+    let test_url = format!("{}/admin/alerts/test", ctx.url());
+    let test = || {
+        ctx.http
+            .post(&test_url)
+            .bearer_auth(crate::support::ADMIN_TOKEN)
+    };
+    let sent = ctx.send(test()).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_eq!(sent.json(), json!({"sent": true, "answer": 200}));
+    assert_eq!(ctx.alerts("test").len(), 1, "{:?}", ctx.sim.hooks());
+    let anonymous = ctx.send(ctx.http.post(&test_url)).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
     ctx.sim
         .update_account("acct-a", json!({"state": "free_quota_exhausted"}))
         .unwrap();
@@ -328,6 +342,14 @@ async fn free_quota_parks(ctx: Arc<Ctx>) {
         })
     });
     assert!(failed.await, "the webhook's refusal is logged");
+    let refused = ctx.send(test()).await;
+    let error = refused.assert_error(502);
+    assert_eq!(error["code"], "alert_not_delivered", "{}", refused.text);
+    assert!(
+        error["message"].as_str().unwrap().contains("answered 503"),
+        "{}",
+        refused.text
+    );
     let tries = alerts("bucket_unparked").len() - unparks_before;
     assert_eq!(tries, 3, "a receiver answering 503 is tried three times");
 }
