@@ -257,7 +257,7 @@ pub struct Marks {
     /// Surge hold end.
     pub held_until_ms: Option<u64>,
     /// Keys (secret names) the upstream refused.
-    pub refused_keys: BTreeSet<String>,
+    pub refused_keys: Vec<String>,
 }
 
 impl Marks {
@@ -283,7 +283,9 @@ impl Marks {
         if let (None, Some(until)) = (before.held_until_ms, self.held_until_ms) {
             out.push(("bucket_ramp", json!({ "held_until_ms": until })));
         }
-        let refused: Vec<&String> = self.refused_keys.difference(&before.refused_keys).collect();
+        let refused: Vec<&String> = (self.refused_keys.iter())
+            .filter(|k| !before.refused_keys.contains(k))
+            .collect();
         if !refused.is_empty() {
             out.push(("bucket_key_refused", json!({ "keys": refused })));
         }
@@ -389,7 +391,7 @@ impl BucketState {
                 .filter(|c| c.until_ms > now_ms)
                 .map(|c| (c.kind.clone(), c.until_ms)),
             held_until_ms: self.pace.held_until(now_ms),
-            refused_keys: self.refused_keys.clone(),
+            refused_keys: self.refused_keys(),
         }
     }
 

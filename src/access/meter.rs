@@ -263,14 +263,15 @@ pub struct Meter {
     totals: Totals,
     /// The open minute and day of its history (closed ones are stored by the object).
     history: History,
-    /// What its operator has been told of the daily and the monthly budget: the period's end
-    /// and how far (`Level`; `Meter::budget_news`).
-    told: [(u64, Level); 2],
+    /// What its operator has been told of the daily budget: the period's end and how far
+    /// (`Level as u64`; `Meter::budget_news`). Two numbers, as `day`, for the bundle's sake.
+    told_day: (u64, u64),
+    /// The same of the monthly budget.
+    told_month: (u64, u64),
 }
 
-/// How far a budget has gone in its period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How far a budget has gone in its period (in order: stored as its number).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Level {
     /// Under `LOW_SHARE` used.
     #[default]
@@ -762,7 +763,7 @@ impl Meter {
             _ => None,
         };
         let mut out = Vec::new();
-        for (told, budget) in self.told.iter_mut().zip([daily, monthly]) {
+        for (told, budget) in [(&mut self.told_day, daily), (&mut self.told_month, monthly)] {
             let Some(mut news) = budget.filter(|b| b.until_ms > now_ms) else {
                 continue;
             };
@@ -773,13 +774,9 @@ impl Meter {
             } else {
                 continue;
             };
-            let known = if told.0 == news.until_ms {
-                told.1
-            } else {
-                Level::Room
-            };
-            if news.level > known {
-                *told = (news.until_ms, news.level);
+            let known = if told.0 == news.until_ms { told.1 } else { 0 };
+            if news.level as u64 > known {
+                *told = (news.until_ms, news.level as u64);
                 out.push(news);
             }
         }
