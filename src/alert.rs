@@ -89,7 +89,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
                 .get("was")
                 .and_then(Value::as_str)
                 .unwrap_or("unknown");
-            let text = format!("{account}/{model} serves again (it was parked: {reason}).");
+            let text = format!("{account}/{model} is back in rotation (it was parked: {reason}).");
             ("bucket_unparked", text, Some(reason), None)
         }
         "bucket_key_refused" => {
@@ -265,7 +265,7 @@ mod tests {
         let text = back.unwrap()["text"].as_str().unwrap().to_string();
         assert_eq!(
             text,
-            "edge-gateway: acct-a/qwen3-max serves again (it was parked: Arrearage)."
+            "edge-gateway: acct-a/qwen3-max is back in rotation (it was parked: Arrearage)."
         );
         for event in ["bucket_cooling", "bucket_cooled", "bucket_ramp"] {
             assert_eq!(
