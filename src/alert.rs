@@ -16,8 +16,8 @@ use serde_json::{Number, Value};
 /// One alert: its event's name (for the log) and its JSON body, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `budget_low`, `budget_spent`,
-    /// or `test`.
+    /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `clients_refused`,
+    /// `budget_low`, `budget_spent`, or `test`.
     pub event: &'static str,
     /// The payload.
     pub body: String,
@@ -58,8 +58,9 @@ impl Body<'_> {
 
 /// The alert for a bucket's state change (an event of `bucket::Marks::changes_since`), if it
 /// is one an operator must hear of: a park (a bill, a free quota used up, every key refused,
-/// a model the account may not call) and its end, and a key the upstream refused (no longer
-/// used). Cooldowns and surge holds pass by themselves, and are not.
+/// a model the account may not call) and its end, a key the upstream refused (no longer
+/// used), and clients refused for want of capacity (at most once an hour). Cooldowns and
+/// surge holds pass by themselves, and are not.
 pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Alert> {
     let (account, model) = bucket.split_once(':')?;
     let clear = format!("POST /admin/buckets/{account}/{model}/clear");
@@ -101,6 +102,12 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
             );
             keys = Some(names);
             ("bucket_key_refused", text, None, None)
+        }
+        "clients_refused" => {
+            let text = format!(
+                "clients are being refused (429) for want of capacity: requests whose first choice is {account}/{model} found no account or model of their chain with room within their wait. Add accounts, or raise limits or waits; the numbers: GET /admin/report?account={account}&model={model}. (Told at most once an hour.)"
+            );
+            ("clients_refused", text, None, None)
         }
         _ => return None,
     };
@@ -281,6 +288,24 @@ mod tests {
         let test: Value = serde_json::from_str(&test(NOW).body).unwrap();
         assert_eq!(test["event"], "test");
         assert_eq!(test["at"], "2026-11-30T00:00:00Z");
+    }
+
+    #[test]
+    fn clients_refused_point_at_the_report() {
+        let alert = of_bucket("acct-a:qwen3-max", "clients_refused", &json!({}), NOW).unwrap();
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("edge-gateway: clients are being refused (429)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GET /admin/report?account=acct-a&model=qwen3-max"),
+            "{text}"
+        );
+        assert_eq!(
+            (&alert["account"], &alert["model"]),
+            (&json!("acct-a"), &json!("qwen3-max"))
+        );
     }
 
     #[test]

@@ -258,6 +258,8 @@ pub struct Marks {
     pub held_until_ms: Option<u64>,
     /// Keys (secret names) the upstream refused.
     pub refused_keys: Vec<String>,
+    /// When operators were last told that clients are refused for want of capacity.
+    pub refusals_told_ms: u64,
 }
 
 impl Marks {
@@ -289,6 +291,9 @@ impl Marks {
         if !refused.is_empty() {
             out.push(("bucket_key_refused", json!({ "keys": refused })));
         }
+        if self.refusals_told_ms > before.refusals_told_ms {
+            out.push(("clients_refused", json!({})));
+        }
         out
     }
 }
@@ -316,6 +321,14 @@ pub struct BucketState {
     /// The open minute and day of its history (closed ones are stored by the object).
     #[serde(default)]
     history: History,
+    /// When operators were last told that clients are refused for want of capacity here
+    /// (`BucketState::passed_on`; 0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    refusals_told_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl BucketState {
@@ -337,8 +350,13 @@ impl BucketState {
     }
 
     /// Counts a 429 the gateway answered a client with this bucket its first choice.
-    pub fn passed_on(&mut self) {
+    /// Operators are told once an hour (`hour_ms`, compressed in tests) at most, from the
+    /// first such refusal after a quiet hour (`Marks::refusals_told_ms`).
+    pub fn passed_on(&mut self, now_ms: u64, hour_ms: u64) {
         bump(&mut self.counters.passed_429, 1);
+        if self.refusals_told_ms == 0 || now_ms >= self.refusals_told_ms.saturating_add(hour_ms) {
+            self.refusals_told_ms = now_ms;
+        }
     }
 
     /// Counts a request meant for this bucket's model served by a lower one, and what that
@@ -392,6 +410,7 @@ impl BucketState {
                 .map(|c| (c.kind.clone(), c.until_ms)),
             held_until_ms: self.pace.held_until(now_ms),
             refused_keys: self.refused_keys(),
+            refusals_told_ms: self.refusals_told_ms,
         }
     }
 

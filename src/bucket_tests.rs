@@ -869,3 +869,23 @@ fn a_credit_ahead_needs_room_now_and_no_pacing_rule_or_park() {
     };
     assert_eq!(full.grant_ahead(10, &policy, &req(10, 0)), None, "no room");
 }
+
+#[test]
+fn clients_refused_for_capacity_are_told_at_most_once_an_hour() {
+    const T0: u64 = 1_795_996_800_000;
+    let mut state = BucketState::default();
+    let told = |state: &mut BucketState, now_ms: u64| {
+        let before = state.marks(now_ms);
+        state.passed_on(now_ms, HOUR);
+        let events = state.marks(now_ms).changes_since(&before);
+        events.iter().map(|(e, _)| *e).collect::<Vec<_>>() == ["clients_refused"]
+    };
+    assert!(told(&mut state, T0), "the first is told");
+    assert!(!told(&mut state, T0 + 1), "not the next");
+    assert!(!told(&mut state, T0 + HOUR - 1), "nor within the hour");
+    assert!(told(&mut state, T0 + HOUR), "an hour on: told again");
+    // Remembered with the state, so a restarted object does not tell it again.
+    let json = serde_json::to_string(&state).unwrap();
+    let mut state = BucketState::from_stored(&json);
+    assert!(!told(&mut state, T0 + HOUR + 1));
+}

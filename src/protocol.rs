@@ -220,7 +220,7 @@ fn apply_op(
         }
         Op::Snapshot => view(state, now_ms, policy),
         Op::PassedOn => {
-            state.passed_on();
+            state.passed_on(now_ms, policy.spec.minute_ms.saturating_mul(60));
             Reply::Done
         }
         Op::Downgraded { saved_micro_usd } => {

@@ -520,4 +520,20 @@ print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
         counted,
         "the gateway counts the upstream's tokens: {upstream}"
     );
+    // Its operator is told, once (at most once an hour), that clients were refused for want
+    // of capacity, with where to look.
+    let refused = || {
+        let alerts = ctx.alerts("clients_refused").into_iter();
+        alerts
+            .filter(|a| a["account"] == "acct-embed")
+            .collect::<Vec<_>>()
+    };
+    let told = eventually(5, || async { !refused().is_empty() }).await;
+    assert!(told, "the refusals are alerted: {:?}", ctx.sim.hooks());
+    assert_eq!(refused().len(), 1, "{:?}", refused());
+    let text = refused()[0]["text"].as_str().unwrap().to_string();
+    assert!(
+        text.contains("account=acct-embed&model=text-embedding-v4"),
+        "{text}"
+    );
 }
