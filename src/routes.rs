@@ -11,6 +11,8 @@ pub enum Route {
     Call(Endpoint),
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/usage`: the caller's own limits and usage.
+    Usage,
     /// `GET /v1/models/<model>` (the SDKs' `models.retrieve`), percent-decoded; it may hold `/`.
     Model {
         /// Public model name.
@@ -79,6 +81,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             | "/v1/completions"
             | "/v1/embeddings"
             | "/v1/models"
+            | "/v1/usage"
     ) || model.is_some()
         || stored.is_some();
     if method == "OPTIONS" && api {
@@ -90,6 +93,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/v1/responses" => ("POST", Route::Call(Endpoint::Responses)),
         "/v1/completions" => ("POST", Route::Call(Endpoint::Completions)),
         "/v1/models" => ("GET", Route::Models),
+        "/v1/usage" => ("GET", Route::Usage),
         "/healthz" => ("GET", Route::Health),
         _ if stored.is_some() => {
             let rest = stored.unwrap_or_default();
@@ -240,7 +244,7 @@ pub fn allowed_methods(path: &str) -> &'static str {
         "POST, OPTIONS"
     } else if path.starts_with("/v1/responses/") && !path.ends_with("/input_items") {
         "GET, HEAD, DELETE, OPTIONS"
-    } else if path == "/v1/models" || path.starts_with("/v1/models/") {
+    } else if path == "/v1/models" || path.starts_with("/v1/models/") || path == "/v1/usage" {
         "GET, HEAD, OPTIONS"
     } else if path.ends_with("/clear") || path.ends_with("/reset") || path.ends_with("/test") {
         "POST"
@@ -509,5 +513,10 @@ mod tests {
         );
         assert_eq!(route("GET", "/admin/alerts/test").unwrap_err().status, 405);
         assert_eq!(allowed_methods("/admin/alerts/test"), "POST");
+        assert_eq!(route("GET", "/v1/usage"), Ok(Route::Usage));
+        assert_eq!(route("HEAD", "/v1/usage/"), Ok(Route::Usage));
+        assert_eq!(route("OPTIONS", "/v1/usage"), Ok(Route::Preflight));
+        assert_eq!(route("POST", "/v1/usage").unwrap_err().status, 405);
+        assert_eq!(allowed_methods("/v1/usage"), "GET, HEAD, OPTIONS");
     }
 }

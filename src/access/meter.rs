@@ -321,6 +321,42 @@ pub struct MeterView {
     pub totals: Totals,
 }
 
+/// A caller's own usage, as `GET /v1/usage` answers it: its limits (a user token's, narrowed
+/// by its client; a client key's, its client's) and what its meter counts against them now.
+/// No running totals and nothing of other callers: a user sees its own meter only. Without
+/// limits of its own a caller is not metered: `limits` is empty and nothing is counted.
+#[derive(Debug, Serialize)]
+pub struct CallerUsage<'a> {
+    object: &'static str,
+    client: &'a str,
+    user: Option<&'a str>,
+    limits: MeterLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minute_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minute_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    month_usd: Option<f64>,
+}
+
+impl<'a> CallerUsage<'a> {
+    /// The answer for `client` (and its `user`), from its meter's `view` (None: not metered).
+    pub fn new(client: &'a str, user: Option<&'a str>, view: Option<&MeterView>) -> Self {
+        CallerUsage {
+            object: "gateway.usage",
+            client,
+            user,
+            limits: view.map(|v| v.limits).unwrap_or_default(),
+            minute_requests: view.map(|v| v.minute_requests),
+            minute_tokens: view.map(|v| v.minute_tokens),
+            day_tokens: view.map(|v| v.day_tokens),
+            month_usd: view.map(|v| v.month_usd),
+        }
+    }
+}
+
 /// What an admission asks: a request's estimated tokens, how long its reservation lasts
 /// unsettled, and the most admissions the asker would take ahead in a credit (0: none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -513,6 +513,36 @@ pub async fn admin(
     crate::glue::respond::json(200, body.to_string())
 }
 
+/// `GET /v1/usage`: the caller's own limits and what its meter counts against them now (a
+/// user token's meter, or a client key's client's).
+pub async fn caller_usage(
+    env: &Env,
+    config: &Config,
+    identity: &Identity<'_>,
+) -> std::result::Result<Response, ApiError> {
+    let user = identity.user.as_deref();
+    let limits = match user {
+        Some(_) => identity.user_limits.unwrap_or_default(),
+        None => identity.client_limits,
+    };
+    let meter = MeterRef::new(config, identity.client, user, limits);
+    let view = match meter.is_unlimited() {
+        true => None,
+        false => {
+            // What waits in this isolate to settle with the meter goes first: the view counts it.
+            let op = settles::meter_with_riders(&meter.name, MeterOp::View);
+            let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
+                let what = format!("The meter of {} did not answer in time", meter.whose);
+                return Err(ApiError::store_unavailable(&what));
+            };
+            Some(view)
+        }
+    };
+    let usage = meter::CallerUsage::new(identity.client, user, view.as_ref());
+    let body = serde_json::to_string(&usage).map_err(|e| ApiError::config(e.to_string()))?;
+    crate::glue::respond::json(200, body)
+}
+
 /// Logs, and alerts the operator, that `client`'s budget runs low or is spent.
 fn tell_budget(env: &Env, client: &str, news: &BudgetNews, now: u64) {
     let Some(alert) = crate::alert::of_budget(client, news, now) else {

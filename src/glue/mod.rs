@@ -158,6 +158,13 @@ async fn handle(
             let names = names.filter(|m| identity.may_call(m));
             respond::json(200, openai::model_list(names)).map_err(plain)
         }
+        Route::Usage => {
+            let config = load_config(env).map_err(plain)?;
+            let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
+            meter::caller_usage(env, &config, &identity)
+                .await
+                .map_err(plain)
+        }
         Route::Model { id } => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;

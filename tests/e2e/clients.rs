@@ -413,6 +413,12 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
     assert_eq!(low.len(), 1, "{low:?}");
     let used = low[0]["used"].as_u64().unwrap();
     assert!((480..600).contains(&used), "told low at {used} of 600");
+    // The app's server reads the same from its own usage.
+    let usage = ctx.http.get(format!("{}/v1/usage", ctx.url()));
+    let usage = ctx.send(usage.bearer_auth(APP_B_KEY)).await.json();
+    assert_eq!(usage["limits"]["daily_tokens"], 600, "{usage}");
+    let day = usage["day_tokens"].as_u64().unwrap();
+    assert!((480..=600).contains(&day), "{usage}");
     // An operator's reset gives app-b its budget back at once.
     admin(&ctx, "app-b", true).await;
     assert_eq!(call(&ctx, APP_B_KEY, "client-test").await.status, 200);
@@ -593,6 +599,36 @@ async fn user_tokens(ctx: Arc<Ctx>) {
         }
     }
     assert_eq!(u1_ok, 3, "u1 held to its token's rpm");
+    // u1's page asks what it has left: its own limits and use, nothing of other users.
+    let usage_url = format!("{}/v1/usage", ctx.url());
+    let usage = |credential: &str| {
+        let request = ctx.http.get(&usage_url).bearer_auth(credential);
+        ctx.send(request.header("origin", APP_ORIGIN))
+    };
+    let mine = usage(&u1).await;
+    assert_eq!(mine.status, 200, "{}", mine.text);
+    assert_eq!(mine.header("access-control-allow-origin"), APP_ORIGIN);
+    let mine = mine.json();
+    assert_eq!(
+        (&mine["client"], &mine["user"]),
+        (&json!("app-a"), &json!("u1")),
+        "{mine}"
+    );
+    assert_eq!(mine["limits"]["rpm"], 3, "{mine}");
+    assert_eq!(mine["minute_requests"], 3, "its three this minute: {mine}");
+    assert!(mine.get("totals").is_none(), "{mine}");
+    // The app's server, with the client's key, sees the client's; a key with no limits of its
+    // own is not metered.
+    let app = usage(APP_A_KEY).await.json();
+    assert_eq!(
+        (&app["user"], &app["limits"]["rpm"]),
+        (&Value::Null, &json!(20)),
+        "{app}"
+    );
+    let unmetered = usage(CLIENT_KEY).await.json();
+    assert_eq!(unmetered["limits"], json!({}), "{unmetered}");
+    assert!(unmetered.get("day_tokens").is_none(), "{unmetered}");
+    assert_eq!(usage("no-such-key").await.status, 401);
     // u2 is not slowed by u1 at its limit.
     for _ in 0..3 {
         assert_eq!(call(&ctx, &u2, "client-test").await.status, 200);
