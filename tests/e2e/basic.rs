@@ -292,16 +292,8 @@ async fn other_key(ctx: Arc<Ctx>) {
         "the account still serves: {view}"
     );
     // Its operator is told at the webhook, once, which secret to replace.
-    let refused = || {
-        let alerts = ctx.alerts("bucket_key_refused").into_iter();
-        alerts
-            .filter(|a| a["account"] == "acct-keys")
-            .collect::<Vec<_>>()
-    };
-    let told = eventually(5, || async { !refused().is_empty() }).await;
-    assert!(told, "the refused key is alerted: {:?}", ctx.sim.hooks());
-    assert_eq!(refused().len(), 1, "{:?}", refused());
-    assert_eq!(refused()[0]["keys"], json!(["SIM_KEY_REVOKED"]));
+    let alert = ctx.alert_once("bucket_key_refused", &[("account", "acct-keys")]);
+    assert_eq!(alert.await["keys"], json!(["SIM_KEY_REVOKED"]));
     let url = format!("{}/admin/buckets/acct-keys/qwen-turbo/clear", ctx.url());
     let cleared = ctx
         .send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN))
@@ -522,16 +514,8 @@ print(len(r.data), len(r.data[1].embedding), r.model, r.usage.prompt_tokens)
     );
     // Its operator is told, once (at most once an hour), that clients were refused for want
     // of capacity, with where to look.
-    let refused = || {
-        let alerts = ctx.alerts("clients_refused").into_iter();
-        alerts
-            .filter(|a| a["account"] == "acct-embed")
-            .collect::<Vec<_>>()
-    };
-    let told = eventually(5, || async { !refused().is_empty() }).await;
-    assert!(told, "the refusals are alerted: {:?}", ctx.sim.hooks());
-    assert_eq!(refused().len(), 1, "{:?}", refused());
-    let text = refused()[0]["text"].as_str().unwrap().to_string();
+    let alert = ctx.alert_once("clients_refused", &[("account", "acct-embed")]);
+    let text = alert.await["text"].as_str().unwrap().to_string();
     assert!(
         text.contains("account=acct-embed&model=text-embedding-v4"),
         "{text}"

@@ -382,19 +382,8 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         }
     }
     assert_eq!(refused, 3, "app-b's daily budget ran out");
-    let budget_spent = || {
-        let alerts = ctx.alerts("budget_spent").into_iter();
-        alerts
-            .filter(|a| a["client"] == "app-b")
-            .collect::<Vec<_>>()
-    };
-    let told = crate::support::eventually(5, || async { !budget_spent().is_empty() }).await;
-    assert!(
-        told,
-        "app-b's budget spent is alerted: {:?}",
-        ctx.sim.hooks()
-    );
-    let alert = &budget_spent()[0];
+    let app_b = [("client", "app-b")];
+    let alert = ctx.alert_once("budget_spent", &app_b).await;
     let facts = (&alert["budget"], &alert["limit"]);
     assert_eq!(facts, (&json!("daily_tokens"), &json!(600)));
     let text = alert["text"].as_str().unwrap();
@@ -403,13 +392,10 @@ async fn limits_under_load(ctx: Arc<Ctx>) {
         text.contains(says) && text.contains(" of 600 tokens)"),
         "{text}"
     );
-    assert_eq!(budget_spent().len(), 1, "told once however many it refused");
+    let spent = ctx.alerts_about("budget_spent", &app_b);
+    assert_eq!(spent.len(), 1, "told once however many it refused");
     // Before that, once, that it ran low (80 % used).
-    let low: Vec<Value> = ctx
-        .alerts("budget_low")
-        .into_iter()
-        .filter(|a| a["client"] == "app-b")
-        .collect();
+    let low = ctx.alerts_about("budget_low", &app_b);
     assert_eq!(low.len(), 1, "{low:?}");
     let used = low[0]["used"].as_u64().unwrap();
     assert!((480..600).contains(&used), "told low at {used} of 600");

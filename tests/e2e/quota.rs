@@ -276,18 +276,10 @@ async fn free_quota_parks(ctx: Arc<Ctx>) {
     );
 
     // Its operator is told at the webhook, once, with what to do.
-    let alerts = |event: &str| {
-        let alerts = ctx.alerts(event).into_iter();
-        alerts
-            .filter(|a| a["account"] == "acct-a" && a["model"] == "qwen3-max")
-            .collect::<Vec<_>>()
-    };
-    let told = eventually(5, || async { !alerts("bucket_parked").is_empty() }).await;
-    assert!(told, "the park is alerted: {:?}", ctx.sim.hooks());
-    let text = alerts("bucket_parked")[0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    const ACCT_A: [(&str, &str); 2] = [("account", "acct-a"), ("model", "qwen3-max")];
+    let alerts = |event: &str| ctx.alerts_about(event, &ACCT_A);
+    let parked = ctx.alert_once("bucket_parked", &ACCT_A).await;
+    let text = parked["text"].as_str().unwrap().to_string();
     assert!(text.contains("acct-a/qwen3-max is parked"), "{text}");
     assert!(
         text.contains("POST /admin/buckets/acct-a/qwen3-max/clear"),

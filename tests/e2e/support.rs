@@ -359,6 +359,27 @@ impl Ctx {
         ours.map(|h| h["body"].clone()).collect()
     }
 
+    /// Of those, the ones about `who` (each field equal to its value).
+    pub fn alerts_about(&self, event: &str, who: &[(&str, &str)]) -> Vec<Value> {
+        let alerts = self.alerts(event).into_iter();
+        alerts
+            .filter(|a| who.iter().all(|(f, v)| a[*f] == *v))
+            .collect()
+    }
+
+    /// The one alert of `event` about `who`: waits up to 5 s for it; fails unless one came,
+    /// and only one.
+    pub async fn alert_once(&self, event: &str, who: &[(&str, &str)]) -> Value {
+        let came = eventually(5, || async { !self.alerts_about(event, who).is_empty() }).await;
+        let alerts = self.alerts_about(event, who);
+        let hooks = self.sim.hooks();
+        assert!(
+            came && alerts.len() == 1,
+            "one {event} about {who:?}: {hooks:?}"
+        );
+        alerts[0].clone()
+    }
+
     /// Everything the gateway has sent to clients so far.
     pub fn recorded(&self) -> String {
         self.recorder.seen()
