@@ -59,6 +59,15 @@ impl Identity<'_> {
         e
     }
 
+    /// The limits of its own meter: a user token's (its client's, narrowed by the token), else
+    /// its client's.
+    pub fn own_limits(&self) -> MeterLimits {
+        match self.user {
+            Some(_) => self.user_limits.unwrap_or_default(),
+            None => self.client_limits,
+        }
+    }
+
     /// Browser origins allowed to call as this client.
     pub fn origins(&self) -> &[String] {
         self.settings.map_or(&[], |c| c.origins.as_slice())

@@ -521,11 +521,7 @@ pub async fn caller_usage(
     identity: &Identity<'_>,
 ) -> std::result::Result<Response, ApiError> {
     let user = identity.user.as_deref();
-    let limits = match user {
-        Some(_) => identity.user_limits.unwrap_or_default(),
-        None => identity.client_limits,
-    };
-    let meter = MeterRef::new(config, identity.client, user, limits);
+    let meter = MeterRef::new(config, identity.client, user, identity.own_limits());
     let view = match meter.is_unlimited() {
         true => None,
         false => {
@@ -539,8 +535,8 @@ pub async fn caller_usage(
         }
     };
     let usage = meter::CallerUsage::new(identity.client, user, view.as_ref());
-    let body = serde_json::to_string(&usage).map_err(|e| ApiError::config(e.to_string()))?;
-    crate::glue::respond::json(200, body)
+    // Strings and numbers only: serialising cannot fail.
+    crate::glue::respond::json(200, serde_json::to_string(&usage).unwrap_or_default())
 }
 
 /// Logs, and alerts the operator, that `client`'s budget runs low or is spent.
