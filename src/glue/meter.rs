@@ -525,8 +525,16 @@ pub async fn caller_usage(
     let view = match meter.is_unlimited() {
         true => None,
         false => {
-            // What waits in this isolate to settle with the meter goes first: the view counts it.
-            let op = settles::meter_with_riders(&meter.name, MeterOp::View);
+            // This isolate's unspent credit goes back first, so the view counts what was used
+            // (credits other isolates hold count until spent or ended); before it, what waits
+            // here to settle with the meter.
+            let unspent = give_back(credits::drop(Of::Meter, &meter.name));
+            let mut ops = match unspent {
+                Some(MeterOp::Batch(ops)) => ops,
+                _ => Vec::new(),
+            };
+            ops.push(MeterOp::View);
+            let op = settles::meter_with_riders(&meter.name, MeterOp::Batch(ops));
             let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
                 let what = format!("The meter of {} did not answer in time", meter.whose);
                 return Err(ApiError::store_unavailable(&what));

@@ -24,6 +24,13 @@ async function run() {
       limitRequests: response.headers.get("x-ratelimit-limit-requests"),
       remainingRequests: response.headers.get("x-ratelimit-remaining-requests"),
     };
+    // What the user has left, as the page would show it (the gateway's own endpoint; a GET with
+    // an Authorization header, preflighted).
+    const usage = await fetch(`${params.get("gateway")}/v1/usage`, {
+      headers: { authorization: `Bearer ${params.get("token")}` },
+    });
+    const mine = await usage.json();
+    out.usage = { status: usage.status, user: mine.user, rpm: mine.limits?.rpm, minuteRequests: mine.minute_requests };
     const stream = await client.chat.completions.create({ ...ask, stream: true });
     let text = "";
     let chunks = 0;

@@ -1020,6 +1020,16 @@ async fn browser(ctx: Arc<Ctx>) {
         .is_some_and(|id| id.starts_with("gw-")));
     assert_eq!(page["completion"]["limitRequests"], "20", "{page}");
     assert_eq!(page["completion"]["remainingRequests"], "19", "{page}");
+    let usage = &page["usage"];
+    assert_eq!(
+        (&usage["status"], &usage["user"]),
+        (&json!(200), &json!("browser-user"))
+    );
+    assert_eq!(
+        (&usage["rpm"], &usage["minuteRequests"]),
+        (&json!(20), &json!(1)),
+        "{page}"
+    );
     assert!(stat(&page["stream"], &["chunks"]) > 1, "{page}");
     assert!(
         !page["stream"]["text"].as_str().unwrap_or("").is_empty(),
