@@ -330,7 +330,7 @@ pub struct CallerUsage<'a> {
     object: &'static str,
     client: &'a str,
     user: Option<&'a str>,
-    limits: MeterLimits,
+    limits: CallerLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     minute_requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -341,6 +341,19 @@ pub struct CallerUsage<'a> {
     month_usd: Option<f64>,
 }
 
+/// A caller's limits as it is told them: the monthly budget in USD, as its spend.
+#[derive(Debug, Default, Serialize)]
+struct CallerLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpm: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpm: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daily_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monthly_usd: Option<f64>,
+}
+
 impl<'a> CallerUsage<'a> {
     /// The answer for `client` (and its `user`), from its meter's `view` (None: not metered).
     pub fn new(client: &'a str, user: Option<&'a str>, view: Option<&MeterView>) -> Self {
@@ -348,7 +361,12 @@ impl<'a> CallerUsage<'a> {
             object: "gateway.usage",
             client,
             user,
-            limits: view.map(|v| v.limits).unwrap_or_default(),
+            limits: view.map_or_else(CallerLimits::default, |v| CallerLimits {
+                rpm: v.limits.rpm,
+                tpm: v.limits.tpm,
+                daily_tokens: v.limits.daily_tokens,
+                monthly_usd: v.limits.monthly_micro_usd.map(|m| m as f64 / 1e6),
+            }),
             minute_requests: view.map(|v| v.minute_requests),
             minute_tokens: view.map(|v| v.minute_tokens),
             day_tokens: view.map(|v| v.day_tokens),

@@ -950,3 +950,25 @@ fn the_room_told_falls_by_one_a_request_from_asks_and_credits_alike() {
     }
     assert!(credited > 20, "most were spent from credits: {credited}");
 }
+
+#[test]
+fn a_caller_is_told_its_own_limits_and_use_in_its_units() {
+    let l = limits(Some(20), None, Some(1_000), Some(5_000_000));
+    let mut m = Meter::default();
+    let Verdict::Go { .. } = m.admit(T0, &l, SPEC, ask(100, 60_000)) else {
+        panic!()
+    };
+    let view = m.view(T0 + 1, l, SPEC);
+    let told = serde_json::to_value(CallerUsage::new("web", Some("alice"), Some(&view))).unwrap();
+    assert_eq!(
+        told,
+        serde_json::json!({"object": "gateway.usage", "client": "web", "user": "alice",
+            "limits": {"rpm": 20, "daily_tokens": 1000, "monthly_usd": 5.0},
+            "minute_requests": 1, "minute_tokens": 100, "day_tokens": 100, "month_usd": 0.0})
+    );
+    let unmetered = serde_json::to_value(CallerUsage::new("web", None, None)).unwrap();
+    assert_eq!(
+        unmetered,
+        serde_json::json!({"object": "gateway.usage", "client": "web", "user": null, "limits": {}})
+    );
+}
