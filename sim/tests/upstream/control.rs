@@ -125,6 +125,33 @@ async fn health_stats_reset_and_account_changes() {
 }
 
 #[tokio::test]
+async fn hooks_keep_what_they_receive_and_answer_as_told() {
+    let sim = start(config(Limits::default(), 1.0)).await;
+    let alert = json!({"text": "parked", "event": "bucket_parked"});
+    let post = |body: Value| control(&sim, "POST", "hooks/ops", Some(body));
+    assert_eq!(post(alert.clone()).await, (200, json!({"ok": true})));
+    assert_eq!(
+        control(&sim, "POST", "hook_status", Some(json!({"status": 503})))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(post(json!({"text": "again"})).await.0, 503);
+    let kept = json!([{"name": "ops", "body": alert}, {"name": "ops", "body": {"text": "again"}}]);
+    assert_eq!(
+        control(&sim, "GET", "hooks", None).await,
+        (200, kept.clone())
+    );
+    assert_eq!(Value::Array(sim.hooks()), kept);
+    let bad = json!({"status": "x"});
+    assert_eq!(control(&sim, "POST", "hook_status", Some(bad)).await.0, 400);
+    // A reset forgets them and answers 200 again.
+    assert_eq!(control(&sim, "POST", "reset", None).await.0, 200);
+    assert_eq!(control(&sim, "GET", "hooks", None).await, (200, json!([])));
+    assert_eq!(post(json!({})).await.0, 200);
+}
+
+#[tokio::test]
 async fn faults_and_time_scale_over_http() {
     let sim = start(config(
         Limits {
