@@ -63,7 +63,16 @@ impl Body<'_> {
 /// surge holds pass by themselves, and are not.
 pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Alert> {
     let (account, model) = bucket.split_once(':')?;
-    let clear = format!("POST /admin/buckets/{account}/{model}/clear");
+    // A whole account's park is told once, by the bucket that learned it, of the account.
+    let of = details.get("of").and_then(Value::as_str);
+    if of == Some("account_heard") {
+        return None;
+    }
+    let whole = of == Some("account");
+    let clear = match whole {
+        true => format!("POST /admin/buckets/{account}/<model>/clear for each of its models"),
+        false => format!("POST /admin/buckets/{account}/{model}/clear"),
+    };
     let mut keys = None;
     let (event, text, reason, until) = match event {
         "bucket_parked" => {
@@ -75,12 +84,18 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
                 .get("until_ms")
                 .and_then(Value::as_u64)
                 .map(iso_time);
+            let what = match whole {
+                true => format!(
+                    "{account} is parked ({reason}), every model of it (learned on {model}),"
+                ),
+                false => format!("{account}/{model} is parked ({reason})"),
+            };
             let text = match &until {
                 None => format!(
-                    "{account}/{model} is parked ({reason}) until an operator clears it: its requests go to other accounts or down the model chain. Fix the account, then {clear}."
+                    "{what} until an operator clears it: its requests go to other accounts or down the model chain. Fix the account, then {clear}."
                 ),
                 Some(t) => format!(
-                    "{account}/{model} is parked ({reason}) until {t}, then tried with one request: meanwhile its requests go to other accounts or down the model chain. If the account is fixed sooner: {clear}."
+                    "{what} until {t}, then tried with one request: meanwhile its requests go to other accounts or down the model chain. If the account is fixed sooner: {clear}."
                 ),
             };
             ("bucket_parked", text, Some(reason), until)
@@ -90,7 +105,10 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
                 .get("was")
                 .and_then(Value::as_str)
                 .unwrap_or("unknown");
-            let text = format!("{account}/{model} is back in rotation (it was parked: {reason}).");
+            let text = match whole {
+                true => format!("{account}/{model} is back in rotation (it was parked with its whole account: {reason}); the account's other models come back as each is next tried or cleared."),
+                false => format!("{account}/{model} is back in rotation (it was parked: {reason})."),
+            };
             ("bucket_unparked", text, Some(reason), None)
         }
         "bucket_key_refused" => {
@@ -288,6 +306,40 @@ mod tests {
         let test: Value = serde_json::from_str(&test(NOW).body).unwrap();
         assert_eq!(test["event"], "test");
         assert_eq!(test["at"], "2026-11-30T00:00:00Z");
+    }
+
+    #[test]
+    fn an_accounts_park_is_told_once_of_the_account() {
+        let details = json!({"reason": "Arrearage", "until_ms": NOW + 60_000, "of": "account"});
+        let alert = of_bucket("acct-a:qwen3-max", "bucket_parked", &details, NOW).unwrap();
+        let text = alert["text"].as_str().unwrap();
+        let says = "acct-a is parked (Arrearage), every model of it (learned on qwen3-max), until";
+        assert!(text.contains(says), "{text}");
+        assert!(
+            text.contains("POST /admin/buckets/acct-a/<model>/clear for each"),
+            "{text}"
+        );
+        let back = json!({"was": "Arrearage", "of": "account"});
+        let alert = of_bucket("acct-a:qwen3-max", "bucket_unparked", &back, NOW).unwrap();
+        let text = alert["text"].as_str().unwrap();
+        assert!(text.contains("parked with its whole account"), "{text}");
+        // Its other buckets, parked on that bucket's word, tell nothing, coming or going.
+        for (event, details) in [
+            (
+                "bucket_parked",
+                json!({"reason": "Arrearage", "of": "account_heard"}),
+            ),
+            (
+                "bucket_unparked",
+                json!({"was": "Arrearage", "of": "account_heard"}),
+            ),
+        ] {
+            assert_eq!(
+                of_bucket("acct-a:qwen-plus", event, &details, NOW),
+                None,
+                "{event}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod outcome;
 mod park;
 
 pub use outcome::busy_until;
+pub use park::ParkOf;
 
 /// How long an unsettled lease counts as in flight after its request's deadline.
 pub const LEASE_GRACE_MS: u64 = 60_000;
@@ -161,7 +162,14 @@ pub enum SettleOutcome {
         reason: String,
         /// Park length; None = until cleared.
         for_ms: Option<u64>,
+        /// The whole account's (its other buckets are parked too, by `Op::Park`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        account: bool,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Running totals for the dashboard.
@@ -252,6 +260,8 @@ pub struct Marks {
     pub parked: Option<String>,
     /// Park end (None: until an operator clears it).
     pub parked_until_ms: Option<u64>,
+    /// Whose park it is.
+    pub parked_of: ParkOf,
     /// Cooldown kind and end.
     pub cooling: Option<(String, u64)>,
     /// Surge hold end.
@@ -270,9 +280,12 @@ impl Marks {
         match (&before.parked, &self.parked) {
             (None, Some(reason)) => out.push((
                 "bucket_parked",
-                json!({ "reason": reason, "until_ms": self.parked_until_ms }),
+                json!({ "reason": reason, "until_ms": self.parked_until_ms, "of": self.parked_of }),
             )),
-            (Some(reason), None) => out.push(("bucket_unparked", json!({ "was": reason }))),
+            (Some(reason), None) => out.push((
+                "bucket_unparked",
+                json!({ "was": reason, "of": before.parked_of }),
+            )),
             _ => {}
         }
         match (&before.cooling, &self.cooling) {
@@ -403,6 +416,7 @@ impl BucketState {
         Marks {
             parked: self.park.as_ref().map(|p| p.reason.clone()),
             parked_until_ms: self.park.as_ref().and_then(|p| p.until_ms),
+            parked_of: self.park.as_ref().map(|p| p.of).unwrap_or_default(),
             cooling: self
                 .cooldown
                 .as_ref()
@@ -688,9 +702,18 @@ impl BucketState {
                     .on_surge(now_ms, policy.spec, policy.slow_start, &self.windows);
                 bump(&mut self.counters.burst, 1);
             }
-            SettleOutcome::Park { reason, for_ms } => {
+            SettleOutcome::Park {
+                reason,
+                for_ms,
+                account,
+            } => {
                 self.windows.release(at_ms, tokens, credit);
-                self.park(now_ms, reason, *for_ms);
+                let of = if *account {
+                    ParkOf::Account
+                } else {
+                    ParkOf::Bucket
+                };
+                self.park(now_ms, reason, *for_ms, of);
             }
         }
     }
@@ -707,10 +730,10 @@ impl BucketState {
 
     /// Park (a hard failure, or another bucket of the same account learned the account is
     /// parked). A manual park is never shortened by a timed one; a timed park only lengthens.
-    pub fn park(&mut self, now_ms: u64, reason: &str, for_ms: Option<u64>) {
+    pub fn park(&mut self, now_ms: u64, reason: &str, for_ms: Option<u64>, of: ParkOf) {
         self.drop_old_leases(now_ms);
         bump(&mut self.counters.parked, 1);
-        let newer = Park::new(now_ms, reason, for_ms);
+        let newer = Park::new(now_ms, reason, for_ms, of);
         self.park = Some(match self.park.take() {
             Some(old) => old.merged(newer),
             None => newer,

@@ -263,8 +263,8 @@ fn manual_park_holds_until_cleared() {
     let l = Limits::default();
     let p = pol(&l, SPEC);
     let mut b = measured();
-    b.park(0, "arrears", None);
-    b.park(5, "timed", Some(10));
+    b.park(0, "arrears", None, ParkOf::Bucket);
+    b.park(5, "timed", Some(10), ParkOf::Bucket);
     let parked = denied(None, DenyReason::Parked("arrears".into()));
     assert_eq!(b.acquire(HOUR, &p, &req(1, HOUR)), parked);
     let snap = b.snapshot(HOUR, &p);
@@ -290,6 +290,7 @@ fn timed_park_lets_one_probe_through() {
         &SettleOutcome::Park {
             reason: "free quota".into(),
             for_ms: Some(10_000),
+            account: false,
         },
     );
     let parked = |until| denied(Some(until), DenyReason::Parked("free quota".into()));
@@ -322,7 +323,7 @@ fn an_expired_probe_frees_the_probe_slot() {
     let l = Limits::default();
     let p = pol(&l, SPEC);
     let mut b = measured();
-    b.park(0, "free quota", Some(1_000));
+    b.park(0, "free quota", Some(1_000), ParkOf::Bucket);
     let short = ask(1, 0, 500);
     assert_eq!(probe_lease(&b.acquire(1_000, &p, &short)), Some(0));
     let busy = denied(Some(1_500), DenyReason::ProbeInFlight);
@@ -428,7 +429,7 @@ fn state_and_wire_types_round_trip_through_json() {
     b.settle(10, &p, leases[0], &ok(Some(3), Some(4)));
     b.settle(10, &p, leases[1], &SettleOutcome::Burst);
     b.settle(10, &p, leases[2], &cooldown(2_000, "tpm"));
-    b.park(10, "free quota", Some(10));
+    b.park(10, "free quota", Some(10), ParkOf::Bucket);
     assert!(matches!(
         b.acquire(20, &p, &req(1, HOUR)),
         Admission::Go { probe: true, .. }
@@ -856,7 +857,7 @@ fn a_credit_ahead_needs_room_now_and_no_pacing_rule_or_park() {
         BucketState::default().grant_ahead(0, &paced, &req(10, 0)),
         None
     );
-    b.park(1, "free quota", None);
+    b.park(1, "free quota", None, ParkOf::Bucket);
     assert_eq!(b.grant_ahead(2, &policy, &req(10, 0)), None, "parked");
     let tight = lim(Some(6), None, None, None);
     let mut full = BucketState::default();
@@ -888,4 +889,38 @@ fn clients_refused_for_capacity_are_told_at_most_once_an_hour() {
     let json = serde_json::to_string(&state).unwrap();
     let mut state = BucketState::from_stored(&json);
     assert!(!told(&mut state, T0 + HOUR + 1));
+}
+
+#[test]
+fn an_accounts_park_is_told_by_the_bucket_that_learned_it_whatever_merges_into_it() {
+    let limits = lim(Some(60), None, None, None);
+    let p = pol(&limits, SPEC);
+    let of = |b: &BucketState| b.marks(0).parked_of;
+    // Learned here (an account-wide outcome of its own request).
+    let mut learned = BucketState::default();
+    let Admission::Go { lease, .. } = learned.acquire(0, &p, &req(1, 0)) else {
+        panic!()
+    };
+    let arrears = SettleOutcome::Park {
+        reason: "Arrearage".into(),
+        for_ms: Some(60_000),
+        account: true,
+    };
+    let before = learned.marks(0);
+    learned.settle(1, &p, lease, &arrears);
+    let changes = learned.marks(1).changes_since(&before);
+    assert_eq!(changes[0].1["of"], "account", "{changes:?}");
+    // Heard from another bucket later: still this bucket's to tell, coming back too.
+    learned.park(2, "Arrearage", Some(60_000), ParkOf::AccountHeard);
+    assert_eq!(of(&learned), ParkOf::Account);
+    // Heard first: quiet, even if its own request then learns it too.
+    let mut heard = BucketState::default();
+    heard.park(0, "Arrearage", Some(60_000), ParkOf::AccountHeard);
+    heard.park(1, "Arrearage", Some(90_000), ParkOf::Account);
+    assert_eq!(of(&heard), ParkOf::AccountHeard);
+    let before = heard.marks(1);
+    heard.clear(2);
+    let changes = heard.marks(2).changes_since(&before);
+    assert_eq!(changes[0].0, "bucket_unparked");
+    assert_eq!(changes[0].1["of"], "account_heard", "{changes:?}");
 }

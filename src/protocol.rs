@@ -3,7 +3,9 @@
 //! the pure `BucketState`, so the Durable Object itself only loads, stores and answers.
 
 use crate::bucket::credit::Credit;
-use crate::bucket::{AcquireRequest, Admission, BucketState, Policy, SettleOutcome, Snapshot};
+use crate::bucket::{
+    AcquireRequest, Admission, BucketState, ParkOf, Policy, SettleOutcome, Snapshot,
+};
 use crate::history::Rollup;
 use crate::pace::SlowStart;
 use crate::window::{Limits, WindowSpec};
@@ -211,7 +213,7 @@ fn apply_op(
             })
         }
         Op::Park { reason, for_ms } => {
-            state.park(now_ms, reason, *for_ms);
+            state.park(now_ms, reason, *for_ms, ParkOf::AccountHeard);
             Reply::Done
         }
         Op::Clear => {

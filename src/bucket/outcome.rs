@@ -2,7 +2,7 @@
 //! the bucket busy for everyone (the isolate cache keeps only such facts).
 
 use super::SettleOutcome;
-use crate::classify::{LimitKind, Outcome};
+use crate::classify::{LimitKind, Outcome, ParkScope};
 use crate::openai::Usage;
 
 impl SettleOutcome {
@@ -35,9 +35,14 @@ impl SettleOutcome {
                 hinted: true,
             },
             Outcome::Burst { .. } => SettleOutcome::Burst,
-            Outcome::Park { reason, for_ms, .. } => SettleOutcome::Park {
+            Outcome::Park {
+                reason,
+                for_ms,
+                scope,
+            } => SettleOutcome::Park {
                 reason: reason.clone(),
                 for_ms: *for_ms,
+                account: *scope == ParkScope::Account,
             },
             // Neither counted upstream: a refused key or a request too large never ran.
             Outcome::KeyRefused { .. } | Outcome::TooLarge => SettleOutcome::Released,

@@ -14,6 +14,28 @@ pub(super) struct Park {
     /// The lease of the probe out, if any.
     #[serde(default)]
     pub(super) probe: Option<u64>,
+    /// Whose park it is (kept from the park that began it, whatever parks merge into it).
+    #[serde(default, skip_serializing_if = "ParkOf::is_bucket")]
+    pub(super) of: ParkOf,
+}
+
+/// Whose park it is: the operator is told of an account's once, by the bucket that learned it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParkOf {
+    /// This bucket's own.
+    #[default]
+    Bucket,
+    /// Its whole account's, learned by this bucket (which tells of it).
+    Account,
+    /// Its whole account's, heard from another bucket of the account (which tells of it).
+    AccountHeard,
+}
+
+impl ParkOf {
+    fn is_bucket(&self) -> bool {
+        *self == ParkOf::Bucket
+    }
 }
 
 /// What a park lets through now.
@@ -27,25 +49,30 @@ pub(super) enum Gate {
 }
 
 impl Park {
-    pub(super) fn new(now_ms: u64, reason: &str, for_ms: Option<u64>) -> Park {
+    pub(super) fn new(now_ms: u64, reason: &str, for_ms: Option<u64>, of: ParkOf) -> Park {
         Park {
             reason: reason.to_string(),
             until_ms: for_ms.map(|d| now_ms.saturating_add(d)),
             for_ms,
             probe: None,
+            of,
         }
     }
 
     /// `self` replaced by `newer`: a manual park is never shortened by a timed one, and a timed
-    /// park only ever lengthens.
+    /// park only ever lengthens. Whose it is stays as it began (operators were told then).
     pub(super) fn merged(self, newer: Park) -> Park {
         match (self.until_ms, newer.until_ms) {
             (None, Some(_)) => self,
             (Some(a), Some(b)) => Park {
                 until_ms: Some(a.max(b)),
+                of: self.of,
                 ..newer
             },
-            _ => newer,
+            _ => Park {
+                of: self.of,
+                ..newer
+            },
         }
     }
 

@@ -376,6 +376,27 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
         );
         let view = ctx.bucket("relay-a", "qwen-turbo").await;
         assert!(view["state"]["parked"].is_string(), "{status}: {view}");
+        if status == 402 {
+            // The whole account's park (its balance): told once, of the account, by the bucket
+            // that learned it; its other model, parked on that word, tells nothing.
+            let learned = [("account", "relay-a"), ("model", "qwen-turbo")];
+            let alert = ctx.alert_once("bucket_parked", &learned).await;
+            let text = alert["text"].as_str().unwrap();
+            assert!(
+                text.contains("relay-a is parked (insufficient_balance), every model of it"),
+                "{text}"
+            );
+            let other = eventually(5, || async {
+                ctx.bucket("relay-a", "qwen/qwen3-max").await["state"]["parked"].is_string()
+            });
+            assert!(other.await, "the account's other model is parked too");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let heard = [("account", "relay-a"), ("model", "qwen/qwen3-max")];
+            assert_eq!(
+                ctx.alerts_about("bucket_parked", &heard),
+                Vec::<Value>::new()
+            );
+        }
     }
     ctx.clear_faults().await;
 }
