@@ -70,7 +70,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
     }
     let whole = of == Some("account");
     let clear = match whole {
-        true => format!("POST /admin/buckets/{account}/<model>/clear for each of its models"),
+        true => format!("POST /admin/accounts/{account}/clear"),
         false => format!("POST /admin/buckets/{account}/{model}/clear"),
     };
     let mut keys = None;
@@ -315,10 +315,7 @@ mod tests {
         let text = alert["text"].as_str().unwrap();
         let says = "acct-a is parked (Arrearage), every model of it (learned on qwen3-max), until";
         assert!(text.contains(says), "{text}");
-        assert!(
-            text.contains("POST /admin/buckets/acct-a/<model>/clear for each"),
-            "{text}"
-        );
+        assert!(text.contains("POST /admin/accounts/acct-a/clear"), "{text}");
         let back = json!({"was": "Arrearage", "of": "account"});
         let alert = of_bucket("acct-a:qwen3-max", "bucket_unparked", &back, NOW).unwrap();
         let text = alert["text"].as_str().unwrap();

@@ -103,6 +103,16 @@ impl ApiError {
         )
     }
 
+    /// 404 for an admin path naming an account the config does not have.
+    pub fn account_not_found(account: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            Some("account_not_found"),
+            format!("No account '{account}' is configured."),
+        )
+    }
+
     /// 404 for an admin path naming a client the config does not have.
     pub fn client_not_found(client: &str) -> Self {
         Self::new(

@@ -42,6 +42,12 @@ pub enum Route {
         /// Upstream model name.
         model: String,
     },
+    /// `POST /admin/accounts/<account>/clear`: lift every park and cooldown of the account's
+    /// buckets (after its bill is paid or its keys replaced).
+    AdminClearAccount {
+        /// Account id.
+        account: String,
+    },
     /// `GET /admin/clients/<id>[/users/<sub>]`: usage against limits and budgets;
     /// `POST .../reset`: clear the period counters.
     AdminClient {
@@ -125,6 +131,21 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         "/admin/metrics" => ("GET", Route::AdminMetrics),
         "/admin/report" => ("GET", Route::AdminReport),
         "/admin/alerts/test" => ("POST", Route::AdminAlertTest),
+        _ if path.starts_with("/admin/accounts/") => {
+            let rest = path.trim_start_matches("/admin/accounts/");
+            let account = (rest.strip_suffix("/clear"))
+                .filter(|a| !a.is_empty() && !a.contains('/'))
+                .and_then(|a| percent_decode_str(a).decode_utf8().ok());
+            match account {
+                Some(account) => (
+                    "POST",
+                    Route::AdminClearAccount {
+                        account: account.into_owned(),
+                    },
+                ),
+                None => return Err(ApiError::unknown_route(method, path)),
+            }
+        }
         _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
             Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
             Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
@@ -513,6 +534,22 @@ mod tests {
         );
         assert_eq!(route("GET", "/admin/alerts/test").unwrap_err().status, 405);
         assert_eq!(allowed_methods("/admin/alerts/test"), "POST");
+        assert_eq!(
+            route("POST", "/admin/accounts/acct%20a/clear"),
+            Ok(Route::AdminClearAccount {
+                account: "acct a".into()
+            })
+        );
+        assert_eq!(
+            route("GET", "/admin/accounts/a/clear").unwrap_err().status,
+            405
+        );
+        assert_eq!(route("POST", "/admin/accounts/a").unwrap_err().status, 404);
+        assert_eq!(
+            route("POST", "/admin/accounts//clear").unwrap_err().status,
+            404
+        );
+        assert_eq!(allowed_methods("/admin/accounts/a/clear"), "POST");
         assert_eq!(route("GET", "/v1/usage"), Ok(Route::Usage));
         assert_eq!(route("HEAD", "/v1/usage/"), Ok(Route::Usage));
         assert_eq!(route("OPTIONS", "/v1/usage"), Ok(Route::Preflight));

@@ -177,6 +177,36 @@ impl BucketDo {
     }
 }
 
+/// Clears every bucket of `account` (its parks, cooldowns and refused keys: after its bill is
+/// paid or its keys replaced) and answers with their states.
+pub async fn clear_account(
+    env: &Env,
+    config: &Config,
+    account: &str,
+) -> std::result::Result<Response, ApiError> {
+    let models = config.accounts.get(account).map(|a| a.limits.keys());
+    let models = models.ok_or_else(|| ApiError::account_not_found(account))?;
+    let buckets: Vec<Bucket> = (models.filter_map(|m| config.candidate(account, m)))
+        .map(|c| Bucket::of(&c, config))
+        .collect();
+    let clears = buckets.iter().map(|bucket| {
+        crate::glue::cache::free(&bucket.name);
+        bucket.call(env, Op::Clear, bucket.timeout_ms)
+    });
+    let replies = futures_util::future::join_all(clears).await;
+    let mut states = serde_json::Map::new();
+    for (bucket, reply) in buckets.iter().zip(replies) {
+        let model = bucket.name.split_once(':').map_or("", |(_, m)| m);
+        let Ok(Reply::State { state, .. }) = reply else {
+            let what = format!("The bucket {account}/{model} did not answer in time");
+            return Err(ApiError::store_unavailable(&what));
+        };
+        states.insert(model.to_string(), json!(state));
+    }
+    let body = json!({ "account": account, "buckets": states });
+    crate::glue::respond::json(200, body.to_string())
+}
+
 /// The admin view of one configured bucket; `clear` lifts its park, cooldown and refused keys first.
 pub async fn admin(
     env: &Env,

@@ -215,6 +215,13 @@ async fn handle(
                 .await
                 .map_err(plain)
         }
+        Route::AdminClearAccount { account } => {
+            respond::authorize_admin(&req, env).map_err(plain)?;
+            let config = load_config(env).map_err(plain)?;
+            bucket::clear_account(env, &config, &account)
+                .await
+                .map_err(plain)
+        }
         Route::AdminDashboard => {
             respond::authorize_admin(&req, env).map_err(plain)?;
             admin::dashboard().map_err(plain)

@@ -396,6 +396,40 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
                 ctx.alerts_about("bucket_parked", &heard),
                 Vec::<Value>::new()
             );
+            // Topped up, the operator clears the account in one call, as the alert says.
+            assert!(
+                text.contains("POST /admin/accounts/relay-a/clear"),
+                "{text}"
+            );
+            let url = |a: &str| format!("{}/admin/accounts/{a}/clear", ctx.url());
+            let clear = |a: &str| ctx.send(ctx.http.post(url(a)).bearer_auth(ADMIN_TOKEN));
+            let cleared = clear("relay-a").await;
+            assert_eq!(cleared.status, 200, "{}", cleared.text);
+            let buckets = &cleared.json()["buckets"];
+            for model in ["qwen-turbo", "qwen/qwen3-max"] {
+                let state = &buckets[model];
+                assert!(
+                    state.is_object() && state["parked"].is_null(),
+                    "{model}: {buckets}"
+                );
+            }
+            let back = ctx.alert_once("bucket_unparked", &learned).await;
+            assert!(
+                back["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("with its whole account"),
+                "{back}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(
+                ctx.alerts_about("bucket_unparked", &heard),
+                Vec::<Value>::new()
+            );
+            assert_eq!(
+                clear("no-such-account").await.assert_error(404)["code"],
+                "account_not_found"
+            );
         }
     }
     ctx.clear_faults().await;
