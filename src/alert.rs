@@ -1,6 +1,6 @@
 //! What an operator is told at once, by webhook, when the gateway starts (or stops) working
-//! around something only a person can fix: an account parked, a key refused, a client's
-//! budget running low or spent.
+//! around something only a person can fix: an account parked, a key refused, clients refused
+//! for want of capacity, a client's budget running low or spent.
 //!
 //! The gateway hides these from apps by design (it rotates and downgrades), so without a word
 //! an operator would learn of an unpaid bill from the month's report. Each alert is one JSON

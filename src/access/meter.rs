@@ -706,7 +706,7 @@ impl Meter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterCall {
     /// The client, on calls to its own meter when it has a budget (none for a user's): named
-    /// in the alert when the budget is spent.
+    /// in the alert when the budget runs low or is spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     /// The limits.

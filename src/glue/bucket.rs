@@ -186,17 +186,16 @@ pub async fn clear_account(
 ) -> std::result::Result<Response, ApiError> {
     let models = config.accounts.get(account).map(|a| a.limits.keys());
     let models = models.ok_or_else(|| ApiError::account_not_found(account))?;
-    let buckets: Vec<Bucket> = (models.filter_map(|m| config.candidate(account, m)))
-        .map(|c| Bucket::of(&c, config))
+    let buckets: Vec<(&str, Bucket)> = (models.filter_map(|m| config.candidate(account, m)))
+        .map(|c| (c.model, Bucket::of(&c, config)))
         .collect();
-    let clears = buckets.iter().map(|bucket| {
+    let clears = buckets.iter().map(|(_, bucket)| {
         crate::glue::cache::free(&bucket.name);
         bucket.call(env, Op::Clear, bucket.timeout_ms)
     });
     let replies = futures_util::future::join_all(clears).await;
     let mut states = serde_json::Map::new();
-    for (bucket, reply) in buckets.iter().zip(replies) {
-        let model = bucket.name.split_once(':').map_or("", |(_, m)| m);
+    for ((model, _), reply) in buckets.iter().zip(replies) {
         let Ok(Reply::State { state, .. }) = reply else {
             let what = format!("The bucket {account}/{model} did not answer in time");
             return Err(ApiError::store_unavailable(&what));
