@@ -28,25 +28,16 @@ pub enum Route {
     },
     /// `GET /healthz`.
     Health,
-    /// `GET /admin/buckets/<account>/<model>`: one bucket's live state.
+    /// `GET /admin/buckets/<account>/<model>`: one bucket's live state; `POST .../clear`: lift
+    /// its park or cooldown first; `POST /admin/accounts/<account>/clear`: every bucket of the
+    /// account's, cleared (after its bill is paid or its keys replaced).
     AdminBucket {
         /// Account id.
         account: String,
-        /// Upstream model name.
-        model: String,
-    },
-    /// `POST /admin/buckets/<account>/<model>/clear`: lift a park or cooldown.
-    AdminClear {
-        /// Account id.
-        account: String,
-        /// Upstream model name.
-        model: String,
-    },
-    /// `POST /admin/accounts/<account>/clear`: lift every park and cooldown of the account's
-    /// buckets (after its bill is paid or its keys replaced).
-    AdminClearAccount {
-        /// Account id.
-        account: String,
+        /// Upstream model name (None: every model of the account).
+        model: Option<String>,
+        /// Clear first.
+        clear: bool,
     },
     /// `GET /admin/clients/<id>[/users/<sub>]`: usage against limits and budgets;
     /// `POST .../reset`: clear the period counters.
@@ -139,16 +130,28 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             match account {
                 Some(account) => (
                     "POST",
-                    Route::AdminClearAccount {
+                    Route::AdminBucket {
                         account: account.into_owned(),
+                        model: None,
+                        clear: true,
                     },
                 ),
                 None => return Err(ApiError::unknown_route(method, path)),
             }
         }
         _ => match path.strip_prefix("/admin/buckets/").and_then(bucket_path) {
-            Some((account, model, false)) => ("GET", Route::AdminBucket { account, model }),
-            Some((account, model, true)) => ("POST", Route::AdminClear { account, model }),
+            Some((account, model, clear)) => {
+                let method = if clear { "POST" } else { "GET" };
+                let model = Some(model);
+                (
+                    method,
+                    Route::AdminBucket {
+                        account,
+                        model,
+                        clear,
+                    },
+                )
+            }
             None => match path.strip_prefix("/admin/clients/").and_then(client_path) {
                 Some(route @ Route::AdminClient { reset: true, .. }) => ("POST", route),
                 Some(route) => ("GET", route),
@@ -396,7 +399,8 @@ mod tests {
             route("GET", "/admin/buckets/acct-a/qwen3-max"),
             Ok(Route::AdminBucket {
                 account: "acct-a".into(),
-                model: "qwen3-max".into()
+                model: Some("qwen3-max".into()),
+                clear: false,
             })
         );
     }
@@ -406,7 +410,8 @@ mod tests {
         let want = |model: &str| {
             Ok(Route::AdminBucket {
                 account: "relay-1".into(),
-                model: model.into(),
+                model: Some(model.into()),
+                clear: false,
             })
         };
         assert_eq!(
@@ -419,16 +424,18 @@ mod tests {
         );
         assert_eq!(
             route("POST", "/admin/buckets/relay-1/qwen%2fqwen3-max/clear"),
-            Ok(Route::AdminClear {
+            Ok(Route::AdminBucket {
                 account: "relay-1".into(),
-                model: "qwen/qwen3-max".into(),
+                model: Some("qwen/qwen3-max".into()),
+                clear: true,
             })
         );
         assert_eq!(
             route("GET", "/admin/buckets/a/model%20x"),
             Ok(Route::AdminBucket {
                 account: "a".into(),
-                model: "model x".into(),
+                model: Some("model x".into()),
+                clear: false,
             })
         );
     }
@@ -536,8 +543,10 @@ mod tests {
         assert_eq!(allowed_methods("/admin/alerts/test"), "POST");
         assert_eq!(
             route("POST", "/admin/accounts/acct%20a/clear"),
-            Ok(Route::AdminClearAccount {
-                account: "acct a".into()
+            Ok(Route::AdminBucket {
+                account: "acct a".into(),
+                model: None,
+                clear: true,
             })
         );
         assert_eq!(

@@ -177,43 +177,38 @@ impl BucketDo {
     }
 }
 
-/// Clears every bucket of `account` (its parks, cooldowns and refused keys: after its bill is
-/// paid or its keys replaced) and answers with their states.
-pub async fn clear_account(
+/// The admin view of one configured bucket (`model`), or of every bucket of `account` (None:
+/// `POST /admin/accounts/<account>/clear`, after its bill is paid or its keys replaced);
+/// `clear` lifts their parks, cooldowns and refused keys first, one bucket after the other.
+pub async fn admin(
     env: &Env,
     config: &Config,
     account: &str,
+    model: Option<&str>,
+    clear: bool,
 ) -> std::result::Result<Response, ApiError> {
-    let models = config.accounts.get(account).map(|a| a.limits.keys());
-    let models = models.ok_or_else(|| ApiError::account_not_found(account))?;
-    let buckets: Vec<(&str, Bucket)> = (models.filter_map(|m| config.candidate(account, m)))
-        .map(|c| (c.model, Bucket::of(&c, config)))
-        .collect();
-    let clears = buckets.iter().map(|(_, bucket)| {
-        crate::glue::cache::free(&bucket.name);
-        bucket.call(env, Op::Clear, bucket.timeout_ms)
-    });
-    let replies = futures_util::future::join_all(clears).await;
-    let mut states = serde_json::Map::new();
-    for ((model, _), reply) in buckets.iter().zip(replies) {
-        let Ok(Reply::State { state, .. }) = reply else {
-            let what = format!("The bucket {account}/{model} did not answer in time");
-            return Err(ApiError::store_unavailable(&what));
-        };
-        states.insert(model.to_string(), json!(state));
-    }
-    let body = json!({ "account": account, "buckets": states });
-    crate::glue::respond::json(200, body.to_string())
+    let Some(model) = model else {
+        let settings = config.accounts.get(account);
+        let settings = settings.ok_or_else(|| ApiError::account_not_found(account))?;
+        let mut views = Vec::new();
+        for model in settings.limits.keys() {
+            views.push(view(env, config, account, model, clear).await?);
+        }
+        let body = json!({ "account": account, "buckets": views });
+        return crate::glue::respond::json(200, body.to_string());
+    };
+    let view = view(env, config, account, model, clear).await?;
+    crate::glue::respond::json(200, view.to_string())
 }
 
-/// The admin view of one configured bucket; `clear` lifts its park, cooldown and refused keys first.
-pub async fn admin(
+/// One bucket's view, after clearing it if `clear`.
+async fn view(
     env: &Env,
     config: &Config,
     account: &str,
     model: &str,
     clear: bool,
-) -> std::result::Result<Response, ApiError> {
+) -> std::result::Result<serde_json::Value, ApiError> {
     let candidate = config
         .candidate(account, model)
         .ok_or_else(|| ApiError::bucket_not_found(account, model))?;
@@ -233,12 +228,11 @@ pub async fn admin(
             "The bucket {account}/{model} did not answer in time"
         )));
     };
-    let body = json!({
+    Ok(json!({
         "account": account,
         "model": model,
         "limits": bucket.limits,
         "state": state,
         "refused_keys": refused_keys,
-    });
-    crate::glue::respond::json(200, body.to_string())
+    }))
 }

@@ -207,18 +207,14 @@ async fn handle(
             )
             .await
         }
-        Route::AdminBucket { account, model } | Route::AdminClear { account, model } => {
+        Route::AdminBucket {
+            account,
+            model,
+            clear,
+        } => {
             respond::authorize_admin(&req, env).map_err(plain)?;
             let config = load_config(env).map_err(plain)?;
-            let clear = method == "POST";
-            bucket::admin(env, &config, &account, &model, clear)
-                .await
-                .map_err(plain)
-        }
-        Route::AdminClearAccount { account } => {
-            respond::authorize_admin(&req, env).map_err(plain)?;
-            let config = load_config(env).map_err(plain)?;
-            bucket::clear_account(env, &config, &account)
+            bucket::admin(env, &config, &account, model.as_deref(), clear)
                 .await
                 .map_err(plain)
         }

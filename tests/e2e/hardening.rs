@@ -405,13 +405,21 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
             let clear = |a: &str| ctx.send(ctx.http.post(url(a)).bearer_auth(ADMIN_TOKEN));
             let cleared = clear("relay-a").await;
             assert_eq!(cleared.status, 200, "{}", cleared.text);
-            let buckets = &cleared.json()["buckets"];
-            for model in ["qwen-turbo", "qwen/qwen3-max"] {
-                let state = &buckets[model];
-                assert!(
-                    state.is_object() && state["parked"].is_null(),
-                    "{model}: {buckets}"
-                );
+            let buckets = cleared.json()["buckets"].clone();
+            let models: Vec<&Value> = buckets
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| &b["model"])
+                .collect();
+            assert_eq!(
+                models,
+                [&json!("qwen-turbo"), &json!("qwen/qwen3-max")],
+                "{buckets}"
+            );
+            for bucket in buckets.as_array().unwrap() {
+                let state = &bucket["state"];
+                assert!(state.is_object() && state["parked"].is_null(), "{buckets}");
             }
             let back = ctx.alert_once("bucket_unparked", &learned).await;
             assert!(
