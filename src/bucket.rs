@@ -163,13 +163,9 @@ pub enum SettleOutcome {
         /// Park length; None = until cleared.
         for_ms: Option<u64>,
         /// The whole account's (its other buckets are parked too, by `Op::Park`).
-        #[serde(default, skip_serializing_if = "is_false")]
+        #[serde(default)]
         account: bool,
     },
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// Running totals for the dashboard.
@@ -336,12 +332,8 @@ pub struct BucketState {
     history: History,
     /// When operators were last told that clients are refused for want of capacity here
     /// (`BucketState::passed_on`; 0: never).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "lease::is_zero")]
     refusals_told_ms: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl BucketState {

@@ -36,7 +36,7 @@ fn is_one(n: &u64) -> bool {
     *n == 1
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(super) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

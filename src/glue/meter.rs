@@ -143,15 +143,19 @@ impl MeterRef {
 
 /// The call giving back a credit's unspent admissions (as requests never sent), if any.
 fn give_back(leases: Vec<u64>) -> Option<MeterOp> {
-    let unsent = |lease| MeterOp::Settle {
+    (!leases.is_empty()).then(|| MeterOp::Batch(leases.into_iter().map(unsent).collect()))
+}
+
+/// The settle of an admission never sent.
+fn unsent(lease: u64) -> MeterOp {
+    MeterOp::Settle {
         lease,
         spent: Spent {
             tokens: None,
             micro_usd: 0,
             sent: false,
         },
-    };
-    (!leases.is_empty()).then(|| MeterOp::Batch(leases.into_iter().map(unsent).collect()))
+    }
 }
 
 /// The leases a request holds on its meters, settled once.
@@ -528,12 +532,10 @@ pub async fn caller_usage(
             // This isolate's unspent credit goes back first, so the view counts what was used
             // (credits other isolates hold count until spent or ended); before it, what waits
             // here to settle with the meter.
-            let unspent = give_back(credits::drop(Of::Meter, &meter.name));
-            let mut ops = match unspent {
-                Some(MeterOp::Batch(ops)) => ops,
-                _ => Vec::new(),
-            };
-            ops.push(MeterOp::View);
+            let unspent = credits::drop(Of::Meter, &meter.name)
+                .into_iter()
+                .map(unsent);
+            let ops = unspent.chain([MeterOp::View]).collect();
             let op = settles::meter_with_riders(&meter.name, MeterOp::Batch(ops));
             let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
                 let what = format!("The meter of {} did not answer in time", meter.whose);
