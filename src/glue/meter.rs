@@ -532,10 +532,9 @@ pub async fn caller_usage(
             // This isolate's unspent credit goes back first, so the view counts what was used
             // (credits other isolates hold count until spent or ended); before it, what waits
             // here to settle with the meter.
-            let unspent = credits::drop(Of::Meter, &meter.name)
-                .into_iter()
-                .map(unsent);
-            let ops = unspent.chain([MeterOp::View]).collect();
+            let unspent = credits::drop(Of::Meter, &meter.name).into_iter();
+            let mut ops: Vec<MeterOp> = unspent.map(unsent).collect();
+            ops.push(MeterOp::View);
             let op = settles::meter_with_riders(&meter.name, MeterOp::Batch(ops));
             let Ok(MeterReply::View(view)) = meter.call(env, op).await else {
                 let what = format!("The meter of {} did not answer in time", meter.whose);
