@@ -17,7 +17,7 @@ build:
 
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 	cargo clippy --lib --target wasm32-unknown-unknown --locked -- -D warnings
 
 unit:

@@ -120,3 +120,13 @@ GATEWAY = '{{"accounts": {{"acct-a": {{"upstream": "ds", "keys": [], "limits": {
         "{said}"
     );
 }
+
+#[test]
+fn a_build_with_an_unreadable_wrangler_toml_fails_saying_where() {
+    let (ok, said) = check_config("[vars.GATEWAY\nupstreams = 1\n", "unreadable");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("wrangler.toml: TOML parse error at line 1"),
+        "{said}"
+    );
+}

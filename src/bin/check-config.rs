@@ -1,41 +1,54 @@
-//! `check-config`: wrangler.toml's `GATEWAY` configs checked as the Worker checks them, so a
-//! build (and with it `wrangler deploy`) with an invalid one fails instead of deploying a
-//! gateway that answers every request with 500 (`scripts/check-config.sh` feeds it).
-//!
-//! Reads one JSON object a line, `{"at": "env.dev.vars.GATEWAY", "config": <table or JSON
-//! string>}`, and says where each invalid config is and what is wrong; exits 1 if any is.
+//! `check-config`: a wrangler.toml's `GATEWAY` configs (at the top and in every `[env.*]`)
+//! checked as the Worker checks them, so a build (and with it `wrangler deploy`) with an
+//! invalid one fails naming where and what, instead of deploying a gateway that answers every
+//! request with 500. Run by `scripts/check-config.sh`; host only (the `check-config` feature).
 
 use edge_gateway::config::Config;
-use serde::Deserialize;
-use serde_json::Value;
-use std::io::BufRead;
 use std::process::ExitCode;
+use toml::{Table, Value};
 
-/// One config found, and where.
-#[derive(Deserialize)]
-struct Found {
-    at: String,
-    config: Value,
+/// Every `GATEWAY` the file sets, with where: `vars.GATEWAY`, `env.<name>.vars.GATEWAY`.
+fn configs_of(doc: &Table) -> Vec<(String, &Value)> {
+    fn gateway_of(table: &Table) -> Option<&Value> {
+        table.get("vars")?.get("GATEWAY")
+    }
+    let top = gateway_of(doc).map(|config| ("vars.GATEWAY".to_string(), config));
+    let envs = doc
+        .get("env")
+        .and_then(Value::as_table)
+        .into_iter()
+        .flatten();
+    let in_envs = envs.filter_map(|(name, env)| {
+        let config = gateway_of(env.as_table()?)?;
+        Some((format!("env.{name}.vars.GATEWAY"), config))
+    });
+    top.into_iter().chain(in_envs).collect()
 }
 
 fn main() -> ExitCode {
     let file = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "wrangler.toml".into());
+    let doc = match std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| text.parse::<Table>().map_err(|e| e.to_string()))
+    {
+        Ok(doc) => doc,
+        Err(error) => {
+            eprintln!("check-config: {file}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (mut valid, mut invalid) = (Vec::new(), 0);
-    for line in std::io::stdin().lock().lines() {
-        let checked = line.map_err(|e| e.to_string()).and_then(|line| {
-            let found: Found = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-            Ok((Config::from_value(&found.config), found.at))
-        });
+    for (at, config) in configs_of(&doc) {
+        // A table as the Worker gets it from `[vars]` (JSON), a string as it is.
+        let checked = serde_json::to_value(config)
+            .map_err(|e| e.to_string())
+            .and_then(|config| Config::from_value(&config));
         match checked {
-            Ok((Ok(_), at)) => valid.push(at),
-            Ok((Err(error), at)) => {
-                eprintln!("check-config: {file}, [{at}]: {error}");
-                invalid += 1;
-            }
+            Ok(_) => valid.push(at),
             Err(error) => {
-                eprintln!("check-config: unreadable input: {error}");
+                eprintln!("check-config: {file}, [{at}]: {error}");
                 invalid += 1;
             }
         }
