@@ -189,8 +189,8 @@ pub fn dashboard() -> Result<Response, ApiError> {
 /// Minutes the dashboard's chart shows.
 const CHART_MINUTES: u64 = 60;
 
-/// `GET /admin/state`: what the dashboard shows: every bucket and metered client now, and
-/// the requests served per minute by model over the last hour.
+/// `GET /admin/state`: what the dashboard shows: every bucket and metered client now, the
+/// requests served per minute by model over the last hour, and whether alerts are sent.
 pub async fn state(env: &Env, config: &Config) -> Result<Response, ApiError> {
     let now = crate::glue::now_ms();
     let this_minute = now / 60_000;
@@ -230,6 +230,7 @@ pub async fn state(env: &Env, config: &Config) -> Result<Response, ApiError> {
     }
     let body = serde_json::json!({
         "now_ms": now,
+        "alerts": env.secret(crate::glue::alert::SECRET).is_ok(),
         "buckets": buckets.iter().map(|(c, s)| serde_json::json!({
             "account": c.account, "model": c.model, "limits": c.limits, "state": s,
         })).collect::<Vec<_>>(),

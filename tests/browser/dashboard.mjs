@@ -1,11 +1,12 @@
 // The dashboard in a real browser (issue 11): headless Chromium opens /admin/ with the admin
 // token (HTTP Basic, as a person would type it), finds a bucket's row, reads its state and
 // counts, clicks its Clear button and waits until the page shows it available; and reads the
-// clients' rows (each client's cells by its id).
+// clients' rows (each client's cells by its id); then sends a test alert from the page and reads
+// what it says.
 //
 //   node tests/browser/dashboard.mjs --gateway URL --token ADMIN_TOKEN --bucket acct:model --out DIR
 //
-// Prints one JSON line {"before": {...}, "after": {...}} and saves screenshots under DIR.
+// Prints one JSON line {"before": {...}, "after": {...}, "alertTest": "..."} and saves screenshots under DIR.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -54,7 +55,11 @@ try {
   );
   const after = await read();
   await page.screenshot({ path: join(args.out, "dashboard-cleared.png"), fullPage: true });
-  console.log(JSON.stringify({ before, after, errors }));
+  // The operator checks the alert webhook from the page.
+  await page.locator("#test-alert").click();
+  await page.waitForFunction(() => /^(Delivered|Not delivered)/.test(document.querySelector("#alert-result")?.innerText), null, { timeout: 15_000 });
+  const alertTest = (await page.locator("#alert-result").innerText()).trim();
+  console.log(JSON.stringify({ before, after, alertTest, errors }));
 } finally {
   await browser.close();
 }

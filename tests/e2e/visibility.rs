@@ -267,7 +267,8 @@ async fn request_lines(ctx: Arc<Ctx>) {
 }
 
 /// Headless Chromium opens the dashboard, sees a parked bucket with its reason and counts,
-/// clicks Clear and sees it available (tests/browser/dashboard.mjs).
+/// clicks Clear and sees it available, then sends a test alert from the page
+/// (tests/browser/dashboard.mjs).
 async fn dashboard(ctx: Arc<Ctx>) {
     ctx.sim
         .update_account(
@@ -381,6 +382,12 @@ async fn dashboard(ctx: Arc<Ctx>) {
     );
     let cleared = ctx.bucket("acct-a", "qwen3-max").await;
     assert!(cleared["state"]["parked"].is_null(), "{cleared}");
+    // The page's test alert reached the webhook, and the page says so.
+    assert_eq!(
+        seen["alertTest"], "Delivered: the webhook answered 200.",
+        "{seen}"
+    );
+    assert_eq!(ctx.alerts("test").len(), 1, "{:?}", ctx.sim.hooks());
     assert!(out_dir.join("dashboard-cleared.png").exists());
 }
 
