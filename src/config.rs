@@ -96,6 +96,9 @@ pub struct Account {
     pub weight: f64,
 }
 
+/// Account keys whose secret is not set: (account id, secret name).
+pub type UnsetKeys = Vec<(String, String)>;
+
 /// One step of a fallback chain: a model, optionally restricted to some accounts or upstreams.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepSpec {
@@ -533,7 +536,42 @@ impl Config {
         })
     }
 
-    /// Accounts allowed to serve `step`, in id order.
+    /// Leaves out of each account the keys whose secret is not set (`is_set`), so that no
+    /// request is sent with one: a deployment whose `wrangler secret put` was forgotten serves
+    /// from the account's other keys, and an account left with none serves nothing (its
+    /// requests go to other accounts or down the chain). Says what it left out.
+    pub fn leave_out_unset_keys(&mut self, is_set: impl Fn(&str) -> bool) -> UnsetKeys {
+        let mut unset = Vec::new();
+        for (id, account) in &mut self.accounts {
+            account.keys.retain(|k| {
+                let set = is_set(k);
+                if !set {
+                    unset.push((id.clone(), k.clone()));
+                }
+                set
+            });
+        }
+        unset
+    }
+
+    /// Why no account of `route` can serve: the secrets of their keys that are not set.
+    pub fn no_key_set(&self, route: &ModelRoute, unset: &UnsetKeys) -> String {
+        let serves = |id: &String| {
+            let account = self.accounts.get(id);
+            (route.fallback.iter()).any(|s| {
+                account.is_some_and(|a| a.limits.contains_key(s.model()) && s.allows(id, a))
+            })
+        };
+        let named: Vec<String> = (unset.iter().filter(|(id, _)| serves(id)))
+            .map(|(id, k)| format!("{k} (accounts.{id}.keys)"))
+            .collect();
+        format!(
+            "No account that can serve this model has a key: set {} (`wrangler secret put <NAME>`).",
+            named.join(", ")
+        )
+    }
+
+    /// Accounts allowed to serve `step`, in id order; an account with no key set is none.
     pub fn candidates<'a>(
         &'a self,
         step: &'a StepSpec,
@@ -542,7 +580,8 @@ impl Config {
         self.accounts.iter().filter_map(move |(id, acct)| {
             let upstream = self.upstreams.get(&acct.upstream)?;
             let limits = acct.limits.get(model)?;
-            step.allows(id, acct).then_some(Candidate {
+            let serves = step.allows(id, acct) && !acct.keys.is_empty();
+            serves.then_some(Candidate {
                 account: id,
                 settings: acct,
                 upstream,

@@ -49,6 +49,42 @@ fn parses_object_and_json_string() {
 }
 
 #[test]
+fn keys_whose_secret_is_not_set_are_left_out_and_an_account_with_none_serves_nothing() {
+    let mut config = Config::from_value(&base()).unwrap();
+    let left_out = config.leave_out_unset_keys(|k| k != "KEY_A2" && k != "KEY_B1");
+    let pair = |a: &str, k: &str| (a.to_string(), k.to_string());
+    assert_eq!(
+        left_out,
+        [pair("acct-a", "KEY_A2"), pair("acct-b", "KEY_B1")]
+    );
+    // acct-a sends with its one key set only; acct-b is no candidate.
+    let a = &config.accounts["acct-a"];
+    assert!((0..4).all(|l| a.pick_key(&BTreeSet::new(), l) == Some("KEY_A1")));
+    let route = &config.models["qwen3-max"];
+    let first: Vec<_> = (config.candidates(&route.fallback[0]))
+        .map(|c| c.account)
+        .collect();
+    assert_eq!(first, ["acct-a", "relay-1"]);
+    // A model none of whose accounts has a key says which secrets to set.
+    let mut none = Config::from_value(&base()).unwrap();
+    let unset = none.leave_out_unset_keys(|k| k == "RELAY_KEY");
+    let only_acct_a = &none.models["qwen3-max"].fallback[1];
+    assert_eq!(none.candidates(only_acct_a).count(), 0);
+    let route = ModelRoute {
+        fallback: vec![only_acct_a.clone()],
+        ..none.models["qwen3-max"].clone()
+    };
+    assert_eq!(
+        none.no_key_set(&route, &unset),
+        "No account that can serve this model has a key: set KEY_A1 (accounts.acct-a.keys), KEY_A2 (accounts.acct-a.keys) (`wrangler secret put <NAME>`)."
+    );
+    // Every secret set: nothing changes.
+    let mut all = Config::from_value(&base()).unwrap();
+    assert!(all.leave_out_unset_keys(|_| true).is_empty());
+    assert_eq!(all, Config::from_value(&base()).unwrap());
+}
+
+#[test]
 fn keys_take_turns_and_bad_ones_are_skipped() {
     let config = Config::from_value(&base()).unwrap();
     let a = &config.accounts["acct-a"];

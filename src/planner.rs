@@ -355,7 +355,11 @@ impl<C: Choice> Planner<C> {
                 .flatten()
                 .map(|p| p.state)
         };
-        if states().all(|s| s == State::Out(Out::TooLarge)) {
+        if states().next().is_none() {
+            // No account of the step may serve (none with a key set, or not the one holding
+            // a stored response).
+            "unavailable"
+        } else if states().all(|s| s == State::Out(Out::TooLarge)) {
             "too_large"
         } else if states().all(|s| s == State::Out(Out::Unsupported)) {
             "unsupported"

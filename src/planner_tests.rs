@@ -178,6 +178,19 @@ fn common_case_is_one_round_trip_then_send() {
 }
 
 #[test]
+fn a_step_with_no_account_is_passed_over_as_unavailable() {
+    let mut chain = chain();
+    chain[0].candidates.clear();
+    let mut p = P::new("qwen3-max", chain, settings());
+    let (slot, account, _) = acquire(&mut p, 0);
+    assert_eq!((slot.step, account.as_str()), (1, "a"));
+    assert_eq!(
+        p.fallback_reason().as_deref(),
+        Some("qwen3-max:unavailable")
+    );
+}
+
+#[test]
 fn rotates_to_the_other_account_when_the_first_is_full() {
     let mut p = P::new("qwen3-max", chain(), settings());
     let (first, a, _) = acquire(&mut p, 0);

@@ -228,11 +228,17 @@ pub async fn state(env: &Env, config: &Config) -> Result<Response, ApiError> {
             }
         }
     }
+    let unset = crate::glue::unset_keys();
+    let unset_of = |account: &str| {
+        let of = unset.iter().filter(|(a, _)| a == account);
+        of.map(|(_, key)| key).collect::<Vec<_>>()
+    };
     let body = serde_json::json!({
         "now_ms": now,
         "alerts": env.secret(crate::glue::alert::SECRET).is_ok(),
         "buckets": buckets.iter().map(|(c, s)| serde_json::json!({
             "account": c.account, "model": c.model, "limits": c.limits, "state": s,
+            "unset_keys": unset_of(c.account), "keys_set": c.settings.keys.len(),
         })).collect::<Vec<_>>(),
         "clients": clients.iter().map(|(id, v)| serde_json::json!({"client": id, "usage": v})).collect::<Vec<_>>(),
         "served_by_model": {

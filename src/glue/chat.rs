@@ -183,7 +183,7 @@ async fn plan_and_send(
         let accounts = route.fallback.iter().flat_map(|s| config.candidates(s));
         affinity::stored_by(at, accounts.map(|c| c.account))
     });
-    let steps = route
+    let steps: Vec<Step<_>> = route
         .fallback
         .iter()
         .map(|s| Step {
@@ -201,6 +201,10 @@ async fn plan_and_send(
                 .collect(),
         })
         .collect();
+    if steps.iter().all(|s| s.candidates.is_empty()) {
+        let unset = crate::glue::unset_keys();
+        return Err(plain(ApiError::config(config.no_key_set(route, &unset))));
+    }
     let (cache_key, _turn) = turns::begin(cache_key::of(&chat));
     // The client's own wait, if it asked for one; never past the deadline. A request over its
     // client's own limits waits for room as long, as it does for each model's slot.

@@ -23,7 +23,7 @@ mod upstream;
 
 use crate::access::cors::{self, Judged};
 use crate::access::{self, Identity, Keyring};
-use crate::config::Config;
+use crate::config::{Config, UnsetKeys};
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
 use std::cell::RefCell;
@@ -315,10 +315,17 @@ thread_local! {
     /// The digests of the keys that may call, worked out with the config (secrets, too,
     /// change only with a new deployment).
     static KEYRING: RefCell<Option<Rc<Keyring>>> = const { RefCell::new(None) };
+    /// The account keys the config left out, their secret not set (checked with the config).
+    static UNSET_KEYS: RefCell<UnsetKeys> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
 /// isolate; an invalid config is reported on every request until it is fixed.
+/// The account keys left out of this isolate's config, their secret not set: (account, secret).
+pub fn unset_keys() -> UnsetKeys {
+    UNSET_KEYS.with(|u| u.borrow().clone())
+}
+
 fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
     if let Some(config) = CONFIG.with(|c| c.borrow().clone()) {
         return Ok(config);
@@ -336,7 +343,14 @@ fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
     let text = text.ok_or_else(|| {
         ApiError::config("The GATEWAY variable is missing: see README, Configuration.")
     })?;
-    let config = Rc::new(Config::from_text(&text).map_err(ApiError::config)?);
+    let mut config = Config::from_text(&text).map_err(ApiError::config)?;
+    // Secrets change only with a deployment, which starts new isolates: checked once here.
+    let unset = config.leave_out_unset_keys(|name| env.secret(name).is_ok());
+    if !unset.is_empty() {
+        log::warn("secrets_not_set", "", serde_json::json!({ "keys": unset }));
+    }
+    UNSET_KEYS.with(|u| *u.borrow_mut() = unset);
+    let config = Rc::new(config);
     CONFIG.with(|c| *c.borrow_mut() = Some(config.clone()));
     Ok(config)
 }

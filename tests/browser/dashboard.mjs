@@ -1,12 +1,14 @@
 // The dashboard in a real browser (issue 11): headless Chromium opens /admin/ with the admin
 // token (HTTP Basic, as a person would type it), finds a bucket's row, reads its state and
 // counts, clicks its Clear button and waits until the page shows it available; and reads the
-// clients' rows (each client's cells by its id); then sends a test alert from the page and reads
-// what it says.
+// clients' rows (each client's cells by its id) and the state of a bucket whose account has no
+// key set (--unset); then sends a test alert from the page and reads what it says.
 //
-//   node tests/browser/dashboard.mjs --gateway URL --token ADMIN_TOKEN --bucket acct:model --out DIR
+//   node tests/browser/dashboard.mjs --gateway URL --token ADMIN_TOKEN --bucket acct:model \
+//     --unset acct:model --out DIR
 //
-// Prints one JSON line {"before": {...}, "after": {...}, "alertTest": "..."} and saves screenshots under DIR.
+// Prints one JSON line {"before", "after", "unset", "alertTest", "errors"} and saves screenshots
+// under DIR.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -17,6 +19,7 @@ const { values: args } = parseArgs({
     gateway: { type: "string" },
     token: { type: "string" },
     bucket: { type: "string" },
+    unset: { type: "string" },
     out: { type: "string" },
   },
 });
@@ -46,6 +49,8 @@ try {
     ),
   });
   const before = await read();
+  // A bucket whose account has no key set says so.
+  const unset = (await page.locator(`tr[data-bucket="${args.unset}"] td.state`).innerText()).trim();
   await page.screenshot({ path: join(args.out, "dashboard-parked.png"), fullPage: true });
   await row.locator("button[data-clear]").click();
   await page.waitForFunction(
@@ -59,7 +64,7 @@ try {
   await page.locator("#test-alert").click();
   await page.waitForFunction(() => /^(Delivered|Not delivered)/.test(document.querySelector("#alert-result")?.innerText), null, { timeout: 15_000 });
   const alertTest = (await page.locator("#alert-result").innerText()).trim();
-  console.log(JSON.stringify({ before, after, alertTest, errors }));
+  console.log(JSON.stringify({ before, after, unset, alertTest, errors }));
 } finally {
   await browser.close();
 }

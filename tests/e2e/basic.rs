@@ -43,6 +43,9 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("revoked_key_is_skipped_for_the_accounts_other_key", |c| {
             Box::pin(other_key(c))
         }),
+        ("a_key_whose_secret_is_not_set_is_never_sent", |c| {
+            Box::pin(unset_secret(c))
+        }),
         ("durable_object_counts_requests", |c| {
             Box::pin(do_counter(c))
         }),
@@ -303,6 +306,81 @@ async fn other_key(ctx: Arc<Ctx>) {
         cleared["refused_keys"],
         json!([]),
         "an operator who replaced the key clears it"
+    );
+}
+
+/// A key whose secret this deployment does not set (a forgotten `wrangler secret put`) is
+/// never sent: its account's other key serves, an account with none is passed over, and a
+/// model no account with a key serves says which secrets to set. The operator sees them.
+async fn unset_secret(ctx: Arc<Ctx>) {
+    // acct-unset (no key set) and acct-half (one of its two set), of equal weight.
+    for i in 0..6 {
+        let reply = ctx.chat(&chat_body("unset-test", false)).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+        assert_eq!(
+            reply.header("x-gateway-attempts"),
+            "1",
+            "{:?}",
+            reply.headers
+        );
+    }
+    assert_eq!(
+        ctx.sim.stats()["keys"]["sk-c1"]["calls"],
+        6,
+        "acct-half's set key served all"
+    );
+    // A chain whose first step has no account with a key goes down it, saying why.
+    let reply = ctx.chat(&chat_body("unset-first", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-gateway-served-model"), "qwen-turbo");
+    assert_eq!(
+        reply.header("x-gateway-fallback-reason"),
+        "qwen3-max:unavailable"
+    );
+    // A model no account with a key serves: the operator's to fix, naming the secret only.
+    let calls = stat(&ctx.sim.stats(), &["total_calls"]);
+    let reply = ctx.chat(&chat_body("unset-only", false)).await;
+    let error = reply.assert_error(500);
+    assert_eq!(error["code"], "gateway_misconfigured", "{}", reply.text);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("set SIM_KEY_UNSET (accounts.acct-unset.keys)"),
+        "{error}"
+    );
+    assert_eq!(
+        stat(&ctx.sim.stats(), &["total_calls"]),
+        calls,
+        "nothing sent"
+    );
+    // Told in the log when the config is read, and on the dashboard's state.
+    assert!(
+        ctx.gateway_log().contains(r#""secrets_not_set""#),
+        "{}",
+        ctx.gateway_log()
+    );
+    let state = ctx
+        .send(
+            ctx.http
+                .get(format!("{}/admin/state", ctx.url()))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await
+        .json();
+    let bucket = |account: &str| {
+        let buckets = state["buckets"].as_array().unwrap().iter();
+        let mut found = buckets.filter(|b| b["account"] == account && b["model"] == "qwen-turbo");
+        found.next().unwrap().clone()
+    };
+    let (unset, half) = (bucket("acct-unset"), bucket("acct-half"));
+    assert_eq!(
+        (&unset["unset_keys"], &unset["keys_set"]),
+        (&json!(["SIM_KEY_UNSET"]), &json!(0))
+    );
+    assert_eq!(
+        (&half["unset_keys"], &half["keys_set"]),
+        (&json!(["SIM_KEY_UNSET"]), &json!(1))
     );
 }
 

@@ -49,7 +49,7 @@ pub const TIME_SCALE: f64 = 20.0;
 /// One compressed minute, in real milliseconds.
 pub const MINUTE_MS: u64 = 3_000;
 /// The buckets of the test config, cleared (and rid of injected faults) between scenarios.
-const BUCKETS: [(&str, &str); 22] = [
+const BUCKETS: [(&str, &str); 25] = [
     ("acct-a", "qwen3-max"),
     ("acct-a", "qwen-plus"),
     ("acct-a", "qwen-turbo"),
@@ -72,6 +72,9 @@ const BUCKETS: [(&str, &str); 22] = [
     ("acct-tpm", "qwen-plus"),
     ("acct-tpm", "qwen-turbo"),
     ("acct-embed", "text-embedding-v4"),
+    ("acct-unset", "qwen3-max"),
+    ("acct-unset", "qwen-turbo"),
+    ("acct-half", "qwen-turbo"),
 ];
 
 /// What a suite runs against: the simulator's config, the gateway's, the buckets to clear
@@ -240,6 +243,10 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             // A token limit that binds on a few requests of several choices each.
             "acct-tpm": {"upstream": "sim", "keys": ["SIM_KEY_TPM"], "limits": {"qwen-plus": {"tpm": 300}, "qwen-turbo": {"tpm": 300}}},
             "acct-embed": {"upstream": "sim", "keys": ["SIM_KEY_EMBED"], "limits": {"text-embedding-v4": {"rpm": 6}}},
+            // A key whose secret this gateway does not set (a forgotten `wrangler secret put`);
+            // acct-half has it beside a good key (acct-c's, upstream).
+            "acct-unset": {"upstream": "sim", "keys": ["SIM_KEY_UNSET"], "limits": {"qwen3-max": {}, "qwen-turbo": {}}},
+            "acct-half": {"upstream": "sim", "keys": ["SIM_KEY_UNSET", "SIM_KEY_C1"], "limits": {"qwen-turbo": {}}},
             // Three accounts of equal weight and no limits: where conversations go is the
             // cache key's choice alone.
             "cache-1": {"upstream": "sim", "keys": ["SIM_KEY_CACHE1"], "limits": {"qwen-flash": {}}},
@@ -271,6 +278,10 @@ pub fn gateway_spec(sim_url: &str) -> GatewaySpec {
             "room-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["relay-room"]}], "max_wait_ms": 0},
             "revoked": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-revoked"]}]},
             "keys-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-keys"]}]},
+            "unset-test": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-unset", "acct-half"]}]},
+            "unset-only": {"fallback": [{"model": "qwen-turbo", "accounts": ["acct-unset"]}]},
+            "unset-first": {"fallback": [{"model": "qwen3-max", "accounts": ["acct-unset"]},
+                                         {"model": "qwen-turbo", "accounts": ["wide"]}]},
             "chat-first": {
                 "fallback": [
                     {"model": "qwen-plus", "accounts": ["acct-c"]},

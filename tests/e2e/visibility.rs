@@ -309,6 +309,8 @@ async fn dashboard(ctx: Arc<Ctx>) {
             ADMIN_TOKEN,
             "--bucket",
             "acct-a:qwen3-max",
+            "--unset",
+            "acct-unset:qwen-turbo",
         ])
         .arg("--out")
         .arg(&out_dir)
@@ -382,6 +384,8 @@ async fn dashboard(ctx: Arc<Ctx>) {
     );
     let cleared = ctx.bucket("acct-a", "qwen3-max").await;
     assert!(cleared["state"]["parked"].is_null(), "{cleared}");
+    // An account whose key's secret is not set is named so.
+    assert_eq!(seen["unset"], "no key: SIM_KEY_UNSET not set", "{seen}");
     // The page's test alert reached the webhook, and the page says so.
     assert_eq!(
         seen["alertTest"], "Delivered: the webhook answered 200.",
