@@ -315,3 +315,53 @@ fn lag_is_how_late_a_send_left_plus_half_the_transit() {
     assert_eq!(pace.lag_spread_ms(), 63, "the newest 64 samples");
     assert_eq!(pace.widened(SPEC).second_ms, 1_063);
 }
+
+#[test]
+fn a_narrowing_spread_keeps_the_windows_wide_while_a_send_booked_wide_may_land_late() {
+    let mut pace = Pace::default();
+    for lag in [0, 150, 0, 150, 0, 150, 0, 150] {
+        pace.record_lag(lag);
+    }
+    let wide = pace.measured_widening_ms();
+    assert_eq!(wide, 150);
+    pace.keep(10_000, 1_000, wide);
+    // The spike leaves the samples: the spread is back to nothing.
+    for _ in 0..LAG_SAMPLES {
+        pace.record_lag(10);
+    }
+    assert_eq!(pace.measured_widening_ms(), 0, "what a new send is told");
+    // The send at 10,000 may still land at 10,150, in the second of a send at 11,149.
+    pace.tidy(11_149, SPEC, None);
+    assert_eq!(pace.widened(SPEC).second_ms, 1_150);
+    pace.tidy(11_150, SPEC, None);
+    assert_eq!(pace.widened(SPEC).second_ms, 1_000, "out of reach");
+}
+
+#[test]
+fn kept_widenings_stay_few_and_never_narrower_than_booked() {
+    let mut pace = Pace::default();
+    // A narrower and shorter booking says nothing more; a wider one replaces it.
+    pace.keep(10_000, 1_000, 100);
+    pace.keep(9_000, 1_000, 50);
+    assert_eq!(pace.kept, [(100, 11_100)]);
+    pace.keep(10_100, 1_000, 100);
+    assert_eq!(pace.kept, [(100, 11_200)]);
+    // Ever narrower bookings, each later: at most MAX_KEPT, the merged ones as wide as the
+    // widest of them and as long as the longest.
+    for i in 0..20 {
+        pace.keep(10_200 + i * 100, 1_000, 90 - i);
+    }
+    assert_eq!(pace.kept.len(), MAX_KEPT);
+    let booked: Vec<(u64, u64)> = (0..20u64)
+        .map(|i| (90 - i, 10_200 + i * 100 + 1_000 + 90 - i))
+        .chain([(100, 11_200)])
+        .collect();
+    let widest = |entries: &[(u64, u64)], at: u64| {
+        let live = entries.iter().filter(|(_, until)| *until > at);
+        live.map(|(w, _)| *w).max()
+    };
+    for at in (11_000..13_200).step_by(50) {
+        let (kept, needed) = (widest(&pace.kept, at), widest(&booked, at));
+        assert!(kept >= needed, "at {at}: kept {kept:?}, booked {needed:?}");
+    }
+}

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::bucket::{Admission, BucketState};
+use crate::pace::lag_ms;
 use crate::pace::tests::{ask, policy, qwen3_max};
 use proptest::prelude::*;
 use std::cmp::Reverse;
@@ -63,39 +64,108 @@ fn the_traced_stall_holds_the_send_ten_places_later_until_its_reach() {
     assert!(stalls.is_empty(), "forgotten once out of reach");
 }
 
-/// Slots (and each one's allowance) the bucket books for asks `gaps` apart, with a measured
-/// spread of `jitter_ms`.
-fn book(gaps: &[u64], jitter_ms: u64) -> Vec<(u64, u64)> {
+/// Each send's way, as the property test draws it: out (ms after it leaves) and back; the
+/// spread of ordinary sends' ways out is `jitter_ms`.
+struct Ways<'a> {
+    jitter_ms: u64,
+    shifts: &'a [(f64, u64)],
+    stalls_at: &'a [(usize, u64)],
+}
+
+impl Ways<'_> {
+    fn out(&self, i: usize) -> u64 {
+        let stall = self.stalls_at.iter().find(|(at, _)| *at == i);
+        let shift = self
+            .shifts
+            .get(i % self.shifts.len().max(1))
+            .map_or(0.0, |s| s.0);
+        stall.map_or((shift * self.jitter_ms as f64) as u64, |(_, extra)| {
+            self.jitter_ms + extra
+        })
+    }
+
+    fn back(&self, i: usize) -> u64 {
+        self.shifts
+            .get(i % self.shifts.len().max(1))
+            .map_or(0, |s| s.1)
+    }
+}
+
+/// What happens at one time, in the order the sender meets them: an answer back is known
+/// before an ask is booked, and both before a send leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// A send's answer is back: its slot, lateness bound, allowance and measured lag.
+    Back(u64, u64, u64, i64),
+    /// Ask `i` comes to the bucket.
+    Ask(usize),
+    /// Send `i` (its slot, allowance) may leave.
+    Depart(usize, u64, u64),
+}
+
+/// Asks `gaps` apart, booked by the bucket as they come; each send leaves at its slot unless
+/// a known stall may crowd it (then it waits for the stall's reach) and takes its way out; its
+/// answer, back after the way back, tells the sender how late it may have arrived (a stall if
+/// beyond its allowance) and the bucket how late it was (`pace::lag_ms`, as a settle does).
+/// The arrival times, and how many asks were booked.
+fn run(gaps: &[u64], ways: &Ways) -> Result<(Vec<u64>, usize), TestCaseError> {
     let limits = qwen3_max();
     let policy = policy(&limits, None);
     let mut bucket = BucketState::default();
     for i in 0..8 {
-        bucket.record_lag((jitter_ms * i / 7) as i64);
+        bucket.record_lag((ways.jitter_ms * i / 7) as i64);
     }
     let ask = ask(100, 1_000);
-    let mut now = 10_000;
-    let mut booked = Vec::new();
-    for gap in gaps {
-        now += gap;
-        if let Admission::Go { at_ms, late_ms, .. } = bucket.acquire(now, &policy, &ask) {
-            booked.push((at_ms, late_ms));
+    let mut events = BinaryHeap::new();
+    let mut at = 10_000;
+    for (i, gap) in gaps.iter().enumerate() {
+        at += gap;
+        events.push(Reverse((at, Event::Ask(i))));
+    }
+    let (mut known, mut arrivals, mut booked) = (Stalls::default(), Vec::new(), 0);
+    while let Some(Reverse((now, event))) = events.pop() {
+        match event {
+            Event::Back(slot, bound, allowed, lag) => {
+                known.note(slot, bound, allowed);
+                bucket.record_lag(lag);
+            }
+            Event::Ask(i) => {
+                if let Admission::Go { at_ms, late_ms, .. } = bucket.acquire(now, &policy, &ask) {
+                    booked += 1;
+                    events.push(Reverse((at_ms, Event::Depart(i, at_ms, late_ms))));
+                }
+            }
+            Event::Depart(i, slot, allowed) => {
+                if let Some(until) = known.hold_until(slot, allowed, SECOND_MS, now) {
+                    prop_assert!(until > now);
+                    events.push(Reverse((until, Event::Depart(i, slot, allowed))));
+                    continue;
+                }
+                let arrival = now + ways.out(i);
+                arrivals.push(arrival);
+                let back = arrival + ways.back(i);
+                let lag = lag_ms(slot, now, back, Some(0));
+                let answer = Event::Back(slot, back - slot, allowed, lag);
+                events.push(Reverse((back, answer)));
+            }
         }
     }
-    booked.sort_unstable();
-    booked
+    Ok((arrivals, booked))
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
-    /// Sends are booked by the bucket with a measured spread (which never learns of the
-    /// stalls: the worst case, where held sends crowd others in turn). Each send's way out is
-    /// within the spread or, for a few, a stall of up to 300 ms beyond it (a held send may
-    /// stall too); its answer tells the sender up to 60 ms after it arrived, with a bound on
-    /// its lateness. The sender, in time order, holds each send until no stall it knows of may
-    /// crowd it: every send goes, and no upstream second ever holds more than the limit. (A
-    /// stall is caught only if its answer is back before the send it crowds leaves, about a
-    /// second after its slot: 600 ms stalls on held sends break that, and the property.)
+    /// Sends are booked by the bucket as they are asked for, with a measured spread. Each
+    /// send's way out is within the spread or, for a few, a stall of up to 300 ms beyond it (a
+    /// held send may stall too); its answer tells the sender up to 60 ms after it arrived, with
+    /// a bound on its lateness, and the bucket how late it was. The sender holds each send
+    /// until no stall it knows of may crowd it: every booked send goes, and no upstream second
+    /// ever holds more than the limit. (A stall is caught only if its answer is back before
+    /// the send it crowds leaves, about a second after its slot: 600 ms stalls on held sends
+    /// break that, and the property. So does a bucket that never learns the lateness: under a
+    /// full bucket, each hold makes the next send late in turn, and the holds grow until one
+    /// passes a second.)
     #[test]
     fn no_second_over_its_limit_with_stalls_beyond_the_spread(
         gaps in prop::collection::vec(0u64..120, 20..250),
@@ -103,38 +173,9 @@ proptest! {
         shifts in prop::collection::vec((0.0f64..=1.0, 0u64..60), 250),
         stalls_at in prop::collection::vec((0usize..250, 1u64..300), 0..6),
     ) {
-        let booked = book(&gaps, jitter_ms);
-        let way_out = |i: usize| {
-            let stall = stalls_at.iter().find(|(at, _)| *at == i).map(|(_, extra)| jitter_ms + extra);
-            stall.unwrap_or((shifts[i % shifts.len()].0 * jitter_ms as f64) as u64)
-        };
-        let way_back = |i: usize| shifts[i % shifts.len()].1;
-        let mut known = Stalls::default();
-        // Answers not yet back: (when back, slot, bound, allowance).
-        let mut answers: BinaryHeap<Reverse<(u64, u64, u64, u64)>> = BinaryHeap::new();
-        let mut departures: BinaryHeap<Reverse<(u64, usize)>> =
-            booked.iter().enumerate().map(|(i, &(slot, _))| Reverse((slot, i))).collect();
-        let mut arrivals = Vec::new();
-        while let Some(Reverse((now, i))) = departures.pop() {
-            while let Some(&Reverse((back, slot, bound, allowed))) = answers.peek() {
-                if back > now {
-                    break;
-                }
-                answers.pop();
-                known.note(slot, bound, allowed);
-            }
-            let (slot, allowed) = booked[i];
-            if let Some(until) = known.hold_until(slot, allowed, SECOND_MS, now) {
-                prop_assert!(until > now);
-                departures.push(Reverse((until, i)));
-                continue;
-            }
-            let arrival = now + way_out(i);
-            arrivals.push(arrival);
-            let back = arrival + way_back(i);
-            answers.push(Reverse((back, slot, back - slot, allowed)));
-        }
-        prop_assert_eq!(arrivals.len(), booked.len());
+        let ways = Ways { jitter_ms, shifts: &shifts, stalls_at: &stalls_at };
+        let (mut arrivals, booked) = run(&gaps, &ways)?;
+        prop_assert_eq!(arrivals.len(), booked);
         arrivals.sort_unstable();
         for (i, &t) in arrivals.iter().enumerate() {
             let in_second = arrivals[..=i].iter().filter(|&&a| a + SECOND_MS > t).count();
