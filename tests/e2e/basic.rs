@@ -474,6 +474,9 @@ async fn models_and_health(ctx: Arc<Ctx>) {
             "rotate-test",
             "stream-test",
             "text-embedding-v4",
+            "unset-first",
+            "unset-only",
+            "unset-test",
             "write-test"
         ]
     );
