@@ -71,9 +71,8 @@ pub enum Admission {
         at_ms: u64,
         /// This request is the one half-open probe of an expired park.
         probe: bool,
-        /// How late the send may leave and still fit the windows (the measured widening, in
-        /// ms; the windows may be kept wider, `Pace::keep`): a send later than that gives its
-        /// slot back and asks again, and one whose answer says it arrived later is a stall.
+        /// How late the send may leave and still fit the windows (their widening, in ms): a
+        /// send later than that gives its slot back and asks again.
         #[serde(default)]
         late_ms: u64,
         /// Further admissions handed out ahead, while the bucket has ample room.
@@ -472,8 +471,7 @@ impl BucketState {
             return self.deny(Some(start), reason);
         }
         let widened = self.pace.widened(policy.spec);
-        let late_ms = self.pace.measured_widening_ms();
-        self.pace.keep(start, policy.spec.second_ms, late_ms);
+        let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
         let credit_size = if req.credit && start == now_ms {
             self.credit_size(now_ms, policy, widened, req.est_tokens)
         } else {
@@ -515,7 +513,7 @@ impl BucketState {
             return None;
         }
         let widened = self.pace.widened(policy.spec);
-        let late_ms = self.pace.measured_widening_ms();
+        let late_ms = widened.second_ms.saturating_sub(policy.spec.second_ms);
         let count = self.credit_size(now_ms, policy, widened, req.est_tokens);
         (count > 0).then(|| self.grant(now_ms, policy, req, count, late_ms))
     }
@@ -567,7 +565,6 @@ impl BucketState {
     ) -> Credit {
         let life_ms = credit::life_ms(policy.spec);
         let until_ms = now_ms.saturating_add(life_ms);
-        self.pace.keep(until_ms, policy.spec.second_ms, late_ms);
         // One record for the credit's admissions: settled one by one, dropped when all are.
         let ttl_ms = life_ms.saturating_add(req.lease_ttl_ms);
         let first_lease = self.record(now_ms, req.est_tokens, ttl_ms, count, true);

@@ -57,8 +57,6 @@ const MIN_LAG_SAMPLES: usize = 8;
 /// ...this much (a burst at a new bucket was seen to land up to ~40 ms apart under
 /// `wrangler dev`), so the first sends are safe before anything is measured.
 const UNMEASURED_SPREAD_MS: u64 = 100;
-/// Most booked widenings kept (`Pace::kept`); beyond, the two that end first are merged.
-const MAX_KEPT: usize = 8;
 /// A surge 429 holds the rate at what was working for this many short windows.
 const SURGE_HOLD_WINDOWS: u64 = 2;
 /// Each surge 429 cuts the learned growth's excess over 1 by this factor...
@@ -91,10 +89,6 @@ pub struct Pace {
     /// the lag samples caught. Halves after each quiet minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     surprise: Option<Surprise>,
-    /// The widenings booked sends were judged by, each as `(widening, until)`, ordered by
-    /// `until` (and so narrowing): see `keep`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    kept: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,43 +135,10 @@ impl Pace {
         }
     }
 
-    /// How much the windows are widened: the measured widening, or what a booked send may
-    /// still arrive late by unnoted (`keep`), whichever is more.
+    /// How much the windows are widened: the lateness spread plus what surprises taught.
     fn widening_ms(&self) -> u64 {
-        let kept = self.kept.iter().map(|(widening, _)| *widening).max();
-        self.measured_widening_ms().max(kept.unwrap_or(0))
-    }
-
-    /// The lateness spread plus what surprises taught: how late a send booked now may arrive
-    /// before its sender notes it as a stall (`Admission::Go`'s `late_ms`).
-    pub fn measured_widening_ms(&self) -> u64 {
         let learned = self.surprise.as_ref().map_or(0, |s| s.extra_ms);
         self.lag_spread_ms().saturating_add(learned)
-    }
-
-    /// Keeps the windows at least `widening_ms` wide while a send booked at `slot_ms` with that
-    /// measured widening may still share an upstream second with a later one (until `second_ms`
-    /// plus the widening after its slot). The send may arrive that late unnoted; a spread that
-    /// narrows meanwhile (a spike leaving the samples) would otherwise judge the later send
-    /// by a narrower window, and count them apart where they land together (found by
-    /// `stall_tests`' property test).
-    pub fn keep(&mut self, slot_ms: u64, second_ms: u64, widening_ms: u64) {
-        let until = slot_ms
-            .saturating_add(second_ms)
-            .saturating_add(widening_ms);
-        // An entry as wide and as long as another says nothing more.
-        if (self.kept.iter()).any(|&(w, u)| w >= widening_ms && u >= until) {
-            return;
-        }
-        self.kept.retain(|&(w, u)| w > widening_ms || u > until);
-        let at = self.kept.partition_point(|&(_, u)| u <= until);
-        self.kept.insert(at, (widening_ms, until));
-        if self.kept.len() > MAX_KEPT {
-            let first = self.kept.remove(0);
-            if let Some(next) = self.kept.first_mut() {
-                next.0 = next.0.max(first.0);
-            }
-        }
     }
 
     /// The spread of recent send lateness (max - min of the samples); at least
@@ -332,7 +293,6 @@ impl Pace {
         if self.hold.as_ref().is_some_and(|h| h.until_ms <= now_ms) {
             self.hold = None;
         }
-        self.kept.retain(|&(_, until)| until > now_ms);
         let period = spec.second_ms.max(1).saturating_mul(RELAX_WINDOWS);
         if let Some(s) = self.surprise.as_mut() {
             while s.extra_ms > 0 && now_ms.saturating_sub(s.relaxed_at_ms) >= period {

@@ -48,18 +48,18 @@ pub fn heard_unsupported(endpoint: Endpoint, upstream: &str, model: &str, now_ms
     });
 }
 
-/// Notes a send of the bucket at `slot_ms` that may have arrived `bound_ms` late, if that is
-/// more than the `allowed_ms` its slot was widened for.
-pub fn stalled(bucket: &str, slot_ms: u64, bound_ms: u64, allowed_ms: u64) {
+/// Notes a send of the bucket at `slot_ms` that may have arrived `bound_ms` late
+/// (`Stalls::note`; its short window `second_ms` long).
+pub fn stalled(bucket: &str, slot_ms: u64, bound_ms: u64, second_ms: u64) {
     STALLS.with(|m| {
         let mut m = m.borrow_mut();
-        if let Some(stalls) = m.get_mut(bucket) {
-            stalls.note(slot_ms, bound_ms, allowed_ms);
-            return;
-        }
-        let mut stalls = Stalls::default();
-        if stalls.note(slot_ms, bound_ms, allowed_ms) {
-            m.insert(bucket.to_string(), stalls);
+        match m.get_mut(bucket) {
+            Some(stalls) => stalls.note(slot_ms, bound_ms, second_ms),
+            None => {
+                let mut stalls = Stalls::default();
+                stalls.note(slot_ms, bound_ms, second_ms);
+                m.insert(bucket.to_string(), stalls);
+            }
         }
     });
 }

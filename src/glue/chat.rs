@@ -478,8 +478,8 @@ async fn plan_and_send(
                         let (opened, lateness) = job.attempt(&c, key, controller, at_ms).await;
                         if let Some(lateness) = lateness {
                             held.lag(lateness.lag_ms);
-                            if let (Some(bound), Some(allowed)) = (lateness.bound_ms, allowed) {
-                                cache::stalled(&name, at_ms, bound, allowed);
+                            if let (Some(bound), Some(_)) = (lateness.bound_ms, allowed) {
+                                cache::stalled(&name, at_ms, bound, second_ms);
                             }
                         }
                         if client.is_gone() {
