@@ -319,13 +319,14 @@ thread_local! {
     static UNSET_KEYS: RefCell<UnsetKeys> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
-/// isolate; an invalid config is reported on every request until it is fixed.
 /// The account keys left out of this isolate's config, their secret not set: (account, secret).
 pub fn unset_keys() -> UnsetKeys {
     UNSET_KEYS.with(|u| u.borrow().clone())
 }
 
+/// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
+/// isolate, leaving out account keys whose secret is not set; an invalid config is reported
+/// on every request until it is fixed.
 fn load_config(env: &Env) -> std::result::Result<Rc<Config>, ApiError> {
     if let Some(config) = CONFIG.with(|c| c.borrow().clone()) {
         return Ok(config);
