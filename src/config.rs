@@ -571,6 +571,12 @@ impl Config {
         )
     }
 
+    /// Whether some account with a key set can serve a step of `route` (else it answers
+    /// [`Config::no_key_set`], and the model list leaves it out).
+    pub fn can_serve(&self, route: &ModelRoute) -> bool {
+        (route.fallback.iter()).any(|s| self.candidates(s).next().is_some())
+    }
+
     /// Accounts allowed to serve `step`, in id order; an account with no key set is none.
     pub fn candidates<'a>(
         &'a self,

@@ -70,13 +70,17 @@ fn keys_whose_secret_is_not_set_are_left_out_and_an_account_with_none_serves_not
     let unset = none.leave_out_unset_keys(|k| k == "RELAY_KEY");
     let only_acct_a = &none.models["qwen3-max"].fallback[1];
     assert_eq!(none.candidates(only_acct_a).count(), 0);
+    assert!(
+        none.can_serve(&none.models["qwen3-max"]),
+        "its relay step has a key"
+    );
     let route = ModelRoute {
         fallback: vec![only_acct_a.clone()],
         ..none.models["qwen3-max"].clone()
     };
     assert_eq!(
-        none.no_key_set(&route, &unset),
-        "No account that can serve this model has a key: set KEY_A1 (accounts.acct-a.keys), KEY_A2 (accounts.acct-a.keys) (`wrangler secret put <NAME>`)."
+        (none.can_serve(&route), none.no_key_set(&route, &unset).as_str()),
+        (false, "No account that can serve this model has a key: set KEY_A1 (accounts.acct-a.keys), KEY_A2 (accounts.acct-a.keys) (`wrangler secret put <NAME>`).")
     );
     // Every secret set: nothing changes.
     let mut all = Config::from_value(&base()).unwrap();

@@ -147,9 +147,7 @@ async fn plan_and_send(
         .get(&chat.model)
         .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
     trail.borrow_mut().requested(endpoint, &chat.model);
-    if !identity.may_call(&chat.model) {
-        return Err(plain(identity.model_refused(&chat.model)));
-    }
+    super::callable(config, identity, &chat.model, route).map_err(plain)?;
     let asks = asks::read(
         respond::header(&req, asks::FALLBACK_HEADER).as_deref(),
         respond::header(&req, asks::MAX_WAIT_HEADER).as_deref(),
@@ -201,10 +199,6 @@ async fn plan_and_send(
                 .collect(),
         })
         .collect();
-    if steps.iter().all(|s| s.candidates.is_empty()) {
-        let unset = crate::glue::unset_keys();
-        return Err(plain(ApiError::config(config.no_key_set(route, &unset))));
-    }
     let (cache_key, _turn) = turns::begin(cache_key::of(&chat));
     // The client's own wait, if it asked for one; never past the deadline. A request over its
     // client's own limits waits for room as long, as it does for each model's slot.

@@ -23,7 +23,7 @@ mod upstream;
 
 use crate::access::cors::{self, Judged};
 use crate::access::{self, Identity, Keyring};
-use crate::config::{Config, UnsetKeys};
+use crate::config::{Config, ModelRoute, UnsetKeys};
 use crate::openai::{self, ApiError};
 use crate::routes::{self, Route};
 use std::cell::RefCell;
@@ -154,9 +154,9 @@ async fn handle(
         Route::Models => {
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
-            let names = config.models.keys().map(String::as_str);
-            let names = names.filter(|m| identity.may_call(m));
-            respond::json(200, openai::model_list(names)).map_err(plain)
+            let models = config.models.iter();
+            let names = models.filter(|(m, route)| callable(&config, &identity, m, route).is_ok());
+            respond::json(200, openai::model_list(names.map(|(m, _)| m.as_str()))).map_err(plain)
         }
         Route::Usage => {
             let config = load_config(env).map_err(plain)?;
@@ -169,12 +169,8 @@ async fn handle(
             let config = load_config(env).map_err(plain)?;
             let identity = authenticate(&req, env, &config, cors).map_err(plain)?;
             // As a chat request naming it would be answered.
-            if !config.models.contains_key(&id) {
-                return Err(plain(ApiError::model_not_found(&id)));
-            }
-            if !identity.may_call(&id) {
-                return Err(plain(identity.model_refused(&id)));
-            }
+            let route = (config.models.get(&id)).ok_or_else(|| ApiError::model_not_found(&id));
+            callable(&config, &identity, &id, route.map_err(plain)?).map_err(plain)?;
             respond::json(200, openai::model_object(&id).to_string()).map_err(plain)
         }
         Route::Stored { id, input_items } => {
@@ -322,6 +318,23 @@ thread_local! {
 /// The account keys left out of this isolate's config, their secret not set: (account, secret).
 pub fn unset_keys() -> UnsetKeys {
     UNSET_KEYS.with(|u| u.borrow().clone())
+}
+
+/// Whether `identity` may call `model` (routed by `route`) and some account with a key set can
+/// serve it: the model list's test, and the answer when not (a refusal, or what to set).
+fn callable(
+    config: &Config,
+    identity: &Identity,
+    model: &str,
+    route: &ModelRoute,
+) -> std::result::Result<(), ApiError> {
+    if !identity.may_call(model) {
+        return Err(identity.model_refused(model));
+    }
+    if !config.can_serve(route) {
+        return Err(ApiError::config(config.no_key_set(route, &unset_keys())));
+    }
+    Ok(())
 }
 
 /// Reads `GATEWAY` (a `[vars]` table or a JSON string) into a validated config, once per
