@@ -40,7 +40,11 @@ CI=1 wrangler dev --env dev --ip 127.0.0.1 --port "$gateway_port" \
 pids+=($!)
 
 for _ in $(seq 1 600); do
-  if curl -fsS "http://127.0.0.1:$gateway_port/healthz" >/dev/null 2>&1; then break; fi
+  health=$(curl -sS "http://127.0.0.1:$gateway_port/healthz" 2>/dev/null || true)
+  case $health in
+    *'"ok"'*) break ;;
+    *'"misconfigured"'*) echo "dev: the gateway is up but its config is invalid: $health" >&2; break ;;
+  esac
   kill -0 "${pids[1]}" 2>/dev/null || { echo "dev: wrangler dev exited" >&2; exit 1; }
   sleep 0.5
 done

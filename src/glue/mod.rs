@@ -134,7 +134,15 @@ async fn handle(
     let plain = |e: ApiError| (e, Headers::new());
     let method = req.method();
     match routes::route(&method, path).map_err(plain)? {
-        Route::Health => respond::json(200, r#"{"status":"ok"}"#.to_string()).map_err(plain),
+        // Ready when its config is valid: an uptime monitor sees a gateway whose every call
+        // would answer 500 (its `[vars]` edited on the dashboard, say) as down, and why.
+        Route::Health => match load_config(env) {
+            Ok(_) => respond::json(200, r#"{"status":"ok"}"#.to_string()).map_err(plain),
+            Err(e) => {
+                let body = serde_json::json!({"status": "misconfigured", "message": e.message});
+                respond::json(503, body.to_string()).map_err(plain)
+            }
+        },
         Route::Preflight => {
             let config = load_config(env).map_err(plain)?;
             let origin = cors.origin.filter(|o| cors::any_client_allows(&config, o));

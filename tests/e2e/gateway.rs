@@ -147,12 +147,17 @@ impl Gateway {
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await;
-            if answer.is_ok_and(|r| r.status() == 200) {
-                return Ok(());
+            // Up: ready, or up and saying its config is invalid (a scenario's own).
+            if let Ok(answer) = answer {
+                let status = answer.status();
+                let text = answer.text().await.unwrap_or_default();
+                if status == 200 || status == 503 && text.contains(r#""misconfigured""#) {
+                    return Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(format!("{url} never answered 200"))
+        Err(format!("{url} never answered"))
     }
 
     /// Stops the whole process group (wrangler and its workerd children).

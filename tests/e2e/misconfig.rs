@@ -1,5 +1,5 @@
 //! A gateway deployed with an invalid config: every request is told which field is wrong and
-//! where, in OpenAI's shape, with no secret in it; the health check still answers.
+//! where, in OpenAI's shape, with no secret in it; the health check answers 503 saying why.
 
 use crate::gateway::GatewaySpec;
 use crate::support::{
@@ -61,7 +61,17 @@ async fn invalid_config(ctx: Arc<Ctx>) {
     let health = ctx
         .send(ctx.http.get(format!("{}/healthz", ctx.url())))
         .await;
-    assert_eq!(health.status, 200, "{}", health.text);
+    // Down for an uptime monitor, saying why.
+    assert_eq!(health.status, 503, "{}", health.text);
+    assert_eq!(health.json()["status"], "misconfigured");
+    let why = health.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.starts_with("invalid GATEWAY config: accounts.acct-a.limits.qwen3-max.rpm"),
+        "{why}"
+    );
     // This gateway has no alert webhook: a test alert says how to set one.
     let url = format!("{}/admin/alerts/test", ctx.url());
     let test = ctx.send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN)).await;
