@@ -7,8 +7,9 @@
 use crate::config::Profile;
 use crate::hints::retry_hint_ms;
 use crate::openai::{ApiError, Endpoint};
+use crate::redact;
+use body::Parsed;
 pub use body::UpstreamError;
-use body::{redact_keys, Parsed};
 
 mod body;
 
@@ -482,7 +483,7 @@ pub fn passed_through(status: u16, body: &[u8]) -> ApiError {
 fn client(status: u16, up: &UpstreamError) -> ApiError {
     let message = up.message.as_deref().map_or_else(
         || format!("The upstream rejected the request ({status})."),
-        redact_keys,
+        redact::keys,
     );
     let kind = up.kind.as_deref().unwrap_or("invalid_request_error");
     let mut e = ApiError::new(status, kind, up.code.as_deref(), message);

@@ -1,6 +1,7 @@
 //! The gateway's configuration: raw JSON (wrangler `[vars]` table or JSON string) to a validated `Config`.
 
 use crate::pace::SlowStart;
+use crate::redact;
 pub use crate::window::Limits;
 use crate::window::WindowSpec;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -497,12 +498,13 @@ impl Config {
 
     /// Parses a config from JSON text; an error names the path of the value it is about.
     pub fn from_text(text: &str) -> Result<Config, String> {
+        // The message goes to every caller: a key pasted in the wrong place is not echoed.
         let parsed: Config =
             serde_json::from_str(text).map_err(|e| match path::at(text, e.line(), e.column()) {
-                path if path.is_empty() => format!("invalid GATEWAY config: {e}"),
-                path => format!("invalid GATEWAY config: {path}: {e}"),
+                path if path.is_empty() => redact::keys(&format!("invalid GATEWAY config: {e}")),
+                path => redact::keys(&format!("invalid GATEWAY config: {path}: {e}")),
             })?;
-        parsed.validate()?;
+        parsed.validate().map_err(|e| redact::keys(&e))?;
         Ok(parsed)
     }
 

@@ -344,3 +344,35 @@ fn a_parse_error_says_its_path_and_place() {
         "{err}"
     );
 }
+
+/// A key pasted where a secret's name belongs, or into a field of another kind, is refused
+/// without being repeated: config errors reach every caller (and `GET /healthz`).
+#[test]
+fn a_key_in_the_config_is_refused_and_never_echoed() {
+    let key = "sk-2f8a0c1d9e7b4a6f8c0d2e4f6a8b0c1d";
+    type Case = (fn(&mut Value, &str), &'static str);
+    let cases: [Case; 4] = [
+        (
+            |v, key| v["accounts"]["acct-a"]["keys"] = json!(["KEY_A1", key]),
+            "accounts.acct-a.keys: holds an API key itself",
+        ),
+        (
+            |v, key| v["accounts"]["acct-a"]["keys"] = json!(key),
+            "accounts.acct-a.keys: invalid type: string \"[redacted]\"",
+        ),
+        (
+            |v, key| v["accounts"]["acct-a"]["weight"] = json!(key),
+            "accounts.acct-a.weight: invalid type: string \"[redacted]\"",
+        ),
+        (
+            |v, key| v["clients"] = json!({"web": {"key_secret": key}}),
+            "clients.web.key_secret: holds an API key itself",
+        ),
+    ];
+    for (change, says) in cases {
+        let mut v = base();
+        change(&mut v, key);
+        let err = Config::from_value(&Value::String(v.to_string())).unwrap_err();
+        assert!(err.contains(says) && !err.contains("2f8a0c1d"), "{err}");
+    }
+}

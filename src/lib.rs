@@ -31,6 +31,7 @@ pub mod pace;
 pub mod planner;
 pub mod pricing;
 pub mod protocol;
+pub mod redact;
 pub mod report;
 pub mod routes;
 pub mod sse;

@@ -189,10 +189,6 @@ fn client_errors_keep_the_upstream_fields_and_hide_keys() {
         e.message,
         "Incorrect API key provided: [redacted]. Also '[redacted]', pr[redacted] but not task-force or sk- alone."
     );
-    assert_eq!(
-        redact_keys("密钥sk-abc, ésk-x"),
-        "密钥[redacted], é[redacted]"
-    );
     let Outcome::Client(bare) = classify(DS, 400, &[], b"", 0) else {
         panic!("expected a client error");
     };

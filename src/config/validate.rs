@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Said of a secret-name list holding a key itself (which the message must not repeat).
+const KEY_NOT_NAME: &str = "holds an API key itself, not the name of the secret that holds it: put the key in a secret (`wrangler secret put <NAME>`) and list <NAME> here";
+
 impl Config {
     /// Every rule the config must keep; the first broken one, named by its path.
     pub(super) fn validate(&self) -> Result<(), String> {
@@ -78,6 +81,9 @@ impl Config {
             }
             if let Some(k) = acct.keys.iter().find(|k| k.trim().is_empty()) {
                 return Err(format!("accounts.{id}.keys: empty secret name '{k}'"));
+            }
+            if acct.keys.iter().any(|k| redact::has_key(k)) {
+                return Err(format!("accounts.{id}.keys: {KEY_NOT_NAME}"));
             }
             if !(acct.weight.is_finite() && acct.weight > 0.0) {
                 return Err(format!("accounts.{id}.weight: must be a positive number"));
@@ -194,6 +200,9 @@ impl Config {
             }
             if field != "key_sha256" && list.iter().any(|s| s.trim().is_empty()) {
                 return Err(at(&format!("{field}: an empty secret name")));
+            }
+            if field != "key_sha256" && list.iter().any(redact::has_key) {
+                return Err(at(&format!("{field}: {KEY_NOT_NAME}")));
             }
         }
         let hexes = client.key_sha256.iter().flat_map(OneOrMore::iter);

@@ -1,19 +1,24 @@
 //! A gateway deployed with an invalid config: every request is told which field is wrong and
-//! where, in OpenAI's shape, with no secret in it; the health check answers 503 saying why.
+//! where, in OpenAI's shape, with no secret in it (not even one pasted into the config); the
+//! health check answers 503 saying why.
 
 use crate::gateway::GatewaySpec;
 use crate::support::{
     chat_body, secret_values, sim_config, stat, test_secrets, Ctx, Setup, ADMIN_TOKEN,
+    UPSTREAM_KEYS,
 };
 use crate::Scenario;
 use serde_json::json;
 use std::sync::Arc;
 
-/// One account whose rpm is a word, not a number.
+/// An account whose weight is an upstream key pasted in the wrong place (the first error, and
+/// one that must not be repeated), and one whose rpm is a word, not a number.
 fn gateway_spec(sim_url: &str) -> GatewaySpec {
     let config = json!({
         "upstreams": {"sim": {"base_url": format!("{sim_url}/compatible-mode/v1"), "profile": "dashscope"}},
-        "accounts": {"acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
+        "accounts": {"acct-0": {"upstream": "sim", "keys": ["SIM_KEY_A1"], "weight": UPSTREAM_KEYS[5].1,
+                                "limits": {"qwen3-max": {"rpm": 6}}},
+                     "acct-a": {"upstream": "sim", "keys": ["SIM_KEY_A1"],
                                 "limits": {"qwen3-max": {"rpm": "six"}}}},
         "models": {"qwen3-max": {"fallback": ["qwen3-max"]}}
     });
@@ -48,7 +53,7 @@ async fn invalid_config(ctx: Arc<Ctx>) {
         let message = error["message"].as_str().unwrap_or_default();
         assert!(
             message.starts_with(
-                "invalid GATEWAY config: accounts.acct-a.limits.qwen3-max.rpm: invalid type: string \"six\""
+                "invalid GATEWAY config: accounts.acct-0.weight: invalid type: string \"[redacted]\""
             ) && message.contains(" at line 1 column "),
             "{message}"
         );
@@ -69,9 +74,16 @@ async fn invalid_config(ctx: Arc<Ctx>) {
         .unwrap_or_default()
         .to_string();
     assert!(
-        why.starts_with("invalid GATEWAY config: accounts.acct-a.limits.qwen3-max.rpm"),
+        why.starts_with("invalid GATEWAY config: accounts.acct-0.weight"),
         "{why}"
     );
+    for secret in secret_values() {
+        assert!(
+            !health.text.contains(&secret),
+            "a secret in {}",
+            health.text
+        );
+    }
     // This gateway has no alert webhook: a test alert says how to set one.
     let url = format!("{}/admin/alerts/test", ctx.url());
     let test = ctx.send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN)).await;
