@@ -76,7 +76,10 @@ impl ApiError {
             404,
             "invalid_request_error",
             Some("unknown_url"),
-            format!("Unrecognized request URL ({method} {path})."),
+            match path.starts_with("/admin") {
+                true => format!("Unrecognized request URL ({method} {path})."),
+                false => format!("Unrecognized request URL ({method} {path}). The gateway serves OpenAI's API under /v1: set your SDK's base_url to this host followed by /v1."),
+            },
         )
     }
 

@@ -2,6 +2,7 @@
 
 use crate::openai::{ApiError, Endpoint};
 use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
 
 /// An endpoint the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +216,34 @@ fn client_path(rest: &str) -> Option<Route> {
     })
 }
 
+/// The API's paths without their `/v1` (the SDKs' paths under `base_url`).
+const API_PATHS: [&str; 5] = [
+    "/chat/completions",
+    "/responses",
+    "/completions",
+    "/embeddings",
+    "/models",
+];
+
+/// `path` as the routes know it, for a client that changed only the host of its `base_url`:
+/// DashScope's `/compatible-mode/v1/...` is `/v1/...`, and so is an API path under a
+/// `base_url` of the bare host (`/chat/completions`), as other gateways accept it.
+pub fn api_path(path: &str) -> Cow<'_, str> {
+    if let Some(v1) = path.strip_prefix("/compatible-mode") {
+        if v1 == "/v1" || v1.starts_with("/v1/") {
+            return Cow::Borrowed(v1);
+        }
+    }
+    let api = API_PATHS.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    match api {
+        true => Cow::Owned(format!("/v1{path}")),
+        false => Cow::Borrowed(path),
+    }
+}
+
 /// The path of a URL the runtime serialised (a request's `url`): from the first `/` after the
 /// host up to the query or fragment (which the runtime percent-encodes inside the path).
 pub fn path_of(url: &str) -> &str {
@@ -280,6 +309,44 @@ pub fn allowed_methods(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_of_dashscopes_path_or_the_bare_host_is_served_as_v1() {
+        let cases = [
+            (
+                "/compatible-mode/v1/chat/completions",
+                "/v1/chat/completions",
+            ),
+            (
+                "/compatible-mode/v1/models/qwen3-max",
+                "/v1/models/qwen3-max",
+            ),
+            ("/compatible-mode/v1", "/v1"),
+            ("/chat/completions", "/v1/chat/completions"),
+            (
+                "/responses/resp_1/input_items",
+                "/v1/responses/resp_1/input_items",
+            ),
+            ("/embeddings/", "/v1/embeddings/"),
+            ("/models", "/v1/models"),
+            // As they were: the gateway's own, and what only looks alike.
+            ("/v1/chat/completions", "/v1/chat/completions"),
+            ("/healthz", "/healthz"),
+            ("/admin/state", "/admin/state"),
+            ("/usage", "/usage"),
+            ("/modelsx", "/modelsx"),
+            (
+                "/compatible-mode/v2/chat/completions",
+                "/compatible-mode/v2/chat/completions",
+            ),
+            ("/compatible-mode/v1x", "/compatible-mode/v1x"),
+        ];
+        for (path, canonical) in cases {
+            assert_eq!(api_path(path), canonical, "{path}");
+        }
+        let routed = route("POST", &api_path("/compatible-mode/v1/chat/completions"));
+        assert_eq!(routed, Ok(Route::Call(Endpoint::Chat)));
+    }
 
     #[test]
     fn the_path_of_a_serialised_url() {

@@ -91,7 +91,7 @@ async fn answer(
 ) -> Result<Response> {
     let request_id = respond::new_request_id();
     let url = req.url();
-    let path = routes::path_of(&url);
+    let path = &routes::api_path(routes::path_of(&url));
     let origin = respond::header(&req, "origin");
     let mut cors = Cors {
         origin: origin.as_deref(),

@@ -490,7 +490,9 @@ async fn models_and_health(ctx: Arc<Ctx>) {
         ]
     );
     // The SDKs' `models.retrieve`: one model as the list shows it, an unknown one 404, one
-    // the client may not call refused as a chat request naming it would be.
+    // the client may not call refused as a chat request naming it would be. Then a client
+    // that changed only the host of DashScope's base_url, one with the bare host, and one
+    // with a base_url of another path, told what to set.
     let retrieve = r#"
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
@@ -499,6 +501,14 @@ try:
     client.models.retrieve("no-such-model")
 except openai.NotFoundError as e:
     print(e.body["code"])
+for base in ["/compatible-mode/v1", ""]:
+    moved = openai.OpenAI(base_url=sys.argv[1] + base, api_key=sys.argv[2], max_retries=0)
+    reply = moved.chat.completions.create(model="qwen3-max", messages=[{"role": "user", "content": "hi"}])
+    print(base or "bare", reply.object)
+try:
+    openai.OpenAI(base_url=sys.argv[1] + "/api", api_key=sys.argv[2], max_retries=0).models.list()
+except openai.NotFoundError as e:
+    print(e.body["message"])
 "#;
     let stdout = ctx.sdk(retrieve);
     let mut lines = stdout.lines();
@@ -509,6 +519,17 @@ except openai.NotFoundError as e:
         models.json()["data"][ids.iter().position(|m| m == "qwen3-max").unwrap()]
     );
     assert_eq!(lines.next(), Some("model_not_found"), "{stdout}");
+    assert_eq!(
+        lines.next(),
+        Some("/compatible-mode/v1 chat.completion"),
+        "{stdout}"
+    );
+    assert_eq!(lines.next(), Some("bare chat.completion"), "{stdout}");
+    assert_eq!(
+        lines.next(),
+        Some("Unrecognized request URL (GET /api/models). The gateway serves OpenAI's API under /v1: set your SDK's base_url to this host followed by /v1."),
+        "{stdout}"
+    );
     let refused = ctx
         .send(
             ctx.http
