@@ -84,6 +84,13 @@ async fn invalid_config(ctx: Arc<Ctx>) {
             health.text
         );
     }
+    // The dashboard's state says the same, which the page shows in place of the tables.
+    let url = format!("{}/admin/state", ctx.url());
+    let state = ctx.send(ctx.http.get(url).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!(
+        state.assert_error(500)["message"].as_str(),
+        Some(why.as_str())
+    );
     // This gateway has no alert webhook: a test alert says how to set one.
     let url = format!("{}/admin/alerts/test", ctx.url());
     let test = ctx.send(ctx.http.post(url).bearer_auth(ADMIN_TOKEN)).await;
