@@ -37,6 +37,8 @@ pub const ACCESS_DENIED_PARK_MS: u64 = 3_600_000;
 pub const PAYMENT_PARK_MS: u64 = 3_600_000;
 /// The upstream does not know the configured model (404, `model_not_found`): 1 h, then one probe.
 pub const MODEL_MISSING_PARK_MS: u64 = 3_600_000;
+/// A 2xx answer that is no API answer (`served_whole`): 1 h, then one probe.
+pub const NOT_AN_API_ANSWER_PARK_MS: u64 = 3_600_000;
 /// A stream whose first token did not come in time: avoid that bucket briefly.
 pub const SLOW_START_COOLDOWN_MS: u64 = 5_000;
 /// Daily quotas (Gemini `...PerDay...`, OpenAI RPD / TPD): they reset within a day.
@@ -194,6 +196,22 @@ pub fn classify(
         Profile::Dashscope => dashscope(status, &p, hint),
         Profile::Openai => openai(status, &p, hint),
         Profile::OpenaiCompatible => relay(status, &p, hint),
+    }
+}
+
+/// A whole 2xx answer: served, unless it is no API answer at all (not a JSON object: a web
+/// page or a bot check where a relay's `base_url` misses its `/v1`, say), which would reach
+/// the client as a 200 it cannot read and count nothing. Such an upstream answers every call
+/// alike: its bucket is parked for an hour (then one probe), and the operator told.
+pub fn served_whole(body: &[u8]) -> Outcome {
+    let text = body.trim_ascii();
+    if text.starts_with(b"{") && text.ends_with(b"}") {
+        return Outcome::Success;
+    }
+    Outcome::Park {
+        scope: ParkScope::Bucket,
+        reason: "not_an_api_answer".to_string(),
+        for_ms: Some(NOT_AN_API_ANSWER_PARK_MS),
     }
 }
 

@@ -308,3 +308,27 @@ fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
         assert_eq!(call(Endpoint::Responses, DS, status, body), shown, "{body}");
     }
 }
+
+#[test]
+fn a_2xx_that_is_no_api_answer_parks_its_bucket() {
+    for body in [
+        &br#"{"choices":[{"message":{"content":"hi"}}]}"#[..],
+        b" \n{\"object\":\"list\",\"data\":[]}\n",
+    ] {
+        assert_eq!(served_whole(body), Outcome::Success);
+    }
+    for body in [
+        &b"<!doctype html><html><title>Relay</title></html>"[..],
+        b"",
+        b"OK",
+        b"[1]",
+        b"{\"choices\":[",
+    ] {
+        assert_eq!(
+            show(&served_whole(body)),
+            "park Bucket not_an_api_answer Some(3600000)",
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}

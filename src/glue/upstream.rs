@@ -120,7 +120,10 @@ pub async fn send(
         };
         let body = answer.get(2).dyn_into::<Uint8Array>()?.to_vec();
         let sent = if served {
-            Sent::Whole { status, body }
+            match classify::served_whole(&body) {
+                Outcome::Success => Sent::Whole { status, body },
+                not_served => Sent::Failed(not_served),
+            }
         } else {
             let profile = candidate.upstream.profile;
             Sent::Failed(classify::classify_call(

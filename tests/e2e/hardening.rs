@@ -342,7 +342,8 @@ async fn abandoned_upstream(ctx: Arc<Ctx>) {
 }
 
 async fn relay_4xx(ctx: Arc<Ctx>) {
-    // Issue 7.7: relay-a (preferred) answers 402, then 404, for its own reasons.
+    // Issue 7.7: relay-a (preferred) answers 402, then 404, then 403, for its own reasons;
+    // then 200 with a web page (its base_url missing /v1, say), which no client can read.
     for (status, body) in [
         (
             402,
@@ -356,6 +357,7 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
             403,
             r#"{"error":{"message":"Model not allowed for this key","type":"permission_denied","code":"model_not_allowed"}}"#,
         ),
+        (200, "<!doctype html><html><title>Relay console</title></html>"),
     ] {
         ctx.reset(false).await;
         ctx.sim
@@ -376,6 +378,9 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
         );
         let view = ctx.bucket("relay-a", "qwen-turbo").await;
         assert!(view["state"]["parked"].is_string(), "{status}: {view}");
+        if status == 200 {
+            assert_eq!(view["state"]["parked"], "not_an_api_answer", "{view}");
+        }
         if status == 402 {
             // The whole account's park (its balance): told once, of the account, by the bucket
             // that learned it; its other model, parked on that word, tells nothing.
