@@ -205,9 +205,14 @@ pub fn classify(
 /// alike: its bucket is parked for an hour (then one probe), and the operator told.
 pub fn served_whole(body: &[u8]) -> Outcome {
     let text = body.trim_ascii();
-    if text.starts_with(b"{") && text.ends_with(b"}") {
-        return Outcome::Success;
+    match text.starts_with(b"{") && text.ends_with(b"}") {
+        true => Outcome::Success,
+        false => not_an_api_answer(),
     }
+}
+
+/// What a 2xx that is no API answer is (`served_whole`; a web page for a stream too).
+pub fn not_an_api_answer() -> Outcome {
     Outcome::Park {
         scope: ParkScope::Bucket,
         reason: "not_an_api_answer".to_string(),

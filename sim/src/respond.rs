@@ -58,7 +58,7 @@ pub fn answer(
     resp
 }
 
-/// A JSON answer in `dialect`.
+/// A JSON answer in `dialect` (a fault's verbatim web page as `text/html`).
 pub fn json_answer(
     dialect: Dialect,
     request_id: &str,
@@ -67,12 +67,17 @@ pub fn json_answer(
     body: String,
 ) -> Response<SimBody> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A fault's verbatim web page (a proxy's, a relay console's) goes as what it is.
+    let kind = match body.starts_with('<') {
+        true => "text/html; charset=utf-8",
+        false => JSON,
+    };
     answer(
         dialect,
         request_id,
         started,
         status,
-        JSON,
+        kind,
         SimBody::full(body),
     )
 }

@@ -357,14 +357,19 @@ async fn relay_4xx(ctx: Arc<Ctx>) {
             403,
             r#"{"error":{"message":"Model not allowed for this key","type":"permission_denied","code":"model_not_allowed"}}"#,
         ),
-        (200, "<!doctype html><html><title>Relay console</title></html>"),
+        (
+            200,
+            "<!doctype html><html><title>Relay console</title></html>",
+        ),
     ] {
         ctx.reset(false).await;
         ctx.sim
             .push_fault(json!({"kind": "status", "status": status, "body": body, "key": "sk-b1", "times": 0}))
             .unwrap();
         for i in 0..3 {
-            let reply = ctx.chat(&chat_body("relay-test", false)).await;
+            // The web page comes first for a stream, as text/html.
+            let stream = status == 200 && i == 0;
+            let reply = ctx.chat(&chat_body("relay-test", stream)).await;
             assert_eq!(reply.status, 200, "{status} request {i}: {}", reply.text);
         }
         let keys = &ctx.sim.stats()["keys"];
