@@ -1,6 +1,7 @@
 //! What an operator is told at once, by webhook, when the gateway starts (or stops) working
 //! around something only a person can fix: an account parked, a key refused, clients refused
-//! for want of capacity, a client's budget running low or spent.
+//! for want of capacity or failed for want of a key set, a client's budget running low or
+//! spent.
 //!
 //! The gateway hides these from apps by design (it rotates and downgrades), so without a word
 //! an operator would learn of an unpaid bill from the month's report. Each alert is one JSON
@@ -17,6 +18,7 @@ use serde_json::{Number, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     /// `bucket_parked`, `bucket_unparked`, `bucket_key_refused`, `clients_refused`,
+    /// `clients_failed_no_key`,
     /// `budget_low`, `budget_spent`, or `test`.
     pub event: &'static str,
     /// The payload.
@@ -59,8 +61,9 @@ impl Body<'_> {
 /// The alert for a bucket's state change (an event of `bucket::Marks::changes_since`), if it
 /// is one an operator must hear of: a park (a bill, a free quota used up, every key refused,
 /// a model the account may not call) and its end, a key the upstream refused (no longer
-/// used), and clients refused for want of capacity (at most once an hour). Cooldowns and
-/// surge holds pass by themselves, and are not.
+/// used), clients refused for want of capacity and clients answered 500 for want of a key
+/// set (each at most once an hour). Cooldowns and surge holds pass by themselves, and are
+/// not.
 pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Option<Alert> {
     let (account, model) = bucket.split_once(':')?;
     // A whole account's park is told once, by the bucket that learned it, of the account.
@@ -120,6 +123,16 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
             );
             keys = Some(names);
             ("bucket_key_refused", text, None, None)
+        }
+        "clients_failed_no_key" => {
+            let names: Vec<&str> = (details.get("keys").and_then(Value::as_array))
+                .map_or_else(Vec::new, |k| k.iter().filter_map(Value::as_str).collect());
+            let text = format!(
+                "clients are answered 500: requests whose first choice is {account}/{model} found no account of their chain with a key set, the secrets {} not being set in this deployment. Set them (`wrangler secret put <NAME>`; each put deploys). (Told at most once an hour.)",
+                names.join(", ")
+            );
+            keys = Some(names);
+            ("clients_failed_no_key", text, None, None)
         }
         "clients_refused" => {
             let text = format!(
@@ -355,6 +368,21 @@ mod tests {
             (&alert["account"], &alert["model"]),
             (&json!("acct-a"), &json!("qwen3-max"))
         );
+    }
+
+    #[test]
+    fn clients_failed_for_want_of_a_key_name_the_secrets_to_set() {
+        let details = json!({"keys": ["DASHSCOPE_KEY_A", "DASHSCOPE_KEY_B"]});
+        let alert = of_bucket("acct-a:qwen3-max", "clients_failed_no_key", &details, NOW);
+        let alert = alert.unwrap();
+        let text = alert["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("edge-gateway: clients are answered 500")
+                && text.contains("the secrets DASHSCOPE_KEY_A, DASHSCOPE_KEY_B not being set")
+                && text.contains("wrangler secret put"),
+            "{text}"
+        );
+        assert_eq!(alert["keys"], json!(["DASHSCOPE_KEY_A", "DASHSCOPE_KEY_B"]));
     }
 
     #[test]

@@ -266,6 +266,9 @@ pub struct Marks {
     pub refused_keys: Vec<String>,
     /// When operators were last told that clients are refused for want of capacity.
     pub refusals_told_ms: u64,
+    /// When operators were last told that clients get 500 for want of a key, and the secrets
+    /// to set.
+    pub no_key_told: (u64, Vec<String>),
 }
 
 impl Marks {
@@ -303,6 +306,12 @@ impl Marks {
         if self.refusals_told_ms > before.refusals_told_ms {
             out.push(("clients_refused", json!({})));
         }
+        if self.no_key_told.0 > before.no_key_told.0 {
+            out.push((
+                "clients_failed_no_key",
+                json!({ "keys": self.no_key_told.1 }),
+            ));
+        }
         out
     }
 }
@@ -334,6 +343,12 @@ pub struct BucketState {
     /// (`BucketState::passed_on`; 0: never).
     #[serde(default, skip_serializing_if = "lease::is_zero")]
     refusals_told_ms: u64,
+    /// When operators were last told that clients get 500 for want of a key, and the secrets
+    /// named (`BucketState::no_key_set`; 0: never).
+    #[serde(default, skip_serializing_if = "lease::is_zero")]
+    no_key_told_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    no_key_secrets: Vec<String>,
 }
 
 impl BucketState {
@@ -361,6 +376,17 @@ impl BucketState {
         bump(&mut self.counters.passed_429, 1);
         if self.refusals_told_ms == 0 || now_ms >= self.refusals_told_ms.saturating_add(hour_ms) {
             self.refusals_told_ms = now_ms;
+        }
+    }
+
+    /// A client answered 500 with this bucket its first choice: its model has no account with
+    /// a key set (`secrets`, the ones to set). Operators are told at most once an hour
+    /// (`hour_ms`), and at once when the secrets to set are others.
+    pub fn no_key_set(&mut self, now_ms: u64, hour_ms: u64, secrets: &[String]) {
+        let quiet = now_ms >= self.no_key_told_ms.saturating_add(hour_ms);
+        if self.no_key_told_ms == 0 || quiet || self.no_key_secrets != secrets {
+            self.no_key_told_ms = now_ms;
+            self.no_key_secrets = secrets.to_vec();
         }
     }
 
@@ -417,6 +443,7 @@ impl BucketState {
             held_until_ms: self.pace.held_until(now_ms),
             refused_keys: self.refused_keys(),
             refusals_told_ms: self.refusals_told_ms,
+            no_key_told: (self.no_key_told_ms, self.no_key_secrets.clone()),
         }
     }
 

@@ -892,6 +892,44 @@ fn clients_refused_for_capacity_are_told_at_most_once_an_hour() {
 }
 
 #[test]
+fn clients_failed_for_want_of_a_key_are_told_once_an_hour_or_when_the_secrets_change() {
+    const T0: u64 = 1_795_996_800_000;
+    let mut state = BucketState::default();
+    let told = |state: &mut BucketState, now_ms: u64, secrets: &[&str]| {
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        let before = state.marks(now_ms);
+        state.no_key_set(now_ms, HOUR, &secrets);
+        let events = state.marks(now_ms).changes_since(&before);
+        let told = serde_json::json!({ "keys": secrets });
+        match events.as_slice() {
+            [] => false,
+            [("clients_failed_no_key", details)] => *details == told,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(told(&mut state, T0, &["KEY_A"]), "the first is told");
+    assert!(!told(&mut state, T0 + 1, &["KEY_A"]), "not the next");
+    assert!(
+        told(&mut state, T0 + 2, &["KEY_A", "KEY_B"]),
+        "other secrets: told"
+    );
+    assert!(
+        !told(&mut state, T0 + HOUR, &["KEY_A", "KEY_B"]),
+        "within the hour"
+    );
+    assert!(
+        told(&mut state, T0 + HOUR + 2, &["KEY_A", "KEY_B"]),
+        "an hour on"
+    );
+    let json = serde_json::to_string(&state).unwrap();
+    let mut state = BucketState::from_stored(&json);
+    assert!(
+        !told(&mut state, T0 + HOUR + 3, &["KEY_A", "KEY_B"]),
+        "kept"
+    );
+}
+
+#[test]
 fn an_accounts_park_is_told_by_the_bucket_that_learned_it_whatever_merges_into_it() {
     let limits = lim(Some(60), None, None, None);
     let p = pol(&limits, SPEC);

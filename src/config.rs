@@ -558,19 +558,38 @@ impl Config {
 
     /// Why no account of `route` can serve: the secrets of their keys that are not set.
     pub fn no_key_set(&self, route: &ModelRoute, unset: &UnsetKeys) -> String {
-        let serves = |id: &String| {
-            let account = self.accounts.get(id);
-            (route.fallback.iter()).any(|s| {
-                account.is_some_and(|a| a.limits.contains_key(s.model()) && s.allows(id, a))
-            })
-        };
-        let named: Vec<String> = (unset.iter().filter(|(id, _)| serves(id)))
+        let named: Vec<String> = (self.unset_for(route, unset))
             .map(|(id, k)| format!("{k} (accounts.{id}.keys)"))
             .collect();
         format!(
             "No account that can serve this model has a key: set {} (`wrangler secret put <NAME>`).",
             named.join(", ")
         )
+    }
+
+    /// The unset keys of the accounts allowed to serve a step of `route`: (account, secret).
+    pub fn unset_for<'a>(
+        &'a self,
+        route: &'a ModelRoute,
+        unset: &'a UnsetKeys,
+    ) -> impl Iterator<Item = &'a (String, String)> + 'a {
+        let serves = |id: &String| {
+            let account = self.accounts.get(id);
+            (route.fallback.iter()).any(|s| {
+                account.is_some_and(|a| a.limits.contains_key(s.model()) && s.allows(id, a))
+            })
+        };
+        unset.iter().filter(move |(id, _)| serves(id))
+    }
+
+    /// The first choice of `route` whether or not it has a key set: its first step's first
+    /// allowed account, where what its clients miss is counted.
+    pub fn first_choice(&self, route: &ModelRoute) -> Option<Candidate<'_>> {
+        let step = route.fallback.first()?;
+        let model = step.model();
+        let mut allowed = self.accounts.iter();
+        let (id, _) = allowed.find(|(id, a)| a.limits.contains_key(model) && step.allows(id, a))?;
+        self.candidate(id, model)
     }
 
     /// Whether some account with a key set can serve a step of `route` (else it answers

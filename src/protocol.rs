@@ -83,6 +83,12 @@ pub enum Op {
     },
     /// The gateway answered a client 429 for want of capacity here (counted for operators).
     PassedOn,
+    /// The gateway answered a client 500 here: no account of its model has a key set
+    /// (`secrets`: the ones to set). Told to operators.
+    NoKeySet {
+        /// Secret names.
+        secrets: Vec<String>,
+    },
     /// A request meant for this bucket's model was served by a lower one: what that saved
     /// (or, negative, cost more) against this model's price for the same usage.
     Downgraded {
@@ -223,6 +229,10 @@ fn apply_op(
         Op::Snapshot => view(state, now_ms, policy),
         Op::PassedOn => {
             state.passed_on(now_ms, policy.spec.minute_ms.saturating_mul(60));
+            Reply::Done
+        }
+        Op::NoKeySet { secrets } => {
+            state.no_key_set(now_ms, policy.spec.minute_ms.saturating_mul(60), secrets);
             Reply::Done
         }
         Op::Downgraded { saved_micro_usd } => {

@@ -103,6 +103,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Snapshot => "snapshot",
         Op::History { .. } => "history",
         Op::PassedOn => "passed_on",
+        Op::NoKeySet { .. } => "no_key_set",
         Op::Downgraded { .. } => "downgraded",
     }
 }

@@ -147,7 +147,12 @@ async fn plan_and_send(
         .get(&chat.model)
         .ok_or_else(|| plain(ApiError::model_not_found(&chat.model)))?;
     trail.borrow_mut().requested(endpoint, &chat.model);
-    super::callable(config, identity, &chat.model, route).map_err(plain)?;
+    super::callable(config, identity, &chat.model, route).map_err(|e| {
+        if !config.can_serve(route) {
+            tell_no_key(env, ctx, config, route, request_id);
+        }
+        plain(e)
+    })?;
     let asks = asks::read(
         respond::header(&req, asks::FALLBACK_HEADER).as_deref(),
         respond::header(&req, asks::MAX_WAIT_HEADER).as_deref(),
@@ -579,6 +584,24 @@ async fn plan_and_send(
             }
         }
     }
+}
+
+/// Tells the route's first choice that a client was answered 500 for want of a key set, for
+/// the operator to hear which secrets to set (at most once an hour).
+fn tell_no_key(env: &Env, ctx: &Context, config: &Config, route: &ModelRoute, request_id: &str) {
+    let Some(first) = config.first_choice(route) else {
+        return;
+    };
+    let unset = crate::glue::unset_keys();
+    let mut secrets: Vec<String> = (config.unset_for(route, &unset))
+        .map(|(_, k)| k.clone())
+        .collect();
+    secrets.sort();
+    secrets.dedup();
+    let bucket = Bucket::of(&first, config);
+    let (env, request_id) = (env.clone(), request_id.to_string());
+    let op = Op::NoKeySet { secrets };
+    ctx.wait_until(async move { bucket.tell(&env, op, &request_id).await });
 }
 
 /// When `served` is not the model of the chain's first step: that step's first bucket (the

@@ -6,6 +6,7 @@ use crate::support::{
 use crate::Scenario;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
@@ -354,6 +355,14 @@ async fn unset_secret(ctx: Arc<Ctx>) {
         calls,
         "nothing sent"
     );
+    // The operator hears which secrets to set, once (within the hour) however many fail.
+    let first = [("account", "acct-unset"), ("model", "qwen-turbo")];
+    let alert = ctx.alert_once("clients_failed_no_key", &first).await;
+    assert_eq!(alert["keys"], json!(["SIM_KEY_UNSET"]), "{alert}");
+    let again = ctx.chat(&chat_body("unset-only", false)).await;
+    again.assert_error(500);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ctx.alerts_about("clients_failed_no_key", &first).len(), 1);
     // Nor is it offered: the model list leaves it out (models_and_health), and asked for by
     // name it answers as the call would.
     let url = format!("{}/v1/models/unset-only", ctx.url());
