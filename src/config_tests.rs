@@ -149,6 +149,10 @@ fn errors_name_the_field() {
             "upstreams.sim.base_url",
         ),
         (
+            |v| v["upstreams"]["sim"]["base_url"] = json!("http://x/v1/chat/completions"),
+            "upstreams.sim.base_url: the API's root, without /chat/completions",
+        ),
+        (
             |v| v["upstreams"]["sim"]["profile"] = json!("azure"),
             "upstreams.sim.profile: unknown variant `azure`",
         ),

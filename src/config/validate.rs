@@ -55,6 +55,12 @@ impl Config {
                     "upstreams.{id}.base_url: must not end with '/' (paths such as /chat/completions are appended)"
                 ));
             }
+            let endpoints = ["/chat/completions", "/completions", "/responses", "/embeddings"];
+            if let Some(path) = endpoints.iter().find(|p| url.ends_with(*p)) {
+                return Err(format!(
+                    "upstreams.{id}.base_url: the API's root, without {path} (which is appended), e.g. https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+                ));
+            }
             if !(up.weight.is_finite() && up.weight > 0.0) {
                 return Err(format!("upstreams.{id}.weight: must be a positive number"));
             }
