@@ -149,6 +149,10 @@ fn errors_name_the_field() {
             "upstreams.sim.base_url",
         ),
         (
+            |v| v["upstreams"]["sim"]["location_hint"] = json!("asia"),
+            "upstreams.sim.location_hint: 'asia' is none of Cloudflare's: wnam, enam,",
+        ),
+        (
             |v| v["upstreams"]["sim"]["base_url"] = json!("http://x/v1/chat/completions"),
             "upstreams.sim.base_url: the API's root, without /chat/completions",
         ),

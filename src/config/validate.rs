@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Durable Object location hints Cloudflare places objects by.
+const LOCATION_HINTS: [&str; 9] = [
+    "wnam", "enam", "sam", "weur", "eeur", "apac", "oc", "afr", "me",
+];
+
 /// Said of a secret-name list holding a key itself (which the message must not repeat).
 const KEY_NOT_NAME: &str = "holds an API key itself, not the name of the secret that holds it: put the key in a secret (`wrangler secret put <NAME>`) and list <NAME> here";
 
@@ -55,7 +60,20 @@ impl Config {
                     "upstreams.{id}.base_url: must not end with '/' (paths such as /chat/completions are appended)"
                 ));
             }
-            let endpoints = ["/chat/completions", "/completions", "/responses", "/embeddings"];
+            if let Some(hint) = up.location_hint.as_deref() {
+                if !LOCATION_HINTS.contains(&hint) {
+                    return Err(format!(
+                        "upstreams.{id}.location_hint: '{hint}' is none of Cloudflare's: {}",
+                        LOCATION_HINTS.join(", ")
+                    ));
+                }
+            }
+            let endpoints = [
+                "/chat/completions",
+                "/completions",
+                "/responses",
+                "/embeddings",
+            ];
             if let Some(path) = endpoints.iter().find(|p| url.ends_with(*p)) {
                 return Err(format!(
                     "upstreams.{id}.base_url: the API's root, without {path} (which is appended), e.g. https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
