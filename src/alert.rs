@@ -76,7 +76,9 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
         true => format!("POST /admin/accounts/{account}/clear"),
         false => format!("POST /admin/buckets/{account}/{model}/clear"),
     };
-    let mut keys = None;
+    // The secrets an event names (a refused key, those to set).
+    let names: Vec<&str> = (details.get("keys").and_then(Value::as_array))
+        .map_or_else(Vec::new, |k| k.iter().filter_map(Value::as_str).collect());
     let (event, text, reason, until) = match event {
         "bucket_parked" => {
             let reason = details
@@ -115,23 +117,17 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
             ("bucket_unparked", text, Some(reason), None)
         }
         "bucket_key_refused" => {
-            let names: Vec<&str> = (details.get("keys").and_then(Value::as_array))
-                .map_or_else(Vec::new, |k| k.iter().filter_map(Value::as_str).collect());
             let text = format!(
                 "{account}/{model}: the upstream refused the key in {} (invalid, revoked, or of another region), so it is no longer used; the account's other keys serve. Put a valid key in that secret (`wrangler secret put`), then {clear}.",
                 names.join(", ")
             );
-            keys = Some(names);
             ("bucket_key_refused", text, None, None)
         }
         "clients_failed_no_key" => {
-            let names: Vec<&str> = (details.get("keys").and_then(Value::as_array))
-                .map_or_else(Vec::new, |k| k.iter().filter_map(Value::as_str).collect());
             let text = format!(
                 "clients are answered 500: requests whose first choice is {account}/{model} found no account of their chain with a key set, the secrets {} not being set in this deployment. Set them (`wrangler secret put <NAME>`; each put deploys). (Told at most once an hour.)",
                 names.join(", ")
             );
-            keys = Some(names);
             ("clients_failed_no_key", text, None, None)
         }
         "clients_refused" => {
@@ -148,7 +144,7 @@ pub fn of_bucket(bucket: &str, event: &str, details: &Value, now_ms: u64) -> Opt
         account: Some(account),
         model: Some(model),
         reason,
-        keys,
+        keys: details.get("keys").is_some().then_some(names),
         client: None,
         budget: None,
         used: None,
