@@ -593,11 +593,13 @@ fn tell_no_key(env: &Env, ctx: &Context, config: &Config, route: &ModelRoute, re
         return;
     };
     let unset = crate::glue::unset_keys();
-    let mut secrets: Vec<String> = (config.unset_for(route, &unset))
-        .map(|(_, k)| k.clone())
-        .collect();
-    secrets.sort();
-    secrets.dedup();
+    // Once each, in the config's order (a sort would cost 4 KB of code).
+    let mut secrets: Vec<String> = Vec::new();
+    for (_, k) in config.unset_for(route, &unset) {
+        if !secrets.contains(k) {
+            secrets.push(k.clone());
+        }
+    }
     let bucket = Bucket::of(&first, config);
     let (env, request_id) = (env.clone(), request_id.to_string());
     let op = Op::NoKeySet { secrets };
