@@ -76,7 +76,8 @@ impl ApiError {
             404,
             "invalid_request_error",
             Some("unknown_url"),
-            match path.starts_with("/admin") {
+            // Outside /v1 (and the admin pages), most likely a base_url without /v1.
+            match path.starts_with("/admin") || path.starts_with("/v1/") {
                 true => format!("Unrecognized request URL ({method} {path})."),
                 false => format!("Unrecognized request URL ({method} {path}). The gateway serves OpenAI's API under /v1: set your SDK's base_url to this host followed by /v1."),
             },
