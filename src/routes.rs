@@ -347,7 +347,12 @@ mod tests {
         let routed = route("POST", &api_path("/compatible-mode/v1/chat/completions"));
         assert_eq!(routed, Ok(Route::Call(Endpoint::Chat)));
         // A path outside /v1 is told where the API is; one under it is not.
-        let told = |path: &str| route("POST", path).unwrap_err().message.contains("base_url");
+        let told = |path: &str| {
+            route("POST", path)
+                .unwrap_err()
+                .message
+                .contains("base_url")
+        };
         assert!(told("/api/chat/completions") && !told("/v1/audio/speech"));
     }
 
