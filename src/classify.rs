@@ -37,7 +37,7 @@ pub const ACCESS_DENIED_PARK_MS: u64 = 3_600_000;
 pub const PAYMENT_PARK_MS: u64 = 3_600_000;
 /// The upstream does not know the configured model (404, `model_not_found`): 1 h, then one probe.
 pub const MODEL_MISSING_PARK_MS: u64 = 3_600_000;
-/// A 2xx answer that is no API answer (`served_whole`), or a redirect: 1 h, then one probe.
+/// A 2xx answer that is no API answer (`served_whole`): 1 h, then one probe.
 pub const NOT_AN_API_ANSWER_PARK_MS: u64 = 3_600_000;
 /// A stream whose first token did not come in time: avoid that bucket briefly.
 pub const SLOW_START_COOLDOWN_MS: u64 = 5_000;
@@ -189,15 +189,6 @@ pub fn classify(
 ) -> Outcome {
     if (200..300).contains(&status) {
         return Outcome::Success;
-    }
-    // Redirects are not followed (the key goes to the configured URL only): a base_url that
-    // redirects (http to https, a moved relay) answers every call alike.
-    if (300..400).contains(&status) {
-        return Outcome::Park {
-            scope: ParkScope::Bucket,
-            reason: "base_url_redirects".to_string(),
-            for_ms: Some(NOT_AN_API_ANSWER_PARK_MS),
-        };
     }
     let p = Parsed::parse(body);
     let hint = retry_hint_ms(headers, p.up.message.as_deref(), now_ms).or(p.retry_delay_ms);

@@ -13,7 +13,7 @@ use crate::completion::{ChatRequest, Completion, Shape};
 use crate::config::AccountState;
 use crate::faults::{FaultKind, StreamErrorShape, Target};
 use crate::limits::{LimitKind, Refusal};
-use crate::respond::{add_rate_headers, answer, json_answer, set_header, EVENT_STREAM, JSON};
+use crate::respond::{add_rate_headers, answer, json_answer, EVENT_STREAM, JSON};
 use crate::state::{lock, Admission, SimState, Stored};
 
 /// The shortest input the session cache keeps (DashScope: 1,024 tokens).
@@ -73,12 +73,7 @@ pub async fn chat(
     match fault {
         Some(FaultKind::Status { status, body }) => {
             let body = body.unwrap_or_else(|| bodies::fault_status(dialect, &id, status));
-            let mut answer = json_answer(dialect, &id, started, status, body);
-            if (300..400).contains(&status) {
-                // A moved endpoint, as a relay behind a new path or https would say it.
-                set_header(&mut answer, "location", "/compatible-mode/v1/moved");
-            }
-            return Ok(answer);
+            return Ok(json_answer(dialect, &id, started, status, body));
         }
         Some(FaultKind::Reset) => return Err(Aborted),
         Some(kind @ (FaultKind::StreamError { .. } | FaultKind::StreamCut { .. })) => {

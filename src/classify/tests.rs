@@ -310,19 +310,6 @@ fn a_model_missing_on_the_responses_api_is_unsupported_not_a_park() {
 }
 
 #[test]
-fn a_redirect_parks_its_bucket_on_any_profile() {
-    for profile in [DS, OA, RELAY] {
-        for status in [301, 302, 307, 308] {
-            let outcome = classify(profile, status, &h(&[("location", "https://x/v1")]), b"", 0);
-            assert_eq!(
-                show(&outcome),
-                "park Bucket base_url_redirects Some(3600000)"
-            );
-        }
-    }
-}
-
-#[test]
 fn a_2xx_that_is_no_api_answer_parks_its_bucket() {
     for body in [
         &br#"{"choices":[{"message":{"content":"hi"}}]}"#[..],

@@ -48,10 +48,10 @@ export function whenAborted(signal) {
   });
 }
 
-/** Sends `method` to `url` with the API `key` and no body, aborted by `signal`, following no
- * redirect (as `post`): resolves to [the response, its body read whole (a Uint8Array)]. */
+/** Sends `method` to `url` with the API `key` and no body, aborted by `signal`: resolves to [the
+ * response, its body read whole (a Uint8Array)]. */
 export async function call(method, url, key, signal) {
-  const response = await fetch(url, { method, headers: { authorization: `Bearer ${key}` }, signal, redirect: "manual" });
+  const response = await fetch(url, { method, headers: { authorization: `Bearer ${key}` }, signal });
   return [response, new Uint8Array(await response.arrayBuffer())];
 }
 
@@ -63,14 +63,11 @@ export async function call(method, url, key, signal) {
 export async function post(url, key, body, signal, stream, extra) {
   const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
   for (let i = 0; extra && i + 1 < extra.length; i += 2) headers[extra[i]] = extra[i + 1];
-  // A redirect is not followed: the key goes to the configured URL only, and a base_url
-  // that redirects is the operator's to fix (classified as such), not a POST turned GET.
   const response = await fetch(url, {
     method: "POST",
     headers,
     body,
     signal,
-    redirect: "manual",
   });
   const headersAt = Date.now();
   const whole = !(stream && response.ok);
