@@ -211,8 +211,17 @@ pub fn served_whole(body: &[u8]) -> Outcome {
     }
 }
 
-/// What a 2xx that is no API answer is (`served_whole`; a web page for a stream too).
-pub fn not_an_api_answer() -> Outcome {
+/// A 2xx answer to a stream request, by its `content_type`: served, unless it is a web page
+/// (as `served_whole` says of a whole one).
+pub fn served_stream(content_type: Option<&str>) -> Outcome {
+    match content_type.is_some_and(|kind| kind.starts_with("text/html")) {
+        true => not_an_api_answer(),
+        false => Outcome::Success,
+    }
+}
+
+/// What a 2xx that is no API answer is.
+fn not_an_api_answer() -> Outcome {
     Outcome::Park {
         scope: ParkScope::Bucket,
         reason: "not_an_api_answer".to_string(),

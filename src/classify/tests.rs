@@ -331,4 +331,16 @@ fn a_2xx_that_is_no_api_answer_parks_its_bucket() {
             String::from_utf8_lossy(body)
         );
     }
+    // A stream's answer is judged by its content type (its body flows on).
+    for kind in [
+        Some("text/event-stream"),
+        Some("text/event-stream;charset=UTF-8"),
+        None,
+    ] {
+        assert_eq!(served_stream(kind), Outcome::Success, "{kind:?}");
+    }
+    assert_eq!(
+        show(&served_stream(Some("text/html; charset=utf-8"))),
+        "park Bucket not_an_api_answer Some(3600000)"
+    );
 }

@@ -111,12 +111,12 @@ pub async fn send(
         let status = resp.status();
         let served = (200..300).contains(&status);
         if served && stream {
-            // A web page for a stream is no more an API answer than for a whole one.
             let kind = answer_headers.get("content-type").ok().flatten();
-            if kind.is_some_and(|k| k.starts_with("text/html")) {
-                return Ok((Sent::Failed(classify::not_an_api_answer()), reached));
-            }
-            return Ok((Sent::Stream(Response::from(resp)), reached));
+            let sent = match classify::served_stream(kind.as_deref()) {
+                Outcome::Success => Sent::Stream(Response::from(resp)),
+                not_served => Sent::Failed(not_served),
+            };
+            return Ok((sent, reached));
         }
         // Only a refusal's headers are read (one call into the runtime per header).
         let headers: Vec<(String, String)> = match served {
